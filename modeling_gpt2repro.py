@@ -1,0 +1,337 @@
+"""GPT-2 (124M) as a native transformers model: `GPT2ReproModel` and `GPT2ReproForCausalLM`.
+
+Read top to bottom in the order the network is built: attention -> MLP -> block -> model -> LM head.
+Parameter names are GPT-2's (`transformer.wte, wpe, h.{i}.ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc,
+mlp.c_proj, ln_f, lm_head`) so that mapping OpenAI/HF GPT-2 weights is a documented transpose and nothing more
+(HF stores those four matmuls as `Conv1D`, weight (in, out); we use `nn.Linear`, weight (out, in)).
+
+What transformers gives us for free, and how we plug into it:
+- attention backends through `ALL_ATTENTION_FUNCTIONS` (sdpa by default, eager, flex_attention,
+  flash_attention_2/3, kernels), switchable with `attn_implementation=` / `set_attn_implementation()`;
+- masks from `create_causal_mask` (None for unpadded sdpa, so SDPA can take its `is_causal` flash path);
+- KV cache (`DynamicCache`), `generate()`, `save_pretrained` with our code files and `auto_map`, the causal-LM loss.
+
+Padded vocabulary: the embedding has `vocab_size` (50304) rows so the big lm_head matmul has a fast shape, but
+only `tokenizer_vocab_size` (50257) ids exist. The logits of the padded ids are set to -inf after the matmul (a
+write of 47 columns, not a copy of the logits), so they get exactly zero probability and the probabilities
+over the real ids equal those of the same model cropped to 50257 rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+try:  # inside an exported folder (loaded as a package by transformers' remote-code machinery)
+    from .configuration_gpt2repro import GPT2ReproConfig
+except ImportError:  # imported from the repository root
+    from configuration_gpt2repro import GPT2ReproConfig
+
+# transformers 5.17 names the KV-cache argument/output `past_key_values`; 5.24+ names it `cache` (the old name is
+# deprecated until 5.40). We accept both on input and use the installed version's name for outputs and masks.
+CACHE_NAME = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Plain softmax(QK^T * scale + mask) V, the reference the fused backends must match.
+
+    query (B, H, Tq, D), key/value (B, H, Tk, D); attention_mask: additive float or bool (B, 1, Tq, Tk) or None.
+    Returns (out (B, Tq, H, D), weights (B, H, Tq, Tk)) — the attention-interface contract.
+    """
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, H, Tq, Tk)
+    if attention_mask is None:
+        # No mask given: plain causal attention, aligned to the end (queries are the last Tq of Tk positions).
+        q_len, k_len = query.shape[-2], key.shape[-2]
+        causal = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (B, Tq, H, D)
+    return out, weights
+
+
+class GPT2ReproAttention(nn.Module):
+    """Multi-head causal self-attention with one fused q/k/v projection (`c_attn`), as in GPT-2."""
+
+    def __init__(self, config: GPT2ReproConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the sdpa/flash backends
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.is_residual_projection = True  # scaled init: 0.02 / sqrt(2 * n_layer)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, **kwargs):
+        B, T, C = hidden_states.shape
+        q, k, v = self.c_attn(hidden_states).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, past + T, D)
+
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, weights = attention(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.config.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # out (B, T, H, D)
+        out = out.reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(out)), weights
+
+
+class GPT2ReproMLP(nn.Module):
+    """n_embd -> 4 n_embd -> GELU (tanh approximation, GPT-2's `gelu_new`) -> n_embd."""
+
+    def __init__(self, config: GPT2ReproConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class GPT2ReproBlock(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPT2ReproConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = GPT2ReproAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = GPT2ReproMLP(config)
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+        residual = hidden_states
+        attn_out, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs)
+        hidden_states = residual + attn_out
+        residual = hidden_states
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states))
+        return hidden_states
+
+
+class GPT2ReproPreTrainedModel(PreTrainedModel):
+    config_class = GPT2ReproConfig
+    config: GPT2ReproConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["GPT2ReproBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # OpenAI/HF GPT-2 checkpoints may carry the old causal-mask buffers: they are not weights.
+    _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$", r"\.attn\.masked_bias$"]
+
+    def _init_weights(self, module):
+        """GPT-2 init: N(0, 0.02) for matmuls and embeddings, N(0, 0.02/sqrt(2*n_layer)) for the two residual
+        output projections per block (attn.c_proj, mlp.c_proj), zero biases, unit LayerNorm.
+
+        The `init.*` helpers skip tensors already loaded from a checkpoint.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "is_residual_projection", False):
+                std = std / math.sqrt(2 * self.config.n_layer)
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+def _pick_cache(cache, past_key_values):
+    """One cache object from either argument name (see CACHE_NAME)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the KV cache once: either `cache=` or `past_key_values=`, not both.")
+    return cache if cache is not None else past_key_values
+
+
+class GPT2ReproModel(GPT2ReproPreTrainedModel):
+    """Token + position embeddings -> n_layer blocks -> final LayerNorm. Returns hidden states (B, T, n_embd)."""
+
+    _auto_class = "AutoModel"  # what register_for_auto_class sets: save_pretrained writes auto_map + code files
+
+    def __init__(self, config: GPT2ReproConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([GPT2ReproBlock(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.wte = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        cache: Cache | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        cache = _pick_cache(cache, past_key_values)
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)  # (B, T, C)
+        B, T = inputs_embeds.shape[:2]
+
+        # Training never needs a cache; generation and explicit use_cache=True do.
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            # Positions continue after the cached tokens. generate() passes position_ids computed from the
+            # attention mask, which is what keeps left-padded prompts at the right learned positions.
+            position_ids = torch.arange(past, past + T, device=inputs_embeds.device).unsqueeze(0)  # (1, T)
+        if not torch.compiler.is_compiling() and past + T > self.config.n_positions:
+            raise ValueError(
+                f"Sequence of {past + T} tokens is longer than the model's n_positions ({self.config.n_positions})."
+            )
+        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))  # (B, T, C)
+
+        # What each attention backend wants: None for unpadded sdpa (-> is_causal flash path), 4D masks otherwise.
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **{CACHE_NAME: cache},
+        )
+        for block in self.h:
+            hidden_states = block(hidden_states, attention_mask=mask, cache=cache, position_ids=position_ids, **kwargs)
+        hidden_states = self.ln_f(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_NAME: cache if use_cache else None})
+
+
+class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
+    """GPT-2 with its tied language-model head. `model(input_ids, labels=input_ids).loss` is the causal-LM loss
+    (transformers shifts the labels and ignores -100); training windows that are already shifted use
+    `model(input_ids=x, shift_labels=y)`."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    _auto_class = "AutoModelForCausalLM"
+
+    def __init__(self, config: GPT2ReproConfig):
+        super().__init__(config)
+        self.transformer = GPT2ReproModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        cache: Cache | None = None,
+        past_key_values: Cache | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        kwargs.pop("return_dict", None)  # we always return a ModelOutput
+        outputs = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            cache=_pick_cache(cache, past_key_values),
+            **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
+        )
+        hidden_states = outputs.last_hidden_state  # (B, T, C)
+        # generate() only needs the last position's logits: skip the lm_head matmul for the rest.
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', vocab_size)
+        if self.config.tokenizer_vocab_size < self.config.vocab_size:
+            logits[..., self.config.tokenizer_vocab_size :] = float("-inf")  # padded ids: zero probability
+
+        loss = None
+        if labels is not None or shift_labels is not None:
+            loss_kwargs = {"num_items_in_batch": kwargs["num_items_in_batch"]} if "num_items_in_batch" in kwargs else {}
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                shift_labels=shift_labels.contiguous() if shift_labels is not None else None,
+                vocab_size=self.config.vocab_size,
+                **loss_kwargs,
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+
+
+def register_auto_classes() -> None:
+    """Register our classes with the Auto factories in this process, so our own scripts load our folders
+    with `AutoModelForCausalLM.from_pretrained(dir)` and never need `trust_remote_code`. Idempotent."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    try:
+        AutoConfig.register(GPT2ReproConfig.model_type, GPT2ReproConfig)
+    except ValueError:
+        pass  # already registered
+    for auto_class, model_class in ((AutoModel, GPT2ReproModel), (AutoModelForCausalLM, GPT2ReproForCausalLM)):
+        try:
+            auto_class.register(GPT2ReproConfig, model_class)
+        except ValueError:
+            pass
+
+__all__ = [
+    "GPT2ReproConfig",
+    "GPT2ReproPreTrainedModel",
+    "GPT2ReproModel",
+    "GPT2ReproForCausalLM",
+    "register_auto_classes",
+]
