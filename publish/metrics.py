@@ -1,0 +1,133 @@
+"""Read a run's metrics into one shape: our `metrics.jsonl` (docs/CONTRACTS.md) or a build-nanogpt `log.txt`.
+
+build-nanogpt's log.txt has one line per measurement, `"{step} {kind} {value}"` with kind `train` (train loss),
+`val` (validation loss) or `hella` (HellaSwag acc_norm from its own token-normalised scorer).
+
+A resumed run appends to the same file and may log a step twice: the later line wins, as it describes the run
+that continued. A truncated last JSONL line (a run killed mid-write) is skipped with a warning; a bad line
+anywhere else is an error that names the line.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from publish.references import SCORER_BUILD_NANOGPT, SCORER_LM_EVAL
+
+# Which field of our `hellaswag` record holds the acc_norm of each scorer.
+_HELLASWAG_FIELDS = {SCORER_LM_EVAL: "acc_norm", SCORER_BUILD_NANOGPT: "acc_tokennorm"}
+_LOG_TXT_KINDS = ("train", "val", "hella")
+
+
+@dataclass
+class RunMetrics:
+    """The curves of one run. Every series is a step-sorted list of (step, value)."""
+
+    name: str
+    path: Path
+    train_loss: list[tuple[int, float]] = field(default_factory=list)
+    val_loss: list[tuple[int, float]] = field(default_factory=list)
+    # scorer name (publish.references) -> acc_norm under that scorer
+    hellaswag: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    # the full `hellaswag` records (acc, acc_norm, acc_tokennorm, n), by step; empty for log.txt
+    hellaswag_records: dict[int, dict] = field(default_factory=dict)
+    train_records: dict[int, dict] = field(default_factory=dict)
+    summary: dict | None = None
+
+    @property
+    def last_step(self) -> int | None:
+        steps = [s for s, _ in self.train_loss] + [s for s, _ in self.val_loss]
+        steps += [s for series in self.hellaswag.values() for s, _ in series]
+        return max(steps) if steps else None
+
+
+def load_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
+    """Read a `metrics.jsonl`, a build-nanogpt `log.txt`, or a run folder holding `metrics.jsonl`."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "metrics.jsonl").is_file():
+            raise FileNotFoundError(f"{path} is a folder without metrics.jsonl: pass a run folder, a metrics.jsonl "
+                                    "or a build-nanogpt log.txt")
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no such metrics file: {path}")
+    if name is None:
+        # "runs/124M/metrics.jsonl" -> "124M"; "log/log.txt" -> "log"
+        name = path.parent.name or path.stem
+    text = path.read_text(encoding="utf-8")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if first.startswith("{"):
+        return _parse_jsonl(text, path, name)
+    return _parse_log_txt(text, path, name)
+
+
+def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
+    train, val, records, train_records = {}, {}, {}, {}
+    summary = None
+    lines = text.splitlines()
+    last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == last_nonblank and not text.endswith("\n"):
+                warnings.warn(f"{path}:{i + 1}: skipping a truncated last line (run killed mid-write?)")
+                continue
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({err.msg})") from err
+        kind = record.get("type")
+        try:
+            if kind == "train":
+                train[int(record["step"])] = float(record["loss"])
+                train_records[int(record["step"])] = record
+            elif kind == "val":
+                val[int(record["step"])] = float(record["val_loss"])
+            elif kind == "hellaswag":
+                records[int(record["step"])] = record
+            elif kind == "summary":
+                summary = record
+            # other types (sample, ...) carry nothing we plot
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}:{i + 1}: a {kind!r} record without a usable {err} field") from err
+    hellaswag = {
+        scorer: sorted((step, float(rec[key])) for step, rec in records.items() if rec.get(key) is not None)
+        for scorer, key in _HELLASWAG_FIELDS.items()
+    }
+    return RunMetrics(
+        name=name,
+        path=path,
+        train_loss=sorted(train.items()),
+        val_loss=sorted(val.items()),
+        hellaswag={scorer: series for scorer, series in hellaswag.items() if series},
+        hellaswag_records=dict(sorted(records.items())),
+        train_records=dict(sorted(train_records.items())),
+        summary=summary,
+    )
+
+
+def _parse_log_txt(text: str, path: Path, name: str) -> RunMetrics:
+    series: dict[str, dict[int, float]] = {kind: {} for kind in _LOG_TXT_KINDS}
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in series:
+            raise ValueError(
+                f"{path}:{i + 1}: expected a build-nanogpt log line '<step> train|val|hella <value>', got {line!r}"
+            )
+        try:
+            series[parts[1]][int(parts[0])] = float(parts[2])
+        except ValueError as err:
+            raise ValueError(f"{path}:{i + 1}: bad number in {line!r}") from err
+    hella = sorted(series["hella"].items())
+    return RunMetrics(
+        name=name,
+        path=path,
+        train_loss=sorted(series["train"].items()),
+        val_loss=sorted(series["val"].items()),
+        hellaswag={SCORER_BUILD_NANOGPT: hella} if hella else {},
+    )

@@ -1,0 +1,157 @@
+"""Training curves as PNG: train/val loss and HellaSwag vs step, with the reference lines (build-nanogpt's
+notebook plot, as a command). Several runs overlay in one figure, each in its own colour.
+
+    python -m publish.plots runs/124M/metrics.jsonl --out curves.png
+    python -m publish.plots runs/124M ../build-nanogpt/log/log.txt --label ours --label build-nanogpt --out cmp.png
+
+Inputs: a run folder, its metrics.jsonl, or a build-nanogpt log.txt. HellaSwag is drawn under one scorer per
+figure (publish.references): `--scorer` picks it; by default the one every input has, lm-eval first. A run that
+lacks the chosen scorer's numbers is left out of that panel with a warning, never mixed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+from publish.metrics import RunMetrics, load_metrics
+from publish.references import HELLASWAG_ACC_NORM, SCORERS, VAL_LOSS
+
+PANELS = ("loss", "hellaswag")
+_REFERENCE_STYLES = ("tab:red", "tab:green")  # GPT-2, GPT-3: build-nanogpt's colours
+_RANDOM_CHANCE = 0.25  # four endings
+
+
+def pick_scorer(runs: Sequence[RunMetrics]) -> str:
+    """The scorer every run with HellaSwag numbers has (lm-eval preferred), else the most common one."""
+    with_hellaswag = [run for run in runs if run.hellaswag]
+    for scorer in SCORERS:
+        if with_hellaswag and all(scorer in run.hellaswag for run in with_hellaswag):
+            return scorer
+    counts = {scorer: sum(scorer in run.hellaswag for run in runs) for scorer in SCORERS}
+    return max(SCORERS, key=lambda scorer: counts[scorer])
+
+
+def plot_runs(
+    runs: Sequence[RunMetrics],
+    out: str | Path,
+    *,
+    panels: Sequence[str] = PANELS,
+    scorer: str | None = None,
+    reference_loss: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Draw `panels` side by side for `runs` and save a PNG at `out`. Returns the path."""
+    unknown = [panel for panel in panels if panel not in PANELS]
+    if unknown or not panels:
+        raise ValueError(f"panels must be among {PANELS}, got {list(panels)}")
+    if not runs:
+        raise ValueError("nothing to plot: no runs given")
+    scorer = scorer or pick_scorer(runs)
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown HellaSwag scorer {scorer!r}; choose one of {SCORERS}")
+    fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        if panel == "loss":
+            _draw_loss(ax, runs, reference_loss)
+        else:
+            _draw_hellaswag(ax, runs, scorer)
+    if title:
+        fig.suptitle(title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def _colour(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _draw_loss(ax, runs: Sequence[RunMetrics], reference_loss: bool) -> None:
+    shown = []
+    for i, run in enumerate(runs):
+        if run.train_loss:
+            steps, values = zip(*run.train_loss)
+            ax.plot(steps, values, color=_colour(i), alpha=0.45, linewidth=0.9, label=f"{run.name} train")
+            shown += values
+        if run.val_loss:
+            steps, values = zip(*run.val_loss)
+            ax.plot(steps, values, color=_colour(i), linewidth=2.0, marker="o", markersize=3, zorder=3,
+                    label=f"{run.name} val")
+            shown += values
+    if not shown:
+        warnings.warn("no loss values in any input: the loss panel is empty")
+    if reference_loss:
+        ax.axhline(VAL_LOSS.value, color=_REFERENCE_STYLES[0], linestyle="--", linewidth=1.2,
+                   label=f"{VAL_LOSS.label} {VAL_LOSS.value:.4f}")
+    if shown:
+        # The first steps (loss ~11 at init) would flatten everything else, as in build-nanogpt's plot: the
+        # y-range covers the points after the first 10% of steps; the early ones run off the top.
+        last = max(step for run in runs for step, _ in run.train_loss + run.val_loss)
+        late = [v for run in runs for step, v in run.train_loss + run.val_loss if step >= 0.1 * last] or shown
+        top, bottom = max(late), min(shown + ([VAL_LOSS.value] if reference_loss else []))
+        pad = 0.08 * max(top - bottom, 0.1)
+        ax.set_ylim(bottom - pad, top + pad)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _draw_hellaswag(ax, runs: Sequence[RunMetrics], scorer: str) -> None:
+    for i, run in enumerate(runs):
+        series = run.hellaswag.get(scorer)
+        if not series:
+            if run.hellaswag:
+                warnings.warn(f"{run.name}: no HellaSwag numbers under the {scorer} scorer (it has "
+                              f"{sorted(run.hellaswag)}); left out of the HellaSwag panel")
+            continue
+        steps, values = zip(*series)
+        ax.plot(steps, values, color=_colour(i), linewidth=1.8, marker="o", markersize=3, label=run.name)
+    for reference, colour in zip(HELLASWAG_ACC_NORM[scorer], _REFERENCE_STYLES):
+        ax.axhline(reference.value, color=colour, linestyle="--", linewidth=1.2,
+                   label=f"{reference.label} {reference.value:.4f}")
+    ax.axhline(_RANDOM_CHANCE, color="grey", linestyle=":", linewidth=1.0, label="random chance 0.25")
+    ax.set_xlabel("step")
+    ax.set_ylabel("acc_norm")
+    ax.set_title(f"HellaSwag acc_norm ({scorer} scorer)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m publish.plots", description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", help="run folder, metrics.jsonl, or build-nanogpt log.txt")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--label", action="append", default=[], help="legend name per input, in order")
+    parser.add_argument("--scorer", choices=SCORERS, help="HellaSwag scorer to draw (default: the common one)")
+    parser.add_argument("--panel", choices=("both",) + PANELS, default="both")
+    parser.add_argument("--no-reference-loss", action="store_true",
+                        help="leave out the GPT-2 FineWeb-Edu val-loss line (for runs on other data)")
+    parser.add_argument("--title")
+    args = parser.parse_args(argv)
+    if args.label and len(args.label) != len(args.inputs):
+        parser.error(f"{len(args.label)} --label for {len(args.inputs)} inputs: give one per input or none")
+    labels = args.label or [None] * len(args.inputs)
+    try:
+        runs = [load_metrics(path, name=label) for path, label in zip(args.inputs, labels)]
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    panels = PANELS if args.panel == "both" else (args.panel,)
+    out = plot_runs(runs, args.out, panels=panels, scorer=args.scorer,
+                    reference_loss=not args.no_reference_loss, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
