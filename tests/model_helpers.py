@@ -1,0 +1,29 @@
+"""Small builders shared by the model tests (tiny configs, seeded weights)."""
+
+import torch
+
+from configuration_gpt2repro import GPT2ReproConfig
+from modeling_gpt2repro import GPT2ReproForCausalLM
+
+TINY = dict(n_layer=2, n_head=2, n_embd=64, n_positions=128)
+
+
+def tiny_config(**overrides) -> GPT2ReproConfig:
+    return GPT2ReproConfig(**{**TINY, **overrides})
+
+
+def randomize_all_parameters(model: torch.nn.Module, seed: int = 0) -> None:
+    """Every parameter random, biases and LayerNorms included (default init zeroes biases and sets LN to 1,
+    which would hide a mapping bug in them)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
+def tiny_model(seed: int = 0, attn_implementation: str | None = None, **overrides) -> GPT2ReproForCausalLM:
+    torch.manual_seed(seed)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = GPT2ReproForCausalLM._from_config(tiny_config(**overrides), **kwargs)
+    randomize_all_parameters(model, seed)
+    return model.eval()

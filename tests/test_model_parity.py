@@ -1,0 +1,101 @@
+"""Weight mapping both ways with transformers' own GPT-2, init statistics, and the weight tie."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from convert_gpt2 import load_stock_gpt2, save_stock_gpt2, to_stock_gpt2
+from model_helpers import randomize_all_parameters, tiny_config, tiny_model
+from modeling_gpt2repro import GPT2ReproForCausalLM
+
+pytestmark = pytest.mark.model
+
+
+def _random_stock_gpt2(tmp_path):
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=50257)
+    stock = GPT2LMHeadModel(config)
+    randomize_all_parameters(stock, seed=1)
+    stock.tie_weights()
+    stock.save_pretrained(tmp_path / "stock")
+    return stock.eval()
+
+
+def test_stock_gpt2_to_ours_and_back_gives_equal_logits_and_loss(tmp_path):
+    torch.manual_seed(0)
+    stock = _random_stock_gpt2(tmp_path)
+    ours = load_stock_gpt2(str(tmp_path / "stock"))
+    assert ours.config.vocab_size == 50304 and ours.config.tokenizer_vocab_size == 50257
+    x = torch.randint(0, 50257, (3, 40))
+    with torch.no_grad():
+        ref = stock(x, labels=x)
+        out = ours(x, labels=x)
+        back = to_stock_gpt2(ours)(x, labels=x)
+    assert (out.logits[..., :50257] - ref.logits).abs().max().item() <= 1e-5
+    assert torch.isneginf(out.logits[..., 50257:]).all()  # padded ids: zero probability
+    assert abs(out.loss.item() - ref.loss.item()) <= 1e-5
+    assert (back.logits - ref.logits).abs().max().item() <= 1e-5
+    assert abs(back.loss.item() - ref.loss.item()) <= 1e-5
+
+
+def test_stock_export_loads_without_remote_code_and_matches_probabilities(tmp_path, gpt2_tokenizer):
+    ours = tiny_model(seed=3)
+    save_stock_gpt2(ours, tmp_path / "gpt2", gpt2_tokenizer)
+    config_text = (tmp_path / "gpt2" / "config.json").read_text()
+    assert '"model_type": "gpt2"' in config_text and "auto_map" not in config_text
+    assert not list((tmp_path / "gpt2").glob("*.py"))  # no code to trust
+    stock = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2").eval()
+    assert stock.lm_head.weight.shape[0] == 50257
+    x = torch.randint(0, 50257, (2, 32))
+    with torch.no_grad():
+        ours_probs = ours(x).logits.softmax(-1)[..., :50257]
+        stock_probs = stock(x).logits.softmax(-1)
+    assert (ours_probs - stock_probs).abs().max().item() <= 1e-5
+
+
+def test_unsupported_gpt2_variant_is_refused_with_the_field_named(tmp_path):
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=50257, activation_function="relu")
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="activation_function='relu'"):
+        load_stock_gpt2(str(tmp_path))
+
+
+def test_missing_gpt2_folder_gives_a_clear_error(tmp_path):
+    with pytest.raises(OSError, match="local folder with config.json"):
+        load_stock_gpt2(str(tmp_path / "nope"))
+
+
+def test_init_statistics_follow_the_gpt2_recipe():
+    torch.manual_seed(0)
+    config = tiny_config(n_layer=4, n_embd=256, n_head=4)
+    model = GPT2ReproForCausalLM(config)
+    std = config.initializer_range
+    residual_std = std / math.sqrt(2 * config.n_layer)
+    for name, p in model.named_parameters():
+        if name.endswith(("attn.c_proj.weight", "mlp.c_proj.weight")):
+            assert p.std().item() == pytest.approx(residual_std, rel=0.05), name
+        elif name.endswith(("c_attn.weight", "c_fc.weight", "wte.weight", "wpe.weight")):
+            assert p.std().item() == pytest.approx(std, rel=0.05), name
+            assert abs(p.mean().item()) < 3 * std / math.sqrt(p.numel()) + 1e-4, name
+        elif name.endswith("bias"):
+            assert torch.all(p == 0), name
+        elif ".ln_" in name and name.endswith("weight"):
+            assert torch.all(p == 1), name
+
+
+def test_weight_tie_survives_save_and_load(tmp_path):
+    model = tiny_model(seed=5)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    model.save_pretrained(tmp_path)
+    loaded = GPT2ReproForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    x = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, loaded(x).logits)
+
+
+def test_from_pretrained_keeps_checkpoint_dtype_unless_asked(tmp_path):
+    tiny_model().to(torch.bfloat16).save_pretrained(tmp_path)
+    assert GPT2ReproForCausalLM.from_pretrained(tmp_path).dtype == torch.bfloat16
+    assert GPT2ReproForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).dtype == torch.float32
