@@ -1,0 +1,23 @@
+"""Errors for bad input to eval/ (missing files, wrong model folders) and the CLI wrapper that prints them.
+
+Every eval/ command runs its `main` through `run_cli`, so a user who points it at a wrong path reads one line
+that says what is wrong and what to do, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class EvalInputError(ValueError):
+    """Bad input from the user: the message names the file and says what to do."""
+
+
+def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
+    """Run `main(argv)`; an `EvalInputError` becomes `error: <message>` on stderr and exit status 2."""
+    try:
+        main(argv)
+    except EvalInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

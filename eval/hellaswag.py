@@ -1,0 +1,413 @@
+"""In-loop HellaSwag scorer (used by train.py) and its command line.
+
+    python -m eval.hellaswag --model PATH [--data FILE] [--limit N] [--batch-size 32] [--mc]
+
+`PATH` is an export, a checkpoint or a run folder (see eval/load.py); without `--data` the Rowan/hellaswag
+validation split is fetched from the Hub. Prints the scores next to OpenAI GPT-2 124M's under the same scorer and
+saves JSON beside the model (`<model dir>/eval_results/hellaswag_scorer.json`, or `--output`).
+
+What it computes (text side in eval/hellaswag_data.py):
+- `acc`, `acc_norm`: exactly lm-eval's `hellaswag` task (its preprocessing, continuation `" " + choice`,
+  its `_encode_pair` tokenisation and left truncation, acc_norm = sum log p / len(choice in characters)).
+  Same model, same tokenizer -> the same counts of correct answers as `lm_eval --tasks hellaswag`.
+- `acc_tokennorm`: build-nanogpt's score (raw `ctx`, mean log p per ending token). A different number: compare
+  it only with REFERENCE_GPT2_124M["acc_tokennorm"], never with lm-eval's acc_norm.
+- `acc_mc` (optional): the multiple-choice formulation (endings labelled A-D in the prompt, likelihood of the
+  letter), the same as `eval/tasks/hellaswag_mc.yaml` under lm-eval. Meaningful for large models only.
+
+How it is fast: text is tokenised once (`from_file`); identical inputs are scored once; every input row is
+`(context + continuation)[:-1]`, rows are sorted by where their scored span starts and packed `batch_size` rows
+per forward, right padded to a multiple of 32 (few distinct shapes: torch.compile compiles them once, not on
+every call); the LM head runs only on the window of scored positions (`logits_to_keep`, when the model has it)
+and log-softmax only on the scored positions themselves.
+
+Distributed: the batches are planned globally (independent of world size); rank r scores batches r, r+W, ...;
+the per-choice log-likelihoods are summed across ranks with `reduce_fn` (each is computed by exactly one rank,
+the others add 0.0), so every rank gets the same, bit-identical totals for any number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from eval.errors import EvalInputError, run_cli
+from eval.hellaswag_data import (
+    MC_LETTERS,
+    HellaSwagExample,
+    cloze_choices,
+    cloze_query,
+    mc_prompt,
+    read_hellaswag,
+)
+
+FORMULATIONS = ("cloze", "tokennorm", "mc")
+DEFAULT_FORMULATIONS = ("cloze", "tokennorm")
+SEQ_BUCKET = 32  # padded row length is a multiple of this: few distinct shapes for torch.compile
+KEEP_BUCKET = 16  # the window of positions given to the LM head is a multiple of this
+
+# OpenAI GPT-2 124M under the same scorers (docs/REFERENCE.md). No published number for the MC formulation.
+REFERENCE_GPT2_124M = {
+    "acc": 0.2892,  # lm-eval hellaswag
+    "acc_norm": 0.3114,  # lm-eval hellaswag (char-normalised)
+    "acc_tokennorm": 0.2955,  # build-nanogpt scorer (token-normalised, raw ctx)
+}
+
+
+@dataclass
+class _Batch:
+    """One forward: `input_ids` (B, L); the scored positions as (row, pos) pairs with their target tokens;
+    `sum_index` (R, C) gathers each request's per-token log-probs (P entries; index P = a zero) for its sum."""
+
+    input_ids: torch.Tensor  # (B, L) int64, right padded
+    keep_start: int  # the LM head sees positions [keep_start, keep_start + keep_len)
+    keep_len: int
+    row: torch.Tensor  # (P,) row of each scored position
+    pos: torch.Tensor  # (P,) position in the row (its logits predict `target`)
+    target: torch.Tensor  # (P,) token ids
+    sum_index: torch.Tensor  # (R, C) into the P log-probs; P pads
+    request_ids: torch.Tensor  # (R,) global request ids
+
+
+class HellaSwagScorer:
+    """HellaSwag scored by completion likelihood, batched and tokenised once. Build with `from_file`.
+
+    >>> scorer = HellaSwagScorer.from_file("hellaswag_val.jsonl", tokenizer, max_length=1024)
+    >>> scorer.evaluate(model, batch_size=64, rank=r, world_size=w, reduce_fn=lambda t: accelerator.reduce(t, "sum"))
+    {'acc': ..., 'acc_norm': ..., 'acc_tokennorm': ..., 'n': 10042, 'correct': ..., ...}
+    """
+
+    def __init__(self, examples: list[HellaSwagExample], tokenizer, max_length: int = 1024,
+                 formulations: tuple[str, ...] = DEFAULT_FORMULATIONS):
+        unknown = set(formulations) - set(FORMULATIONS)
+        if unknown or not formulations:
+            raise ValueError(f"formulations must be a non-empty subset of {FORMULATIONS}, got {formulations}")
+        self.max_length = int(max_length)
+        self.formulations = tuple(f for f in FORMULATIONS if f in formulations)
+        self.n = len(examples)
+        self.gold = torch.tensor([ex.label for ex in examples], dtype=torch.long)  # (N,)
+        self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self._rows: list[tuple[int, ...]] = []  # unique input rows
+        self._row_ids: dict[tuple[int, ...], int] = {}
+        self._requests: list[tuple[int, tuple[int, ...]]] = []  # (row id, continuation tokens)
+        self._request_ids: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.request_index: dict[str, torch.Tensor] = {}  # formulation -> (N, 4) request ids
+        self.divisor: dict[str, torch.Tensor] = {}  # formulation -> (N, 4) float64 length normaliser
+        self._plans: dict[int, list[_Batch]] = {}
+        self._tokenize(examples, tokenizer)
+
+    @classmethod
+    def from_file(cls, path, tokenizer, limit: int | None = None, max_length: int = 1024,
+                  formulations: tuple[str, ...] = DEFAULT_FORMULATIONS) -> HellaSwagScorer:
+        """Read, preprocess and tokenise a HellaSwag jsonl once. `max_length` must not exceed the model's
+        context (lm-eval uses `config.n_positions`); longer rows are truncated from the left, as lm-eval does.
+        A missing or malformed file raises `EvalInputError` naming the file and line."""
+        return cls(read_hellaswag(path, limit), tokenizer, max_length, formulations)
+
+    # ---- tokenisation (once) -------------------------------------------------------------------------------
+
+    def _tokenize(self, examples: list[HellaSwagExample], tokenizer) -> None:
+        def encode(strings: list[str]) -> list[list[int]]:
+            # lm-eval calls tokenizer.encode(s) with default special tokens (none for GPT-2); same ids, batched.
+            return tokenizer(strings)["input_ids"] if strings else []
+
+        n = len(examples)
+        if "cloze" in self.formulations or "mc" in self.formulations:
+            pairs = {}
+            if "cloze" in self.formulations:
+                pairs["cloze"] = [(cloze_query(ex), [" " + c for c in cloze_choices(ex)]) for ex in examples]
+                self.divisor["cloze"] = torch.tensor(
+                    [[float(len(c)) for c in cloze_choices(ex)] for ex in examples], dtype=torch.float64
+                ).reshape(n, 4)
+            if "mc" in self.formulations:
+                pairs["mc"] = [(mc_prompt(ex), [" " + letter for letter in MC_LETTERS]) for ex in examples]
+            for name, items in pairs.items():
+                contexts, continuations = zip(*(_move_trailing_space(ctx, conts) for ctx, conts in items))
+                ctx_ids = encode(list(contexts))
+                whole_ids = encode([c + cont for c, conts in zip(contexts, continuations) for cont in conts])
+                index = []
+                for i, ctx in enumerate(ctx_ids):
+                    # lm-eval `_encode_pair`: encode context+continuation whole, split at len(encode(context)).
+                    index.append([self._add_request(ctx, whole_ids[4 * i + j][len(ctx):]) for j in range(4)])
+                self.request_index[name] = torch.tensor(index, dtype=torch.long).reshape(n, 4)
+        if "tokennorm" in self.formulations:
+            # build-nanogpt: raw ctx and " " + raw ending, tokenised separately and concatenated.
+            ctx_ids = encode([ex.ctx for ex in examples])
+            end_ids = encode([" " + e for ex in examples for e in ex.endings])
+            self.request_index["tokennorm"] = torch.tensor(
+                [[self._add_request(ctx, end_ids[4 * i + j]) for j in range(4)] for i, ctx in enumerate(ctx_ids)],
+                dtype=torch.long,
+            ).reshape(n, 4)
+            self.divisor["tokennorm"] = torch.tensor(
+                [float(len(end_ids[k])) for k in range(4 * n)], dtype=torch.float64
+            ).reshape(n, 4)
+
+    def _add_request(self, context: list[int], continuation: list[int]) -> int:
+        """Register one log-likelihood request; identical (input, continuation) pairs share one id."""
+        if not continuation:
+            raise ValueError("empty continuation after tokenisation")
+        if len(continuation) > self.max_length:
+            raise ValueError(f"continuation of {len(continuation)} tokens exceeds max_length {self.max_length}")
+        # lm-eval: left-truncate to max_length + 1 tokens, the model input drops the last one.
+        row = tuple((context + continuation)[-(self.max_length + 1):][:-1])
+        row_id = self._row_ids.setdefault(row, len(self._rows))
+        if row_id == len(self._rows):
+            self._rows.append(row)
+        key = (row_id, tuple(continuation))
+        request_id = self._request_ids.setdefault(key, len(self._requests))
+        if request_id == len(self._requests):
+            self._requests.append(key)
+        return request_id
+
+    @property
+    def num_requests(self) -> int:
+        return len(self._requests)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self._rows)
+
+    # ---- batch plan (once per batch size) ------------------------------------------------------------------
+
+    def _plan(self, batch_size: int) -> list[_Batch]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size in self._plans:
+            return self._plans[batch_size]
+        requests_of_row: list[list[int]] = [[] for _ in self._rows]
+        for request_id, (row_id, _) in enumerate(self._requests):
+            requests_of_row[row_id].append(request_id)
+        span_start = [len(row) - max(len(self._requests[q][1]) for q in reqs)
+                      for row, reqs in zip(self._rows, requests_of_row)]
+        # Sorted by (first scored position, length): rows in a batch have similar lengths and scored windows.
+        order = sorted(range(len(self._rows)), key=lambda r: (span_start[r], len(self._rows[r])))
+        batches = []
+        for first in range(0, len(order), batch_size):
+            rows = order[first:first + batch_size]
+            longest = max(len(self._rows[r]) for r in rows)
+            seq_len = min(_round_up(longest, SEQ_BUCKET), max(self.max_length, longest))
+            input_ids = torch.full((len(rows), seq_len), self.pad_id, dtype=torch.long)  # (B, L)
+            row_ix, pos_ix, targets, sums = [], [], [], []
+            for b, r in enumerate(rows):
+                row = self._rows[r]
+                input_ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
+                for q in requests_of_row[r]:
+                    cont = self._requests[q][1]
+                    start = len(targets)
+                    # logits at positions len-n .. len-1 predict the n continuation tokens
+                    row_ix += [b] * len(cont)
+                    pos_ix += range(len(row) - len(cont), len(row))
+                    targets += cont
+                    sums.append((q, list(range(start, start + len(cont)))))
+            lo = min(span_start[r] for r in rows)
+            keep_len = min(_round_up(longest - lo, KEEP_BUCKET), seq_len)
+            keep_start = min(lo, seq_len - keep_len)
+            width = max(len(ix) for _, ix in sums)
+            pad = len(targets)
+            batches.append(_Batch(
+                input_ids=input_ids,
+                keep_start=keep_start,
+                keep_len=keep_len,
+                row=torch.tensor(row_ix, dtype=torch.long),
+                pos=torch.tensor(pos_ix, dtype=torch.long),
+                target=torch.tensor(targets, dtype=torch.long),
+                sum_index=torch.tensor([ix + [pad] * (width - len(ix)) for _, ix in sums], dtype=torch.long),
+                request_ids=torch.tensor([q for q, _ in sums], dtype=torch.long),
+            ))
+        self._plans[batch_size] = batches
+        return batches
+
+    # ---- scoring -------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def loglikelihoods(self, model, batch_size: int = 32, rank: int = 0, world_size: int = 1,
+                       reduce_fn=None) -> dict[str, torch.Tensor]:
+        """Per-choice log-likelihoods: formulation -> (N, 4) float64 on CPU (sums of fp32 log-probs, as lm-eval)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
+        if world_size > 1 and reduce_fn is None:
+            raise ValueError("world_size > 1 needs reduce_fn (sum across ranks), e.g. lambda t: accelerator.reduce(t, 'sum')")
+        base = getattr(model, "_orig_mod", model)  # a torch.compile'd module keeps the original here
+        device = next(base.parameters()).device
+        self._check_context(base)
+        use_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        batches = self._plan(batch_size)
+        ll = torch.zeros(self.num_requests, dtype=torch.float64, device=device)  # (Q,)
+        was_training = model.training
+        model.eval()
+        try:
+            for batch in batches[rank::world_size]:
+                input_ids = batch.input_ids.to(device, non_blocking=True)
+                if use_keep:
+                    keep = torch.arange(batch.keep_start, batch.keep_start + batch.keep_len, device=device)
+                    logits = model(input_ids=input_ids, logits_to_keep=keep).logits  # (B, K, V)
+                    start = batch.keep_start
+                else:
+                    logits = model(input_ids=input_ids).logits  # (B, L, V)
+                    start = 0
+                width, vocab = logits.shape[1], logits.shape[2]
+                flat = (batch.row * width + batch.pos - start).to(device)  # (P,)
+                picked = logits.reshape(-1, vocab)[flat].float()  # (P, V): only the scored positions
+                logp = picked.log_softmax(-1).gather(1, batch.target.to(device)[:, None]).squeeze(1)  # (P,)
+                logp = torch.cat([logp, logp.new_zeros(1)])  # index P is the padding zero
+                sums = logp[batch.sum_index.to(device)].sum(1)  # (R,) fp32, fixed order: deterministic
+                ll[batch.request_ids.to(device)] = sums.double()
+        finally:
+            model.train(was_training)
+        if world_size > 1:
+            ll = reduce_fn(ll)  # each entry was written by exactly one rank; the others add 0.0
+        ll = ll.cpu()
+        return {name: ll[index] for name, index in self.request_index.items()}
+
+    def metrics(self, lls: dict[str, torch.Tensor]) -> dict:
+        """Counts and accuracies from `loglikelihoods` (argmax ties go to the first choice, like numpy/lm-eval)."""
+        out: dict = {"n": self.n}
+        if "cloze" in lls:
+            correct = int((lls["cloze"].argmax(1) == self.gold).sum())
+            correct_norm = int(((lls["cloze"] / self.divisor["cloze"]).argmax(1) == self.gold).sum())
+            out.update(acc=correct / self.n, acc_norm=correct_norm / self.n, correct=correct, correct_norm=correct_norm)
+        if "tokennorm" in lls:
+            c = int(((lls["tokennorm"] / self.divisor["tokennorm"]).argmax(1) == self.gold).sum())
+            out.update(acc_tokennorm=c / self.n, correct_tokennorm=c)
+        if "mc" in lls:
+            c = int((lls["mc"].argmax(1) == self.gold).sum())
+            out.update(acc_mc=c / self.n, correct_mc=c)
+        return out
+
+    def evaluate(self, model, batch_size: int = 32, rank: int = 0, world_size: int = 1, reduce_fn=None) -> dict:
+        """Score `model` (any HF causal LM, compiled or not; device taken from its parameters).
+
+        Returns `dict(acc, acc_norm, acc_tokennorm, n, correct, correct_norm, correct_tokennorm)` (+ `acc_mc`,
+        `correct_mc` with the "mc" formulation), identical on every rank. `batch_size` is rows (sequences) per
+        forward. Runs under no_grad in eval mode (the mode is restored); the caller may wrap it in autocast.
+        With `world_size > 1`, `reduce_fn(t)` must return the sum of the 1-D float64 tensor `t` across ranks.
+        """
+        return self.metrics(self.loglikelihoods(model, batch_size, rank, world_size, reduce_fn))
+
+    def _check_context(self, model) -> None:
+        config = getattr(model, "config", None)
+        limit = None
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+            if getattr(config, attr, None) is not None:
+                limit = int(getattr(config, attr))
+                break
+        if limit is not None and self.max_length > limit and max(map(len, self._rows)) > limit:
+            raise ValueError(
+                f"the scorer was built with max_length={self.max_length} but the model has {limit} positions: "
+                f"build it with HellaSwagScorer.from_file(..., max_length={limit})"
+            )
+
+
+def _move_trailing_space(context: str, continuations: list[str]) -> tuple[str, list[str]]:
+    """lm-eval `_encode_pair`: trailing whitespace of the context moves to the front of each continuation."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        return context[:-n_spaces], [context[-n_spaces:] + c for c in continuations]
+    return context, continuations
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple)
+
+
+# ---- command line ------------------------------------------------------------------------------------------
+
+
+def format_report(result: dict) -> str:
+    """Human-readable lines: our scores next to OpenAI GPT-2 124M's under the same scorer."""
+    ref = REFERENCE_GPT2_124M
+    lines = [f"HellaSwag, {result['n']} examples (in-loop scorer)"]
+    if "acc" in result:
+        lines.append(
+            f"  lm-eval hellaswag (char-normalised):      acc {result['acc']:.4f}  acc_norm {result['acc_norm']:.4f}"
+            f"   | OpenAI GPT-2 124M: acc {ref['acc']:.4f}  acc_norm {ref['acc_norm']:.4f}"
+        )
+    if "acc_tokennorm" in result:
+        lines.append(
+            f"  build-nanogpt (token-normalised, raw ctx): acc_tokennorm {result['acc_tokennorm']:.4f}"
+            f"           | OpenAI GPT-2 124M: {ref['acc_tokennorm']:.4f}  (a different number from acc_norm)"
+        )
+    if "acc_mc" in result:
+        lines.append(
+            f"  multiple choice (A-D letter):              acc_mc {result['acc_mc']:.4f}"
+            "                  | chance 0.25; meaningful only for large models"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m eval.hellaswag", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
+    parser.add_argument("--data", help="HellaSwag jsonl (default: Rowan/hellaswag validation from the Hub)")
+    parser.add_argument("--limit", type=int, help="score only the first N examples")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward (default 32)")
+    parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json)")
+    args = parser.parse_args(argv)
+
+    from eval.load import load_model, model_dir_of, results_path
+
+    model, tokenizer = load_model(args.model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    max_length = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
+    data = args.data or _hub_hellaswag_file()
+    formulations = DEFAULT_FORMULATIONS + (("mc",) if args.mc else ())
+    scorer = HellaSwagScorer.from_file(data, tokenizer, limit=args.limit, max_length=max_length,
+                                       formulations=formulations)
+    scored = torch.compile(model) if args.compile else model
+    t0 = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+        result = scorer.evaluate(scored, batch_size=args.batch_size)
+    seconds = time.perf_counter() - t0
+    print(format_report(result))
+    print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
+    record = {
+        "model": str(model_dir_of(args.model)), "data": str(data), "limit": args.limit,
+        "scorer": "eval.hellaswag.HellaSwagScorer", "batch_size": args.batch_size, "max_length": max_length,
+        "device": str(device), "bf16": bool(args.bf16), "seconds": round(seconds, 3),
+        "results": result, "reference_openai_gpt2_124m": REFERENCE_GPT2_124M,
+        "definitions": {
+            "acc, acc_norm": "lm-eval hellaswag: preprocessed query, ' ' + choice, acc_norm by characters",
+            "acc_tokennorm": "build-nanogpt: raw ctx, ' ' + ending, mean log-prob per ending token",
+            "acc_mc": "endings labelled A-D in the prompt, likelihood of ' A'..' D'",
+        },
+    }
+    out = Path(args.output) if args.output else results_path(args.model, "hellaswag_scorer.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"saved {out}")
+    return result
+
+
+def _hub_hellaswag_file() -> Path:
+    """Rowan/hellaswag validation from the Hub, written once as jsonl into the datasets cache."""
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset("Rowan/hellaswag", split="validation")
+    except Exception as err:  # offline, no datasets, Hub down: all mean "give me a file"
+        raise EvalInputError(
+            f"could not load Rowan/hellaswag from the Hub ({type(err).__name__}); "
+            "pass --data path/to/hellaswag_val.jsonl"
+        ) from None
+    path = Path(ds.cache_files[0]["filename"]).parent / "hellaswag_val.jsonl" if ds.cache_files else None
+    if path is None:
+        path = Path("out") / "hellaswag_val.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.to_json(str(path), lines=True)
+    return path
+
+
+if __name__ == "__main__":
+    run_cli(main)

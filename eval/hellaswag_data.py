@@ -1,0 +1,120 @@
+"""HellaSwag examples: read the original jsonl and build the three prompt formulations we score.
+
+Owns the text side only (no tokenizer, no model):
+- `read_hellaswag(path, limit)` validates every line and says which file and line is wrong;
+- `preprocess` / `cloze_query` mirror lm-eval's `hellaswag` task (`lm_eval/tasks/hellaswag/utils.py`) so the
+  in-loop scorer needs no lm-eval at run time; tests/test_eval_hellaswag.py checks them against lm-eval's own
+  `process_docs` on all 10,042 validation rows;
+- `mc_prompt` is the multiple-choice formulation, the same text as `eval/tasks/hellaswag_mc.yaml` renders.
+
+The three formulations:
+    cloze      lm-eval `hellaswag`: context `activity_label: ctx_a Ctx_b` (preprocessed), continuation
+               `" " + ending` (preprocessed); acc = argmax sum log p, acc_norm = argmax sum log p / len(chars).
+    tokennorm  build-nanogpt: raw `ctx`, continuation `" " + raw ending`, argmax mean log p per token.
+    mc         context + the four endings labelled A-D + "Answer:", continuation " A" .. " D".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.errors import EvalInputError
+
+MC_LETTERS = ("A", "B", "C", "D")
+_REQUIRED = {"activity_label": str, "ctx_a": str, "ctx_b": str, "ctx": str, "endings": list, "label": (int, str)}
+
+
+@dataclass(frozen=True)
+class HellaSwagExample:
+    """One validation row, with the fields the three formulations need."""
+
+    activity_label: str
+    ctx_a: str
+    ctx_b: str
+    ctx: str  # raw context (build-nanogpt uses this one)
+    endings: tuple[str, str, str, str]  # raw endings
+    label: int  # index of the true ending, 0..3
+
+
+def preprocess(text: str) -> str:
+    """lm-eval's HellaSwag cleanup: strip, `" [title]"` -> `". "`, drop `[...]` (WikiHow artifacts), `"  "` -> `" "`."""
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def cloze_query(ex: HellaSwagExample) -> str:
+    """lm-eval's `query`: `preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())`."""
+    return preprocess(ex.activity_label + ": " + ex.ctx_a + " " + ex.ctx_b.capitalize())
+
+
+def cloze_choices(ex: HellaSwagExample) -> list[str]:
+    """lm-eval's `choices`: the preprocessed endings (the acc_norm divisor is their length in characters)."""
+    return [preprocess(e) for e in ex.endings]
+
+
+def mc_prompt(ex: HellaSwagExample) -> str:
+    """The multiple-choice prompt: query, the four choices labelled A-D, then "Answer:" (scored: " A" .. " D")."""
+    lines = [cloze_query(ex)] + [f"{letter}. {choice}" for letter, choice in zip(MC_LETTERS, cloze_choices(ex))]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwagExample]:
+    """Read the first `limit` rows (all if None) of a HellaSwag jsonl file (the original `hellaswag_val.jsonl`
+    format, also what `datasets` writes for Rowan/hellaswag). Raises `EvalInputError` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalInputError(
+            f"HellaSwag file not found: {path}. Pass the original hellaswag_val.jsonl "
+            "(e.g. ../shared/data/hellaswag/hellaswag_val.jsonl)."
+        )
+    if limit is not None and limit < 1:
+        raise EvalInputError(f"--limit must be >= 1, got {limit}")
+    examples = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if limit is not None and len(examples) >= limit:
+                break
+            if not line.strip():
+                continue
+            examples.append(_parse_row(line, path, line_no))
+    if not examples:
+        raise EvalInputError(f"{path} holds no HellaSwag rows (empty file?)")
+    return examples
+
+
+def _parse_row(line: str, path: Path, line_no: int) -> HellaSwagExample:
+    where = f"{path}, line {line_no}"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{where}: not valid JSON ({err.msg}); is this a HellaSwag .jsonl file?") from None
+    if not isinstance(row, dict):
+        raise EvalInputError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
+    missing = [key for key in _REQUIRED if key not in row]
+    if missing:
+        raise EvalInputError(f"{where}: missing field(s) {missing}; a HellaSwag row has {sorted(_REQUIRED)}")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(row[key], kind):
+            raise EvalInputError(f"{where}: field {key!r} has type {type(row[key]).__name__}")
+    endings = row["endings"]
+    if len(endings) != 4 or not all(isinstance(e, str) for e in endings):
+        raise EvalInputError(f"{where}: 'endings' must be a list of 4 strings, got {endings!r:.80}")
+    try:
+        label = int(row["label"])
+    except ValueError:
+        raise EvalInputError(f"{where}: 'label' must be 0..3, got {row['label']!r}") from None
+    if not 0 <= label < 4:
+        raise EvalInputError(f"{where}: 'label' must be 0..3, got {label}")
+    return HellaSwagExample(
+        activity_label=row["activity_label"],
+        ctx_a=row["ctx_a"],
+        ctx_b=row["ctx_b"],
+        ctx=row["ctx"],
+        endings=tuple(endings),
+        label=label,
+    )

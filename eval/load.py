@@ -1,0 +1,133 @@
+"""Load a model for evaluation: `load_model(path) -> (model, tokenizer)`, fp32, eval mode, no remote code.
+
+`path` may be (docs/CONTRACTS.md):
+- an export / `save_pretrained` folder (has `config.json`);
+- a checkpoint folder `checkpoints/step_*/` (uses its `model/`);
+- a run folder (`output_dir` of train.py): its newest checkpoint that has the file `COMPLETE`;
+- a Hub id such as `openai-community/gpt2` (for side-by-side comparisons; needs the network).
+
+Our classes are registered with the Auto factories in-process first (`register_auto_classes()`), so our own
+folders load without `trust_remote_code`. Accepted architectures: ours (`gpt2repro`) and stock GPT-2 (`gpt2`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from eval.errors import EvalInputError
+
+SUPPORTED_MODEL_TYPES = ("gpt2repro", "gpt2")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def resolve_model_dir(path: str | Path) -> Path | str:
+    """The folder holding `config.json` for an export, checkpoint or run folder; a Hub id is returned as is."""
+    p = Path(path)
+    if not p.exists():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) and not str(path).startswith((".", "/")):
+            return str(path)  # Hub id
+        raise EvalInputError(f"model path not found: {p}")
+    if (p / "config.json").is_file():
+        return p
+    if (p / "model" / "config.json").is_file():
+        return p / "model"
+    checkpoints = p / "checkpoints"
+    if checkpoints.is_dir():
+        complete = sorted(c for c in checkpoints.glob("step_*") if (c / "COMPLETE").exists())
+        if not complete:
+            raise EvalInputError(f"{p} is a run folder without a complete checkpoint (no checkpoints/step_*/COMPLETE)")
+        return resolve_model_dir(complete[-1])
+    raise EvalInputError(
+        f"{p} has no config.json: expected an export folder, a checkpoint folder (with model/) or a run folder "
+        "(with checkpoints/step_*/COMPLETE)"
+    )
+
+
+def model_dir_of(path: str | Path) -> Path | str:
+    """Same as `resolve_model_dir` (named for callers that only want the location)."""
+    return resolve_model_dir(path)
+
+
+def results_path(path: str | Path, filename: str) -> Path:
+    """Where eval results go: `<model dir>/eval_results/<filename>`; for a Hub id `out/eval_results/<id>/`."""
+    model_dir = resolve_model_dir(path)
+    if isinstance(model_dir, str):
+        return Path("out") / "eval_results" / model_dir.replace("/", "__") / filename
+    return model_dir / "eval_results" / filename
+
+
+def load_model(path: str | Path, dtype=None):
+    """Return `(model, tokenizer)` for an export / checkpoint / run folder or a Hub id; fp32 (or `dtype`), eval mode.
+
+    Tokenizer: the folder's own; if it has none and the config is ours (`gpt2repro`), our offline
+    `data.tokenizer.gpt2_tokenizer()` (a message says so); otherwise an error.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from modeling_gpt2repro import register_auto_classes
+
+    register_auto_classes()
+    model_dir = resolve_model_dir(path)
+    model_type = _model_type(model_dir)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise EvalInputError(
+            f"{model_dir} holds a {model_type!r} model; eval/ loads GPT2Repro ('gpt2repro') and GPT-2 ('gpt2') models"
+        )
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            model_dir, config=config, dtype=dtype or torch.float32, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise EvalInputError(f"could not load the model in {model_dir}: {_first_line(err)}") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith(("attn.bias", "attn.masked_bias"))]
+    if missing or info.get("mismatched_keys"):
+        raise EvalInputError(
+            f"{model_dir}: weights do not match the {model_type} config (missing {missing[:3]}, mismatched "
+            f"{list(info.get('mismatched_keys', []))[:3]}): is this a checkpoint of another architecture?"
+        )
+    model.eval()
+    return model, _load_tokenizer(model_dir, model_type)
+
+
+def _model_type(model_dir: Path | str) -> str:
+    if isinstance(model_dir, str):  # Hub id: trust the config transformers downloads
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(model_dir).model_type
+        except (OSError, ValueError) as err:
+            raise EvalInputError(f"could not get {model_dir} from the Hub: {_first_line(err)}") from None
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{model_dir / 'config.json'} is not valid JSON ({err.msg})") from None
+    return str(config.get("model_type"))
+
+
+def _load_tokenizer(model_dir: Path | str, model_type: str):
+    from transformers import AutoTokenizer
+
+    has_files = isinstance(model_dir, str) or any((model_dir / f).is_file() for f in _TOKENIZER_FILES)
+    if has_files:
+        try:
+            # our configs carry auto_map; without trust_remote_code=False AutoTokenizer may ask y/N interactively
+            return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        except (OSError, ValueError) as err:
+            raise EvalInputError(f"could not load the tokenizer in {model_dir}: {_first_line(err)}") from None
+    if model_type == "gpt2repro":
+        from data.tokenizer import gpt2_tokenizer
+
+        print(f"note: {model_dir} has no tokenizer files; using the project's GPT-2 tokenizer (data.tokenizer)")
+        return gpt2_tokenizer()
+    raise EvalInputError(
+        f"{model_dir} has no tokenizer (no {', '.join(_TOKENIZER_FILES)}): save the tokenizer with the model"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
