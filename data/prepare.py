@@ -1,0 +1,427 @@
+"""Prepare training tokens: SOURCE -> `datasets` -> GPT-2 ids -> uint16 shards + manifest.json. Resumable.
+
+    python -m data.prepare builtin:pydocs --out data_out/pydocs --val-tokens 32768 --shard-tokens 131072
+    python -m data.prepare ../shared/data/fineweb/fineweb_legal_2800docs.parquet --out data_out/legal
+    python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out data_out/edu10B   # streams
+    python -m data.prepare --help                                                                # all options
+
+From Python: `prepare(source, out_dir, shard_tokens=..., val_tokens=..., num_proc=...) -> manifest dict`.
+SOURCE kinds are described in `data.sources`; the folder format in `data.shards`.
+
+Token stream: documents in source order, each `[50256] + ids(text)` (a literal "<|endoftext|>" in the text is
+ordinary text). The stream is tokenized in chunks of `chunk_docs` documents, each with
+`Dataset.map(tokenize_batch, batched=True, num_proc=...)`, and cut into shards of exactly `shard_tokens`
+tokens (a document may continue in the next shard; only each split's last shard is shorter).
+
+Validation split (fixed): the FIRST documents of the source, whole, up to and including the document during
+which the running total reaches `val_tokens` (so val holds >= val_tokens tokens and no document is split
+between val and train). The default, 10,485,760 = 20 x 524,288 tokens, is build-nanogpt's validation budget
+(20 steps of its 0.5M-token batch), which like ours takes the start of the stream (its shard 0).
+`max_tokens` caps the TRAIN split (the last document is cut); `max_documents` reads only the first N documents.
+
+Resume: after every shard, `prepare_state.json` records the shards done (size, sha256) and the stream position
+(next document, tokens of it already written). A re-run with the same settings re-checks those shards, keeps
+them, skips the documents they hold and continues, producing byte-identical shards. Shards and state are
+written atomically; `manifest.json` is written last, so a folder without it is never mistaken for complete.
+A re-run with other settings is refused (listing what differs) unless `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.encode import BACKENDS, TOKEN_FEATURES, tiktoken_gpt2, tokenize_batch
+from data.shards import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    NPY_HEADER_BYTES,
+    SHARD_DTYPE,
+    SHARD_RE,
+    TMP_MARK,
+    DataError,
+    check_shard_file,
+    read_manifest,
+    remove_stale_temporaries,
+    shard_name,
+    write_json,
+    write_shard,
+)
+from data.sources import Source, resolve_source
+from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE
+
+log = logging.getLogger("data.prepare")
+
+DEFAULT_SHARD_TOKENS = 100_000_000  # build-nanogpt's shard size: 200 MB of uint16 per file
+DEFAULT_VAL_TOKENS = 10_485_760  # 20 x 524,288: build-nanogpt evaluates 20 steps of its 0.5M-token batch
+DEFAULT_CHUNK_DOCS = 50_000  # documents per map() call: ~50M FineWeb-Edu tokens, keeps pool start-up < 5%
+STATE_NAME = "prepare_state.json"
+VAL_RULE = ("val = the first documents of the source, whole, until the val token count reaches val_tokens "
+            "(the document crossing it included); train = every later document, in source order")
+
+
+@dataclass
+class _Progress:
+    """Where the stream stands at a shard boundary (rebuilt from the state's shard records on resume)."""
+
+    next_doc: int = 0  # index (in the source) of the first document not completely written
+    skip_tokens: int = 0  # tokens of that document already written (it was cut by a shard boundary)
+    val_done: bool = False
+    tokens: dict = field(default_factory=lambda: {"val": 0, "train": 0})
+
+
+class _ShardWriter:
+    """Fills a (shard_tokens,) uint16 buffer from tokenized chunks and writes a shard each time it is full."""
+
+    def __init__(self, out: Path, settings: dict, records: list[dict], progress: _Progress):
+        self.out, self.settings, self.records, self.p = out, settings, records, progress
+        self.shard_tokens = settings["shard_tokens"]
+        self.buffer = np.empty(self.shard_tokens, dtype=SHARD_DTYPE)  # (shard_tokens,)
+        self.fill = 0
+        self.done = False  # max_tokens reached
+
+    def save_state(self) -> None:
+        write_json(self.out / STATE_NAME, {"settings": self.settings, "shards": self.records})
+
+    def _flush(self, split: str, next_doc: int, skip_tokens: int) -> None:
+        index = sum(r["split"] == split for r in self.records)
+        data = self.buffer[: self.fill]
+        name = shard_name(split, index)
+        sha = write_shard(self.out / name, data)
+        self.records.append({
+            "file": name, "split": split, "tokens": int(self.fill), "sha256": sha,
+            "documents": int(np.count_nonzero(data == EOT_ID)),  # documents that START in this shard
+            "next_doc": int(next_doc), "skip_tokens": int(skip_tokens), "val_done": self.p.val_done,
+        })
+        self.p.next_doc, self.p.skip_tokens = next_doc, skip_tokens
+        self.fill = 0
+        self.save_state()  # after the shard is in place: the state never lists a shard that is not there
+
+    def feed(self, flat: np.ndarray, lens: np.ndarray, first_doc: int, first_skip: int = 0) -> None:
+        """flat: (sum(lens),) tokens of documents first_doc, first_doc+1, ...; lens: (n_docs,) their lengths.
+        The first document misses its first `first_skip` tokens (written before a resume)."""
+        s = self.settings
+        ends = np.cumsum(lens)  # (n_docs,) flat index just past each document
+        starts = ends - lens
+
+        def position(pos: int) -> tuple[int, int]:  # flat index -> (document index, tokens of it before pos)
+            k = int(np.searchsorted(starts, pos, side="right")) - 1
+            if k >= len(lens) or pos == ends[-1]:
+                return first_doc + len(lens), 0
+            return first_doc + k, pos - int(starts[k]) + (first_skip if k == 0 else 0)
+
+        val_boundary = None  # flat index where val ends, if it ends in this chunk
+        if not self.p.val_done:
+            j = int(np.searchsorted(ends, s["val_tokens"] - self.p.tokens["val"]))  # first doc reaching the quota
+            val_boundary = int(ends[j]) if j < len(ends) else None
+        pos = 0
+        while pos < len(flat) and not self.done:
+            split = "train" if self.p.val_done else "val"
+            limit = len(flat) if (split == "train" or val_boundary is None) else val_boundary
+            if split == "train" and s["max_tokens"] is not None:
+                limit = min(limit, pos + s["max_tokens"] - self.p.tokens["train"])
+            take = min(limit - pos, self.shard_tokens - self.fill)
+            self.buffer[self.fill : self.fill + take] = flat[pos : pos + take]
+            self.fill += take
+            pos += take
+            self.p.tokens[split] += take
+            val_ends = split == "val" and pos == val_boundary
+            if val_ends:
+                self.p.val_done = True
+            if self.fill == self.shard_tokens or (val_ends and self.fill > 0):
+                self._flush(split, *position(pos))
+            if split == "train" and s["max_tokens"] is not None and self.p.tokens["train"] >= s["max_tokens"]:
+                self.done = True
+
+    def finish(self, next_doc: int) -> None:
+        if self.fill:
+            self._flush("val" if not self.p.val_done else "train", next_doc, 0)
+
+
+def _tokenize_chunk(texts: list, num_proc: int, backend: str) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize one chunk with datasets.map; returns (flat uint16 tokens, int64 length per document)."""
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"text": texts})
+    procs = min(num_proc, len(texts))
+    if backend == "tiktoken":
+        tiktoken_gpt2()  # build the BPE tables once here; forked map() workers inherit them instead of rebuilding
+    out = ds.map(tokenize_batch, batched=True, batch_size=1000, num_proc=procs if procs > 1 else None,
+                 remove_columns=["text"], features=TOKEN_FEATURES, keep_in_memory=True, fn_kwargs={"backend": backend})
+    column = out.data.column("ids")  # ChunkedArray of list<uint16>, one list per document, in order
+    lens = np.concatenate([np.diff(c.offsets.to_numpy()) for c in column.chunks]).astype(np.int64)
+    flat = np.concatenate([c.flatten().to_numpy() for c in column.chunks])
+    return flat.astype(SHARD_DTYPE, copy=False), lens
+
+
+def _settings(source: Source, shard_tokens, val_tokens, max_tokens, max_documents) -> dict:
+    """Everything that determines the bytes of the shards; a resume requires it to be identical."""
+    return {"source": source.identity(), "shard_tokens": shard_tokens, "val_tokens": val_tokens,
+            "max_tokens": max_tokens, "max_documents": max_documents,
+            "tokenizer_fingerprint": TOKENIZER_FINGERPRINT, "format_version": FORMAT_VERSION}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _ours(p: Path) -> bool:
+    return p.name in (MANIFEST_NAME, STATE_NAME) or bool(SHARD_RE.match(p.name)) or TMP_MARK in p.name
+
+
+def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict]]:
+    """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from)."""
+    out.mkdir(parents=True, exist_ok=True)
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
+    if foreign:
+        raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): use an empty or new --out.")
+    manifest_path, state_path = out / MANIFEST_NAME, out / STATE_NAME
+    previous = None
+    if manifest_path.exists():
+        previous, _ = read_manifest(out)
+        previous_settings = previous.get("settings", {})
+    elif state_path.exists():
+        import json
+
+        previous_settings = json.loads(state_path.read_text()).get("settings", {})
+    elif any(SHARD_RE.match(p.name) for p in out.iterdir()):
+        previous_settings = {"unknown": "shards without manifest or prepare_state.json"}
+    else:
+        return None, []
+    diff = _differences(previous_settings, settings)
+    if diff and not overwrite:
+        raise DataError(
+            f"{out} already holds data prepared with other settings (differing: {diff}); nothing was changed. "
+            "Use another --out, or pass --overwrite to replace it."
+        )
+    if diff:  # overwrite: remove only what prepare writes
+        for p in out.iterdir():
+            if _ours(p):
+                p.unlink()
+        log.info("--overwrite: removed the previous contents of %s", out)
+        return None, []
+    if previous is not None:
+        state_path.unlink(missing_ok=True)  # killed between writing the manifest and removing the state
+        return previous, []
+    import json
+
+    return None, json.loads(state_path.read_text())["shards"]
+
+
+def _verified_prefix(out: Path, records: list[dict]) -> list[dict]:
+    """The longest prefix of finished shards that are still intact (size + sha256); later ones are redone."""
+    for i, r in enumerate(records):
+        try:
+            check_shard_file(out / r["file"], r["tokens"], r["sha256"])
+        except DataError as err:
+            log.warning("rewriting from %s on: %s", r["file"], err)
+            return records[:i]
+    return records
+
+
+def _progress_from(records: list[dict]) -> _Progress:
+    p = _Progress()
+    for r in records:
+        p.tokens[r["split"]] += r["tokens"]
+    if records:
+        last = records[-1]
+        p.next_doc, p.skip_tokens, p.val_done = last["next_doc"], last["skip_tokens"], last["val_done"]
+    return p
+
+
+def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = None, split: str = "train",
+            text_column: str = "text", revision: str | None = None, streaming: bool = True,
+            txt_sample_by: str = "document", shard_tokens: int = DEFAULT_SHARD_TOKENS,
+            val_tokens: int = DEFAULT_VAL_TOKENS, max_tokens: int | None = None, max_documents: int | None = None,
+            num_proc: int | None = None, chunk_docs: int = DEFAULT_CHUNK_DOCS, tokenizer: str = "tiktoken",
+            cache_dir: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Prepare `source` into `out_dir` (see the module docstring); returns the manifest. Idempotent: a finished
+    folder with the same settings is verified and returned as is; an unfinished one is resumed."""
+    errors = [f"{name} must be a positive integer, got {value!r}" for name, value in
+              (("shard_tokens", shard_tokens), ("chunk_docs", chunk_docs), ("num_proc", num_proc or 1),
+               ("max_tokens", max_tokens or 1), ("max_documents", max_documents or 1))
+              if not isinstance(value, int) or value < 1]
+    if not isinstance(val_tokens, int) or val_tokens < 0:
+        errors.append(f"val_tokens must be an integer >= 0, got {val_tokens!r}")
+    if tokenizer not in BACKENDS:
+        errors.append(f"tokenizer must be one of {BACKENDS}, got {tokenizer!r}")
+    if errors:
+        raise DataError("; ".join(errors))
+    num_proc = num_proc or os.cpu_count() or 1
+    out = Path(out_dir)
+
+    src = resolve_source(source, config=config, split=split, text_column=text_column, revision=revision,
+                         txt_sample_by=txt_sample_by)
+    settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
+    manifest, records = _claim_folder(out, settings, overwrite)
+    if manifest is not None:
+        for r in manifest["shards"]:
+            check_shard_file(out / r["file"], r["tokens"], r["sha256"])
+        log.info("%s is already complete (%d shards, checksums verified): nothing to do", out, len(manifest["shards"]))
+        return manifest
+    for stale in remove_stale_temporaries(out):
+        log.info("removed %s, a partial file from an interrupted run", stale.name)
+    records = _verified_prefix(out, records)
+    p = _progress_from(records)
+    if records:
+        log.info("resuming: %d finished shards verified and kept; continuing at document %d (+%d tokens)",
+                 len(records), p.next_doc, p.skip_tokens)
+    writer = _ShardWriter(out, settings, records, p)
+    writer.save_state()  # exists before any new shard, so shards never lie around without a state file
+    if val_tokens == 0:
+        p.val_done = True
+    log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s x %d processes",
+             source, "resuming" if records else "writing", shard_tokens, val_tokens, tokenizer, num_proc)
+
+    next_doc = p.next_doc
+    if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
+        next_doc = _run(src, writer, p, streaming, cache_dir, max_documents, chunk_docs, num_proc, tokenizer, progress)
+    if not p.val_done and val_tokens > 0:
+        raise DataError(
+            f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
+            f"{val_tokens}: lower --val-tokens (and re-run with --overwrite)."
+        )
+    writer.finish(next_doc)
+    return _write_manifest(out, src, settings, writer.records, tokenizer)
+
+
+def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, max_documents, chunk_docs,
+         num_proc, backend, show_progress) -> int:
+    """Stream the documents not yet written through map() into the writer; returns the next document index."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    ds = src.open(streaming=streaming, cache_dir=cache_dir)
+    first = p.next_doc
+    if first:
+        ds = ds.skip(first)
+    total = src.known_length()
+    if max_documents is not None:
+        ds = ds.take(max(0, max_documents - first))
+        total = min(total, max_documents) if total else max_documents
+    bars_were_off = datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()  # map()'s per-chunk bars would drown ours
+    bar = tqdm(total=total, initial=first, unit="doc", unit_scale=True, disable=not show_progress, desc="prepare",
+               dynamic_ncols=True)
+    t0, tokens_done, doc = time.perf_counter(), 0, first
+    try:
+        batches = iter(ds.iter(batch_size=chunk_docs))
+        while not writer.done:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except DataError:
+                raise
+            except Exception as err:  # a malformed row or file surfaces here, mid-stream
+                raise src.explain_read_error(err) from err
+            texts = batch[src.text_column]
+            flat, lens = _tokenize_chunk(texts, num_proc, backend)
+            skip = p.skip_tokens if doc == first else 0
+            if skip:  # resuming inside a document: its first `skip` tokens are in the last kept shard
+                flat, lens = flat[skip:], lens.copy()
+                lens[0] -= skip
+            writer.feed(flat, lens, doc, skip)
+            doc += len(texts)
+            tokens_done += len(flat)
+            rate = tokens_done / max(time.perf_counter() - t0, 1e-9)
+            bar.update(len(texts))
+            bar.set_postfix_str(f"{tokens_done / 1e6:.1f}M tok, {rate / 1e6:.2f}M tok/s", refresh=True)
+    finally:
+        bar.close()
+        if not bars_were_off:
+            datasets.utils.enable_progress_bars()
+    if doc == 0:
+        raise DataError(f"{src.facts.get('name') or [f['path'] for f in src.facts.get('files', [])]} contains no "
+                        "documents: check the source (and --split / --config for a Hub dataset).")
+    return doc
+
+
+def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict], backend: str) -> dict:
+    import datasets
+
+    splits = {}
+    for name in ("val", "train"):
+        rs = [r for r in records if r["split"] == name]
+        splits[name] = {"shards": len(rs), "tokens": sum(r["tokens"] for r in rs),
+                        "documents": sum(r["documents"] for r in rs)}
+    if splits["train"]["tokens"] == 0:
+        raise DataError(f"the train split of {out} is empty: the source is smaller than --val-tokens; lower it "
+                        "(and re-run with --overwrite).")
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "source": src.facts,
+        "settings": settings,
+        "tokenizer": {"name": "gpt2", "fingerprint": TOKENIZER_FINGERPRINT, "vocab_size": TOKENIZER_VOCAB_SIZE,
+                      "eot_id": EOT_ID, "eot_placement": "before every document",
+                      "special_tokens_in_text": "encoded as ordinary text"},
+        "dtype": "uint16",
+        "shard_format": "npy",
+        "npy_header_bytes": NPY_HEADER_BYTES,
+        "val_rule": VAL_RULE,
+        "splits": splits,
+        "tokens": splits["val"]["tokens"] + splits["train"]["tokens"],
+        "documents": splits["val"]["documents"] + splits["train"]["documents"],
+        "shards": [{k: r[k] for k in ("file", "split", "tokens", "documents", "sha256")} for r in records],
+        "created_with": {"tokenizer_backend": backend, "datasets": datasets.__version__, "numpy": np.__version__,
+                         "python": sys.version.split()[0]},
+    }
+    write_json(out / MANIFEST_NAME, manifest)  # last: its presence means every shard above is complete
+    (out / STATE_NAME).unlink(missing_ok=True)
+    log.info("wrote %s: %d val tokens (%d docs), %d train tokens (%d docs) in %d shards", out / MANIFEST_NAME,
+             splits["val"]["tokens"], splits["val"]["documents"], splits["train"]["tokens"],
+             splits["train"]["documents"], len(records))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("source", help="Hub dataset name, local file/glob/folder (.parquet, .jsonl, .json, .txt), "
+                                   "or builtin:pydocs")
+    ap.add_argument("--out", required=True, help="output folder (created; resumed if a run was interrupted)")
+    ap.add_argument("--config", default=None, help="Hub dataset config (HuggingFaceFW/fineweb-edu: sample-10BT)")
+    ap.add_argument("--split", default="train", help="Hub dataset split to read")
+    ap.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or commit)")
+    ap.add_argument("--text-column", default="text")
+    ap.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True,
+                    help="stream rows (Hub: no full download first); --no-streaming downloads/converts first")
+    ap.add_argument("--txt-sample-by", default="document", choices=("document", "paragraph", "line"),
+                    help="what one document is in a .txt file")
+    ap.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    ap.add_argument("--val-tokens", type=int, default=DEFAULT_VAL_TOKENS,
+                    help="validation split: the first whole documents until this many tokens (0: none)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="cap on train tokens")
+    ap.add_argument("--max-documents", type=int, default=None, help="read only the first N documents")
+    ap.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: all cores)")
+    ap.add_argument("--chunk-docs", type=int, default=DEFAULT_CHUNK_DOCS, help="documents per map() call")
+    ap.add_argument("--tokenizer", default="tiktoken", choices=BACKENDS, help="encoding backend (same ids)")
+    ap.add_argument("--cache-dir", default=None, help="datasets cache folder (only used with --no-streaming)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a folder prepared with other settings")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        prepare(args.source, args.out, config=args.config, split=args.split, text_column=args.text_column,
+                revision=args.revision, streaming=args.streaming, txt_sample_by=args.txt_sample_by,
+                shard_tokens=args.shard_tokens, val_tokens=args.val_tokens, max_tokens=args.max_tokens,
+                max_documents=args.max_documents, num_proc=args.num_proc, chunk_docs=args.chunk_docs,
+                tokenizer=args.tokenizer, cache_dir=args.cache_dir, overwrite=args.overwrite,
+                progress=not args.no_progress)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The on-disk format of a prepared dataset: token shards, `manifest.json`, atomic writes and checks.
+
+`data.prepare` writes this format and `data.loader` reads it; nothing else should touch the files by hand.
+
+    DIR/
+      val_000000.npy     uint16 token arrays, `np.load(path, mmap_mode="r")`; raw `np.memmap(path, np.uint16,
+      train_000000.npy   offset=NPY_HEADER_BYTES)` works too. Every document is `[50256] + ids(text)`.
+      ...
+      manifest.json      written LAST: a folder without it is an unfinished prepare run, never read for training
+
+Every file is written to a hidden temporary name in the same folder, fsynced and then `os.replace`d into place,
+so a killed run leaves either the complete file or nothing under the real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "gpt2repro-tokens"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARD_DTYPE = np.dtype("<u2")  # uint16: every GPT-2 id (< 50257) fits, half the bytes of int32
+SHARD_RE = re.compile(r"^(train|val)_(\d{6})\.npy$")
+TMP_MARK = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>"
+SPLITS = ("train", "val")
+
+
+class DataError(ValueError):
+    """A problem with input data, a prepared folder or a shard. The message names the file and the fix."""
+
+
+def _npy_header_bytes() -> int:
+    # np.save of a 1-D little-endian uint16 array writes a format-1.0 header padded to 128 bytes whatever the
+    # length; computed here rather than hard-coded so a numpy change cannot silently shift every offset.
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(SHARD_DTYPE), "fortran_order": False, "shape": (10**12,)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return len(buf.getvalue())
+
+
+NPY_HEADER_BYTES = _npy_header_bytes()
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.npy"
+
+
+def shard_bytes(n_tokens: int) -> int:
+    """Exact size of a shard file holding `n_tokens` tokens."""
+    return NPY_HEADER_BYTES + SHARD_DTYPE.itemsize * n_tokens
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every platform can open a directory
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def write_shard(path: Path, tokens: np.ndarray) -> str:
+    """Atomically write a 1-D uint16 token array as .npy; returns the file's sha256."""
+    assert tokens.dtype == SHARD_DTYPE and tokens.ndim == 1, (tokens.dtype, tokens.shape)
+    _atomic_write(path, lambda f: np.save(f, tokens, allow_pickle=False))
+    return sha256_file(path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomically write `obj` as indented, key-sorted JSON (same object -> same bytes -> same hash)."""
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files left by a killed writer (only names this module creates)."""
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and TMP_MARK in p.name]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
+def check_shard_file(path: Path, tokens: int, sha256: str | None) -> None:
+    """Raise DataError unless `path` exists with exactly `tokens` tokens and (if given) this sha256."""
+    fix = "re-run the same `python -m data.prepare` command: it rewrites missing or damaged shards"
+    if not path.is_file():
+        raise DataError(f"shard {path} listed in {MANIFEST_NAME} is missing: {fix}.")
+    size, expected = path.stat().st_size, shard_bytes(tokens)
+    if size != expected:
+        raise DataError(
+            f"shard {path} is {size} bytes but {MANIFEST_NAME} says {tokens} tokens ({expected} bytes): the file is "
+            f"truncated or was replaced; {fix}."
+        )
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise DataError(
+                f"shard {path} has sha256 {actual}, {MANIFEST_NAME} records {sha256}: the file was altered or "
+                f"corrupted (bit flip, partial copy); {fix}."
+            )
+
+
+def open_shard(path: Path, tokens: int) -> np.ndarray:
+    """Memory-map a shard after checking its size and npy header; shape (tokens,), dtype uint16, read-only."""
+    check_shard_file(path, tokens, sha256=None)
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        raise DataError(f"shard {path} is not a readable .npy file ({err}): re-run data.prepare to rewrite it.") from err
+    if arr.dtype != SHARD_DTYPE or arr.shape != (tokens,):
+        raise DataError(
+            f"shard {path} holds {arr.dtype} {arr.shape}, expected uint16 ({tokens},): re-run data.prepare."
+        )
+    return arr
+
+
+def read_manifest(folder: Path) -> tuple[dict, str]:
+    """Load and structurally check `folder/manifest.json`; returns (manifest, sha256 of its bytes)."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        hint = ""
+        if Path(folder).is_dir() and any(SHARD_RE.match(p.name) for p in Path(folder).iterdir()):
+            hint = " It holds shards but no manifest: a prepare run did not finish; re-run the same command to complete it."
+        raise DataError(
+            f"{path} not found: prepare the data first with `python -m data.prepare SOURCE --out {folder}`.{hint}"
+        )
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err}): re-run data.prepare with --overwrite.") from err
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path} is not a {FORMAT} v{FORMAT_VERSION} manifest (format={manifest.get('format')!r}, "
+            f"version={manifest.get('format_version')!r}): re-run data.prepare with this code version."
+        )
+    missing = [k for k in ("tokenizer", "dtype", "shards", "splits", "source") if k not in manifest]
+    if missing:
+        raise DataError(f"{path} lacks {missing}: the manifest was edited or truncated; re-run data.prepare.")
+    for entry in manifest["shards"]:
+        name = entry.get("file", "")
+        if not SHARD_RE.match(name) or entry.get("split") not in SPLITS or Path(name).name != name:
+            raise DataError(f"{path} lists an invalid shard entry {entry}: re-run data.prepare.")
+    return manifest, hashlib.sha256(raw).hexdigest()
