@@ -1,0 +1,289 @@
+"""Checkpoints that are either complete and verified, or ignored.
+
+Layout (see docs/CONTRACTS.md):
+
+    output_dir/checkpoints/step_00000100/
+        model/                 save_pretrained(): config.json, model.safetensors, code files
+        optimizer.pt           optimizer state (torch.save; read back with weights_only=True)
+        rank_00000.pt ...      one per rank: RNG states (torch, CUDA, python, numpy) + data-loader position
+        meta.json              step, tokens, world size, run config, model config, data-manifest hash, versions
+        MANIFEST.json          size + sha256 of every file above
+        COMPLETE               written last, holds the sha256 of MANIFEST.json
+
+Commit protocol: every rank writes into `checkpoints/.tmp-step_00000100/`; the main process then writes the
+manifest and COMPLETE, fsyncs, and renames the folder into place (atomic on one filesystem). Only then are
+checkpoints beyond the newest `keep_last` deleted, so a crash at any moment leaves the last good one intact.
+On resume, candidates are checked newest first (marker, manifest, sizes, sha256); a bad one is skipped with a
+warning naming the problem. Nothing here unpickles: weights are safetensors, the rest uses weights_only=True.
+"""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+CHECKPOINTS = "checkpoints"
+MANIFEST = "MANIFEST.json"
+COMPLETE = "COMPLETE"
+STAGING_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+
+# Model-config keys that do not change the architecture (bookkeeping, or runtime choices like the kernel).
+NON_ARCH_KEYS = {
+    "transformers_version", "architectures", "auto_map", "_name_or_path", "dtype", "torch_dtype",
+    "_attn_implementation", "attn_implementation", "_attn_implementation_autoset", "use_cache", "output_attentions",
+    "output_hidden_states", "return_dict", "_commit_hash", "id2label", "label2id",
+}
+# Run-config fields that fix which tokens each rank reads at each step: changing them breaks the resume.
+DATA_ORDER_KEYS = ("total_batch_size", "micro_batch_size", "seq_len", "data_seed", "overfit_single_batch")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def checkpoint_root(output_dir) -> Path:
+    return Path(output_dir) / CHECKPOINTS
+
+
+def staging_dir(output_dir, step: int) -> Path:
+    return checkpoint_root(output_dir) / (STAGING_PREFIX + step_dir_name(step))
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("_", 1)[1])
+
+
+def list_checkpoints(output_dir) -> list[Path]:
+    """All `step_*` folders, oldest first (complete or not)."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    return sorted(found, key=_step_of)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# integrity
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, COMPLETE))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify(ckpt: Path) -> Optional[str]:
+    """None if `ckpt` is a complete, intact checkpoint; else what is wrong with it."""
+    ckpt = Path(ckpt)
+    if not (ckpt / COMPLETE).is_file():
+        return "no COMPLETE marker (the save did not finish)"
+    if not (ckpt / MANIFEST).is_file():
+        return f"{MANIFEST} is missing"
+    manifest_bytes = (ckpt / MANIFEST).read_bytes()
+    if (ckpt / COMPLETE).read_text().strip() != hashlib.sha256(manifest_bytes).hexdigest():
+        return f"{MANIFEST} does not match the hash recorded in COMPLETE"
+    try:
+        manifest = json.loads(manifest_bytes)
+    except json.JSONDecodeError:
+        return f"{MANIFEST} is not valid JSON"
+    for rel, entry in manifest["files"].items():
+        path = ckpt / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != entry["size"]:
+            return f"{rel} has {path.stat().st_size} bytes, the manifest says {entry['size']} (truncated?)"
+        if _sha256(path) != entry["sha256"]:
+            return f"{rel} does not match its sha256 (corrupted)"
+    return None
+
+
+def find_resumable(output_dir, log=print) -> Optional[Path]:
+    """Newest checkpoint that verifies; every newer one that does not is reported with a warning."""
+    for ckpt in reversed(list_checkpoints(output_dir)):
+        problem = verify(ckpt)
+        if problem is None:
+            return ckpt
+        message = f"checkpoint {ckpt} is unusable: {problem}; falling back to the previous one"
+        warnings.warn(message, stacklevel=2)
+        log(f"WARNING: {message}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# commit + retention (main process only; the caller puts barriers around them)
+
+
+def prepare_staging(output_dir, step: int) -> Path:
+    """Fresh, empty staging folder for `step` (a leftover from a killed save is removed first)."""
+    stage = staging_dir(output_dir, step)
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def commit(stage: Path, keep_last: int, log=print) -> Path:
+    """Seal `stage` (manifest + COMPLETE), rename it into place, then apply retention. Returns the final path."""
+    if keep_last < 2:
+        raise CheckpointError("keep_last must be >= 2")
+    stage = Path(stage)
+    files = {}
+    for path in _files(stage):
+        _fsync(path)
+        files[str(path.relative_to(stage))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest_bytes = json.dumps({"files": files}, indent=1, sort_keys=True).encode()
+    (stage / MANIFEST).write_bytes(manifest_bytes)
+    _fsync(stage / MANIFEST)
+    (stage / COMPLETE).write_text(hashlib.sha256(manifest_bytes).hexdigest() + "\n")
+    _fsync(stage / COMPLETE)
+
+    final = stage.parent / stage.name[len(STAGING_PREFIX):]
+    trash = None
+    if final.exists():  # e.g. re-saving a step after falling back past a corrupted copy of it
+        trash = stage.parent / (TRASH_PREFIX + final.name)
+        if trash.exists():
+            shutil.rmtree(trash)
+        final.rename(trash)
+    stage.rename(final)
+    _fsync(final.parent)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    apply_retention(final.parent.parent, keep_last, log=log)
+    return final
+
+
+def apply_retention(output_dir, keep_last: int, log=print) -> list[Path]:
+    """Delete all but the newest `keep_last` complete checkpoints, plus leftovers of killed saves.
+    Incomplete `step_*` folders are never counted as kept and never deleted (someone may be copying one)."""
+    complete = [c for c in list_checkpoints(output_dir) if (c / COMPLETE).is_file()]
+    doomed = complete[:-keep_last] if len(complete) > keep_last else []
+    root = checkpoint_root(output_dir)
+    doomed += [p for p in root.iterdir() if p.is_dir() and p.name.startswith((STAGING_PREFIX, TRASH_PREFIX))]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+        log(f"deleted old checkpoint {path}")
+    return doomed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# state files
+
+
+def rank_file(folder: Path, rank: int) -> Path:
+    return Path(folder) / f"rank_{rank:05d}.pt"
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        # numpy arrays are not allowed by weights_only loading: keep the MT19937 keys as a tensor
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+
+
+def save_rank_state(folder: Path, rank: int, data_state: dict) -> None:
+    torch.save({"rng": rng_state(), "data": data_state}, rank_file(folder, rank))
+
+
+def load_rank_state(folder: Path, rank: int) -> dict:
+    path = rank_file(folder, rank)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint was written by a different number of ranks")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
+    """Load save_pretrained() safetensors (single file or sharded) into `model`; only tied copies may be absent."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for name in names:
+            state.update(load_file(model_dir / name))
+    else:
+        state = load_file(model_dir / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    bad_missing = [k for k in missing if k not in tied]
+    if bad_missing or unexpected:
+        raise CheckpointError(f"weights in {model_dir} do not fit the model: missing {bad_missing}, "
+                              f"unexpected {list(unexpected)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compatibility
+
+
+def arch_dict(model_config) -> dict:
+    d = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+    return {k: v for k, v in d.items() if k not in NON_ARCH_KEYS}
+
+
+def compat_errors(meta: dict, *, model_config, run_config: dict, world_size: int,
+                  data_manifest_hash: str, tokenizer_fingerprint: Optional[str]) -> list[str]:
+    """What differs between a checkpoint's meta.json and the run about to resume from it (empty = compatible)."""
+    errors = []
+    if model_config is not None:
+        saved, now = arch_dict(meta["model_config"]), arch_dict(model_config)
+        for key in sorted(set(saved) | set(now)):
+            if saved.get(key) != now.get(key):
+                errors.append(f"architecture: {key} is {now.get(key)!r} now, {saved.get(key)!r} in the checkpoint")
+    if meta["data_manifest_hash"] != data_manifest_hash:
+        errors.append(f"data: manifest hash is {data_manifest_hash} now, {meta['data_manifest_hash']} in the "
+                      "checkpoint (a different or re-prepared data_dir)")
+    if tokenizer_fingerprint and meta.get("tokenizer_fingerprint") not in (None, tokenizer_fingerprint):
+        errors.append(f"tokenizer: {tokenizer_fingerprint} now, {meta['tokenizer_fingerprint']} in the checkpoint")
+    if meta["world_size"] != world_size:
+        errors.append(f"world size: {world_size} processes now, {meta['world_size']} in the checkpoint "
+                      "(each rank's data position and RNG are saved; relaunch with the same number of processes)")
+    for key in DATA_ORDER_KEYS:
+        if meta["run_config"].get(key) != run_config.get(key):
+            errors.append(f"run config: {key} is {run_config.get(key)!r} now, "
+                          f"{meta['run_config'].get(key)!r} in the checkpoint (it fixes the data order)")
+    if meta["run_config"].get("init_from") != run_config.get("init_from"):
+        errors.append(f"run config: init_from is {run_config.get('init_from')!r} now, "
+                      f"{meta['run_config'].get('init_from')!r} in the checkpoint")
+    return errors

@@ -1,0 +1,605 @@
+"""The training loop: Accelerate for devices, precision, DDP/FSDP and gradient accumulation; our own code for
+the schedule, the checks, and checkpoints that resume to the bit.
+
+    exit_code = train(load_run_config(argv))
+
+Exit codes: 0 done (or stopped cleanly by SIGTERM/SIGINT after a checkpoint), 2 bad config or incompatible
+resume (nothing written), 3 non-finite loss or grad norm (stopped before the optimizer step), 4 out of memory.
+
+Each rank builds its own `data.loader.TrainBatches(rank, world_size)` and feeds batches itself: the loader is an
+infinite iterator with its own resumable position, so it is not handed to `accelerator.prepare`.
+"""
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from training import checkpoint as ckpt
+from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
+from training.optim import build_adamw, count_params, lr_at, set_lr, use_fused
+from training.run_config import (ConfigError, RunConfig, format_run_config, grad_accum_steps, save_run_config,
+                                 validate)
+from training.signals import StopRequest
+
+EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
+HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# setup
+
+
+def resolve_precision(setting: str) -> str:
+    """'auto': the launcher's choice (ACCELERATE_MIXED_PRECISION from the accelerate config), else bf16 on a
+    GPU that has it, else fp32 ('no')."""
+    if setting != "auto":
+        return setting
+    from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if from_launcher != "no":  # 'no' is also the launcher's default: it does not override the GPU default
+        return from_launcher
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def resolve_trackers(setting: str) -> list[str]:
+    import importlib.util
+
+    if setting == "none":
+        return []
+    if setting == "auto":
+        for name, module in (("tensorboard", "torch.utils.tensorboard"), ("trackio", "trackio")):
+            with contextlib.suppress(ImportError, ModuleNotFoundError):
+                if importlib.util.find_spec(module.split(".")[0]) and (name != "tensorboard" or importlib.util.find_spec("tensorboard")):
+                    return [name]
+        return []
+    return [setting]
+
+
+def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
+    from accelerate import Accelerator
+    from accelerate.utils import TorchDynamoPlugin
+
+    kwargs = dict(
+        gradient_accumulation_steps=grad_accum,
+        mixed_precision=resolve_precision(cfg.mixed_precision),
+        log_with=resolve_trackers(cfg.log_with) or None,
+        project_dir=cfg.output_dir,
+    )
+    if cfg.compile:
+        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor")
+    else:
+        kwargs["dynamo_backend"] = "no"  # the run config decides, not a launcher default
+    return Accelerator(**kwargs)
+
+
+def build_model_config(cfg: RunConfig):
+    from configuration_gpt2repro import GPT2ReproConfig
+
+    return GPT2ReproConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions,
+                           vocab_size=cfg.vocab_size)
+
+
+def build_model(cfg: RunConfig, resume_dir: Optional[Path]):
+    """The model in fp32: from a checkpoint when resuming, else from scratch / OpenAI GPT-2 / a GPT-2 folder."""
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    if resume_dir is not None:
+        config = GPT2ReproConfig.from_pretrained(resume_dir / "model")
+        model = GPT2ReproForCausalLM(config)
+        ckpt.load_weights(model, resume_dir / "model")
+    elif cfg.init_from == "scratch":
+        model = GPT2ReproForCausalLM(build_model_config(cfg))
+    else:
+        model = load_pretrained(cfg.init_from)
+    model.set_attn_implementation(cfg.attn_implementation)
+    return model.float()
+
+
+def load_pretrained(init_from: str):
+    """OpenAI GPT-2 ('gpt2' = openai-community/gpt2 on the Hub), one of our folders, or any stock GPT-2 folder."""
+    from convert_gpt2 import load_stock_gpt2
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    if init_from == "gpt2":
+        return load_stock_gpt2("openai-community/gpt2")
+    config_file = Path(init_from) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "gpt2repro":
+        return GPT2ReproForCausalLM.from_pretrained(init_from, dtype=torch.float32)
+    return load_stock_gpt2(init_from)
+
+
+def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
+    """Path of the HellaSwag val jsonl, or None (with one line saying why and how to enable it)."""
+    how = ("to enable it pass --hellaswag_file PATH/hellaswag_val.jsonl (or set HELLASWAG_FILE), "
+           "or run once online")
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return setting
+    for candidate in (os.environ.get("HELLASWAG_FILE"), HELLASWAG_CACHE):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True", "YES", "yes") or not _hub_reachable():
+        log(f"HellaSwag skipped: no local file and the Hub is not reachable; {how}.")
+        return None
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset("Rowan/hellaswag", split="validation")
+        HELLASWAG_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_json(str(HELLASWAG_CACHE), lines=True)
+        return str(HELLASWAG_CACHE)
+    except Exception as err:  # noqa: BLE001 - any download problem means "skip, and say so"
+        log(f"HellaSwag skipped: download from the Hub failed ({type(err).__name__}: {err}); {how}.")
+        return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Derived:
+    world_size: int
+    grad_accum: int
+    tokens_per_step: int
+    precision: str
+    device: str
+    device_name: str
+
+
+def data_checks(cfg: RunConfig, model_vocab: int) -> tuple[str, list[str]]:
+    """(manifest hash, problems): the data must be GPT-2 tokens that fit the model's vocabulary."""
+    from data.loader import TokenDataset
+    from data.tokenizer import EOT_ID
+
+    try:
+        ds = TokenDataset(cfg.data_dir)
+        ds.verify(vocab_size=model_vocab, eot_id=EOT_ID)
+    except Exception as err:  # noqa: BLE001 - the data layer raises its own, already actionable, errors
+        return "", [f"data_dir {cfg.data_dir!r}: {err}"]
+    return ds.manifest_hash, []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one optimizer step (shared with bench/bench_train_overhead.py)
+
+
+def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, device, digests=None):
+    """Forward/backward over `grad_accum` micro-batches (DDP syncs only on the last one, through
+    `accelerator.accumulate`), then clip. Returns (mean micro-batch loss, grad norm) as tensors, before any
+    optimizer step: the caller checks them first."""
+    loss_sum = torch.zeros((), device=device)
+    for _ in range(grad_accum):
+        x, y = next(batches)
+        if digests is not None:
+            digests.append(hashlib.sha1(x.cpu().numpy().tobytes()).hexdigest()[:12])
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with accelerator.accumulate(model):
+            loss = model(input_ids=x, shift_labels=y).loss
+            loss_sum += loss.detach()
+            accelerator.backward(loss)  # divides by grad_accum
+    assert accelerator.sync_gradients, "micro-steps out of step with gradient_accumulation_steps"
+    # max_norm=inf measures the norm without clipping
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    return loss_sum / grad_accum, grad_norm
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _is_fsdp(accelerator) -> bool:
+    return getattr(accelerator, "is_fsdp2", False) or accelerator.distributed_type.name == "FSDP"
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, log) -> Path:
+    """Every rank writes its part into the staging folder; the main process seals and renames it."""
+    from data.tokenizer import TOKENIZER_FINGERPRINT, gpt2_tokenizer
+
+    main = accelerator.is_main_process
+    stage = ckpt.staging_dir(cfg.output_dir, step)
+    if main:
+        ckpt.prepare_staging(cfg.output_dir, step)
+    accelerator.wait_for_everyone()
+    if _is_fsdp(accelerator):  # gather full tensors (collective: every rank takes part)
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        model_state = get_model_state_dict(raw_model, options=_full_options())
+        optim_state = get_optimizer_state_dict(raw_model, optimizer.optimizer, options=_full_options())
+    else:
+        model_state, optim_state = raw_model.state_dict(), optimizer.state_dict()
+    if main:
+        raw_model.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
+        gpt2_tokenizer().save_pretrained(stage / "model")
+        torch.save(optim_state, stage / "optimizer.pt")
+        meta = {
+            "step": step, "tokens": tokens, "world_size": accelerator.num_processes,
+            "grad_accum": accelerator.gradient_accumulation_steps, "run_config": cfg.to_dict(),
+            "model_config": raw_model.config.to_dict(), "data_manifest_hash": manifest_hash,
+            "tokenizer_fingerprint": TOKENIZER_FINGERPRINT,
+            "versions": _versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (stage / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    ckpt.save_rank_state(stage, accelerator.process_index, data_state)
+    accelerator.wait_for_everyone()
+    final = ckpt.staging_dir(cfg.output_dir, step).parent / ckpt.step_dir_name(step)
+    if main:
+        final = ckpt.commit(stage, cfg.keep_last, log=log)
+        log(f"checkpoint committed: {final}")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_optimizer(accelerator, raw_model, optimizer, resume_dir: Path) -> None:
+    state = torch.load(resume_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+    if _is_fsdp(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(raw_model, optimizer.optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def _versions() -> dict:
+    import accelerate
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
+def _broadcast(accelerator, value):
+    from accelerate.utils import broadcast_object_list
+
+    if accelerator.num_processes == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+class Evaluator:
+    """Validation loss, HellaSwag and samples. Works with torch.compile on: val loss runs the compiled module
+    (same shapes as training, one recompile for no_grad), HellaSwag and generation run the eager module that
+    shares its weights (their shapes change with every example)."""
+
+    def __init__(self, cfg, accelerator, tokenizer, log):
+        self.cfg, self.acc, self.tok, self.log = cfg, accelerator, tokenizer, log
+        self.hellaswag = None
+        path = resolve_hellaswag(cfg.hellaswag_file, log=log) if accelerator.is_main_process else None
+        path = _broadcast(accelerator, path)
+        if path:
+            from eval.hellaswag import HellaSwagScorer
+
+            self.hellaswag = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit)
+            log(f"HellaSwag: {path} ({cfg.hellaswag_limit or 'all'} examples)")
+
+    def _reduce(self, tensor):
+        return self.acc.reduce(tensor, reduction="sum")
+
+    @contextlib.contextmanager
+    def _mode(self, model):
+        was_training = model.training
+        model.eval()
+        # evaluation must not move the training RNG streams (or resume would no longer be exact)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), self.acc.autocast():
+                yield
+        finally:
+            model.train(was_training)
+
+    def val_loss(self, model, step, metrics):
+        from data.loader import val_batches
+        from eval.val_loss import evaluate_val_loss
+
+        cfg = self.cfg
+        t0 = time.time()
+        with self._mode(model):
+            batches = val_batches(cfg.data_dir, cfg.val_batch_size or cfg.micro_batch_size, cfg.seq_len,
+                                  cfg.val_tokens, self.acc.process_index, self.acc.num_processes)
+            loss, n_tokens = evaluate_val_loss(model, batches, self._reduce)
+        loss, n_tokens = float(loss), int(n_tokens)
+        self.log(f"val step {step:>6} | val_loss {loss:.6f} | tokens {n_tokens:,} | {time.time() - t0:.1f}s")
+        if metrics:
+            metrics.write("val", step=step, val_loss=loss, val_tokens=n_tokens)
+        self.acc.log({"val/loss": loss}, step=step)
+        return loss
+
+    def hellaswag_eval(self, model, step, metrics):
+        if self.hellaswag is None:
+            return None
+        t0 = time.time()
+        with self._mode(model):
+            res = self.hellaswag.evaluate(model, batch_size=self.cfg.val_batch_size or self.cfg.micro_batch_size,
+                                          rank=self.acc.process_index, world_size=self.acc.num_processes,
+                                          reduce_fn=self._reduce)
+        self.log(f"hellaswag step {step:>6} | acc {res['acc']:.4f} | acc_norm {res['acc_norm']:.4f} | "
+                 f"acc_tokennorm {res['acc_tokennorm']:.4f} | n {res['n']} | {time.time() - t0:.1f}s")
+        if metrics:
+            metrics.write("hellaswag", step=step, acc=res["acc"], acc_norm=res["acc_norm"],
+                          acc_tokennorm=res["acc_tokennorm"], n=res["n"])
+        self.acc.log({"hellaswag/acc_norm": res["acc_norm"], "hellaswag/acc": res["acc"]}, step=step)
+        return res
+
+    def samples(self, model, step, metrics):
+        from eval.sample import generate_samples
+
+        cfg = self.cfg
+        if cfg.num_samples <= 0:
+            return []
+        with self._mode(model):  # every rank generates (an FSDP forward is collective); rank 0 reports
+            texts = generate_samples(model, self.tok, cfg.sample_prompt, num_samples=cfg.num_samples,
+                                     max_new_tokens=cfg.sample_max_new_tokens, top_k=cfg.sample_top_k,
+                                     seed=cfg.seed + step)
+        for i, text in enumerate(texts):
+            self.log(f"sample {i} step {step}: {text!r}")
+        if metrics:
+            metrics.write("sample", step=step, prompt=cfg.sample_prompt, texts=list(texts))
+        return texts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
+    """Run (or resume) training as configured. Returns the process exit code. `hooks` is for tests only:
+    {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory."""
+    hooks = hooks or {}
+    accelerator = make_accelerator(cfg)
+    main = accelerator.is_main_process
+    world = accelerator.num_processes
+    rank = accelerator.process_index
+
+    def log(msg: str) -> None:  # main process only; safe to call alongside the tqdm bar
+        if main:
+            from tqdm.auto import tqdm
+
+            tqdm.write(msg, file=sys.stdout)
+            sys.stdout.flush()
+
+    def fail(errors: list[str], code: int = EXIT_CONFIG) -> int:
+        if main:
+            print(str(ConfigError(errors)), file=sys.stderr, flush=True)
+        return code
+
+    # ---- everything that can refuse the run happens before anything is written ------------------------------
+    errors = validate(cfg, world)
+    if errors:
+        return fail(errors)
+    resume_dir = None
+    if cfg.resume == "auto":
+        resume_dir = ckpt.find_resumable(cfg.output_dir, log=log) if main else None
+        resume_dir = _broadcast(accelerator, str(resume_dir) if resume_dir else None)
+        resume_dir = Path(resume_dir) if resume_dir else None
+    elif cfg.resume != "off":
+        problem = ckpt.verify(Path(cfg.resume)) if main else None
+        problem = _broadcast(accelerator, problem)
+        if problem:
+            return fail([f"resume checkpoint {cfg.resume}: {problem}"])
+        resume_dir = Path(cfg.resume)
+
+    torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+    try:
+        raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
+    except (OSError, ValueError) as err:
+        return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
+    if cfg.seq_len > raw_model.config.n_positions:
+        return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
+    manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size)
+    if problems:
+        return fail(problems)
+    meta = None
+    if resume_dir is not None:
+        from data.tokenizer import TOKENIZER_FINGERPRINT
+
+        meta = json.loads((resume_dir / "meta.json").read_text())
+        expected = build_model_config(cfg) if cfg.init_from == "scratch" else None
+        problems = ckpt.compat_errors(meta, model_config=expected, run_config=cfg.to_dict(), world_size=world,
+                                      data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
+        if problems:
+            return fail([f"cannot resume from {resume_dir}:"] + problems)
+        if meta["step"] >= cfg.max_steps:
+            log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train "
+                "(raise --max_steps to continue)")
+            return EXIT_OK
+
+    # ---- setup ----------------------------------------------------------------------------------------------
+    grad_accum = grad_accum_steps(cfg, world)
+    accelerator.gradient_accumulation_steps = grad_accum
+    device = accelerator.device
+    if device.type == "cuda" and cfg.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    optimizer = build_adamw(raw_model, cfg, device.type)
+    decayed, not_decayed = count_params(raw_model)
+    fpt = flops_per_token(raw_model, cfg.seq_len)
+    model, optimizer = accelerator.prepare(raw_model, optimizer)
+    start_step, tokens = 0, 0
+
+    from data.loader import TrainBatches
+    from data.tokenizer import gpt2_tokenizer
+
+    loader = TrainBatches(cfg.data_dir, cfg.micro_batch_size, cfg.seq_len, rank, world, cfg.data_seed)
+    if resume_dir is not None:
+        load_optimizer(accelerator, raw_model, optimizer, resume_dir)
+        rank_state = ckpt.load_rank_state(resume_dir, rank)
+        if not cfg.overfit_single_batch:
+            loader.load_state_dict(rank_state["data"])
+        ckpt.set_rng_state(rank_state["rng"])
+        start_step, tokens = meta["step"], meta["tokens"]
+    if cfg.overfit_single_batch:
+        batches = itertools.repeat(next(iter(loader)))
+        data_state = lambda: {"overfit_single_batch": True}  # noqa: E731
+    else:
+        batches = iter(loader)
+        data_state = loader.state_dict
+
+    # ---- the run folder -------------------------------------------------------------------------------------
+    out = Path(cfg.output_dir)
+    metrics = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, out / "run_config.yaml")
+        metrics = MetricsLog(out / "metrics.jsonl")
+        if resume_dir is not None:
+            metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
+    if accelerator.log_with:
+        accelerator.init_trackers("gpt2repro", config={k: v for k, v in cfg.to_dict().items() if v is not None})
+
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = cfg.peak_flops or default_peak_flops(device_name)
+    precision = accelerator.mixed_precision
+    attn = raw_model.config._attn_implementation
+    tokens_per_step = cfg.total_batch_size
+    log("resolved run config:\n" + format_run_config(cfg))
+    log(
+        "\n".join([
+            f"world size {world} | device {device} ({device_name}) | precision {precision}"
+            f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {'on' if cfg.compile else 'off'}"
+            f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}",
+            f"tokens/step {tokens_per_step:,} = micro_batch {cfg.micro_batch_size} x seq_len {cfg.seq_len} x "
+            f"grad_accum {grad_accum} x world {world}",
+            f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
+            f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, ends at step {cfg.lr_decay_steps or cfg.max_steps})",
+            f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
+            f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
+            + (f"{peak / 1e12:.0f} TFLOP/s per device" if peak else "unknown (set --peak_flops for MFU)"),
+            (f"resuming from {resume_dir} at step {start_step}" if resume_dir else
+             f"starting from {'scratch' if cfg.init_from == 'scratch' else cfg.init_from}"),
+        ])
+    )
+
+    evaluator = Evaluator(cfg, accelerator, gpt2_tokenizer(), log)
+    eval_model = accelerator.unwrap_model(model)  # compiled if compile is on; no DDP wrapper
+
+    def evaluate(step: int, final: bool = False):
+        if final or _due(step, cfg.eval_every):
+            evaluator.val_loss(eval_model, step, metrics)
+        if final or _due(step, cfg.hellaswag_every):
+            evaluator.hellaswag_eval(raw_model, step, metrics)
+        if final or _due(step, cfg.sample_every):
+            evaluator.samples(raw_model, step, metrics)
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (main and cfg.progress_bar), unit="step",
+               dynamic_ncols=True, file=sys.stderr)
+    run_t0 = time.time()
+    tok_rates = []
+    last_saved = start_step if resume_dir is not None else None
+    step = start_step
+    code = EXIT_OK
+    if start_step == 0 and cfg.eval_every > 0:
+        evaluator.val_loss(eval_model, 0, metrics)  # the baseline every val curve starts from
+    model.train()
+    with StopRequest() as stop:
+        while step < cfg.max_steps:
+            t0 = time.time()
+            set_lr(optimizer, lr_at(step, cfg))
+            digests = [] if step == start_step else None
+            try:
+                loss, grad_norm = train_step(accelerator, model, batches, grad_accum, cfg.grad_clip, device, digests)
+            except torch.OutOfMemoryError:
+                print(f"out of memory at step {step + 1} on rank {rank} with micro_batch_size={cfg.micro_batch_size}, "
+                      f"seq_len={cfg.seq_len}: lower --micro_batch_size (e.g. {max(1, cfg.micro_batch_size // 2)}); "
+                      f"grad accumulation grows to keep total_batch_size={cfg.total_batch_size:,} tokens/step "
+                      "unchanged (it is never changed for you).", file=sys.stderr, flush=True)
+                return EXIT_OOM
+            if digests is not None:
+                print(f"rank {rank}/{world} step {step + 1} micro-batch digests: {' '.join(digests)}", flush=True)
+            # one collective per step: mean loss over ranks and whether any rank was asked to stop
+            flags = torch.stack([loss.float(), torch.tensor(float(stop.requested), device=device)])
+            flags = accelerator.reduce(flags, reduction="sum")
+            loss_value, stop_now = flags[0].item() / world, flags[1].item() > 0
+            norm_value = float(grad_norm)
+            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                last_good = ckpt.find_resumable(cfg.output_dir) if main else None
+                msg = (f"non-finite {'loss' if not math.isfinite(loss_value) else 'grad norm'} at step {step + 1} "
+                       f"(loss {loss_value}, grad_norm {norm_value}): stopped before the optimizer step; "
+                       f"last good checkpoint: {last_good or 'none'}")
+                if main:
+                    print(msg, file=sys.stderr, flush=True)
+                    metrics.write("error", step=step + 1, message=msg)
+                code = EXIT_NONFINITE
+                break
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += tokens_per_step
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.time() - t0
+            tok_s = tokens_per_step / dt
+            if step > start_step + 1:
+                tok_rates.append(tok_s)
+            lr = lr_at(step - 1, cfg)
+            m = mfu(fpt, tok_s, peak, world)
+            log(step_line(step, cfg.max_steps, loss_value, lr, norm_value, dt, tok_s, m))
+            if main:
+                metrics.write("train", step=step, loss=loss_value, lr=lr, grad_norm=norm_value, dt_ms=1000 * dt,
+                              tok_per_s=tok_s, mfu=m, tokens=tokens)
+            accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": norm_value,
+                             "perf/tok_per_s": tok_s}, step=step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+
+            done = step >= cfg.max_steps
+            evaluate(step, final=done and cfg.eval_at_end)
+            if stop_now or done or _due(step, cfg.save_every):
+                save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens, manifest_hash, log)
+                last_saved = step
+            if stop_now:
+                log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
+                break
+    bar.close()
+
+    if code == EXIT_OK and step >= cfg.max_steps:
+        wall = time.time() - run_t0
+        if main:
+            summary = dict(steps=step, tokens=tokens, wall_time_s=wall, device=device_name, world_size=world,
+                           precision=precision, mean_tok_per_s=(sum(tok_rates) / len(tok_rates)) if tok_rates else None,
+                           mfu=mfu(fpt, sum(tok_rates) / len(tok_rates), peak, world) if tok_rates else None,
+                           flops_formula=FLOPS_FORMULA, last_checkpoint=str(last_saved))
+            metrics.write("summary", **summary)
+            log(f"done: {step} steps, {tokens:,} tokens in {wall:.1f}s")
+    if metrics:
+        metrics.close()
+    accelerator.end_training()
+    return code

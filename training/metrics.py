@@ -1,0 +1,77 @@
+"""What the loop reports: one greppable line per step, a JSONL twin, and the FLOP accounting behind MFU.
+
+FLOPs per trained token (nanoGPT / PaLM appendix B): 6*N + 12*L*H*Q*T, with N the parameter count without
+the position embedding (tied lm_head counted once), L layers, H heads, Q head size, T sequence length.
+GPT-2 124M at T=1024: ~855 MFLOP/token. MFU = FLOPs/token * tokens/s / (peak FLOP/s per device * devices).
+The default peaks are bf16 dense matmul rates *measured* on our lent machines (8192^3 matmul), not datasheets.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+FLOPS_FORMULA = "6N + 12*L*H*Q*T per token (nanoGPT/PaLM; N without wpe)"
+MEASURED_PEAK_FLOPS = {"H100": 798e12, "H200": 790e12}  # bf16, measured on the lent GPUs (see REFERENCE.md)
+
+
+def flops_per_token(model, seq_len: int) -> int:
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())  # unique tensors: tied lm_head counted once
+    for name, p in model.named_parameters():
+        if name.endswith("wpe.weight"):
+            n -= p.numel()
+    head_dim = cfg.n_embd // cfg.n_head
+    return 6 * n + 12 * cfg.n_layer * cfg.n_head * head_dim * seq_len
+
+
+def default_peak_flops(device_name: str) -> Optional[float]:
+    for key, flops in MEASURED_PEAK_FLOPS.items():
+        if key in device_name:
+            return flops
+    return None
+
+
+def mfu(flops_per_tok: float, tokens_per_s: float, peak_flops: Optional[float], world_size: int) -> Optional[float]:
+    if not peak_flops:
+        return None
+    return flops_per_tok * tokens_per_s / (peak_flops * world_size)
+
+
+def step_line(step: int, max_steps: int, loss: float, lr: float, grad_norm: float, dt_s: float,
+              tok_per_s: float, mfu_value: Optional[float]) -> str:
+    """`step    12/19073 | loss 6.123456 | lr 6.0000e-04 | grad_norm 1.2345 | dt 123.45ms | tok/s 123,456 | mfu 45.10%`"""
+    mfu_text = "n/a" if mfu_value is None else f"{100 * mfu_value:.2f}%"
+    return (
+        f"step {step:>6}/{max_steps} | loss {loss:.6f} | lr {lr:.4e} | grad_norm {grad_norm:.4f} | "
+        f"dt {1000 * dt_s:.2f}ms | tok/s {tok_per_s:,.0f} | mfu {mfu_text}"
+    )
+
+
+def _clean(value):
+    """JSON has no NaN/Inf: write them as strings so the line stays valid JSON and the event stays visible."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `path`, field "type" first, flushed at once (a crash loses nothing)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = open(self.path, "a", buffering=1)
+
+    def write(self, type: str, **fields) -> dict:
+        record = {"type": type, **{k: _clean(v) for k, v in fields.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path, type: Optional[str] = None) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if type is None or r["type"] == type]

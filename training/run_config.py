@@ -1,0 +1,318 @@
+"""The run config: one typed dataclass for everything a training run needs besides the launch topology.
+
+Precedence is defaults < YAML preset (`--config configs/NAME.yaml`) < command-line flags. Unknown keys (in
+the YAML or on the command line) are errors, and every problem found is reported at once, before anything is
+written:
+
+    cfg = load_run_config(["--config", "configs/demo.yaml", "--max_steps", "50"])   # raises ConfigError
+    errors = validate(cfg, world_size=2)                                             # [] when all is well
+
+The architecture is a separate object (`GPT2ReproConfig`, saved with every checkpoint); the fields here that
+describe it are only the knobs needed to build one from scratch.
+"""
+
+import argparse
+import dataclasses
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+TOKENIZER_VOCAB = 50257  # GPT-2 BPE ids; the embedding may have more rows (50304 = padded), never fewer
+
+
+class ConfigError(ValueError):
+    """All the problems with a run config, one per line."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("invalid run config:\n" + "\n".join(f"  - {e}" for e in self.errors))
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RunConfig:
+    # --- what to run -----------------------------------------------------------------------------------------
+    config: Optional[str] = _f(None, "YAML preset read first (defaults < YAML < command line)")
+    data_dir: str = _f("", "folder written by data.prepare (token shards + manifest)")
+    output_dir: str = _f("runs/default", "run folder: run_config.yaml, metrics.jsonl, checkpoints/")
+    init_from: str = _f("scratch", "'scratch', 'gpt2' (OpenAI GPT-2 124M from the Hub) or a GPT-2 model folder")
+    resume: str = _f("auto", "'auto' (newest complete checkpoint in output_dir, if any), 'off', or a checkpoint path")
+    seed: int = _f(1337, "seed for init and sampling; data order has its own seed (data_seed)")
+    data_seed: int = _f(1337, "seed of the training data order (data.loader.TrainBatches)")
+    # --- architecture (init_from=scratch only; saved as GPT2ReproConfig with every checkpoint) ---------------
+    n_layer: int = _f(12, "transformer blocks")
+    n_head: int = _f(12, "attention heads")
+    n_embd: int = _f(768, "model width")
+    n_positions: int = _f(1024, "context length of the position embedding")
+    vocab_size: int = _f(50304, "embedding rows: 50257 GPT-2 ids padded to a multiple of 64 for fast matmuls")
+    attn_implementation: str = _f("sdpa", "attention backend (transformers name): sdpa, eager, flex_attention, ...")
+    # --- batch -----------------------------------------------------------------------------------------------
+    total_batch_size: int = _f(524288, "tokens per optimizer step = micro_batch_size * seq_len * grad_accum * world")
+    micro_batch_size: int = _f(64, "sequences per forward pass per process (lower this on out-of-memory)")
+    seq_len: int = _f(1024, "tokens per training sequence")
+    # --- optimization ----------------------------------------------------------------------------------------
+    max_steps: int = _f(19073, "optimizer steps to train (19,073 x 524,288 = 10B tokens)")
+    max_lr: float = _f(6e-4, "peak learning rate, reached after warmup_steps")
+    min_lr: float = _f(6e-5, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _f(715, "linear warmup steps")
+    lr_decay_steps: Optional[int] = _f(None, "step at which the cosine reaches min_lr (default: max_steps)")
+    weight_decay: float = _f(0.1, "AdamW decay, applied to tensors with dim >= 2 only")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.95, "AdamW beta2")
+    adam_eps: float = _f(1e-8, "AdamW eps")
+    fused_adamw: Literal["auto", "on", "off"] = _f("auto", "fused AdamW kernel ('auto' = on CUDA)")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping)")
+    # --- precision and speed ---------------------------------------------------------------------------------
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f(
+        "auto", "autocast dtype; 'auto' = the launcher's setting, else bf16 on a bf16 GPU, else no (fp32)"
+    )
+    tf32: bool = _f(True, "TF32 matmuls on CUDA")
+    compile: bool = _f(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+    # --- evaluation ------------------------------------------------------------------------------------------
+    eval_every: int = _f(250, "validation loss every N steps (0 = only at the end); also at the end")
+    val_tokens: int = _f(10485760, "validation tokens (fixed: the same windows for any world size)")
+    val_batch_size: Optional[int] = _f(None, "sequences per validation forward (default: micro_batch_size)")
+    hellaswag_every: int = _f(250, "HellaSwag every N steps (0 = only at the end)")
+    hellaswag_file: str = _f(
+        "auto", "HellaSwag val jsonl; 'auto' = $HELLASWAG_FILE or the Hub when online, 'off' = never"
+    )
+    hellaswag_limit: Optional[int] = _f(None, "score only the first N HellaSwag examples (default: all 10,042)")
+    sample_every: int = _f(250, "text samples every N steps (0 = only at the end)")
+    sample_prompt: str = _f("Hello, I'm a language model,", "prompt for the samples")
+    num_samples: int = _f(4, "samples per evaluation (0 = no samples)")
+    sample_max_new_tokens: int = _f(32, "tokens generated per sample")
+    sample_top_k: int = _f(50, "top-k for sampling")
+    eval_at_end: bool = _f(True, "run validation / HellaSwag / samples after the last step")
+    # --- checkpoints -----------------------------------------------------------------------------------------
+    save_every: int = _f(1000, "checkpoint every N steps (0 = only at the end and on SIGTERM)")
+    keep_last: int = _f(3, "complete checkpoints kept (>= 2; older ones deleted only after a new one commits)")
+    # --- logging ---------------------------------------------------------------------------------------------
+    log_with: Literal["auto", "none", "tensorboard", "trackio"] = _f(
+        "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed"
+    )
+    peak_flops: Optional[float] = _f(
+        None, "peak FLOP/s per device for MFU (default: 798e12 measured bf16 on our H100, 790e12 H200; else no MFU)"
+    )
+    progress_bar: bool = _f(True, "tqdm progress bar with ETA (main process, stderr)")
+    # --- debugging -------------------------------------------------------------------------------------------
+    overfit_single_batch: bool = _f(False, "train on the first batch over and over (a loss that cannot reach ~0 is a bug)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES = typing.get_type_hints(RunConfig)  # read once: HfArgumentParser rewrites dataclass Field.type in place
+FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading: YAML + command line
+
+
+def _coerce(name: str, value):
+    """Return (value converted to the field's type, error or None). YAML 1.1 reads `6e-4` as a string, so
+    strings are accepted for numbers; ints are accepted for floats; nothing else is guessed."""
+    tp = FIELD_TYPES[name]
+    optional = typing.get_origin(tp) is typing.Union and type(None) in typing.get_args(tp)
+    if optional:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if value is None:
+            return None, None
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        return (value, None) if value in choices else (value, f"{name}: {value!r} is not one of {list(choices)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1"), None
+        return value, f"{name}: expected true/false, got {value!r}"
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else int(value), None
+            except ValueError:
+                pass
+        return value, f"{name}: expected an integer, got {value!r}"
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), None
+        if isinstance(value, str):
+            try:
+                return float(value), None
+            except ValueError:
+                pass
+        return value, f"{name}: expected a number, got {value!r}"
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value), None
+        return value, f"{name}: expected a string, got {value!r}"
+    raise TypeError(f"unsupported field type for {name}: {tp}")  # a bug in RunConfig, not in the user's config
+
+
+def _build_parser():
+    from transformers import HfArgumentParser
+
+    # exit_on_error=False: a bad value raises instead of exiting, so it joins the other errors.
+    return HfArgumentParser(
+        RunConfig, prog="train.py", allow_abbrev=False, exit_on_error=False,
+        description="GPT-2 pretraining on Accelerate. Flags override the YAML preset given with --config.",
+    )
+
+
+def _read_yaml(path: str, errors: list[str]) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        errors.append(f"config: preset file {path!r} does not exist (presets live in configs/)")
+        return {}
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        errors.append(f"config: {path} is not valid YAML: {err}")
+        return {}
+    if not isinstance(raw, dict):
+        errors.append(f"config: {path} must be a mapping of run-config fields, got {type(raw).__name__}")
+        return {}
+    values = {}
+    for key, value in raw.items():
+        if key not in FIELD_TYPES or key == "config":
+            errors.append(f"unknown key {key!r} in {path} (see `python train.py --help` for the fields)")
+            continue
+        value, err = _coerce(key, value)
+        if err:
+            errors.append(f"{err} (in {path})")
+        else:
+            values[key] = value
+    return values
+
+
+def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
+    """Parse `--config PRESET.yaml` and flags into a RunConfig; raise ConfigError listing every problem that
+    can be seen without knowing the world size (call `validate(cfg, world_size)` for the rest)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    errors: list[str] = []
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+
+    parser = _build_parser()
+    if known.config:
+        parser.set_defaults(**_read_yaml(known.config, errors))
+    try:
+        namespace, remaining = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        errors.append(f"command line: {err}")
+        raise ConfigError(errors) from None
+    if remaining:
+        errors.append(f"unknown command-line arguments {remaining} (see `python train.py --help`)")
+    values = {k: v for k, v in vars(namespace).items() if k in FIELD_TYPES}
+    cfg = RunConfig(**values)
+    errors += validate(cfg, world_size=None)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checking
+
+
+def grad_accum_steps(cfg: RunConfig, world_size: int) -> int:
+    return cfg.total_batch_size // (cfg.micro_batch_size * cfg.seq_len * world_size)
+
+
+def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
+    """Every problem with `cfg`, as actionable messages. With world_size=None the batch divisibility that
+    depends on it is left out (checked again once the launcher is known)."""
+    e: list[str] = []
+
+    def positive(name, allow_zero=False):
+        v = getattr(cfg, name)
+        if v is not None and (v < 0 or (v == 0 and not allow_zero)):
+            e.append(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+    for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "total_batch_size",
+                 "micro_batch_size", "seq_len", "max_steps", "max_lr", "val_tokens", "sample_max_new_tokens",
+                 "sample_top_k", "val_batch_size", "hellaswag_limit", "lr_decay_steps", "adam_eps", "peak_flops"):
+        positive(name)
+    for name in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_every", "hellaswag_every",
+                 "sample_every", "save_every", "num_samples"):
+        positive(name, allow_zero=True)
+
+    # data / paths
+    if not cfg.data_dir:
+        e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir data/pydocs)")
+    elif not Path(cfg.data_dir).is_dir():
+        e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
+    elif not (Path(cfg.data_dir) / "manifest.json").is_file():
+        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare")
+    if not cfg.output_dir:
+        e.append("output_dir must be set")
+    if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
+        e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model folder")
+    if cfg.resume not in ("auto", "off"):
+        p = Path(cfg.resume)
+        if not p.is_dir():
+            e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint folder")
+        elif not (p / "COMPLETE").is_file():
+            e.append(f"resume {cfg.resume!r} is not a complete checkpoint (no COMPLETE marker in it)")
+    elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
+        e.append(f"output_dir {cfg.output_dir!r} already holds checkpoints and resume is 'off': "
+                 "use --resume auto to continue it, or pick a new output_dir")
+    if cfg.hellaswag_file not in ("auto", "off") and not Path(cfg.hellaswag_file).is_file():
+        e.append(f"hellaswag_file {cfg.hellaswag_file!r} does not exist ('auto', 'off' or a jsonl path)")
+
+    # architecture
+    if cfg.n_head > 0 and cfg.n_embd % cfg.n_head:
+        e.append(f"n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
+    if 0 < cfg.vocab_size < TOKENIZER_VOCAB:
+        e.append(f"vocab_size ({cfg.vocab_size}) must be >= {TOKENIZER_VOCAB}, the GPT-2 tokenizer's id count")
+    if cfg.init_from == "scratch" and cfg.seq_len > cfg.n_positions > 0:
+        e.append(f"seq_len ({cfg.seq_len}) exceeds n_positions ({cfg.n_positions})")
+
+    # schedule / optimizer
+    if cfg.min_lr > cfg.max_lr > 0:
+        e.append(f"min_lr ({cfg.min_lr}) must not exceed max_lr ({cfg.max_lr})")
+    decay_end = cfg.lr_decay_steps or cfg.max_steps
+    if cfg.warmup_steps > decay_end > 0:
+        e.append(f"warmup_steps ({cfg.warmup_steps}) must not exceed the decay end "
+                 f"(lr_decay_steps or max_steps = {decay_end})")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            e.append(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not math.isfinite(cfg.max_lr):
+        e.append("max_lr must be finite")
+    if cfg.keep_last < 2:
+        e.append(f"keep_last must be >= 2 (got {cfg.keep_last}): with one kept, a bad save can leave no good checkpoint")
+
+    # batch arithmetic: tokens/step = micro_batch_size * seq_len * grad_accum * world_size
+    if cfg.micro_batch_size > 0 and cfg.seq_len > 0 and cfg.total_batch_size > 0:
+        per_micro = cfg.micro_batch_size * cfg.seq_len * (world_size or 1)
+        if cfg.total_batch_size % per_micro:
+            where = f" x world_size {world_size}" if world_size else ""
+            e.append(
+                f"total_batch_size ({cfg.total_batch_size}) must be divisible by micro_batch_size "
+                f"({cfg.micro_batch_size}) x seq_len ({cfg.seq_len}){where} = {per_micro}"
+            )
+    return e
+
+
+def save_run_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def format_run_config(cfg: RunConfig) -> str:
+    width = max(map(len, FIELD_NAMES))
+    return "\n".join(f"  {k:<{width}} = {v!r}" for k, v in cfg.to_dict().items())
