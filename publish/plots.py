@@ -45,8 +45,29 @@ def plot_runs(
     scorer: str | None = None,
     reference_loss: bool = True,
     title: str | None = None,
+    mark_step: int | None = None,
 ) -> Path:
-    """Draw `panels` side by side for `runs` and save a PNG at `out`. Returns the path."""
+    """Draw `panels` side by side for `runs` and save a PNG at `out`. Returns the path.
+
+    `mark_step`: a vertical line at that step (the exported checkpoint) when the curves go past it."""
+    fig = make_figure(runs, panels=panels, scorer=scorer, reference_loss=reference_loss, title=title,
+                      mark_step=mark_step)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def make_figure(
+    runs: Sequence[RunMetrics],
+    *,
+    panels: Sequence[str] = PANELS,
+    scorer: str | None = None,
+    reference_loss: bool = True,
+    title: str | None = None,
+    mark_step: int | None = None,
+) -> Figure:
+    """The figure `plot_runs` saves (one axis per panel, in order)."""
     unknown = [panel for panel in panels if panel not in PANELS]
     if unknown or not panels:
         raise ValueError(f"panels must be among {PANELS}, got {list(panels)}")
@@ -62,12 +83,13 @@ def plot_runs(
             _draw_loss(ax, runs, reference_loss)
         else:
             _draw_hellaswag(ax, runs, scorer)
+        last = max((run.last_step for run in runs if run.last_step is not None), default=None)
+        if mark_step is not None and last is not None and mark_step < last:
+            ax.axvline(mark_step, color="black", linestyle=":", linewidth=1.0, label=f"exported step {mark_step}")
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return fig
 
 
 def _colour(i: int) -> str:

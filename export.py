@@ -1,0 +1,90 @@
+"""Export a training run as a Hub-ready model folder (weights, config, code, tokenizer, generation config,
+model card with results and curves), and optionally push it to the Hugging Face Hub.
+
+    python export.py runs/124M --out export/124M                           # our format (trust_remote_code)
+    python export.py runs/124M --out export/124M-gpt2 --format gpt2        # stock GPT2LMHeadModel, no remote code
+    python export.py runs/124M --out export/124M --push-to-hub me/gpt2repro-124M --private --dry-run
+    python export.py runs/124M --out export/124M --push-to-hub me/gpt2repro-124M --private
+
+RUN_OR_CHECKPOINT: a run folder (its newest checkpoint with a COMPLETE file), a checkpoint folder
+(runs/124M/checkpoints/step_00019073) or a model folder written by save_pretrained. The push uses the token
+from HF_TOKEN or `hf auth login`; `--dry-run` lists exactly the files that would be uploaded and sends nothing.
+Details: publish/export_model.py, publish/model_card.py, publish/hub.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from publish.export_model import DTYPES, FORMATS, export_model
+from publish.hub import PublishError, plan_upload, push, token_available
+from publish.model_card import load_lm_eval_results
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python export.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder, checkpoint folder or model folder")
+    parser.add_argument("--out", required=True, help="folder to write (must be new or empty unless --overwrite)")
+    parser.add_argument("--format", choices=FORMATS, default="gpt2repro",
+                        help="gpt2repro: our classes + code (trust_remote_code); gpt2: stock GPT2LMHeadModel")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of model.safetensors")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    card = parser.add_argument_group("model card")
+    card.add_argument("--name", help="model name in the card (default: the --out folder name)")
+    card.add_argument("--dataset", action="append", help="Hub dataset id of the training data (repeatable; "
+                      "default: guessed from the run's data_dir)")
+    card.add_argument("--license", default="mit")
+    card.add_argument("--base-model", help="Hub id of the model training continued from (default: from init_from)")
+    card.add_argument("--lm-eval-results", metavar="JSON",
+                      help="lm-eval results file of a HellaSwag run on this export: reported in the card")
+    hub = parser.add_argument_group("push")
+    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub model repo")
+    hub.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
+    hub.add_argument("--revision", help="branch to push to (created from main if missing; default main)")
+    hub.add_argument("--commit-message", help="default: 'Upload <name> (step N, format, dtype)'")
+    hub.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
+    args = parser.parse_args(argv)
+    if (args.private or args.dry_run or args.revision or args.commit_message) and not args.push_to_hub:
+        parser.error("--private / --dry-run / --revision / --commit-message go with --push-to-hub REPO_ID")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        lm_eval = load_lm_eval_results(args.lm_eval_results) if args.lm_eval_results else None
+        result = export_model(
+            args.source, args.out, format=args.format, dtype=args.dtype, model_name=args.name,
+            repo_id=args.push_to_hub, datasets=args.dataset, license=args.license, base_model=args.base_model,
+            lm_eval_results=lm_eval, overwrite=args.overwrite,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    step = f"step {result.step}" if result.step is not None else "model folder"
+    print(f"exported {step} as {args.format} ({args.dtype}) to {result.out_dir}: {len(result.files)} files; "
+          f"reload check: max |log-prob diff| {result.max_logprob_diff:.2e}")
+    if not args.push_to_hub:
+        return 0
+
+    message = args.commit_message or f"Upload {args.name or result.out_dir.name} ({step}, {args.format}, {args.dtype})"
+    try:
+        plan = plan_upload(result.out_dir, args.push_to_hub, private=args.private, revision=args.revision,
+                           commit_message=message)
+        if args.dry_run:
+            print("dry run: nothing is sent. This push would upload:")
+            print(plan.describe(token_found=token_available()))
+            return 0
+        url = push(plan)
+    except PublishError as err:
+        print(f"error: {err}. The exported folder is complete at {result.out_dir}.", file=sys.stderr)
+        return 1
+    print(f"pushed {len(plan.files)} files to {args.push_to_hub}: {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Write a Hub-ready model folder from a training run, a checkpoint or a model folder.
+
+    result = export_model("runs/124M", "export/124M")                                  # our format + code
+    result = export_model("runs/124M", "export/124M-gpt2", format="gpt2", dtype="bfloat16")
+
+The folder (format "gpt2repro"):
+    config.json                  model_type gpt2repro, auto_map -> the two code files (trust_remote_code=True)
+    configuration_gpt2repro.py   modeling_gpt2repro.py
+    model.safetensors            float32 or bfloat16
+    generation_config.json       top-k 50 sampling, temperature 1 (build-nanogpt's sampling)
+    tokenizer.json  tokenizer_config.json  vocab.json  merges.txt     GPT-2 BPE, 50,257 ids
+    README.md                    model card (publish.model_card)
+    plots/loss.png  plots/hellaswag.png                                 when the run has metrics
+    logs/metrics.jsonl  logs/run_config.yaml                            the run's record, when known
+Format "gpt2": the same, but config.json / model.safetensors are transformers' stock `GPT2LMHeadModel`
+(vocabulary cropped to 50,257 rows) and there are no code files.
+
+The folder is written next to `out` under a temporary name and renamed into place at the end, so a failed
+export never leaves a half-written folder that looks finished. Before the rename the written weights are loaded
+back and their log-probabilities compared with the source model's (weights rounded to the export dtype).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from publish.metrics import load_metrics
+from publish.model_card import CardInputs, build_model_card
+from publish.plots import plot_runs
+from publish.run_folder import resolve_source
+
+FORMATS = ("gpt2repro", "gpt2")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CODE_FILES = ("configuration_gpt2repro.py", "modeling_gpt2repro.py")
+# build-nanogpt samples with top-k 50 at temperature 1
+SAMPLING = {"do_sample": True, "top_k": 50, "temperature": 1.0, "max_new_tokens": 64}
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: list[str]  # relative paths, sorted
+    step: int | None
+    max_logprob_diff: float  # export vs source (weights rounded to the export dtype), over the real 50,257 ids
+
+
+def export_model(
+    source: str | Path,
+    out: str | Path,
+    *,
+    format: str = "gpt2repro",
+    dtype: str = "float32",
+    model_name: str | None = None,
+    repo_id: str | None = None,
+    datasets: list[str] | None = None,
+    license: str = "mit",
+    base_model: str | None = None,
+    lm_eval_results: dict | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export `source` (run folder / checkpoint folder / model folder) to the folder `out`."""
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    src = resolve_source(source)
+    model = _load_source_model(src.model_dir)
+    tokenizer = _tokenizer()
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        exported = _write_weights(model, tmp, format, DTYPES[dtype])
+        diff = _check_roundtrip(model, tmp, format, DTYPES[dtype])
+        _write_tokenizer(tokenizer, tmp)
+        _write_generation_config(model, tmp)
+
+        run_config = src.run_config()
+        metrics = load_metrics(src.metrics_path, name=model_name or out.name) if src.metrics_path else None
+        datasets = datasets if datasets is not None else guess_datasets(run_config)
+        plots = []
+        if metrics is not None:
+            if src.run_dir and (src.run_dir / "run_config.yaml").is_file():
+                (tmp / "logs").mkdir(exist_ok=True)
+                shutil.copyfile(src.run_dir / "run_config.yaml", tmp / "logs" / "run_config.yaml")
+            (tmp / "logs").mkdir(exist_ok=True)
+            shutil.copyfile(src.metrics_path, tmp / "logs" / "metrics.jsonl")
+            plots = _write_plots(metrics, tmp / "plots", src.step, datasets)
+        card = build_model_card(CardInputs(
+            model_name=model_name or out.name,
+            repo_id=repo_id,
+            format=format,
+            dtype=dtype,
+            step=src.step,
+            n_params=sum(p.numel() for p in exported.parameters()),
+            run_config=run_config,
+            metrics=metrics,
+            lm_eval_results=lm_eval_results,
+            datasets=datasets,
+            license=license,
+            base_model=base_model,
+            plots=plots,
+        ))
+        card.save(tmp / "README.md")
+
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    return ExportResult(out, files, src.step, diff)
+
+
+def guess_datasets(run_config: dict) -> list[str]:
+    """Hub dataset ids of the training data, from the data folder's manifest or its path (else none)."""
+    data_dir = str(run_config.get("data_dir") or "")
+    for name in ("manifest.json", "meta.json"):
+        path = Path(data_dir) / name if data_dir else None
+        if path and path.is_file():
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            for key in ("hf_dataset", "dataset", "source_dataset"):
+                value = manifest.get(key)
+                if isinstance(value, str) and value.count("/") == 1:
+                    return [value]
+    lowered = data_dir.lower().replace("_", "-")
+    if "fineweb-edu" in lowered:
+        return ["HuggingFaceFW/fineweb-edu"]
+    if "fineweb" in lowered:
+        return ["HuggingFaceFW/fineweb"]
+    return []
+
+
+# ---- pieces ----------------------------------------------------------------------------------------------
+
+
+def _load_source_model(model_dir: Path):
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") != "gpt2repro":
+        raise ValueError(
+            f"{model_dir} holds a {config.get('model_type')!r} model, not gpt2repro: convert a stock GPT-2 first "
+            "with `python convert_gpt2.py --from-gpt2 DIR --out OUT`"
+        )
+    return GPT2ReproForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def _tokenizer():
+    from data.tokenizer import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+def _write_weights(model, out: Path, format: str, dtype: torch.dtype):
+    """Save the weights (and code) in `format`; return the model object that was saved."""
+    if format == "gpt2":
+        from convert_gpt2 import to_stock_gpt2
+
+        exported = to_stock_gpt2(model).to(dtype)
+        exported.save_pretrained(out)
+    else:
+        exported = copy.deepcopy(model).to(dtype)
+        exported.save_pretrained(out)
+        config = json.loads((out / "config.json").read_text())
+        missing = [f for f in CODE_FILES if not (out / f).is_file()]
+        if missing or "AutoModelForCausalLM" not in config.get("auto_map", {}):
+            raise RuntimeError(
+                f"save_pretrained did not write the remote-code files {missing} / auto_map: the export would not "
+                "load with trust_remote_code (check `_auto_class` in the model files)"
+            )
+    return exported
+
+
+def _check_roundtrip(model, out: Path, format: str, dtype: torch.dtype) -> float:
+    """Load the written weights back and compare log-probs with the source (weights rounded to `dtype`)."""
+    if format == "gpt2":
+        from transformers import GPT2LMHeadModel as loader
+    else:
+        from modeling_gpt2repro import GPT2ReproForCausalLM as loader
+    reference = copy.deepcopy(model).to(dtype).to(torch.float32)
+    reloaded = loader.from_pretrained(out, dtype=torch.float32).eval()
+    vocab = model.config.tokenizer_vocab_size
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (2, min(16, model.config.n_positions)), generator=generator)
+    with torch.no_grad():
+        want = torch.log_softmax(reference(ids).logits[..., :vocab].float(), dim=-1)
+        got = torch.log_softmax(reloaded(ids).logits[..., :vocab].float(), dim=-1)
+    diff = (want - got).abs().max().item()
+    if not diff < 1e-3:
+        raise RuntimeError(f"the exported {format} weights do not reproduce the source model: log-probs differ "
+                           f"by up to {diff:.3g}")
+    return diff
+
+
+def _write_tokenizer(tokenizer, out: Path) -> None:
+    from data.tokenizer import gpt2_bpe_files
+
+    tokenizer.save_pretrained(out)
+    # The classic GPT-2 files too (byte-identical to OpenAI's), for tools that read vocab.json / merges.txt.
+    encoder, merges = gpt2_bpe_files()
+    shutil.copyfile(encoder, out / "vocab.json")
+    shutil.copyfile(merges, out / "merges.txt")
+
+
+def _write_generation_config(model, out: Path) -> None:
+    from transformers import GenerationConfig
+
+    eot = model.config.eos_token_id
+    GenerationConfig(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, **SAMPLING).save_pretrained(out)
+
+
+def _write_plots(metrics, plots_dir: Path, step: int | None, datasets: list[str]) -> list[tuple[str, str]]:
+    fineweb_edu = any("fineweb-edu" in d for d in datasets)  # the GPT-2 val-loss line is only meaningful there
+    plots = []
+    if metrics.train_loss or metrics.val_loss:
+        plot_runs([metrics], plots_dir / "loss.png", panels=("loss",), reference_loss=fineweb_edu, mark_step=step)
+        plots.append(("train and validation loss", "plots/loss.png"))
+    if metrics.hellaswag:
+        plot_runs([metrics], plots_dir / "hellaswag.png", panels=("hellaswag",), mark_step=step)
+        plots.append(("HellaSwag acc_norm", "plots/hellaswag.png"))
+    return plots

@@ -1,0 +1,169 @@
+"""Pushing a folder to the Hugging Face Hub: `create_repo` + `upload_folder`, a dry run that lists exactly what
+would be uploaded, the token from huggingface_hub's own lookup, and errors that say what happened.
+
+    plan = plan_upload("export/124M", "me/gpt2repro-124M", private=True)
+    print(plan.describe())            # the dry run: files, sizes, repo, branch; no network, no token needed
+    url = push(plan)                  # raises PublishError with a clear message on any failure
+
+The token comes from `huggingface_hub.get_token()` (the HF_TOKEN variable, else the login stored by
+`hf auth login`) and is never printed or logged. `upload_folder` makes one commit, so a failed push leaves
+no partial commit; at worst an empty repository created by `create_repo`, which the error message says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
+
+
+class PublishError(RuntimeError):
+    """A push that did not happen (or did not finish). The message says why and what to do."""
+
+
+@dataclass
+class UploadPlan:
+    """What one `upload_folder` call will send: `files` are (path in repo, size in bytes), sorted."""
+
+    repo_id: str
+    folder: Path
+    files: list[tuple[str, int]]
+    revision: str | None = None  # None: the default branch (main)
+    private: bool = False
+    commit_message: str = "Upload model"
+    path_in_repo: str = ""
+    ignore_patterns: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+    def describe(self, token_found: bool | None = None) -> str:
+        lines = [
+            f"repo:     {self.repo_id} ({'private' if self.private else 'public'} if created now; "
+            "an existing repo keeps its visibility)",
+            f"branch:   {self.revision or constants.DEFAULT_REVISION}",
+            f"commit:   {self.commit_message}",
+            f"from:     {self.folder}",
+            f"files:    {len(self.files)}, {_human(self.total_bytes)} in all",
+        ]
+        lines += [f"  {size:>14,d}  {path}" for path, size in self.files]
+        if token_found is not None:
+            lines.append("token:    " + ("found (not shown)" if token_found else
+                                         "NOT found: run `hf auth login` or set HF_TOKEN before pushing"))
+        return "\n".join(lines)
+
+
+def plan_upload(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload model",
+    path_in_repo: str = "",
+    ignore_patterns: list[str] | None = None,
+) -> UploadPlan:
+    """List the files `upload_folder` will send, with the same file walk and the same filter it uses."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise PublishError(f"nothing to upload: {folder} is not a folder")
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as err:
+        raise PublishError(f"{repo_id!r} is not a valid Hub repo id (expected 'namespace/name'): {err}") from err
+    ignore_patterns = list(ignore_patterns or [])
+    on_disk = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
+    kept = filter_repo_objects(on_disk, ignore_patterns=ignore_patterns + list(DEFAULT_IGNORE_PATTERNS))
+    prefix = f"{path_in_repo.strip('/')}/" if path_in_repo.strip("/") else ""
+    files = sorted((prefix + rel, on_disk[rel].stat().st_size) for rel in kept)
+    if not files:
+        raise PublishError(f"nothing to upload: {folder} has no files")
+    return UploadPlan(repo_id, folder, files, revision, private, commit_message, path_in_repo, ignore_patterns)
+
+
+def resolve_token(token: str | None = None) -> str:
+    """The token to push with: `token` if given, else huggingface_hub's lookup (HF_TOKEN, then the stored login)."""
+    token = token or get_token()
+    if not token:
+        raise PublishError(
+            "no Hugging Face token: run `hf auth login` (stores a token) or set HF_TOKEN to a token with write "
+            "access; nothing was uploaded"
+        )
+    return token
+
+
+def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None) -> str:
+    """Create the repo (and branch) if needed and upload the planned folder in one commit. Returns the commit URL.
+
+    `api` is for tests (an object with HfApi's create_repo / create_branch / upload_folder)."""
+    token = resolve_token(token)
+    api = api or HfApi()
+    stage = "creating the repository"
+    created = False
+    try:
+        api.create_repo(plan.repo_id, token=token, private=plan.private, exist_ok=True, repo_type="model")
+        created = True
+        if plan.revision and plan.revision != constants.DEFAULT_REVISION:
+            stage = f"creating branch {plan.revision!r}"
+            api.create_branch(plan.repo_id, branch=plan.revision, token=token, exist_ok=True, repo_type="model")
+        stage = "uploading"
+        commit = api.upload_folder(
+            repo_id=plan.repo_id,
+            folder_path=str(plan.folder),
+            path_in_repo=plan.path_in_repo or None,
+            commit_message=plan.commit_message,
+            revision=plan.revision,
+            ignore_patterns=plan.ignore_patterns or None,
+            token=token,
+            repo_type="model",
+        )
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message; the cause stays chained
+        raise explain_error(err, plan, stage, token, repo_may_exist=created) from err
+    return str(getattr(commit, "commit_url", commit))
+
+
+def explain_error(err: BaseException, plan: UploadPlan, stage: str, token: str | None = None,
+                  repo_may_exist: bool = False) -> PublishError:
+    """Turn a huggingface_hub / network exception into a PublishError that says what to do (token scrubbed)."""
+    detail = str(err)
+    if token:
+        detail = detail.replace(token, "***")
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, OfflineModeIsEnabled) or (constants.HF_HUB_OFFLINE and isinstance(err, OSError)):
+        why = "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
+    elif isinstance(err, HfHubHTTPError) and status == 401:
+        why = "the token was rejected (401): log in again with `hf auth login` or set HF_TOKEN to a valid token"
+    elif isinstance(err, HfHubHTTPError) and status == 403:
+        why = f"the token may not write to {plan.repo_id} (403): use a token with write access to that namespace"
+    elif isinstance(err, HfHubHTTPError):
+        why = f"the Hub answered HTTP {status}: {detail}"
+    elif _is_network_error(err):
+        why = f"cannot reach {constants.ENDPOINT} ({type(err).__name__}: {detail}); check the network or proxy"
+    else:
+        why = f"{type(err).__name__}: {detail}"
+    left = "nothing was uploaded"
+    if repo_may_exist and stage != "creating the repository":
+        left += f" (the repository {plan.repo_id} exists now, possibly empty)"
+    return PublishError(f"push to {plan.repo_id} failed while {stage}: {why}; {left}")
+
+
+def _is_network_error(err: BaseException) -> bool:
+    # huggingface_hub 1.x raises httpx errors, 2.x httpx2 errors; neither subclasses OSError.
+    return isinstance(err, (OSError, TimeoutError)) or type(err).__module__.split(".")[0] in ("httpx", "httpx2")
+
+
+def token_available() -> bool:
+    """Whether a push would find a token (without revealing it)."""
+    return bool(get_token())
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

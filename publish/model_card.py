@@ -1,0 +1,349 @@
+"""The model card (`README.md`) of an exported model, built with huggingface_hub's `ModelCard` / `ModelCardData`.
+
+Metadata: license, datasets, tags, library_name, pipeline_tag, base_model (when training continued from GPT-2),
+and a `model-index` with HellaSwag (acc and acc_norm, each metric named with its scorer) and the validation loss,
+so the Hub shows them and `ModelCard.load(path).data.eval_results` reads them back. The text: results next to
+the published references under the same scorer, the training summary, the curves, how to load the model with
+and without remote code, and how it was evaluated.
+
+Every number is taken at the exported step: a run exported at step 5000 never shows what it scored later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from publish.metrics import RunMetrics
+from publish.references import (
+    HELLASWAG_ACC,
+    HELLASWAG_ACC_NORM,
+    SCORER_BUILD_NANOGPT,
+    SCORER_DESCRIPTIONS,
+    SCORER_LM_EVAL,
+    VAL_LOSS,
+)
+
+HELLASWAG_DATASET = "Rowan/hellaswag"
+HELLASWAG_EXAMPLES = 10042
+FORMATS = ("gpt2repro", "gpt2")
+# Metric names in the model-index: the scorer is part of the name, so nobody compares across scorers.
+METRIC_ACC = "acc (lm-eval scorer)"
+METRIC_ACC_NORM = "acc_norm (lm-eval scorer, length in characters)"
+METRIC_ACC_TOKENNORM = "acc_norm (build-nanogpt scorer, length in tokens)"
+METRIC_VAL_LOSS = "validation loss (nats/token)"
+# run_config `init_from` values that mean "continued from OpenAI's GPT-2"
+_GPT2_BASES = {"gpt2": "openai-community/gpt2", "openai-community/gpt2": "openai-community/gpt2"}
+
+
+@dataclass
+class CardInputs:
+    """Everything the card says. Built by publish.export_model from the run folder; all optional but the name."""
+
+    model_name: str
+    repo_id: str | None = None  # where it will live; the usage snippets use it
+    format: str = "gpt2repro"
+    dtype: str = "float32"
+    step: int | None = None
+    n_params: int | None = None
+    run_config: dict = field(default_factory=dict)
+    metrics: RunMetrics | None = None
+    lm_eval_results: dict | None = None  # {"acc":, "acc_norm":, "acc_stderr":, "acc_norm_stderr":, "version":}
+    datasets: list[str] = field(default_factory=list)
+    license: str = "mit"
+    base_model: str | None = None  # default: from run_config init_from
+    plots: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to the card)
+
+
+def base_model_of(run_config: dict) -> str | None:
+    init_from = str(run_config.get("init_from") or "scratch")
+    return _GPT2_BASES.get(init_from)
+
+
+def results_at_step(metrics: RunMetrics | None, step: int | None) -> dict:
+    """The HellaSwag record and val loss measured at `step` (else the last measurement before it)."""
+    if metrics is None:
+        return {}
+    out = {}
+    upto = (lambda s: True) if step is None else (lambda s: s <= step)
+    hella = [(s, rec) for s, rec in metrics.hellaswag_records.items() if upto(s)]
+    if hella:
+        out["hellaswag"] = {"step": hella[-1][0], **hella[-1][1]}
+    val = [(s, v) for s, v in metrics.val_loss if upto(s)]
+    if val:
+        out["val_loss"] = {"step": val[-1][0], "value": val[-1][1]}
+    return out
+
+
+def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None) -> list[tuple[str, str]]:
+    """The training summary as (label, value) rows, from the run config, the summary record and the train lines."""
+    cfg, summary = run_config, (metrics.summary if metrics else None) or {}
+    train = [rec for s, rec in (metrics.train_records.items() if metrics else []) if step is None or s <= step]
+    rows: list[tuple[str, str]] = []
+
+    def get(*keys, source=None):
+        for key in keys:
+            value = (source if source is not None else summary).get(key)
+            if value is not None and value != "":
+                return value
+        return None
+
+    steps = step if step is not None else get("steps", "total_steps", "step")
+    if steps is not None:
+        planned = cfg.get("max_steps")
+        rows.append(("optimizer steps", f"{int(steps):,}" + (f" of {int(planned):,} planned" if planned else "")))
+    tokens = train[-1].get("tokens") if train else None
+    if tokens is None and step is None:
+        tokens = get("tokens", "total_tokens")
+    if tokens is None and steps is not None and cfg.get("total_batch_size"):
+        tokens = int(steps) * int(cfg["total_batch_size"])
+    if tokens is not None:
+        rows.append(("tokens seen", f"{int(tokens):,} ({int(tokens) / 1e9:.2f}B)"))
+    if cfg.get("total_batch_size"):
+        batch = f"{int(cfg['total_batch_size']):,} tokens/step"
+        if cfg.get("micro_batch_size") and cfg.get("seq_len"):
+            batch += f" (micro batch {cfg['micro_batch_size']} x {cfg['seq_len']} tokens, grad accumulation as needed)"
+        rows.append(("batch", batch))
+    if cfg.get("max_lr") is not None:
+        decay = cfg.get("lr_decay_steps") or cfg.get("max_steps")
+        rows.append(("learning rate", f"linear warmup {cfg.get('warmup_steps', '?')} steps to {cfg['max_lr']:g}, "
+                                      f"cosine to {cfg.get('min_lr', '?'):g} at step {decay}"))
+    if cfg.get("weight_decay") is not None:
+        rows.append(("optimizer", f"AdamW betas ({cfg.get('beta1', 0.9)}, {cfg.get('beta2', 0.95)}), eps "
+                                  f"{cfg.get('adam_eps', 1e-8):g}, weight decay {cfg['weight_decay']} on tensors with "
+                                  f"dim >= 2, grad clip {cfg.get('grad_clip', '?')}"))
+    precision = summary.get("precision") or cfg.get("mixed_precision")
+    if precision:
+        rows.append(("precision", "fp32" if precision in ("no", "fp32") else
+                     f"{precision} autocast, fp32 master weights and optimizer state"))
+    wall = get("wall_time_s")
+    if wall is None and train:
+        wall = sum(float(rec.get("dt_ms") or 0) for rec in train) / 1000
+    if wall:
+        rows.append(("wall time", f"{float(wall) / 3600:.2f} h" if float(wall) >= 3600 else f"{float(wall):.0f} s"))
+    device, world = get("device", "hardware"), get("world_size")
+    if device:
+        rows.append(("hardware", f"{world} x {device}" if world else str(device)))
+    tok_s = get("tok_per_s", "mean_tok_per_s")
+    if tok_s is None and train:
+        tok_s = _mean(rec.get("tok_per_s") for rec in train[len(train) // 10:])
+    if tok_s:
+        rows.append(("throughput", f"{float(tok_s):,.0f} tokens/s"))
+    mfu = get("mfu", "mean_mfu")
+    if mfu is None and train:
+        mfu = _mean(rec.get("mfu") for rec in train[len(train) // 10:])
+    if mfu:
+        rows.append(("MFU", f"{100 * float(mfu):.1f}% (6N + 12LHQT FLOPs/token vs measured bf16 peak)"))
+    return rows
+
+
+def _mean(values) -> float | None:
+    clean = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(clean) / len(clean) if clean else None
+
+
+def eval_results(inputs: CardInputs) -> list[EvalResult]:
+    """The model-index entries: HellaSwag acc / acc_norm (scorer in the metric name) and validation loss."""
+    at = results_at_step(inputs.metrics, inputs.step)
+    hella, lm_eval = at.get("hellaswag"), inputs.lm_eval_results
+    results = []
+
+    def hellaswag(metric_type, name, value, n=None):
+        args = {"num_fewshot": 0}
+        if n and int(n) != HELLASWAG_EXAMPLES:
+            args["limit"] = int(n)  # a subset of the 10,042 rows: say so
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Text Generation", dataset_type=HELLASWAG_DATASET,
+            dataset_name="HellaSwag", dataset_split="validation", dataset_args=args,
+            metric_type=metric_type, metric_name=name, metric_value=round(float(value), 4),
+        ))
+
+    if lm_eval:  # a full lm-eval run on the export beats the in-loop numbers for the lm-eval scorer
+        hellaswag("acc", METRIC_ACC, lm_eval["acc"], lm_eval.get("n"))
+        hellaswag("acc_norm", METRIC_ACC_NORM, lm_eval["acc_norm"], lm_eval.get("n"))
+    elif hella and hella.get("acc") is not None:
+        hellaswag("acc", METRIC_ACC, hella["acc"], hella.get("n"))
+        hellaswag("acc_norm", METRIC_ACC_NORM, hella["acc_norm"], hella.get("n"))
+    if hella and hella.get("acc_tokennorm") is not None:
+        hellaswag("acc_norm", METRIC_ACC_TOKENNORM, hella["acc_tokennorm"], hella.get("n"))
+    if "val_loss" in at:
+        dataset = inputs.datasets[0] if inputs.datasets else "custom"
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Text Generation", dataset_type=dataset,
+            dataset_name=f"{dataset.split('/')[-1]} validation tokens", dataset_split="validation",
+            metric_type="loss", metric_name=METRIC_VAL_LOSS, metric_value=round(at["val_loss"]["value"], 4),
+        ))
+    return results
+
+
+def build_model_card(inputs: CardInputs) -> ModelCard:
+    if inputs.format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {inputs.format!r}")
+    base_model = inputs.base_model or base_model_of(inputs.run_config)
+    tags = ["gpt2", "text-generation", "causal-lm", "pretraining", "build-nanogpt", "gpt2repro"]
+    if inputs.format == "gpt2repro":
+        tags.append("custom_code")
+    results = eval_results(inputs)
+    card_data = ModelCardData(
+        language="en",
+        license=inputs.license,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+        datasets=inputs.datasets or None,
+        base_model=base_model,
+        model_name=inputs.model_name,
+        eval_results=results or None,
+    )
+    at = results_at_step(inputs.metrics, inputs.step)
+    text = _render(inputs, at, base_model)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{text}")
+
+
+def load_lm_eval_results(path: str | Path) -> dict:
+    """HellaSwag acc/acc_norm from an lm-eval results JSON (`lm_eval ... --output_path`)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        task = data["results"]["hellaswag"]
+    except KeyError as err:
+        raise ValueError(f"{path}: no results.hellaswag in this lm-eval output") from err
+    out = {"acc": task["acc,none"], "acc_norm": task["acc_norm,none"],
+           "acc_stderr": task.get("acc_stderr,none"), "acc_norm_stderr": task.get("acc_norm_stderr,none"),
+           "version": (data.get("versions") or {}).get("hellaswag"), "lm_eval_version": data.get("lm_eval_version")}
+    n = (data.get("n-samples") or {}).get("hellaswag", {}).get("effective")
+    if n:
+        out["n"] = n
+    return out
+
+
+# ---- the text ------------------------------------------------------------------------------------------------
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
+    repo = inputs.repo_id or f"<namespace>/{inputs.model_name}"
+    cfg = inputs.run_config
+    params = f"{inputs.n_params / 1e6:.1f}M parameters" if inputs.n_params else "GPT-2 architecture"
+    origin = f"continued from [{base_model}](https://huggingface.co/{base_model})" if base_model else "from scratch"
+    data = ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets) or "the run's data"
+    parts = [f"# {inputs.model_name}\n"]
+    parts.append(
+        f"A GPT-2 style language model ({params}) pretrained {origin} on {data} with gpt2repro: Karpathy's "
+        "[build-nanogpt](https://github.com/karpathy/build-nanogpt) GPT-2 (124M) recipe, reimplemented natively "
+        "on the Hugging Face stack (transformers model, Accelerate training loop). "
+        + (f"This export is the checkpoint at step {inputs.step:,}. " if inputs.step is not None else "")
+        + f"Weights: `model.safetensors` ({inputs.dtype}).\n"
+    )
+    if inputs.format == "gpt2repro":
+        parts.append("Architecture code ships with the weights (`configuration_gpt2repro.py`, "
+                     "`modeling_gpt2repro.py`): load it with `trust_remote_code=True`. The same weights in the stock "
+                     "transformers GPT-2 format load with no remote code: `python export.py RUN --format gpt2`.\n")
+    else:
+        parts.append("This folder is in the **stock transformers GPT-2 format** (`GPT2LMHeadModel`, 50,257-row "
+                     "vocabulary): it needs no remote code and works with any tool that knows GPT-2.\n")
+
+    parts.append(_results_section(inputs, at))
+    rows = training_rows(cfg, inputs.metrics, inputs.step)
+    if rows:
+        parts.append("## Training\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n")
+    if inputs.plots:
+        parts.append("## Curves\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in inputs.plots)
+                     + "\n\nDashed lines: published references under the same scorer (OpenAI GPT-2 124M, "
+                     "GPT-3 small from its paper).\n")
+    parts.append(_usage_section(inputs, repo))
+    parts.append(_evaluation_section(inputs, repo))
+    parts.append(
+        "## Limitations\n\nA small base model trained for research and education: it continues text, it does not "
+        "follow instructions, and it reproduces the biases and errors of web text. Not for production use.\n"
+    )
+    return "\n".join(parts)
+
+
+def _results_section(inputs: CardInputs, at: dict) -> str:
+    hella, lm_eval, val = at.get("hellaswag"), inputs.lm_eval_results, at.get("val_loss")
+    if not (hella or lm_eval or val):
+        return "## Results\n\nNo evaluation was recorded for this checkpoint.\n"
+    lines = ["## Results\n"]
+    ours = "**this model**"
+    if lm_eval or (hella and hella.get("acc_norm") is not None):
+        acc, acc_norm = (lm_eval["acc"], lm_eval["acc_norm"]) if lm_eval else (hella["acc"], hella["acc_norm"])
+        where = (f"lm-eval {lm_eval.get('lm_eval_version') or ''} run on this export".replace("  ", " ")
+                 if lm_eval else f"in-loop, step {hella['step']:,}")
+        n = (lm_eval or hella).get("n")
+        lines.append(f"HellaSwag validation, 0-shot, {SCORER_DESCRIPTIONS[SCORER_LM_EVAL]}; {where}"
+                     + (f", {int(n):,} examples" if n else "") + ":\n")
+        lines.append("| model | acc | acc_norm |\n|---|---|---|")
+        lines.append(f"| {ours} | {_fmt(acc)} | {_fmt(acc_norm)} |")
+        gpt2, gpt3 = HELLASWAG_ACC_NORM[SCORER_LM_EVAL]
+        lines.append(f"| {gpt2.label} | {_fmt(HELLASWAG_ACC[SCORER_LM_EVAL].value)} | {_fmt(gpt2.value)} |")
+        lines.append(f"| {gpt3.label} | | {_fmt(gpt3.value, 3)} |\n")
+    if hella and hella.get("acc_tokennorm") is not None:
+        lines.append(f"HellaSwag validation, {SCORER_DESCRIPTIONS[SCORER_BUILD_NANOGPT]}; in-loop, step "
+                     f"{hella['step']:,}" + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + ":\n")
+        gpt2, gpt3 = HELLASWAG_ACC_NORM[SCORER_BUILD_NANOGPT]
+        lines.append("| model | acc_norm |\n|---|---|")
+        lines.append(f"| {ours} | {_fmt(hella['acc_tokennorm'])} |")
+        lines.append(f"| {gpt2.label} | {_fmt(gpt2.value)} |\n| {gpt3.label} | {_fmt(gpt3.value, 3)} |\n")
+    if val:
+        lines.append(f"Validation loss at step {val['step']:,}: **{val['value']:.4f}** nats/token"
+                     + (f" ({', '.join(inputs.datasets)} held-out tokens)" if inputs.datasets else "")
+                     + f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
+                     "val split (comparable only on that data).\n")
+    lines.append("Never compare HellaSwag numbers across scorers: the same OpenAI GPT-2 scores 0.3114 acc_norm "
+                 "under lm-eval and 0.2955 under build-nanogpt's scorer.\n")
+    return "\n".join(lines)
+
+
+def _usage_section(inputs: CardInputs, repo: str) -> str:
+    if inputs.format == "gpt2repro":
+        load = (
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)\n'
+            'inputs = tokenizer("Hello, I\'m a language model,", return_tensors="pt")\n'
+            "out = model.generate(**inputs, max_new_tokens=32)  # generation_config.json: top-k 50 sampling\n"
+            "print(tokenizer.decode(out[0]))\n```\n\n"
+            "`trust_remote_code=True` runs the two `.py` files of this repo: read them first (they are short). "
+            "Pass `trust_remote_code` to `AutoTokenizer` too (the tokenizer itself is stock GPT-2; left unset, "
+            "transformers may stop and ask y/N). Without remote code, use the stock "
+            "GPT-2 export of the same weights (`python export.py RUN --out DIR --format gpt2`), which loads with "
+            "`GPT2LMHeadModel.from_pretrained(DIR)`.\n"
+        )
+    else:
+        load = (
+            "```python\nfrom transformers import GPT2LMHeadModel, AutoTokenizer\n\n"
+            f'model = GPT2LMHeadModel.from_pretrained("{repo}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+            'inputs = tokenizer("Hello, I\'m a language model,", return_tensors="pt")\n'
+            "out = model.generate(**inputs, max_new_tokens=32)  # generation_config.json: top-k 50 sampling\n"
+            "print(tokenizer.decode(out[0]))\n```\n\n"
+            "No remote code: this is transformers' own GPT-2 class, so `pipeline(\"text-generation\", model=...)`, "
+            "lm-eval, vLLM and other GPT-2-aware tools load it as they load `openai-community/gpt2`.\n"
+        )
+    return "## How to use\n\n" + load
+
+
+def _evaluation_section(inputs: CardInputs, repo: str) -> str:
+    remote = ",trust_remote_code=True" if inputs.format == "gpt2repro" else ""
+    hella = results_at_step(inputs.metrics, inputs.step).get("hellaswag") or {}
+    n = int(hella.get("n") or HELLASWAG_EXAMPLES)
+    examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
+    return (
+        "## Evaluation\n\n"
+        f"- HellaSwag (in training, every `hellaswag_every` steps): {examples} validation examples, 0-shot, each "
+        "ending scored by the sum of its token log-probabilities after the context. `acc` takes the best sum; "
+        "`acc_norm` (lm-eval) divides by the ending's length in characters, exactly as lm-evaluation-harness's "
+        "`hellaswag` task; build-nanogpt's `acc_norm` uses the raw context and divides by the token count.\n"
+        "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
+        "number of GPUs).\n"
+        "- Reproduce the lm-eval number on this export:\n\n"
+        f"```bash\nlm_eval --model hf --model_args pretrained={repo}{remote},dtype=float32 --tasks hellaswag "
+        "--batch_size 32\n```\n"
+    )

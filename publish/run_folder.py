@@ -1,0 +1,94 @@
+"""Find what an export needs in a training run folder (layout: docs/CONTRACTS.md).
+
+    src = resolve_source("runs/124M")              # run folder: newest checkpoint with a COMPLETE file
+    src = resolve_source("runs/124M/checkpoints/step_00019073")
+    src = resolve_source("some/save_pretrained/folder")
+    src.model_dir, src.step, src.metrics_path, src.run_config()
+
+A checkpoint without COMPLETE was not committed (killed mid-save): it is never exported, and asking for it by
+name is an error that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+COMPLETE_MARKER = "COMPLETE"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunSource:
+    model_dir: Path  # config.json + weights (save_pretrained output)
+    checkpoint_dir: Path | None = None  # checkpoints/step_XXXXXXXX, when the model came from one
+    run_dir: Path | None = None  # the run folder (run_config.yaml, metrics.jsonl), when known
+    step: int | None = None
+
+    @property
+    def metrics_path(self) -> Path | None:
+        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        return path if path and path.is_file() else None
+
+    def run_config(self) -> dict:
+        """The resolved run config that train.py saved (empty when there is none)."""
+        path = self.run_dir / "run_config.yaml" if self.run_dir else None
+        if not path or not path.is_file():
+            return {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a mapping of run-config fields")
+        return data
+
+
+def resolve_source(path: str | Path) -> RunSource:
+    """A run folder, a checkpoint folder or a model folder -> where the model, metrics and step are."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: pass a run folder, a checkpoint folder or a model folder")
+    if (path / "config.json").is_file():
+        checkpoint = path.parent if path.name == "model" and _STEP_DIR.match(path.parent.name) else None
+        if checkpoint is not None:
+            return _from_checkpoint(checkpoint)
+        return RunSource(model_dir=path)
+    if (path / "model" / "config.json").is_file() or _STEP_DIR.match(path.name):
+        return _from_checkpoint(path)
+    if (path / "checkpoints").is_dir():
+        committed = [
+            (int(m.group(1)), d)
+            for d in (path / "checkpoints").iterdir()
+            if (m := _STEP_DIR.match(d.name)) and (d / COMPLETE_MARKER).is_file()
+        ]
+        if not committed:
+            raise FileNotFoundError(f"{path / 'checkpoints'} holds no complete checkpoint (none has a COMPLETE file)")
+        return _from_checkpoint(max(committed)[1])
+    raise FileNotFoundError(
+        f"{path} is neither a run folder (checkpoints/), a checkpoint folder (model/ + COMPLETE) nor a model "
+        "folder (config.json)"
+    )
+
+
+def _from_checkpoint(checkpoint: Path) -> RunSource:
+    if not (checkpoint / COMPLETE_MARKER).is_file():
+        raise FileNotFoundError(
+            f"{checkpoint} has no {COMPLETE_MARKER} file: the save did not finish; export an earlier checkpoint "
+            "or the run folder (its newest complete checkpoint)"
+        )
+    if not (checkpoint / "model" / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}/model/config.json is missing: not a checkpoint written by train.py")
+    match = _STEP_DIR.match(checkpoint.name)
+    step = int(match.group(1)) if match else _step_from_meta(checkpoint)
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    return RunSource(model_dir=checkpoint / "model", checkpoint_dir=checkpoint, run_dir=run_dir, step=step)
+
+
+def _step_from_meta(checkpoint: Path) -> int | None:
+    meta = checkpoint / "meta.json"
+    if meta.is_file():
+        step = json.loads(meta.read_text()).get("step")
+        return int(step) if step is not None else None
+    return None

@@ -1,0 +1,148 @@
+"""Metrics readers (our metrics.jsonl, build-nanogpt log.txt) and the curves drawn from them."""
+
+import json
+import warnings
+
+import pytest
+from PIL import Image
+
+from publish.metrics import load_metrics
+from publish.plots import main as plots_main
+from publish.plots import make_figure, pick_scorer
+from publish.references import SCORER_BUILD_NANOGPT, SCORER_LM_EVAL
+
+
+def write_jsonl(path, records, trailing=""):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + trailing)
+    return path
+
+
+def ours(tmp_path, name="ours"):
+    run = tmp_path / name
+    run.mkdir()
+    records = []
+    for step in range(0, 101, 10):
+        records.append({"type": "train", "step": step, "loss": 11.0 - step / 20, "lr": 6e-4, "grad_norm": 1.0,
+                        "dt_ms": 10.0, "tok_per_s": 1000.0, "mfu": 0.4, "tokens": step * 100})
+        if step % 50 == 0:
+            records.append({"type": "val", "step": step, "val_loss": 11.1 - step / 20, "val_tokens": 1000})
+            records.append({"type": "hellaswag", "step": step, "acc": 0.25, "acc_norm": 0.26 + step / 1000,
+                            "acc_tokennorm": 0.255 + step / 1000, "n": 10042})
+    records.append({"type": "sample", "step": 100, "prompt": "Hi", "texts": ["Hi there"]})
+    return write_jsonl(run / "metrics.jsonl", records)
+
+
+def build_nanogpt_log(tmp_path):
+    lines = []
+    for step in range(0, 201, 25):
+        lines.append(f"{step} train {10.5 - step / 40:.6f}")
+        if step % 100 == 0:
+            lines += [f"{step} val {10.6 - step / 40:.4f}", f"{step} hella {0.25 + step / 4000:.4f}"]
+    path = tmp_path / "log.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_jsonl_series_and_hellaswag_under_both_scorers(tmp_path):
+    run = load_metrics(ours(tmp_path).parent)  # a run folder works too
+    assert run.name == "ours"
+    assert run.train_loss[:2] == [(0, 11.0), (10, 10.5)]
+    assert run.val_loss == [(0, 11.1), (50, 8.6), (100, 6.1)]
+    assert run.hellaswag[SCORER_LM_EVAL] == [(0, 0.26), (50, 0.31), (100, 0.36)]
+    assert run.hellaswag[SCORER_BUILD_NANOGPT] == [(0, 0.255), (50, 0.305), (100, 0.355)]
+    assert run.last_step == 100
+
+
+def test_build_nanogpt_log_txt(tmp_path):
+    run = load_metrics(build_nanogpt_log(tmp_path), name="karpathy")
+    assert run.train_loss[-1] == (200, 5.5)
+    assert run.val_loss == [(0, 10.6), (100, 8.1), (200, 5.6)]
+    # build-nanogpt's `hella` is its own token-normalised acc_norm: never filed under lm-eval
+    assert list(run.hellaswag) == [SCORER_BUILD_NANOGPT]
+    assert run.hellaswag[SCORER_BUILD_NANOGPT] == [(0, 0.25), (100, 0.275), (200, 0.3)]
+
+
+def test_resumed_run_later_line_wins_and_truncated_tail_is_skipped(tmp_path):
+    path = write_jsonl(tmp_path / "metrics.jsonl", [
+        {"type": "train", "step": 1, "loss": 5.0}, {"type": "train", "step": 2, "loss": 4.0},
+        {"type": "train", "step": 2, "loss": 3.5},  # resumed from step 1: the rerun of step 2 is what continued
+    ], trailing='{"type": "train", "st')
+    with pytest.warns(UserWarning, match="truncated last line"):
+        run = load_metrics(path)
+    assert run.train_loss == [(1, 5.0), (2, 3.5)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"type": "train", "step": 1, "loss": 2.0}\nnot json\n{"type": "train", "step": 2, "loss": 1.0}\n',
+     r"metrics.jsonl:2: not valid JSON"),
+    ('{"type": "val", "step": 1}\n', r"metrics.jsonl:1: a 'val' record without a usable 'val_loss'"),
+])
+def test_bad_jsonl_lines_are_named(tmp_path, text, message):
+    (tmp_path / "metrics.jsonl").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_bad_log_txt_line_is_named(tmp_path):
+    (tmp_path / "log.txt").write_text("0 train 10.9\n5 hellaswag 0.3\n")
+    with pytest.raises(ValueError, match=r"log.txt:2: expected a build-nanogpt log line"):
+        load_metrics(tmp_path / "log.txt")
+
+
+def lines_by_label(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_figure_draws_the_run_and_the_reference_lines_of_its_scorer(tmp_path):
+    run = load_metrics(ours(tmp_path))
+    fig = make_figure([run])
+    loss_ax, hella_ax = fig.axes
+    loss = lines_by_label(loss_ax)
+    assert list(loss["ours val"].get_ydata()) == [v for _, v in run.val_loss]
+    assert list(loss["ours train"].get_xdata()) == [s for s, _ in run.train_loss]
+    assert loss["OpenAI GPT-2 124M (FineWeb-Edu val) 3.2924"].get_ydata()[0] == 3.2924
+    hella = lines_by_label(hella_ax)
+    assert list(hella["ours"].get_ydata()) == [0.26, 0.31, 0.36]  # acc_norm under lm-eval
+    assert hella["OpenAI GPT-2 124M 0.3114"].get_ydata()[0] == 0.3114
+    assert hella["GPT-3 small 124M (paper) 0.3370"].get_ydata()[0] == 0.337
+    assert "lm-eval" in hella_ax.get_title()
+
+
+def test_overlay_with_log_txt_switches_both_runs_to_build_nanogpt_scorer(tmp_path):
+    runs = [load_metrics(ours(tmp_path)), load_metrics(build_nanogpt_log(tmp_path), name="karpathy")]
+    assert pick_scorer(runs) == SCORER_BUILD_NANOGPT
+    hella = lines_by_label(make_figure(runs, panels=("hellaswag",)).axes[0])
+    assert list(hella["ours"].get_ydata()) == [0.255, 0.305, 0.355]  # acc_tokennorm, not acc_norm
+    assert list(hella["karpathy"].get_ydata()) == [0.25, 0.275, 0.3]
+    assert hella["OpenAI GPT-2 124M 0.2955"].get_ydata()[0] == 0.2955
+    assert "OpenAI GPT-2 124M 0.3114" not in hella
+
+
+def test_forcing_lm_eval_scorer_leaves_the_log_txt_out_with_a_warning(tmp_path):
+    runs = [load_metrics(ours(tmp_path)), load_metrics(build_nanogpt_log(tmp_path), name="karpathy")]
+    with pytest.warns(UserWarning, match="karpathy: no HellaSwag numbers under the lm-eval scorer"):
+        hella = lines_by_label(make_figure(runs, panels=("hellaswag",), scorer=SCORER_LM_EVAL).axes[0])
+    assert "ours" in hella and "karpathy" not in hella
+
+
+def test_plot_command_overlays_inputs_into_one_png(tmp_path, capsys):
+    out = tmp_path / "figs" / "compare.png"
+    code = plots_main([str(ours(tmp_path)), str(build_nanogpt_log(tmp_path)), "--label", "ours", "--label",
+                       "build-nanogpt", "--out", str(out)])
+    assert code == 0 and "wrote" in capsys.readouterr().out
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (1560, 540)  # two panels, 13 x 4.5 in at 120 dpi
+
+
+def test_plot_command_rejects_mismatched_labels_and_missing_files(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        plots_main([str(ours(tmp_path)), "--label", "a", "--label", "b", "--out", str(tmp_path / "x.png")])
+    assert plots_main([str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no such metrics file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_no_warning_for_a_single_consistent_run(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_figure([load_metrics(ours(tmp_path))])
