@@ -1,0 +1,131 @@
+"""Interrupted and repeated prepare runs: kill -9 then re-run gives byte-identical shards; damaged or partial
+files are redone; a folder prepared with other settings is refused and left untouched."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data.prepare import prepare
+from data.shards import DataError
+
+LEGAL_2800 = "fineweb/fineweb_legal_2800docs.parquet"
+EDU_150 = "fineweb-edu/fineweb_edu_150docs.parquet"
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(shard_tokens=200_000, val_tokens=100_000)  # ~23 shards for the 4.4M-token file
+
+
+def shard_hashes(out: Path) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {s["file"]: s["sha256"] for s in manifest["shards"]}
+
+
+def test_kill_9_mid_run_then_rerun_gives_byte_identical_shards(shared_data, tmp_path):
+    src = str(shared_data(LEGAL_2800))
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "data.prepare", src, "--out", str(killed), "--shard-tokens", "200000",
+           "--val-tokens", "100000", "--chunk-docs", "150", "--num-proc", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "prepare_state.json"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:  # wait until a few shards are committed
+            try:
+                if len(json.loads(state.read_text())["shards"]) >= 3:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
+            time.sleep(0.01)
+        assert proc.poll() is None, "prepare finished before it could be killed: make the test run slower"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (killed / "manifest.json").exists()  # an interrupted run never looks complete
+    kept = len(json.loads(state.read_text())["shards"])
+    assert 3 <= kept < 20
+
+    # Re-run in-process (same settings); the reference is an uninterrupted run with another chunking.
+    prepare(src, killed, chunk_docs=400, num_proc=2, progress=False, **SMALL)
+    reference = tmp_path / "reference"
+    prepare(src, reference, chunk_docs=1000, num_proc=2, progress=False, **SMALL)
+    assert shard_hashes(killed) == shard_hashes(reference) and len(shard_hashes(reference)) > 20
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for name in shard_hashes(reference):
+        assert (killed / name).read_bytes() == (reference / name).read_bytes()
+
+
+def crash_after(monkeypatch, n_shards: int):
+    """Make prepare die (like a crash) when it is about to write shard number n_shards + 1."""
+    import data.prepare as prepare_module
+
+    real, calls = prepare_module.write_shard, []
+
+    def failing(path, tokens):
+        calls.append(path)
+        if len(calls) > n_shards:
+            raise KeyboardInterrupt("simulated crash")
+        return real(path, tokens)
+
+    monkeypatch.setattr(prepare_module, "write_shard", failing)
+    return lambda: monkeypatch.setattr(prepare_module, "write_shard", real)
+
+
+def test_resume_rewrites_damaged_shards_and_ignores_partial_files(shared_data, tmp_path, monkeypatch, caplog):
+    src = str(shared_data(EDU_150))
+    args = dict(shard_tokens=10_000, val_tokens=5_000, num_proc=1, chunk_docs=20, progress=False)
+    ref = tmp_path / "ref"
+    prepare(src, ref, **args)
+    out = tmp_path / "out"
+    restore = crash_after(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, out, **args)
+    restore()
+    state = json.loads((out / "prepare_state.json").read_text())
+    assert len(state["shards"]) == 5 and not (out / "manifest.json").exists()
+    damaged = out / state["shards"][2]["file"]
+    data = bytearray(damaged.read_bytes())
+    data[-7] ^= 0x01  # one flipped bit in a finished shard
+    damaged.write_bytes(bytes(data))
+    (out / f".train_000004.npy.tmp-{os.getpid() + 1}").write_bytes(b"partial")  # a write cut short by kill -9
+    caplog.set_level("INFO", logger="data.prepare")
+    prepare(src, out, **args)
+    assert f"rewriting from {damaged.name}" in caplog.text
+    assert shard_hashes(out) == shard_hashes(ref)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+
+
+def test_finished_folder_is_verified_and_left_alone(shared_data, tmp_path):
+    src = str(shared_data(EDU_150))
+    prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    shard = tmp_path / "train_000000.npy"
+    shard.write_bytes(shard.read_bytes()[:-2])  # truncated: a finished folder re-run must notice
+    with pytest.raises(DataError, match="train_000000.npy.*truncated"):
+        prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+
+
+def test_other_settings_are_refused_without_touching_the_folder(shared_data, tmp_path):
+    src = str(shared_data(EDU_150))
+    prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(DataError, match=r"differing: \['shard_tokens', 'val_tokens'\].*--overwrite"):
+        prepare(src, tmp_path, shard_tokens=20_000, val_tokens=6_000, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    m = prepare(src, tmp_path, shard_tokens=20_000, val_tokens=6_000, overwrite=True, progress=False)
+    assert m["settings"]["shard_tokens"] == 20_000 and set(shard_hashes(tmp_path)) == {
+        p.name for p in tmp_path.iterdir() if p.suffix == ".npy"}
+
+
+def test_folder_with_foreign_files_is_refused(shared_data, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"notes.txt.*empty or new --out"):
+        prepare(str(shared_data(EDU_150)), tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
