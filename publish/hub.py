@@ -133,14 +133,14 @@ def explain_error(err: BaseException, plan: UploadPlan, stage: str, token: str |
     if token:
         detail = detail.replace(token, "***")
     status = getattr(getattr(err, "response", None), "status_code", None)
-    if isinstance(err, OfflineModeIsEnabled) or (constants.HF_HUB_OFFLINE and isinstance(err, OSError)):
-        why = "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
-    elif isinstance(err, HfHubHTTPError) and status == 401:
+    if isinstance(err, HfHubHTTPError) and status == 401:
         why = "the token was rejected (401): log in again with `hf auth login` or set HF_TOKEN to a valid token"
     elif isinstance(err, HfHubHTTPError) and status == 403:
         why = f"the token may not write to {plan.repo_id} (403): use a token with write access to that namespace"
     elif isinstance(err, HfHubHTTPError):
         why = f"the Hub answered HTTP {status}: {detail}"
+    elif isinstance(err, OfflineModeIsEnabled):
+        why = "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
     elif _is_network_error(err):
         why = f"cannot reach {constants.ENDPOINT} ({type(err).__name__}: {detail}); check the network or proxy"
     else:
