@@ -381,6 +381,9 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     """Run (or resume) training as configured. Returns the process exit code. `hooks` is for tests only:
     {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory."""
     hooks = hooks or {}
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's per-checkpoint "Writing model shards" bar
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     world = accelerator.num_processes

@@ -198,6 +198,17 @@ def _read_yaml(path: str, errors: list[str]) -> dict:
     return values
 
 
+def _drop_flag(argv: list[str], names: list[str]) -> Optional[list[str]]:
+    """argv without the first occurrence of any of `names` (and its value); None if it is not there."""
+    for i, arg in enumerate(argv):
+        if arg in names:
+            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            return argv[:i] + argv[i + 1 + has_value:]
+        if "=" in arg and arg.split("=", 1)[0] in names:
+            return argv[:i] + argv[i + 1:]
+    return None
+
+
 def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
     """Parse `--config PRESET.yaml` and flags into a RunConfig; raise ConfigError listing every problem that
     can be seen without knowing the world size (call `validate(cfg, world_size)` for the rest)."""
@@ -210,11 +221,16 @@ def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
     parser = _build_parser()
     if known.config:
         parser.set_defaults(**_read_yaml(known.config, errors))
-    try:
-        namespace, remaining = parser.parse_known_args(argv)
-    except argparse.ArgumentError as err:
-        errors.append(f"command line: {err}")
-        raise ConfigError(errors) from None
+    while True:  # a bad value stops argparse: note it, drop that flag, parse the rest for more errors
+        try:
+            namespace, remaining = parser.parse_known_args(argv)
+            break
+        except argparse.ArgumentError as err:
+            errors.append(f"command line: {err}")
+            dropped = _drop_flag(argv, (err.argument_name or "").split("/"))
+            if dropped is None:
+                raise ConfigError(errors) from None
+            argv = dropped
     if remaining:
         errors.append(f"unknown command-line arguments {remaining} (see `python train.py --help`)")
     values = {k: v for k, v in vars(namespace).items() if k in FIELD_TYPES}

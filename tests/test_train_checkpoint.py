@@ -1,0 +1,158 @@
+"""Checkpoint files on their own: atomic commit, integrity checks that catch partial / truncated / bit-flipped
+checkpoints, fallback with a warning, retention only after a commit, compat checks, RNG round trip."""
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import checkpoint as ckpt
+
+
+def _save(out: Path, step: int, keep_last: int = 2, payload: bytes = b"weights") -> Path:
+    stage = ckpt.prepare_staging(out, step)
+    (stage / "model").mkdir()
+    (stage / "model" / "model.safetensors").write_bytes(payload * 100)
+    (stage / "optimizer.pt").write_bytes(b"opt" * 50)
+    (stage / "meta.json").write_text(json.dumps({"step": step}))
+    return ckpt.commit(stage, keep_last, log=lambda m: None)
+
+
+def test_commit_is_sealed_and_verifies(tmp_path):
+    final = _save(tmp_path, 3)
+    assert final == tmp_path / "checkpoints" / "step_00000003"
+    assert (final / "COMPLETE").is_file() and (final / "MANIFEST.json").is_file()
+    manifest = json.loads((final / "MANIFEST.json").read_text())["files"]
+    assert set(manifest) == {"model/model.safetensors", "optimizer.pt", "meta.json"}
+    assert ckpt.verify(final) is None
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("damage,reason", [
+    ("no_marker", "no COMPLETE marker"),
+    ("truncate", "truncated"),
+    ("flip", "does not match its sha256"),
+    ("delete", "is missing"),
+    ("edit_manifest", "does not match the hash recorded in COMPLETE"),
+])
+def test_damaged_newest_falls_back_with_warning(tmp_path, damage, reason):
+    _save(tmp_path, 2)
+    newest = _save(tmp_path, 4)
+    weights = newest / "model" / "model.safetensors"
+    if damage == "no_marker":
+        (newest / "COMPLETE").unlink()
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-10])
+    elif damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[17] ^= 0x01
+        weights.write_bytes(bytes(data))
+    elif damage == "delete":
+        (newest / "optimizer.pt").unlink()
+    elif damage == "edit_manifest":
+        (newest / "MANIFEST.json").write_text((newest / "MANIFEST.json").read_text().replace("optimizer", "optimiser"))
+    assert reason in ckpt.verify(newest)
+    logged = []
+    with pytest.warns(UserWarning, match="step_00000004 is unusable"):
+        found = ckpt.find_resumable(tmp_path, log=logged.append)
+    assert found == tmp_path / "checkpoints" / "step_00000002"
+    assert reason in logged[0]
+
+
+def test_killed_save_leaves_stray_staging_that_is_ignored_then_cleaned(tmp_path):
+    good = _save(tmp_path, 2)
+    stray = ckpt.prepare_staging(tmp_path, 4)  # a save killed before its commit
+    (stray / "optimizer.pt").write_bytes(b"half")
+    assert ckpt.find_resumable(tmp_path) == good
+    _save(tmp_path, 6)
+    assert not stray.exists()
+
+
+def test_retention_deletes_only_after_the_new_checkpoint_commits(tmp_path, monkeypatch):
+    for step in (2, 4, 6):
+        _save(tmp_path, step, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
+
+    # a save that dies while committing (disk full, kill) must not have deleted anything
+    stage = ckpt.prepare_staging(tmp_path, 8)
+    (stage / "meta.json").write_text("{}")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "rename", boom)
+    with pytest.raises(OSError):
+        ckpt.commit(stage, keep_last=2)
+    monkeypatch.undo()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
+    assert all(ckpt.verify(p) is None for p in ckpt.list_checkpoints(tmp_path))
+
+
+def test_recommit_of_an_existing_step_replaces_it(tmp_path):
+    first = _save(tmp_path, 4, payload=b"old")
+    (first / "COMPLETE").unlink()  # e.g. a copy that lost its marker
+    again = _save(tmp_path, 4, payload=b"new")
+    assert ckpt.verify(again) is None
+    assert (again / "model" / "model.safetensors").read_bytes().startswith(b"new")
+
+
+def test_keep_last_below_two_is_refused(tmp_path):
+    stage = ckpt.prepare_staging(tmp_path, 1)
+    with pytest.raises(ckpt.CheckpointError, match="keep_last must be >= 2"):
+        ckpt.commit(stage, keep_last=1)
+
+
+def test_compat_errors_name_every_difference():
+    from configuration_gpt2repro import GPT2ReproConfig
+
+    saved_cfg = GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128)
+    meta = {"model_config": saved_cfg.to_dict(), "data_manifest_hash": "aaa", "world_size": 2,
+            "tokenizer_fingerprint": "gpt2-bpe:x",
+            "run_config": {"total_batch_size": 256, "micro_batch_size": 4, "seq_len": 32, "data_seed": 1,
+                           "overfit_single_batch": False, "init_from": "scratch"}}
+    same = dict(model_config=GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128),
+                run_config=dict(meta["run_config"]), world_size=2, data_manifest_hash="aaa",
+                tokenizer_fingerprint="gpt2-bpe:x")
+    assert ckpt.compat_errors(meta, **same) == []
+    changed = dict(same, model_config=GPT2ReproConfig(n_layer=3, n_head=2, n_embd=64, n_positions=128),
+                   world_size=1, data_manifest_hash="bbb", run_config={**same["run_config"], "seq_len": 64})
+    errors = ckpt.compat_errors(meta, **changed)
+    assert "architecture: n_layer is 3 now, 2 in the checkpoint" in errors
+    assert any(e.startswith("data: manifest hash is bbb now, aaa") for e in errors)
+    assert any(e.startswith("world size: 1 processes now, 2 in the checkpoint") for e in errors)
+    assert any(e.startswith("run config: seq_len is 64 now, 32") for e in errors)
+    assert len(errors) == 4
+
+
+def test_rng_state_round_trip_without_pickle(tmp_path):
+    torch.manual_seed(1), random.seed(2), np.random.seed(3)
+    ckpt.save_rank_state(tmp_path, 0, {"windows_consumed": 12})
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(9), random.seed(9), np.random.seed(9)
+    state = ckpt.load_rank_state(tmp_path, 0)  # torch.load(weights_only=True) inside
+    assert state["data"] == {"windows_consumed": 12}
+    ckpt.set_rng_state(state["rng"])
+    again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+    with pytest.raises(ckpt.CheckpointError, match="different number of ranks"):
+        ckpt.load_rank_state(tmp_path, 1)
+
+
+def test_weights_load_refuses_a_different_model(tmp_path):
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    small = GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=1, n_head=2, n_embd=64, n_positions=128))
+    small.save_pretrained(tmp_path / "m")
+    copy = GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=1, n_head=2, n_embd=64, n_positions=128))
+    ckpt.load_weights(copy, tmp_path / "m")
+    assert all(torch.equal(a, b) for a, b in zip(small.state_dict().values(), copy.state_dict().values()))
+    assert copy.lm_head.weight is copy.transformer.wte.weight  # still tied
+    bigger = GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128))
+    with pytest.raises(ckpt.CheckpointError, match="missing"):
+        ckpt.load_weights(bigger, tmp_path / "m")
+    shutil.rmtree(tmp_path / "m")

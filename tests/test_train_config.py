@@ -1,0 +1,144 @@
+"""The run config: precedence defaults < YAML < CLI, unknown keys rejected, every error reported at once, and a
+table of bad configs that each get their message, exit non-zero and write nothing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import train
+from training.run_config import ConfigError, RunConfig, grad_accum_steps, load_run_config, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fake_data_dir(tmp_path: Path) -> Path:
+    """Enough for config validation (a folder with manifest.json); the loop's data checks come later."""
+    d = tmp_path / "data"
+    d.mkdir(exist_ok=True)
+    (d / "manifest.json").write_text(json.dumps({"format": "gpt2repro-tokens"}))
+    return d
+
+
+def test_precedence_defaults_yaml_cli(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    preset = tmp_path / "p.yaml"
+    # YAML 1.1 reads 6e-4 as a string: it must still arrive as a float
+    preset.write_text(f"data_dir: {data}\nmax_steps: 10\nmax_lr: 6e-4\nmicro_batch_size: 8\ncompile: true\nwarmup_steps: 5\n")
+    cfg = load_run_config(["--config", str(preset), "--max_steps", "20", "--compile", "false", "--no_tf32"])
+    assert cfg.max_steps == 20  # CLI beats YAML
+    assert cfg.max_lr == 6e-4 and isinstance(cfg.max_lr, float)  # YAML beats default (1e-3 is not the default)
+    assert cfg.micro_batch_size == 8
+    assert cfg.compile is False and cfg.tf32 is False
+    assert cfg.seq_len == RunConfig().seq_len  # untouched default
+    assert cfg.config == str(preset)
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    cfg = load_run_config(["--data_dir", str(data), "--max_steps", "7", "--lr_decay_steps", "5", "--warmup_steps", "2"])
+    saved = tmp_path / "run_config.yaml"
+    saved.write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k != "config"}, sort_keys=False))
+    again = load_run_config(["--config", str(saved)])
+    assert {**again.to_dict(), "config": None} == cfg.to_dict()
+
+
+def test_recipe_preset_numbers(tmp_path):
+    """The 124M preset is build-nanogpt's recipe; 524,288 tokens/step splits into accumulation exactly."""
+    data = _fake_data_dir(tmp_path)
+    cfg = load_run_config(["--config", str(REPO / "configs/gpt2_124m_fineweb_edu.yaml"), "--data_dir", str(data)])
+    assert (cfg.total_batch_size, cfg.micro_batch_size, cfg.seq_len) == (524288, 64, 1024)
+    assert (cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps) == (6e-4, 6e-5, 715, 19073)
+    assert (cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip) == (0.9, 0.95, 1e-8, 0.1, 1.0)
+    assert (cfg.mixed_precision, cfg.tf32, cfg.compile, cfg.val_tokens) == ("bf16", True, True, 10485760)
+    assert [grad_accum_steps(cfg, w) for w in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    assert validate(cfg, world_size=8) == []
+    assert any("divisible" in e for e in validate(cfg, world_size=3))  # 524288 / (64*1024*3) is not whole
+    demo = load_run_config(["--config", str(REPO / "configs/demo.yaml"), "--data_dir", str(data)])
+    assert validate(demo, world_size=1) == []
+
+
+# (name, YAML preset text or None, extra CLI args, expected fragment of the message)
+BAD_CONFIGS = [
+    ("unknown yaml key", "lerning_rate: 0.1\n", [], "unknown key 'lerning_rate'"),
+    ("unknown cli flag", None, ["--lerning_rate", "0.1"], "unknown command-line arguments"),
+    ("bad cli type", None, ["--max_steps", "ten"], "max_steps"),
+    ("bad yaml type", "max_steps: ten\n", [], "max_steps: expected an integer"),
+    ("bad choice", "mixed_precision: fp8\n", [], "mixed_precision: 'fp8' is not one of"),
+    ("batch not divisible", None, ["--total_batch_size", "1000"], "must be divisible by micro_batch_size"),
+    ("seq_len > n_positions", None, ["--seq_len", "2048"], "seq_len (2048) exceeds n_positions (1024)"),
+    ("heads do not divide width", None, ["--n_head", "5"], "n_embd (768) must be divisible by n_head (5)"),
+    ("min_lr > max_lr", None, ["--min_lr", "1e-2"], "min_lr (0.01) must not exceed max_lr"),
+    ("warmup longer than decay", None, ["--warmup_steps", "20000"], "warmup_steps (20000) must not exceed"),
+    ("keep_last 1", None, ["--keep_last", "1"], "keep_last must be >= 2"),
+    ("vocab too small", None, ["--vocab_size", "50000"], "vocab_size (50000) must be >= 50257"),
+    ("beta out of range", None, ["--beta2", "1.0"], "beta2 must be in [0, 1)"),
+    ("no data", None, ["--data_dir", "/nonexistent/data"], "does not exist: run `python -m data.prepare` first"),
+    ("resume not a checkpoint", None, ["--resume", "/nonexistent/ckpt"], "is not 'auto', 'off' or an existing"),
+    ("negative lr", None, ["--max_lr", "-1"], "max_lr must be > 0"),
+]
+
+
+@pytest.mark.parametrize("name,preset,args,message", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_config_is_refused_and_writes_nothing(tmp_path, capsys, name, preset, args, message):
+    data = _fake_data_dir(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data_dir", str(data), "--output_dir", str(out)]
+    if preset is not None:
+        (tmp_path / "bad.yaml").write_text(preset)
+        argv = ["--config", str(tmp_path / "bad.yaml")] + argv
+    argv += args
+    with pytest.raises(ConfigError) as err:
+        load_run_config(argv)
+    assert message in str(err.value)
+    assert train.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    (tmp_path / "p.yaml").write_text("n_head: 5\nfoo: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(["--config", str(tmp_path / "p.yaml"), "--data_dir", str(data), "--keep_last", "1",
+                         "--min_lr", "1", "--bar", "2"])
+    text = str(err.value)
+    for fragment in ("unknown key 'foo'", "unknown command-line arguments ['--bar', '2']", "keep_last must be >= 2",
+                     "min_lr (1.0) must not exceed", "divisible by n_head (5)"):
+        assert fragment in text
+    assert len(err.value.errors) == 5
+
+
+def test_bad_values_on_the_command_line_do_not_hide_other_errors(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(["--data_dir", str(data), "--max_steps", "ten", "--mixed_precision=fp8", "--seq_len", "4096"])
+    assert len(err.value.errors) == 3
+    assert "invalid int value: 'ten'" in str(err.value) and "invalid choice: 'fp8'" in str(err.value)
+    assert "seq_len (4096) exceeds n_positions (1024)" in str(err.value)
+
+
+def test_existing_run_with_resume_off_is_refused(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    (tmp_path / "run" / "checkpoints" / "step_00000002").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds checkpoints and resume is 'off'"):
+        load_run_config(["--data_dir", str(data), "--output_dir", str(tmp_path / "run"), "--resume", "off"])
+
+
+def test_bad_config_exit_code_from_the_command_line(tmp_path):
+    """The real entry point in a new process: exit status 2, the messages on stderr, no run folder."""
+    out = tmp_path / "run"
+    (tmp_path / "bad.yaml").write_text("n_head: 5\nwarmup: 3\n")
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--config", str(tmp_path / "bad.yaml"), "--data_dir", str(tmp_path / "none"),
+         "--output_dir", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown key 'warmup'" in proc.stderr and "divisible by n_head (5)" in proc.stderr
+    assert "does not exist" in proc.stderr
+    assert not out.exists()

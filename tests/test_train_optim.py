@@ -1,0 +1,108 @@
+"""Optimizer and schedule: the recipe's parameter groups and LR curve, and one optimizer step of our Accelerate
+path (micro-batches through `accelerator.accumulate`, clip, AdamW) against plain PyTorch on the whole batch."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from configuration_gpt2repro import GPT2ReproConfig
+from modeling_gpt2repro import GPT2ReproForCausalLM
+from training.optim import build_adamw, count_params, lr_at, param_groups, set_lr
+
+RECIPE = SimpleNamespace(max_lr=6e-4, min_lr=6e-5, warmup_steps=715, max_steps=19073, lr_decay_steps=None,
+                         weight_decay=0.1, beta1=0.9, beta2=0.95, adam_eps=1e-8, fused_adamw="auto")
+
+
+def test_param_groups_124m_match_nanogpt():
+    """nanoGPT prints for GPT-2 124M (vocab 50304): 50 decayed tensors with 124,354,560 parameters,
+    98 non-decayed tensors with 121,344 parameters."""
+    with torch.device("meta"):
+        model = GPT2ReproForCausalLM(GPT2ReproConfig())
+    decay, no_decay = param_groups(model, 0.1)
+    assert (len(decay["params"]), len(no_decay["params"])) == (50, 98)
+    assert count_params(model) == (124_354_560, 121_344)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    # the tied lm_head is the embedding, counted once
+    assert sum(p is model.transformer.wte.weight for p in decay["params"]) == 1
+
+
+def test_lr_schedule_recipe_values():
+    lr = lambda s: lr_at(s, RECIPE)  # noqa: E731
+    assert lr(0) == pytest.approx(6e-4 / 715)  # step 0 already moves
+    assert lr(714) == pytest.approx(6e-4)  # end of warmup
+    assert lr(715) == pytest.approx(6e-4)  # cosine starts at the peak
+    assert lr(715 + (19073 - 715) // 2) == pytest.approx((6e-4 + 6e-5) / 2, rel=1e-4)  # half way: the mean
+    assert lr(19073) == pytest.approx(6e-5) and lr(30000) == pytest.approx(6e-5)  # flat after the decay
+    after = [lr(s) for s in range(715, 19074, 97)]
+    assert all(a >= b for a, b in zip(after, after[1:]))  # monotone decay
+    assert all(6e-5 <= v <= 6e-4 for v in after)
+
+
+@pytest.fixture
+def fresh_accelerate():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128))
+
+
+def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerate):
+    """4 micro-batches of 2 through our train_step == one batch of 8 with torch.optim.AdamW (fp32 tolerance):
+    the loss scaling, the sync on the last micro-step, clipping and both parameter groups all line up."""
+    from accelerate import Accelerator
+
+    from training.loop import train_step
+
+    accum, B, T, steps = 4, 2, 16, 3
+    cfg = SimpleNamespace(**{**vars(RECIPE), "max_lr": 1e-3, "warmup_steps": 1, "max_steps": steps})
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randint(0, 50257, (accum * B, T + 1), generator=g) for _ in range(steps)]
+
+    ours, ref = _tiny(), _tiny()
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), ref.state_dict().values()))
+    acc = Accelerator(gradient_accumulation_steps=accum, cpu=True)
+    opt = build_adamw(ours, cfg, "cpu")
+    model, opt = acc.prepare(ours, opt)
+    ref_opt = torch.optim.AdamW(
+        [{"params": [p for p in ref.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+         {"params": [p for p in ref.parameters() if p.dim() < 2], "weight_decay": 0.0}],
+        lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+
+    for step, batch in enumerate(data):
+        micro = iter([(batch[i * B:(i + 1) * B, :-1], batch[i * B:(i + 1) * B, 1:]) for i in range(accum)])
+        set_lr(opt, lr_at(step, cfg))
+        loss, norm = train_step(acc, model, micro, accum, 1.0, torch.device("cpu"))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        for group in ref_opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        ref_loss = ref(input_ids=batch[:, :-1], shift_labels=batch[:, 1:]).loss
+        ref_loss.backward()
+        ref_norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        ref_opt.step()
+        ref_opt.zero_grad(set_to_none=True)
+
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+        assert norm.item() == pytest.approx(ref_norm.item(), rel=1e-4)
+        assert norm.item() > 1.0  # clipping was active, so it was tested
+    # Each AdamW update moves a weight by ~lr = 1e-3; summation order differs between 4 micro-batches and one
+    # batch, and Adam turns ~0 gradients (e.g. the key bias, which softmax ignores) into noise-sized updates.
+    # 1e-5 is 100x below one update and far below the 3 updates' total movement checked below.
+    init = _tiny()
+    for (name, a), b, a0 in zip(ours.named_parameters(), ref.parameters(), init.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    moved = max((a - a0).abs().max().item() for a, a0 in zip(ours.parameters(), init.parameters()))
+    assert moved > 1e-3
+    assert math.isfinite(loss.item())
