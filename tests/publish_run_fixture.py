@@ -1,8 +1,8 @@
 """A tiny *trained* run folder in the layout train.py writes (docs/CONTRACTS.md), for the publish/export tests.
 
-`make_tiny_run(root)` trains the tiny test config (2 layers, 64 wide) for 30 AdamW steps on Tiny Shakespeare
+`make_tiny_run(root)` trains the tiny test config (2 layers, 64 wide) for 20 AdamW steps on Tiny Shakespeare
 with plain torch (a few seconds on 2 CPU cores) and writes run_config.yaml, metrics.jsonl (train lines every
-step, val loss every 10 steps measured on held-out text, one summary) and two committed checkpoints plus one
+step, val loss every 5 steps measured on held-out text, one summary) and two committed checkpoints plus one
 uncommitted one (no COMPLETE: a killed save). The HellaSwag records are made-up fixture values (distinct per
 step, n=40) so tests can check the card and plots carry exactly the numbers of the exported step; scoring real
 HellaSwag is eval's business and would cost minutes here.
@@ -19,7 +19,8 @@ import torch
 import yaml
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
-STEPS, SAVE_AT, BATCH, SEQ = 30, (20, 30), 4, 48
+STEPS, SAVE_AT, BATCH, SEQ, EVAL_EVERY = 20, (10, 20), 4, 32, 5
+UNCOMMITTED = 30  # a checkpoint folder without COMPLETE
 
 
 def hellaswag_fixture(step: int) -> dict:
@@ -76,7 +77,7 @@ def make_tiny_run(root: Path, data_dir: str = "data/fineweb-edu-tiny") -> Path:
         dt = time.time() - t0
         lines.append({"type": "train", "step": step, "loss": loss.item(), "lr": lr, "grad_norm": norm.item(),
                       "dt_ms": 1000 * dt, "tok_per_s": BATCH * SEQ / dt, "mfu": None, "tokens": step * BATCH * SEQ})
-        if step % 10 == 0:
+        if step % EVAL_EVERY == 0:
             with torch.no_grad():
                 vx, vy = batch(val_ids)
                 val = model(input_ids=vx, shift_labels=vy).loss.item()
@@ -87,8 +88,8 @@ def make_tiny_run(root: Path, data_dir: str = "data/fineweb-edu-tiny") -> Path:
             model.save_pretrained(ckpt / "model")
             (ckpt / "meta.json").write_text(json.dumps({"step": step, "tokens": step * BATCH * SEQ}))
             (ckpt / "COMPLETE").write_text("fixture\n")
-    # A save killed halfway at step 40: no COMPLETE, never to be exported.
-    (run / "checkpoints" / "step_00000040" / "model").mkdir(parents=True)
+    # A save killed halfway: no COMPLETE, never to be exported.
+    (run / "checkpoints" / f"step_{UNCOMMITTED:08d}" / "model").mkdir(parents=True)
     lines.append({"type": "summary", "steps": STEPS, "tokens": STEPS * BATCH * SEQ, "wall_time_s": time.time() - t_start,
                   "device": "cpu", "world_size": 1, "precision": "fp32", "mean_tok_per_s": None, "mfu": None})
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -1,0 +1,190 @@
+"""A tiny trained run, exported in both formats: loads in a fresh offline process (remote code for ours, stock
+GPT2LMHeadModel for `--format gpt2`) and generates; the model card parses and carries the numbers of the
+exported step; the plots exist; the dry run lists the folder; the real push fails cleanly here."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors import safe_open
+
+import export as export_cli
+from publish.export_model import export_model
+from publish.metrics import load_metrics
+from publish.plots import make_figure
+from publish.model_card import METRIC_ACC, METRIC_ACC_NORM, METRIC_ACC_TOKENNORM, METRIC_VAL_LOSS
+from publish_run_fixture import SAVE_AT, UNCOMMITTED, hellaswag_fixture, make_tiny_run
+
+FIRST, LAST = SAVE_AT  # committed checkpoints: the run's newest is exported as ours, the first as gpt2
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
+    ours_dir, stock_dir, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    out = {}
+    for key, folder in (("ours", ours_dir), ("stock", stock_dir)):
+        if key == "ours":
+            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        else:
+            model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(folder)
+            out["stock_auto_class"] = type(AutoModelForCausalLM.from_pretrained(folder)).__name__
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.tensor(ids)).logits[..., :50257]
+        torch.manual_seed(0)
+        prompt = tok("Hello, I'm a language model,", return_tensors="pt")
+        sampled = model.generate(**prompt, max_new_tokens=12)  # generation_config.json: top-k 50 sampling
+        out[key] = {"module": type(model).__module__, "logprobs": torch.log_softmax(logits, -1).flatten().tolist(),
+                    "text": tok.decode(sampled[0]), "new_tokens": sampled.shape[1] - prompt.input_ids.shape[1],
+                    "top_k": model.generation_config.top_k, "do_sample": model.generation_config.do_sample}
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("run") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    ours = export_model(tiny_run, root / "tiny-gpt2repro", repo_id="me/tiny-gpt2repro")
+    stock = export_model(tiny_run / "checkpoints" / f"step_{FIRST:08d}", root / "tiny-gpt2", format="gpt2",
+                         dtype="bfloat16")
+    return ours, stock
+
+
+def source_logprobs(tiny_run, step, ids, dtype=torch.float32):
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    model = GPT2ReproForCausalLM.from_pretrained(tiny_run / "checkpoints" / f"step_{step:08d}" / "model",
+                                                 dtype=torch.float32).eval()
+    model = model.to(dtype).to(torch.float32)  # the export's rounding, computed in fp32
+    with torch.no_grad():
+        return torch.log_softmax(model(ids).logits[..., :50257], -1).flatten()
+
+
+def test_export_folders_hold_the_promised_files(exports):
+    ours, stock = exports
+    assert ours.step == LAST  # the newest COMPLETE checkpoint; the later UNCOMMITTED one has no COMPLETE
+    assert stock.step == FIRST
+    common = {"README.md", "config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+              "tokenizer_config.json", "vocab.json", "merges.txt", "plots/loss.png", "plots/hellaswag.png",
+              "logs/metrics.jsonl", "logs/run_config.yaml"}
+    assert set(ours.files) == common | {"configuration_gpt2repro.py", "modeling_gpt2repro.py"}
+    assert set(stock.files) == common
+    config = json.loads((ours.out_dir / "config.json").read_text())
+    assert config["model_type"] == "gpt2repro" and "AutoModelForCausalLM" in config["auto_map"]
+    stock_config = json.loads((stock.out_dir / "config.json").read_text())
+    assert stock_config["model_type"] == "gpt2" and "auto_map" not in stock_config
+    assert stock_config["vocab_size"] == 50257
+    with safe_open(stock.out_dir / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    with safe_open(ours.out_dir / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    generation = json.loads((ours.out_dir / "generation_config.json").read_text())
+    assert generation["do_sample"] is True and generation["top_k"] == 50 and generation["eos_token_id"] == 50256
+
+
+def test_exports_load_and_generate_in_a_fresh_offline_process(exports, tiny_run, tmp_path):
+    ours, stock = exports
+    ids = torch.randint(0, 50257, (2, 10), generator=torch.Generator().manual_seed(3))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(ours.out_dir), str(stock.out_dir), json.dumps(ids.tolist())],
+        capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[y/N]" not in result.stdout + result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["ours"]["module"].startswith("transformers_modules")  # the exported code ran, not ours
+    assert out["stock"]["module"] == "transformers.models.gpt2.modeling_gpt2"
+    assert out["stock_auto_class"] == "GPT2LMHeadModel"  # no remote code anywhere
+    got = torch.tensor(out["ours"]["logprobs"])
+    assert (got - source_logprobs(tiny_run, LAST, ids)).abs().max() < 1e-5
+    got = torch.tensor(out["stock"]["logprobs"])
+    assert (got - source_logprobs(tiny_run, FIRST, ids, torch.bfloat16)).abs().max() < 1e-3
+    for key in ("ours", "stock"):
+        assert out[key]["top_k"] == 50 and out[key]["do_sample"] is True
+        assert out[key]["new_tokens"] > 0 and out[key]["text"].startswith("Hello, I'm a language model,")
+
+
+def card_metrics(folder):
+    card = ModelCard.load(folder / "README.md")
+    return card, {result.metric_name: result for result in card.data.eval_results}
+
+
+def test_model_card_parses_and_reads_back_the_numbers_of_the_exported_step(exports, tiny_run):
+    ours, stock = exports
+    val = dict(load_metrics(tiny_run).val_loss)
+    for export, step in ((ours, LAST), (stock, FIRST)):
+        card, metrics = card_metrics(export.out_dir)
+        expected = hellaswag_fixture(step)
+        assert metrics[METRIC_ACC].metric_value == expected["acc"]
+        assert metrics[METRIC_ACC_NORM].metric_value == expected["acc_norm"]
+        assert metrics[METRIC_ACC_TOKENNORM].metric_value == expected["acc_tokennorm"]
+        assert metrics[METRIC_ACC].dataset_type == "Rowan/hellaswag"
+        assert metrics[METRIC_ACC].dataset_args == {"num_fewshot": 0, "limit": 40}  # a subset: said so
+        assert metrics[METRIC_VAL_LOSS].metric_value == round(val[step], 4)
+        assert card.data.license == "mit" and card.data.library_name == "transformers"
+        assert card.data.datasets == ["HuggingFaceFW/fineweb-edu"] and card.data.base_model is None
+        assert f"at step {step}" in card.text and "![train and validation loss](plots/loss.png)" in card.text
+    assert "custom_code" in card_metrics(ours.out_dir)[0].data.tags
+    assert 'from_pretrained("me/tiny-gpt2repro", trust_remote_code=True)' in card_metrics(ours.out_dir)[0].text
+    assert "GPT2LMHeadModel.from_pretrained" in card_metrics(stock.out_dir)[0].text
+
+
+def test_plots_exist_and_mark_the_exported_step(exports):
+    for export in exports:
+        for name in ("loss", "hellaswag"):
+            with Image.open(export.out_dir / "plots" / f"{name}.png") as image:
+                assert image.format == "PNG" and image.size == (780, 540)
+    # The first checkpoint's curves run on past it: its plots mark the exported step; the last's need no marker.
+    metrics = load_metrics(exports[0].out_dir / "logs" / "metrics.jsonl")
+    labels = lambda step: [line.get_label() for line in make_figure([metrics], mark_step=step).axes[0].get_lines()]
+    assert f"exported step {FIRST}" in labels(FIRST)
+    assert not any(label.startswith("exported step") for label in labels(LAST))
+
+
+def test_cli_dry_run_lists_exactly_the_folder(tiny_run, tmp_path, capsys):
+    out = tmp_path / "dry"
+    code = export_cli.main([str(tiny_run), "--out", str(out), "--push-to-hub", "me/tiny", "--private",
+                            "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "dry run: nothing is sent" in printed and "me/tiny (private" in printed
+    listed = [line.split()[-1] for line in printed.splitlines() if line.startswith("  ") and line.split()[0][0].isdigit()]
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert listed == on_disk and len(listed) == 14
+
+
+def test_cli_push_fails_cleanly_offline_and_keeps_the_export(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_notARealTokenButLongEnough0123456789")
+    out = tmp_path / "push"
+    code = export_cli.main([str(tiny_run), "--out", str(out), "--format", "gpt2", "--push-to-hub", "me/tiny"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "push to me/tiny failed while creating the repository: HF_HUB_OFFLINE=1 is set" in captured.err
+    assert "nothing was uploaded" in captured.err and "pushed" not in captured.out
+    assert "hf_notARealToken" not in captured.out + captured.err
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def test_refusals(tiny_run, tmp_path, capsys):
+    assert export_cli.main([str(tiny_run / "checkpoints" / f"step_{UNCOMMITTED:08d}"), "--out", str(tmp_path / "a")]) == 2
+    assert "has no COMPLETE file" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("mine")
+    assert export_cli.main([str(tiny_run), "--out", str(tmp_path / "b")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "b" / "keep.txt").is_file()
+    assert not any(p.name.startswith(".a.tmp") or p.name.startswith(".b.tmp") for p in tmp_path.iterdir())
