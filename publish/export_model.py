@@ -125,19 +125,19 @@ def export_model(
 
 
 def guess_datasets(run_config: dict) -> list[str]:
-    """Hub dataset ids of the training data, from the data folder's manifest or its path (else none)."""
+    """Hub dataset ids of the training data: from the data folder's manifest.json (data.prepare writes
+    `settings.source = {"kind": "hub", "name": ...}` for Hub sources), else from the folder name, else none."""
     data_dir = str(run_config.get("data_dir") or "")
-    for name in ("manifest.json", "meta.json"):
-        path = Path(data_dir) / name if data_dir else None
-        if path and path.is_file():
-            try:
-                manifest = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            for key in ("hf_dataset", "dataset", "source_dataset"):
-                value = manifest.get(key)
-                if isinstance(value, str) and value.count("/") == 1:
-                    return [value]
+    manifest = Path(data_dir) / "manifest.json" if data_dir else None
+    if manifest and manifest.is_file():
+        try:
+            source = json.loads(manifest.read_text()).get("settings", {}).get("source", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            source = {}
+        if isinstance(source, dict) and source.get("kind") == "hub" and isinstance(source.get("name"), str):
+            return [source["name"]]
+        if isinstance(source, dict) and source.get("kind"):
+            return []  # local files or a built-in corpus: no Hub dataset to name
     lowered = data_dir.lower().replace("_", "-")
     if "fineweb-edu" in lowered:
         return ["HuggingFaceFW/fineweb-edu"]

@@ -1,0 +1,71 @@
+"""Model card pieces without a model: numbers at the exported step, lm-eval results, base model, datasets."""
+
+import json
+
+import pytest
+from huggingface_hub import ModelCard
+
+from publish.export_model import guess_datasets
+from publish.metrics import load_metrics
+from publish.model_card import (
+    METRIC_ACC,
+    METRIC_ACC_NORM,
+    METRIC_ACC_TOKENNORM,
+    CardInputs,
+    build_model_card,
+    load_lm_eval_results,
+    results_at_step,
+)
+
+
+@pytest.fixture
+def metrics(tmp_path):
+    records = [{"type": "val", "step": s, "val_loss": 4.0 - s / 100} for s in (0, 50, 100)]
+    records += [{"type": "hellaswag", "step": s, "acc": 0.25 + s / 1000, "acc_norm": 0.26 + s / 1000,
+                 "acc_tokennorm": 0.255 + s / 1000, "n": 10042} for s in (0, 50, 100)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return load_metrics(path)
+
+
+def test_results_are_those_at_or_before_the_exported_step(metrics):
+    at = results_at_step(metrics, 75)  # exported between two evaluations: the one before, never a later one
+    assert at["hellaswag"]["step"] == 50 and at["hellaswag"]["acc_norm"] == 0.31
+    assert at["val_loss"] == {"step": 50, "value": 3.5}
+    assert results_at_step(metrics, None)["val_loss"]["step"] == 100
+
+
+def test_lm_eval_results_replace_the_in_loop_lm_eval_numbers(metrics, tmp_path):
+    lm_eval = tmp_path / "results.json"
+    lm_eval.write_text(json.dumps({
+        "results": {"hellaswag": {"acc,none": 0.2891, "acc_norm,none": 0.3113, "acc_stderr,none": 0.0045}},
+        "versions": {"hellaswag": 1.0}, "n-samples": {"hellaswag": {"original": 10042, "effective": 10042}},
+        "lm_eval_version": "0.4.13",
+    }))
+    card = build_model_card(CardInputs(model_name="m", step=100, metrics=metrics,
+                                       lm_eval_results=load_lm_eval_results(lm_eval),
+                                       run_config={"init_from": "gpt2"}))
+    card = ModelCard(str(card))  # through text, as the Hub reads it
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values[METRIC_ACC] == 0.2891 and values[METRIC_ACC_NORM] == 0.3113
+    assert values[METRIC_ACC_TOKENNORM] == 0.355  # only the run measured this scorer
+    assert card.data.base_model == "openai-community/gpt2"  # continued from GPT-2
+    assert "lm-eval 0.4.13 run on this export" in card.text
+
+
+def test_card_without_metrics_still_builds_and_says_so():
+    card = build_model_card(CardInputs(model_name="bare", format="gpt2"))
+    assert card.data.eval_results is None and "No evaluation was recorded" in card.text
+    assert "custom_code" not in card.data.tags
+
+
+def test_datasets_from_the_data_manifest_or_folder_name(tmp_path):
+    hub_data, local_data = tmp_path / "fw", tmp_path / "fineweb-edu-local"
+    for folder, source in ((hub_data, {"kind": "hub", "name": "HuggingFaceFW/fineweb-edu", "config": "sample-10BT"}),
+                           (local_data, {"kind": "local", "files": []})):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"settings": {"source": source}}))
+    assert guess_datasets({"data_dir": str(hub_data)}) == ["HuggingFaceFW/fineweb-edu"]
+    assert guess_datasets({"data_dir": str(local_data)}) == []  # local files: the name alone proves nothing
+    assert guess_datasets({"data_dir": "data/fineweb_edu_10B"}) == ["HuggingFaceFW/fineweb-edu"]  # no manifest here
+    assert guess_datasets({}) == []
