@@ -19,6 +19,7 @@ import ast
 import hashlib
 import sys
 import sysconfig
+from functools import lru_cache
 from pathlib import Path
 
 NAME = "builtin:pydocs"
@@ -49,8 +50,9 @@ def _module_document(path: Path) -> str:
     return "\n\n".join(parts)
 
 
-def pydocs_documents() -> list[str]:
-    """The corpus as a list of documents (deterministic for a given Python installation)."""
+@lru_cache(maxsize=1)  # ~2 s of parsing; the result is an immutable function of the installed Python
+def pydocs_documents() -> tuple[str, ...]:
+    """The corpus as a tuple of documents (deterministic for a given Python installation)."""
     from pydoc_data.topics import topics
 
     docs = [topics[name].strip() for name in sorted(topics)]
@@ -59,10 +61,10 @@ def pydocs_documents() -> list[str]:
         text = _module_document(path)
         if text:
             docs.append(text)
-    return [d for d in docs if d]
+    return tuple(d for d in docs if d)
 
 
-def corpus_facts(docs: list[str]) -> dict:
+def corpus_facts(docs: tuple[str, ...]) -> dict:
     """What identifies this corpus in a manifest: name, Python version, document count, sha256 of the text."""
     digest = hashlib.sha256()
     for d in docs:

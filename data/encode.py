@@ -45,7 +45,8 @@ def encode_batch(texts: list[str | None], backend: str = "tiktoken") -> list[lis
     """Token ids of each text WITHOUT the leading EOT; None counts as an empty document."""
     texts = [t if t is not None else "" for t in texts]
     if backend == "tiktoken":
-        return tiktoken_gpt2().encode_ordinary_batch(texts, num_threads=1)  # processes give the parallelism
+        enc = tiktoken_gpt2()  # one thread per process: datasets' num_proc gives the parallelism
+        return [enc.encode_ordinary(t) for t in texts]
     if backend == "hf":
         # Same call as data.tokenizer.encode_document, on a whole batch; verbose=False silences the
         # "longer than 1024 tokens" warning, which is meaningless for pretraining documents.

@@ -1,12 +1,12 @@
 """Reading prepared token shards for training and validation (the folder written by `data.prepare`).
 
-    ds = TokenDataset("data_out/edu10B")
+    ds = TokenDataset("out/data/edu10B")
     ds.verify(vocab_size=model.config.vocab_size, eot_id=50256)     # before training: refuses any mismatch
-    train = TrainBatches("data_out/edu10B", batch_size=B, seq_len=T, rank=r, world_size=w, seed=0)
+    train = TrainBatches("out/data/edu10B", batch_size=B, seq_len=T, rank=r, world_size=w, seed=0)
     x, y = next(train)                    # int64 (B, T) each; y[:, :-1] == x[:, 1:]
     sd = train.state_dict()               # small dict of ints/strs, identical on every rank
     train.load_state_dict(sd)             # in a new process: the next batch is exactly the one that followed
-    for x, y in val_batches("data_out/edu10B", B, T, max_tokens=10_485_760, rank=r, world_size=w): ...
+    for x, y in val_batches("out/data/edu10B", B, T, max_tokens=10_485_760, rank=r, world_size=w): ...
 
 Windows. A split's shards are read as ONE token stream of N tokens (memory-mapped, shards concatenated in
 manifest order). Window k is stream[k*T : k*T + T + 1]: x = its first T tokens, y = its last T. Windows overlap

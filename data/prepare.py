@@ -1,8 +1,8 @@
 """Prepare training tokens: SOURCE -> `datasets` -> GPT-2 ids -> uint16 shards + manifest.json. Resumable.
 
-    python -m data.prepare builtin:pydocs --out data_out/pydocs --val-tokens 32768 --shard-tokens 131072
-    python -m data.prepare ../shared/data/fineweb/fineweb_legal_2800docs.parquet --out data_out/legal
-    python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out data_out/edu10B   # streams
+    python -m data.prepare builtin:pydocs --out out/data/pydocs --val-tokens 32768 --shard-tokens 131072
+    python -m data.prepare ../shared/data/fineweb/fineweb_legal_2800docs.parquet --out out/data/legal
+    python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out out/data/edu10B   # streams
     python -m data.prepare --help                                                                # all options
 
 From Python: `prepare(source, out_dir, shard_tokens=..., val_tokens=..., num_proc=...) -> manifest dict`.
@@ -304,6 +304,8 @@ def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, 
     if first:
         ds = ds.skip(first)
     total = src.known_length()
+    if total is None and ds.info.splits and src.facts.get("split") in ds.info.splits:  # Hub cards often know it
+        total = ds.info.splits[src.facts["split"]].num_examples or None
     if max_documents is not None:
         ds = ds.take(max(0, max_documents - first))
         total = min(total, max_documents) if total else max_documents

@@ -42,7 +42,7 @@ class Source:
     kind: str  # "builtin" | "local" | "hub"
     facts: dict
     text_column: str = "text"
-    _docs: list[str] | None = field(default=None, repr=False)  # builtin only
+    _docs: tuple[str, ...] | None = field(default=None, repr=False)  # builtin only
 
     def identity(self) -> dict:
         """The facts that determine the token stream (local paths dropped: moving the files is harmless)."""
@@ -59,7 +59,7 @@ class Source:
         from datasets import Dataset, load_dataset
 
         if self.kind == "builtin":
-            return Dataset.from_dict({"text": self._docs})
+            return Dataset.from_dict({"text": list(self._docs)})
         if self.kind == "local":
             paths = [f["path"] for f in self.facts["files"]]
             kwargs = {"sample_by": self.facts["txt_sample_by"]} if self.facts["format"] == "text" else {}
@@ -81,7 +81,10 @@ class Source:
                 ) from err
         columns = ds.column_names
         if columns is None:  # a streaming dataset without declared features: look at the first row
-            first = next(iter(ds), None)
+            try:
+                first = next(iter(ds), None)
+            except Exception as err:  # reading the first block already failed: say which file and line
+                raise self.explain_read_error(err) from err
             columns = list(first) if first is not None else [self.text_column]
         if self.text_column not in columns:
             raise DataError(
@@ -223,7 +226,11 @@ def _check_json(path: Path, text_column: str, full: bool = False) -> int | None:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path} line {lineno} is malformed JSON ({err.msg}, column {err.colno}): "
+                                    "fix or remove that line.") from err
                 if not isinstance(record, dict) or text_column not in record:
                     keys = list(record) if isinstance(record, dict) else type(record).__name__
                     raise DataError(f"{path} line {lineno} has no key {text_column!r} ({keys}): "
@@ -234,7 +241,7 @@ def _check_json(path: Path, text_column: str, full: bool = False) -> int | None:
             return n
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is malformed JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
-                        "fix or remove that line.") from err
+                        "fix the file.") from err
     except (UnicodeDecodeError, OSError, EOFError) as err:
         raise DataError(f"{path} cannot be read as UTF-8 JSON ({err}): re-export it.") from err
 

@@ -3,6 +3,7 @@ split follows its rule, and the output does not depend on chunking, process coun
 
 import hashlib
 import json
+import platform
 import shutil
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_builtin_corpus_is_offline_deterministic_and_sized_for_the_quick_start(t
     assert len(docs) > 150 and 1_000_000 < sum(map(len, docs)) < 2_500_000  # ~1.4M characters on CPython 3.11
     m = prepare("builtin:pydocs", tmp_path, shard_tokens=131_072, val_tokens=32_768, progress=False)
     assert 250_000 < m["tokens"] < 600_000 and m["documents"] == len(docs)
-    assert m["source"]["sha256"] == corpus_facts(docs)["sha256"]  # prepare built the corpus again: same text
+    assert m["source"]["sha256"] == corpus_facts(docs)["sha256"] and m["source"]["python"] == platform.python_version()
 
 
 def test_txt_file_is_one_document_by_default(shared_data, tmp_path, tiktoken_gpt2):

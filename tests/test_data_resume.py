@@ -29,7 +29,7 @@ def test_kill_9_mid_run_then_rerun_gives_byte_identical_shards(shared_data, tmp_
     src = str(shared_data(LEGAL_2800))
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "data.prepare", src, "--out", str(killed), "--shard-tokens", "200000",
-           "--val-tokens", "100000", "--chunk-docs", "150", "--num-proc", "2", "--no-progress"]
+           "--val-tokens", "100000", "--chunk-docs", "150", "--num-proc", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / "prepare_state.json"
     deadline = time.monotonic() + 60
@@ -51,9 +51,9 @@ def test_kill_9_mid_run_then_rerun_gives_byte_identical_shards(shared_data, tmp_
     assert 3 <= kept < 20
 
     # Re-run in-process (same settings); the reference is an uninterrupted run with another chunking.
-    prepare(src, killed, chunk_docs=400, num_proc=2, progress=False, **SMALL)
+    prepare(src, killed, chunk_docs=400, num_proc=1, progress=False, **SMALL)
     reference = tmp_path / "reference"
-    prepare(src, reference, chunk_docs=1000, num_proc=2, progress=False, **SMALL)
+    prepare(src, reference, chunk_docs=1000, num_proc=1, progress=False, **SMALL)
     assert shard_hashes(killed) == shard_hashes(reference) and len(shard_hashes(reference)) > 20
     assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in reference.iterdir())
     for name in shard_hashes(reference):
