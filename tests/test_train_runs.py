@@ -1,0 +1,380 @@
+"""Whole training runs on CPU (tiny model, fp32, T=32), compared with one uninterrupted reference run:
+
+- SIGKILL after step 5, resume in a new process: later losses and the final weights are bit-identical;
+- SIGTERM: a checkpoint is committed at the next step boundary, exit 0, resume reaches the same weights;
+- two processes (gloo), same global batch: the same losses and val loss, the ranks read different windows;
+- a corrupted newest checkpoint (plus a stray half-written one): resume falls back with a warning;
+- non-finite loss / grad norm: stop before the optimizer step, name the step, keep the last good checkpoint;
+- out of memory: a message naming the knob; a single batch overfits; the log line and JSONL formats.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from training import checkpoint as ckpt
+from training.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 240
+
+TINY_PRESET = """
+n_layer: 2
+n_head: 2
+n_embd: 64
+n_positions: 128
+seq_len: 32
+micro_batch_size: 4
+total_batch_size: 256   # grad_accum 2 on one process, 1 on two
+max_steps: 8
+lr_decay_steps: 8       # fixed, so shorter runs follow the same schedule
+warmup_steps: 2
+max_lr: 1.0e-3
+min_lr: 1.0e-4
+eval_every: 4
+val_tokens: 640
+hellaswag_file: 'off'
+num_samples: 0
+save_every: 2
+keep_last: 2
+mixed_precision: 'no'
+log_with: none
+progress_bar: false
+"""
+STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| lr (\S+) \| grad_norm (\S+) \| dt (\S+)ms \| "
+                       r"tok/s (\S+) \| mfu (\S+)$")
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny prepared data (via data.prepare) and the preset; returns (preset path, data dir)."""
+    import random
+
+    from data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("train_runs")
+    rng = random.Random(0)
+    words = ("the model reads tokens and learns to predict the next one from the previous ones while the loss "
+             "falls step by step as the optimizer updates every weight").split()
+    src = root / "docs.jsonl"
+    with open(src, "w") as f:
+        for _ in range(200):
+            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(40, 120)))}) + "\n")
+    data = root / "data"
+    prepare(str(src), data, val_tokens=1024, shard_tokens=8192, num_proc=1, progress=False)
+    preset = root / "tiny.yaml"
+    preset.write_text(f"data_dir: {data}\n" + TINY_PRESET)
+    return preset, data
+
+
+def _args(setup, out, *extra):
+    return ["--config", str(setup[0]), "--output_dir", str(out), *extra]
+
+
+def _run(args, timeout=TIMEOUT, launcher=None):
+    cmd = (launcher or [sys.executable]) + ["train.py"] + args
+    return subprocess.run(cmd, cwd=REPO, env={**_env(), **({"ACCELERATE_USE_CPU": "1"} if launcher else {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _start_and_signal(args, wait_for: str, sig) -> subprocess.CompletedProcess:
+    """Start train.py, send `sig` once a stdout line starts with `wait_for`, return its result."""
+    proc = subprocess.Popen([sys.executable, "train.py"] + args, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(TIMEOUT, proc.kill)
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(wait_for):
+                proc.send_signal(sig)
+                break
+        rest, err = proc.communicate()
+    finally:
+        watchdog.cancel()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + rest, err)
+
+
+def _train_losses(out) -> dict[int, float]:
+    """step -> loss; a step logged again after a resume counts with its last value."""
+    return {r["step"]: r["loss"] for r in read_metrics(Path(out) / "metrics.jsonl", "train")}
+
+
+def _final_weights(out):
+    return load_file(Path(out) / "checkpoints" / "step_00000008" / "model" / "model.safetensors")
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _job_reference(setup, out):
+    return out, _run(_args(setup, out))
+
+
+def _job_kill(setup, out):
+    """Phase 1 killed (SIGKILL) right after step 5; phase 2 resumes in a new process."""
+    killed = _start_and_signal(_args(setup, out), "step      5/8", signal.SIGKILL)
+    found = ckpt.find_resumable(out)
+    return killed, found, _run(_args(setup, out))  # resume: auto (the default)
+
+
+def _job_sigterm(setup, out):
+    # save_every 0: any checkpoint before the end can only come from the signal
+    stopped = _start_and_signal(_args(setup, out, "--save_every", "0"), "step      3/8", signal.SIGTERM)
+    saved = ckpt.list_checkpoints(out)
+    return stopped, saved, _run(_args(setup, out, "--save_every", "0"))
+
+
+def _job_two_processes(setup, out):
+    return _run(_args(setup, out, "--max_steps", "4"),
+                launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
+
+
+@pytest.fixture(scope="module")
+def runs(setup, tmp_path_factory):
+    """The subprocess runs, two at a time (2 cores): the reference (8 steps uninterrupted), SIGKILL + resume,
+    SIGTERM + resume, and two processes. Each test compares its job with the reference; a job that raised
+    fails only its own test."""
+    root = tmp_path_factory.mktemp("runs")
+    jobs = {"two": _job_two_processes, "ref": _job_reference, "kill": _job_kill, "term": _job_sigterm}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(job, setup, root / name) for name, job in jobs.items()}
+        results = {name: (f.exception() or f.result()) for name, f in futures.items()}
+    return results
+
+
+def _get(runs, name):
+    if isinstance(runs[name], BaseException):
+        raise runs[name]
+    return runs[name]
+
+
+@pytest.fixture(scope="module")
+def reference(runs):
+    out, proc = _get(runs, "ref")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_reference_run_logs_and_run_folder(reference):
+    out, proc = reference
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]
+    parsed = [STEP_LINE.match(ln) for ln in lines]
+    assert all(parsed) and [int(m.group(1)) for m in parsed] == list(range(1, 9))
+    assert "tokens/step 256 = micro_batch 4 x seq_len 32 x grad_accum 2 x world 1" in proc.stdout
+    assert "params 3,327,744 (decayed 3,325,952, not decayed 1,792)" in proc.stdout
+    assert "attention sdpa" in proc.stdout and "precision no" in proc.stdout
+
+    rows = read_metrics(out / "metrics.jsonl")
+    train_rows = [r for r in rows if r["type"] == "train"]
+    assert list(train_rows[0]) == ["type", "step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "tokens"]
+    assert [r["tokens"] for r in train_rows] == [256 * s for s in range(1, 9)]
+    val = [r for r in rows if r["type"] == "val"]
+    assert [r["step"] for r in val] == [0, 4, 8] and all(r["val_tokens"] == 640 for r in val)
+    assert val[-1]["val_loss"] < val[0]["val_loss"]  # it learns
+    assert rows[-1]["type"] == "summary" and rows[-1]["steps"] == 8
+    # retention kept the last two, both complete and verified
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000006", "step_00000008"]
+    assert all(ckpt.verify(p) is None for p in ckpt.list_checkpoints(out))
+    meta = json.loads((out / "checkpoints/step_00000008/meta.json").read_text())
+    assert meta["step"] == 8 and meta["world_size"] == 1 and len(meta["data_manifest_hash"]) == 64
+    assert (out / "run_config.yaml").is_file()
+
+
+def test_sigkill_then_resume_is_bit_exact(runs, reference):
+    ref_out, _ = reference
+    killed, found, resumed = _get(runs, "kill")
+    out = found.parent.parent
+    assert killed.returncode == -signal.SIGKILL
+    assert found.name == "step_00000004"  # the newest complete checkpoint at the kill
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and "step_00000004" in resumed.stdout
+    ref, got = _train_losses(ref_out), _train_losses(out)
+    assert [got[s] for s in range(5, 9)] == [ref[s] for s in range(5, 9)]  # exact, not approx
+    _assert_same_weights(_final_weights(out), _final_weights(ref_out))
+
+
+def test_sigterm_checkpoints_exits_zero_and_resumes_to_the_same_result(runs, reference):
+    ref_out, _ = reference
+    stopped, saved, resumed = _get(runs, "term")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "stopped by a signal" in stopped.stdout
+    assert len(saved) == 1 and "step_00000008" not in saved[0].name
+    out = saved[0].parent.parent
+    k = int(saved[0].name.split("_")[1])
+    assert 3 <= k < 8
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {saved[0]}" in resumed.stdout
+    ref, got = _train_losses(ref_out), _train_losses(out)
+    assert [got[s] for s in range(k + 1, 9)] == [ref[s] for s in range(k + 1, 9)]
+    _assert_same_weights(_final_weights(out), _final_weights(ref_out))
+
+
+def test_two_processes_match_one_process(runs, reference):
+    """torchrun, gloo, 2 ranks x grad_accum 1 vs 1 rank x grad_accum 2: the same 256 tokens per step."""
+    ref_out, ref_proc = reference
+    proc = _get(runs, "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(re.search(r"output_dir += '([^']+)'", proc.stdout).group(1))
+    assert "x grad_accum 1 x world 2" in proc.stdout
+    ref, got = _train_losses(ref_out), _train_losses(out)
+    for s in range(1, 5):
+        assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
+    ref_val = {r["step"]: r["val_loss"] for r in read_metrics(ref_out / "metrics.jsonl", "val")}
+    got_val = {r["step"]: r["val_loss"] for r in read_metrics(out / "metrics.jsonl", "val")}
+    assert got_val[0] == pytest.approx(ref_val[0], rel=1e-6)  # same weights, same fixed val windows
+    assert got_val[4] == pytest.approx(ref_val[4], rel=1e-5)
+    # the ranks read different windows, and together exactly what the single process read
+    digests = dict(re.findall(r"rank (\d)/2 step 1 micro-batch digests: (\w+)", proc.stdout))
+    single = re.search(r"rank 0/1 step 1 micro-batch digests: (\w+) (\w+)", ref_proc.stdout).groups()
+    assert digests["0"] != digests["1"]
+    assert (digests["0"], digests["1"]) == single
+    meta = json.loads((out / "checkpoints" / "step_00000004" / "meta.json").read_text())
+    assert meta["world_size"] == 2
+    assert ckpt.load_rank_state(out / "checkpoints" / "step_00000004", 1)["data"]["world_size"] == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# in-process runs (one thread, like the subprocesses, so the numbers are comparable bit for bit)
+
+
+@pytest.fixture
+def in_process():
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
+
+
+def test_corrupted_newest_checkpoint_falls_back_with_warning(setup, reference, tmp_path, in_process, capsys):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    weights = out / "checkpoints" / "step_00000008" / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in a weight
+    weights.write_bytes(bytes(data))
+    stray = ckpt.prepare_staging(out, 10)  # and a save that was killed half way
+    (stray / "optimizer.pt").write_bytes(b"partial")
+
+    with pytest.warns(UserWarning, match=r"step_00000008 is unusable: model/model.safetensors does not match"):
+        code = train.main(_args(setup, out))
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: checkpoint" in printed and "resuming from" in printed and "step_00000006" in printed
+    assert ckpt.verify(out / "checkpoints" / "step_00000008") is None  # re-trained and re-committed
+    assert not stray.exists()
+    ref, got = _train_losses(ref_out), _train_losses(out)
+    assert [got[7], got[8]] == [ref[7], ref[8]]
+    _assert_same_weights(_final_weights(out), _final_weights(ref_out))
+
+
+def _model_with(hook_factory):
+    """A build_model hook: the normal model, handed to `hook_factory(model)` to install fault injection."""
+    from training.loop import build_model
+
+    seen = {}
+
+    def build(cfg, resume_dir):
+        model = build_model(cfg, resume_dir)
+        hook_factory(model)
+        seen["model"] = model
+        return model
+
+    return build, seen
+
+
+@pytest.mark.parametrize("where", ["loss", "grad norm"])
+def test_non_finite_stops_before_the_optimizer_step(setup, tmp_path, in_process, capsys, where):
+    from training.loop import train as run_train
+    from training.run_config import load_run_config
+
+    out = tmp_path / "run"
+    calls = {"n": 0}
+
+    def inject(model):
+        if where == "loss":  # NaN logits on the first micro-batch of step 3 (forwards 5 and 6)
+            def hook(module, inputs, output):
+                if torch.is_grad_enabled():
+                    calls["n"] += 1
+                    if calls["n"] == 5:
+                        return output * float("nan")
+            model.lm_head.register_forward_hook(hook)
+        else:  # finite loss, NaN gradient for one tensor during step 3's backward
+            def grad_hook(grad):
+                calls["n"] += 1
+                return grad * float("nan") if calls["n"] == 5 else grad
+            model.transformer.wpe.weight.register_hook(grad_hook)
+
+    build, seen = _model_with(inject)
+    cfg = load_run_config(_args(setup, out, "--eval_every", "0", "--eval_at_end", "false"))
+    assert run_train(cfg, hooks={"build_model": build}) == 3
+    err = capsys.readouterr().err
+    assert f"non-finite {where} at step 3" in err and "stopped before the optimizer step" in err
+    assert "last good checkpoint: " in err and "step_00000002" in err
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]
+    assert ckpt.verify(out / "checkpoints" / "step_00000002") is None
+    # the weights in memory are still those of step 2: no update was applied with the bad gradients
+    saved = load_file(out / "checkpoints" / "step_00000002" / "model" / "model.safetensors")
+    state = seen["model"].state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())
+    assert read_metrics(out / "metrics.jsonl")[-1]["type"] == "error"
+
+
+def test_out_of_memory_names_the_knob(setup, tmp_path, in_process, capsys):
+    from training.loop import train as run_train
+    from training.run_config import load_run_config
+
+    def inject(model):
+        def hook(module, inputs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        model.transformer.register_forward_pre_hook(hook)
+
+    build, _ = _model_with(inject)
+    cfg = load_run_config(_args(setup, tmp_path / "run", "--eval_every", "0"))
+    assert run_train(cfg, hooks={"build_model": build}) == 4
+    err = capsys.readouterr().err
+    assert "out of memory at step 1" in err and "lower --micro_batch_size (e.g. 2)" in err
+    assert "total_batch_size=256 tokens/step unchanged" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_single_batch_overfits(setup, tmp_path, in_process):
+    out = tmp_path / "run"
+    code = train.main(_args(setup, out, "--overfit_single_batch", "--max_steps", "56", "--lr_decay_steps", "56",
+                            "--warmup_steps", "0", "--max_lr", "4e-3", "--min_lr", "4e-3", "--weight_decay", "0",
+                            "--micro_batch_size", "2", "--total_batch_size", "64", "--eval_every", "0",
+                            "--eval_at_end", "false", "--save_every", "0"))
+    assert code == 0
+    losses = _train_losses(out)
+    assert losses[1] > 10 and losses[56] < 0.1, (losses[1], losses[56])
