@@ -7,8 +7,8 @@ Documents, in this order:
    module docstring and the docstrings of its classes and functions, each under a `name:` heading. Source files
    are parsed with `ast`, never imported (importing `antigravity` opens a browser).
 
-About 1.4M characters (~0.35M GPT-2 tokens) on CPython 3.11. Nothing is downloaded; the text is fixed for a
-given Python build, and the manifest records the Python version and a sha256 of the corpus text.
+On CPython 3.11.7: 237 documents, 1.45M characters, 432K GPT-2 tokens. Nothing is downloaded; the text is
+fixed for a given Python build, and the manifest records the Python version and a sha256 of the corpus text.
 
     python -c "from data.builtin_corpus import pydocs_documents; print(len(pydocs_documents()))"
 """

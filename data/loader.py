@@ -67,14 +67,17 @@ class TokenDataset:
         """Refuse to train on data that does not fit the model, or on missing / truncated / altered shards."""
         path = self.data_dir / "manifest.json"
         tok = self.manifest["tokenizer"]
-        fix = f"re-prepare the data with this project's tokenizer: `python -m data.prepare SOURCE --out {self.data_dir} --overwrite`"
+        fix = ("re-prepare the data with this project's tokenizer: "
+               f"`python -m data.prepare SOURCE --out {self.data_dir} --overwrite`")
         problems = []
         if tok.get("fingerprint") != TOKENIZER_FINGERPRINT:
-            problems.append(f"it was made with tokenizer {tok.get('fingerprint')!r}, this code uses {TOKENIZER_FINGERPRINT!r}")
+            problems.append(f"it was made with tokenizer {tok.get('fingerprint')!r}, "
+                            f"this code uses {TOKENIZER_FINGERPRINT!r}")
         if tok.get("eot_id") != eot_id:
             problems.append(f"its end-of-text id is {tok.get('eot_id')}, the model expects {eot_id}")
         if not isinstance(tok.get("vocab_size"), int) or tok["vocab_size"] > vocab_size:
-            problems.append(f"its ids go up to vocab_size {tok.get('vocab_size')}, the model has only {vocab_size} rows")
+            problems.append(f"its ids go up to vocab_size {tok.get('vocab_size')}, "
+                            f"the model has only {vocab_size} rows")
         if self.manifest.get("dtype") != "uint16":
             problems.append(f"its dtype is {self.manifest.get('dtype')!r}, not uint16")
         if problems:
@@ -150,7 +153,8 @@ class TrainBatches:
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.dataset = TokenDataset(data_dir)
-        self.batch_size, self.seq_len, self.rank, self.world_size, self.seed = batch_size, seq_len, rank, world_size, seed
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.rank, self.world_size = rank, world_size
         self.pin_memory = pin_memory
         self._stream = self.dataset.stream("train")
         self.windows_per_epoch = (self._stream.n_tokens - 1) // seq_len  # W: windows of T+1 tokens, stride T
@@ -176,7 +180,8 @@ class TrainBatches:
             if len(self._perms) >= 2:  # a batch touches at most two consecutive epochs
                 self._perms.pop(min(self._perms))
             dtype = np.int32 if self.windows_per_epoch < 2**31 else np.int64  # 10B tokens: 39 MB, not 78
-            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.windows_per_epoch).astype(dtype)
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perms[epoch] = rng.permutation(self.windows_per_epoch).astype(dtype)
         return self._perms[epoch]
 
     def _window_ids(self, first: int, count: int) -> np.ndarray:

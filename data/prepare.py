@@ -29,6 +29,7 @@ A re-run with other settings is refused (listing what differs) unless `overwrite
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -87,6 +88,7 @@ class _ShardWriter:
         self.buffer = np.empty(self.shard_tokens, dtype=SHARD_DTYPE)  # (shard_tokens,)
         self.fill = 0
         self.done = False  # max_tokens reached
+        self.stop_at: tuple[int, int] | None = None  # stream position where max_tokens cut it
 
     def save_state(self) -> None:
         write_json(self.out / STATE_NAME, {"settings": self.settings, "shards": self.records})
@@ -139,11 +141,12 @@ class _ShardWriter:
             if self.fill == self.shard_tokens or (val_ends and self.fill > 0):
                 self._flush(split, *position(pos))
             if split == "train" and s["max_tokens"] is not None and self.p.tokens["train"] >= s["max_tokens"]:
-                self.done = True
+                self.done, self.stop_at = True, position(pos)
 
     def finish(self, next_doc: int) -> None:
+        """Write the last, partial shard; `next_doc` is one past the last document read."""
         if self.fill:
-            self._flush("val" if not self.p.val_done else "train", next_doc, 0)
+            self._flush("val" if not self.p.val_done else "train", *(self.stop_at or (next_doc, 0)))
 
 
 def _tokenize_chunk(texts: list, num_proc: int, backend: str) -> tuple[np.ndarray, np.ndarray]:
@@ -182,17 +185,20 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
     out.mkdir(parents=True, exist_ok=True)
     foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
     if foreign:
-        raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): use an empty or new --out.")
+        raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): "
+                        "use an empty or new --out.")
     manifest_path, state_path = out / MANIFEST_NAME, out / STATE_NAME
+    has_shards = any(SHARD_RE.match(p.name) for p in out.iterdir())
     previous = None
     if manifest_path.exists():
         previous, _ = read_manifest(out)
         previous_settings = previous.get("settings", {})
     elif state_path.exists():
-        import json
-
-        previous_settings = json.loads(state_path.read_text()).get("settings", {})
-    elif any(SHARD_RE.match(p.name) for p in out.iterdir()):
+        state = json.loads(state_path.read_text())
+        if not state.get("shards") and not has_shards:  # a run that failed before its first shard binds nothing
+            return None, []
+        previous_settings = state.get("settings", {})
+    elif has_shards:
         previous_settings = {"unknown": "shards without manifest or prepare_state.json"}
     else:
         return None, []
@@ -211,9 +217,7 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
     if previous is not None:
         state_path.unlink(missing_ok=True)  # killed between writing the manifest and removing the state
         return previous, []
-    import json
-
-    return None, json.loads(state_path.read_text())["shards"]
+    return None, state["shards"]
 
 
 def _verified_prefix(out: Path, records: list[dict]) -> list[dict]:

@@ -137,7 +137,7 @@ def open_shard(path: Path, tokens: int) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        raise DataError(f"shard {path} is not a readable .npy file ({err}): re-run data.prepare to rewrite it.") from err
+        raise DataError(f"shard {path} is not a readable .npy file ({err}): re-run data.prepare.") from err
     if arr.dtype != SHARD_DTYPE or arr.shape != (tokens,):
         raise DataError(
             f"shard {path} holds {arr.dtype} {arr.shape}, expected uint16 ({tokens},): re-run data.prepare."
@@ -151,7 +151,8 @@ def read_manifest(folder: Path) -> tuple[dict, str]:
     if not path.is_file():
         hint = ""
         if Path(folder).is_dir() and any(SHARD_RE.match(p.name) for p in Path(folder).iterdir()):
-            hint = " It holds shards but no manifest: a prepare run did not finish; re-run the same command to complete it."
+            hint = (" It holds shards but no manifest: a prepare run did not finish; "
+                    "re-run the same command to complete it.")
         raise DataError(
             f"{path} not found: prepare the data first with `python -m data.prepare SOURCE --out {folder}`.{hint}"
         )

@@ -77,7 +77,8 @@ class Source:
                 raise DataError(
                     f"could not load Hub dataset {f['name']!r} (config {f['config']!r}, split {f['split']!r}, "
                     f"revision {f['revision']!r}): {type(err).__name__}: {err}. Check the name, --config and network "
-                    f"access (HF_HUB_OFFLINE must be unset), or download the files and pass their local path."
+                    f"access (HF_HUB_OFFLINE must be unset), or download the files and pass their local path "
+                    f"(no local file or folder named {f['name']!r} exists)."
                 ) from err
         columns = ds.column_names
         if columns is None:  # a streaming dataset without declared features: look at the first row

@@ -79,3 +79,5 @@ def test_hub_name_is_read_from_the_hub_with_the_default_config(tmp_path):
     with pytest.raises(DataError, match=r"could not load Hub dataset 'HuggingFaceFW/fineweb-edu' \(config "
                                         r"'sample-10BT'.*local path"):
         run("HuggingFaceFW/fineweb-edu", tmp_path / "out")
+    # a run that failed before writing any shard does not bind the folder to its settings
+    assert run("builtin:pydocs", tmp_path / "out", shard_tokens=200_000, max_documents=30)["documents"] == 30

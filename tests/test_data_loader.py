@@ -48,7 +48,8 @@ def test_windows_are_stream_slices_shifted_by_one(folder):
     assert x.dtype == y.dtype == torch.int64 and x.shape == y.shape == (5, T)
     for row_x, row_y in zip(x, y):
         s = int(row_x[0])
-        assert s % T == 0 and row_x.tolist() == list(range(s, s + T)) and row_y.tolist() == list(range(s + 1, s + T + 1))
+        assert s % T == 0 and row_x.tolist() == list(range(s, s + T))
+        assert row_y.tolist() == list(range(s + 1, s + T + 1))
 
 
 def test_every_window_exactly_once_per_epoch_and_epochs_differ(folder):
