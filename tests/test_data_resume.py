@@ -129,3 +129,17 @@ def test_folder_with_foreign_files_is_refused(shared_data, tmp_path):
     with pytest.raises(DataError, match=r"notes.txt.*empty or new --out"):
         prepare(str(shared_data(EDU_150)), tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("crash_at", [1, 3, 6])  # inside val (3 val shards), right after val, inside train
+def test_crash_anywhere_then_resume_equals_uninterrupted(shared_data, tmp_path, monkeypatch, crash_at):
+    src = str(shared_data(EDU_150))
+    args = dict(shard_tokens=10_000, val_tokens=25_000, max_tokens=52_345, num_proc=1, chunk_docs=13, progress=False)
+    ref = prepare(src, tmp_path / "ref", **args)
+    assert [s["split"] for s in ref["shards"]][:4] == ["val", "val", "val", "train"]
+    restore = crash_after(monkeypatch, crash_at)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, tmp_path / "out", **args)
+    restore()
+    resumed = prepare(src, tmp_path / "out", **{**args, "chunk_docs": 50})
+    assert resumed["shards"] == ref["shards"] and resumed["splits"] == ref["splits"]
