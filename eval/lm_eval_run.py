@@ -1,0 +1,119 @@
+"""Run lm-evaluation-harness in-process on a checkpoint or export (HFLM wraps the loaded model: no remote code).
+
+    python -m eval.lm_eval_run --model PATH                          # hellaswag from the Hub (Rowan/hellaswag)
+    python -m eval.lm_eval_run --model PATH --data hellaswag_val.jsonl [--mc] [--limit N]   # offline
+    python -m eval.lm_eval_run --model PATH --tasks hellaswag,arc_easy,piqa      # any lm-eval task names
+
+With `--data`, `hellaswag` becomes our `hellaswag_local` task (eval/tasks/hellaswag_local.yaml: lm-eval's own
+hellaswag task reading FILE) and `--mc` adds the multiple-choice form (`hellaswag_mc[_local]`). Saves lm-eval's
+results as JSON beside the model (`<model dir>/eval_results/lm_eval.json`, or `--output`).
+The same from a shell, in a fresh process, on an exported folder (remote code):
+    lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True --tasks hellaswag
+    lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True \
+        --include_path eval/tasks --tasks hellaswag_local,hellaswag_mc_local      # offline, from the repo root
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from eval.errors import EvalInputError, run_cli
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+
+def write_local_tasks(data_file: str | Path, folder: str | Path) -> Path:
+    """Write `hellaswag_local.yaml` and `hellaswag_mc_local.yaml` into `folder`, reading `data_file`
+    (they include the shipped yamls and override only the data file). Use `folder` as lm-eval's include path."""
+    data_file = Path(data_file).resolve()
+    folder = Path(folder)
+    for name in ("hellaswag_local", "hellaswag_mc_local"):
+        (folder / f"{name}.yaml").write_text(
+            f"include: {json.dumps(str(TASKS_DIR / f'{name}.yaml'))}\n"
+            f"task: {name}\n"
+            f"dataset_kwargs:\n  data_files:\n    validation: {json.dumps(str(data_file))}\n"
+        )
+    return folder
+
+
+def resolve_tasks(tasks: list[str], local: bool, mc: bool) -> list[str]:
+    """Map `hellaswag` to the local task when reading a file; add the multiple-choice form with `mc`."""
+    out = [("hellaswag_local" if local and t == "hellaswag" else t) for t in tasks]
+    if mc:
+        out.append("hellaswag_mc_local" if local else "hellaswag_mc")
+    return list(dict.fromkeys(out))
+
+
+def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None = None, mc: bool = False,
+                limit: int | None = None, batch_size: int | str = 16, num_fewshot: int | None = None,
+                log_samples: bool = False) -> dict:
+    """`lm_eval.simple_evaluate` on an already loaded model; returns lm-eval's result dict."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if data_file is not None and not Path(data_file).is_file():
+        raise EvalInputError(f"HellaSwag file not found: {data_file}")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    with tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as tmp:
+        include = write_local_tasks(data_file, tmp) if data_file is not None else TASKS_DIR
+        task_names = resolve_tasks(tasks, data_file is not None, mc)
+        manager = TaskManager(include_path=str(include))
+        unknown = [t for t in task_names if t not in manager.all_tasks]
+        if unknown:
+            raise EvalInputError(f"unknown lm-eval task(s) {unknown}; see `lm_eval ls tasks`")
+        return lm_eval.simple_evaluate(model=lm, tasks=task_names, task_manager=manager, limit=limit,
+                                       num_fewshot=num_fewshot, log_samples=log_samples)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m eval.lm_eval_run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="export folder, checkpoint folder, run folder or Hub id")
+    parser.add_argument("--tasks", default="hellaswag", help="comma-separated lm-eval task names")
+    parser.add_argument("--data", help="local HellaSwag jsonl: run hellaswag offline from this file")
+    parser.add_argument("--mc", action="store_true", help="also run the multiple-choice HellaSwag formulation")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--batch-size", default="16", help="int or 'auto'")
+    parser.add_argument("--num-fewshot", type=int)
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json)")
+    args = parser.parse_args(argv)
+
+    from eval.load import load_model, model_dir_of, results_path
+
+    model, tokenizer = load_model(args.model)
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    t0 = time.perf_counter()
+    out = run_lm_eval(model, tokenizer, [t for t in args.tasks.split(",") if t], args.data, args.mc, args.limit,
+                      batch_size, args.num_fewshot)
+    seconds = time.perf_counter() - t0
+    from lm_eval.utils import make_table
+
+    print(make_table(out))
+    import lm_eval
+
+    record = {"model": str(model_dir_of(args.model)), "data": args.data, "limit": args.limit,
+              "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
+              "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
+              "n-samples": dict(out.get("n-samples") or {}), "lm_eval_config": out.get("config")}
+    if "hellaswag_local" in record["results"]:
+        # the same task as lm-eval's `hellaswag`, on a local copy: also filed under that name, so readers of
+        # lm-eval output (publish/model_card.py) find it; "data" says where it came from.
+        for key in ("results", "versions", "n-samples"):
+            if "hellaswag_local" in record[key]:
+                record[key]["hellaswag"] = record[key]["hellaswag_local"]
+    path = Path(args.output) if args.output else results_path(args.model, "lm_eval.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"saved {path}")
+    return out["results"]
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,97 @@
+"""Validation loss of a model on token windows: the in-loop function and a command for checkpoints/exports.
+
+    python -m eval.val_loss --model PATH --data DIR [--seq-len 1024] [--batch-size 8] [--max-tokens 10485760]
+
+`DIR` is a folder written by `python -m data.prepare` (manifest.json + uint16 shards); its val split is read with
+`data.loader.val_batches` (the same fixed windows for any world size). Prints the mean per-token loss and saves
+JSON beside the model (`<model dir>/eval_results/val_loss.json`, or `--output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from eval.errors import EvalInputError, run_cli
+
+_CE_CHUNK_ROWS = 4  # rows upcast to fp32 at a time: bounds the extra memory to 4 x T x V floats
+
+
+@torch.no_grad()
+def evaluate_val_loss(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                      reduce_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int]:
+    """Mean next-token cross-entropy over `(x, y)` int64 (B, T) batches (y = targets, pre-shifted).
+
+    Returns `(sum of per-token CE / token count, token count)`, summed over ranks with `reduce_fn` (which must
+    return the sum of a 1-D float64 tensor across ranks) when given. Device taken from the model; eval mode
+    during the call (restored after); the caller may wrap it in autocast. Works on a torch.compile'd model.
+    """
+    base = getattr(model, "_orig_mod", model)
+    device = next(base.parameters()).device
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(input_ids=x).logits  # (B, T, V)
+            for i in range(0, x.shape[0], _CE_CHUNK_ROWS):
+                chunk = logits[i:i + _CE_CHUNK_ROWS].float()  # (b, T, V)
+                total[0] += F.cross_entropy(chunk.flatten(0, 1), y[i:i + _CE_CHUNK_ROWS].flatten(), reduction="sum").double()
+            total[1] += y.numel()
+    finally:
+        model.train(was_training)
+    if reduce_fn is not None:
+        total = reduce_fn(total)
+    n_tokens = int(total[1].item())
+    return (total[0].item() / n_tokens if n_tokens else math.nan), n_tokens
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m eval.val_loss", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
+    parser.add_argument("--data", required=True, help="folder written by `python -m data.prepare`")
+    parser.add_argument("--seq-len", type=int, help="window length (default: the model's context, at most 1024)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=10_485_760, help="val tokens to read (speedrun: 10,485,760)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json)")
+    args = parser.parse_args(argv)
+
+    from data.loader import TokenDataset, val_batches
+    from data.shards import DataError
+    from data.tokenizer import EOT_ID
+    from eval.load import load_model, model_dir_of, results_path
+
+    model, _ = load_model(args.model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    context = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
+    seq_len = args.seq_len or min(1024, context)
+    if seq_len > context:
+        raise EvalInputError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens")
+    try:
+        TokenDataset(args.data).verify(vocab_size=model.config.vocab_size, eot_id=EOT_ID)
+        t0 = time.perf_counter()
+        loss, n_tokens = evaluate_val_loss(model, val_batches(args.data, args.batch_size, seq_len, args.max_tokens))
+    except (DataError, FileNotFoundError) as err:
+        raise EvalInputError(str(err)) from None
+    seconds = time.perf_counter() - t0
+    print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s")
+    record = {"model": str(model_dir_of(args.model)), "data": str(args.data), "seq_len": seq_len,
+              "max_tokens": args.max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3)}
+    out = Path(args.output) if args.output else results_path(args.model, "val_loss.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"saved {out}")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)
