@@ -358,14 +358,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     from eval.load import load_model, model_dir_of, results_path
 
+    data = args.data or _hub_hellaswag_file()
+    examples = read_hellaswag(data, args.limit)  # bad data fails before the model is loaded
     model, tokenizer = load_model(args.model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     max_length = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
-    data = args.data or _hub_hellaswag_file()
     formulations = DEFAULT_FORMULATIONS + (("mc",) if args.mc else ())
-    scorer = HellaSwagScorer.from_file(data, tokenizer, limit=args.limit, max_length=max_length,
-                                       formulations=formulations)
+    scorer = HellaSwagScorer(examples, tokenizer, max_length=max_length, formulations=formulations)
     scored = torch.compile(model) if args.compile else model
     t0 = time.perf_counter()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):

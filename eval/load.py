@@ -82,6 +82,11 @@ def load_model(path: str | Path, dtype=None):
             model_dir, config=config, dtype=dtype or torch.float32, output_loading_info=True
         )
     except (OSError, ValueError, RuntimeError) as err:
+        if "mismatched" in str(err).lower() or "size mismatch" in str(err).lower():
+            raise EvalInputError(
+                f"{model_dir}: the weight shapes do not match its config.json: is this a checkpoint of another "
+                "architecture, or a config edited after saving?"
+            ) from None
         raise EvalInputError(f"could not load the model in {model_dir}: {_first_line(err)}") from None
     missing = [k for k in info.get("missing_keys", []) if not k.endswith(("attn.bias", "attn.masked_bias"))]
     if missing or info.get("mismatched_keys"):

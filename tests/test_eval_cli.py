@@ -1,0 +1,110 @@
+"""The eval/ commands end to end: lm_eval CLI on an export in a fresh process, our CLIs, bad-input messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from eval.errors import EvalInputError, run_cli
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIMIT = 12
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, gpt2_tokenizer):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+    from test_eval_hellaswag import tiny_model
+
+    path = tmp_path_factory.mktemp("export")
+    tiny_model(seed=1).save_pretrained(path)
+    gpt2_tokenizer.save_pretrained(path)
+    return path
+
+
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=REPO_ROOT)
+
+
+def test_lm_eval_cli_on_export_in_fresh_process_matches_our_scorer(export_dir, tmp_path, shared_data):
+    """Must-show 5: `lm_eval --model hf ... trust_remote_code=True --include_path eval/tasks --tasks hellaswag_local`."""
+    data = shared_data("hellaswag/hellaswag_val.jsonl")
+    out = tmp_path / "lm_eval_out"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "lm_eval"), "--model", "hf", "--model_args",
+           f"pretrained={export_dir},trust_remote_code=True", "--include_path", "eval/tasks",
+           "--tasks", "hellaswag_local", "--limit", str(LIMIT), "--batch_size", "8", "--output_path", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result_file,) = out.rglob("results*.json")
+    theirs = json.loads(result_file.read_text())["results"]["hellaswag_local"]
+
+    from eval.hellaswag import HellaSwagScorer
+    from eval.load import load_model
+
+    model, tok = load_model(export_dir)
+    ours = HellaSwagScorer.from_file(data, tok, limit=LIMIT, max_length=128).evaluate(model)
+    assert ours["acc"] == pytest.approx(theirs["acc,none"]) and ours["acc_norm"] == pytest.approx(theirs["acc_norm,none"])
+
+
+def test_hellaswag_cli_saves_json_beside_model(export_dir, shared_data, capsys):
+    from eval.hellaswag import main
+
+    data = shared_data("hellaswag/hellaswag_val.jsonl")
+    result = main(["--model", str(export_dir), "--data", str(data), "--limit", "8", "--mc"])
+    saved = json.loads((export_dir / "eval_results" / "hellaswag_scorer.json").read_text())
+    assert saved["results"] == result and result["n"] == 8
+    assert {"acc", "acc_norm", "acc_tokennorm", "acc_mc"} <= set(result)
+    printed = capsys.readouterr().out
+    assert "OpenAI GPT-2 124M: acc 0.2892  acc_norm 0.3114" in printed and "0.2955" in printed
+
+
+def test_lm_eval_run_in_process_saves_json(export_dir, shared_data, monkeypatch):
+    from eval.lm_eval_run import main
+
+    data = shared_data("hellaswag/hellaswag_val.jsonl")
+    monkeypatch.chdir(REPO_ROOT)
+    main(["--model", str(export_dir), "--data", str(data), "--limit", "4", "--batch-size", "8"])
+    saved = json.loads((export_dir / "eval_results" / "lm_eval.json").read_text())
+    assert saved["results"]["hellaswag"]["acc,none"] == saved["results"]["hellaswag_local"]["acc,none"]
+    from publish.model_card import load_lm_eval_results  # the model card reads this file
+
+    assert load_lm_eval_results(export_dir / "eval_results" / "lm_eval.json")["n"] == 4
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "HellaSwag file not found"),
+    ('{"ctx": 1}\n', "line 1: missing field"),
+    ('{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "ctx": "b c", "endings": ["x"], "label": 0}\n',
+     "line 1: 'endings' must be a list of 4 strings"),
+    ("\n" + "not json\n", "line 2: not valid JSON"),
+])
+def test_bad_hellaswag_file_message_without_traceback(tmp_path, export_dir, capsys, content, expected):
+    from eval.hellaswag import main
+
+    path = tmp_path / "hs.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--model", str(export_dir), "--data", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1  # one line, nothing else (the model is not loaded)
+    assert expected in err and str(path) in err
+
+
+def test_cli_on_missing_model_is_one_line(tmp_path, shared_data):
+    data = shared_data("hellaswag/hellaswag_val.jsonl")
+    proc = subprocess.run([sys.executable, "-m", "eval.hellaswag", "--model", str(tmp_path / "nope"), "--data", str(data),
+                           "--limit", "1"],
+                          cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "model path not found" in proc.stderr
+
+
+def test_hub_default_fails_clearly_offline(export_dir):
+    from eval.hellaswag import main
+
+    with pytest.raises(EvalInputError, match="pass --data"):
+        main(["--model", str(export_dir), "--limit", "2"])

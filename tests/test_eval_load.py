@@ -1,0 +1,86 @@
+"""eval.load.load_model on export / checkpoint / run folders, and clear errors for bad model folders."""
+
+import json
+
+import pytest
+import torch
+
+from eval.errors import EvalInputError
+from eval.load import load_model, resolve_model_dir
+
+
+def _tiny(seed=0):
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    torch.manual_seed(seed)
+    return GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128)).eval()
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, gpt2_tokenizer):
+    path = tmp_path_factory.mktemp("export")
+    _tiny().save_pretrained(path)
+    gpt2_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_export_folder_loads_fp32_eval_same_logits(export_dir):
+    model, tok = load_model(export_dir)
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    x = torch.tensor([tok.encode("Hello, I'm a language model,")])
+    torch.testing.assert_close(model(input_ids=x).logits, _tiny()(input_ids=x).logits)
+    assert len(tok) == 50257
+
+
+def test_run_folder_uses_newest_complete_checkpoint(tmp_path, export_dir):
+    import shutil
+
+    for step, complete in ((100, True), (200, True), (300, False)):
+        ckpt = tmp_path / "checkpoints" / f"step_{step:08d}"
+        shutil.copytree(export_dir, ckpt / "model")
+        if complete:
+            (ckpt / "COMPLETE").touch()
+    assert resolve_model_dir(tmp_path) == tmp_path / "checkpoints" / "step_00000200" / "model"
+    assert resolve_model_dir(tmp_path / "checkpoints" / "step_00000100") == tmp_path / "checkpoints" / "step_00000100" / "model"
+
+
+def test_folder_without_tokenizer_falls_back_for_our_config(tmp_path, capsys):
+    _tiny().save_pretrained(tmp_path)
+    _, tok = load_model(tmp_path)
+    assert len(tok) == 50257 and "no tokenizer files" in capsys.readouterr().out
+
+
+def test_stock_gpt2_without_tokenizer_is_an_error(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(tmp_path)
+    with pytest.raises(EvalInputError, match="no tokenizer"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("case", ["missing", "no_config", "bad_json", "other_arch", "wrong_weights", "empty_run"])
+def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
+    import shutil
+
+    expected = {"missing": "not found", "no_config": "no config.json", "bad_json": "not valid JSON",
+                "other_arch": "'llama' model", "wrong_weights": "another architecture",
+                "empty_run": "without a complete checkpoint"}[case]
+    path = tmp_path / "m"
+    if case == "no_config":
+        path.mkdir()
+    elif case == "bad_json":
+        path.mkdir()
+        (path / "config.json").write_text("{not json")
+    elif case == "other_arch":
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    elif case == "wrong_weights":  # our config, weights of a different shape
+        shutil.copytree(export_dir, path)
+        config = json.loads((path / "config.json").read_text())
+        config["n_embd"] = 128
+        (path / "config.json").write_text(json.dumps(config))
+    elif case == "empty_run":
+        (path / "checkpoints" / "step_00000010").mkdir(parents=True)
+    with pytest.raises(EvalInputError, match=expected):
+        load_model(path)

@@ -1,0 +1,68 @@
+"""eval.sample.generate_samples and eval.val_loss against direct computations."""
+
+import pytest
+import torch
+
+from eval.sample import generate_samples
+from eval.val_loss import evaluate_val_loss
+
+
+@pytest.fixture(scope="module")
+def model():
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    torch.manual_seed(0)
+    return GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128)).eval()
+
+
+def test_samples_reproducible_and_leave_global_rng_alone(model, gpt2_tokenizer):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = generate_samples(model, gpt2_tokenizer, prompt="Hello, I'm a language model,", num_samples=3, max_new_tokens=6)
+    assert torch.rand(1) == expected_next  # training randomness untouched
+    b = generate_samples(model, gpt2_tokenizer, prompt="Hello, I'm a language model,", num_samples=3, max_new_tokens=6)
+    c = generate_samples(model, gpt2_tokenizer, num_samples=3, max_new_tokens=6, seed=7)
+    assert a == b and a != c and len(a) == 3
+    assert all(t.startswith("Hello, I'm a language model,") for t in a)
+    assert len(set(a)) > 1  # sampled, not greedy
+    ids = gpt2_tokenizer(a[0])["input_ids"]
+    assert len(ids) >= len(gpt2_tokenizer("Hello, I'm a language model,")["input_ids"]) + 1
+
+
+def test_samples_on_compiled_module_use_the_original(model, gpt2_tokenizer):
+    compiled = torch.compile(model, backend="eager")
+    assert generate_samples(compiled, gpt2_tokenizer, num_samples=2, max_new_tokens=4) == \
+        generate_samples(model, gpt2_tokenizer, num_samples=2, max_new_tokens=4)
+
+
+def test_val_loss_equals_token_weighted_mean_of_model_losses(model):
+    torch.manual_seed(1)
+    batches = [(torch.randint(0, 50257, (b, 16)), torch.randint(0, 50257, (b, 16))) for b in (3, 5)]
+    loss, n = evaluate_val_loss(model, batches)
+    with torch.no_grad():
+        expected = sum(model(input_ids=x, shift_labels=y).loss.item() * y.numel() for x, y in batches) / 128
+    assert n == 128 and loss == pytest.approx(expected, rel=1e-5)
+    # reduce_fn sees (loss_sum, tokens); a fake second rank with the same numbers doubles both: same mean
+    loss2, n2 = evaluate_val_loss(model, batches, reduce_fn=lambda t: t * 2)
+    assert n2 == 256 and loss2 == pytest.approx(loss)
+    assert not model.training
+
+
+def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer):
+    from data.prepare import prepare
+    from eval.val_loss import main
+
+    text = shared_data("tinyshakespeare/input.txt")
+    prepare(str(text), tmp_path / "data", txt_sample_by="paragraph", shard_tokens=20_000, val_tokens=5_000,
+            max_tokens=20_000)
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    torch.manual_seed(0)
+    GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128)).save_pretrained(tmp_path / "m")
+    gpt2_tokenizer.save_pretrained(tmp_path / "m")
+    record = main(["--model", str(tmp_path / "m"), "--data", str(tmp_path / "data"), "--max-tokens", "2048"])
+    assert record["val_tokens"] == 2048 - 2048 % 128 and 10 < record["val_loss"] < 12  # ~ln(50257) untrained
+    assert (tmp_path / "m" / "eval_results" / "val_loss.json").is_file()
