@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 import train
-from training.run_config import ConfigError, RunConfig, grad_accum_steps, load_run_config, validate
+from training.run_config import (ConfigError, RunConfig, grad_accum_steps, load_run_config, save_run_config,
+                                 validate)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_saved_config_reloads_identically(tmp_path):
     data = _fake_data_dir(tmp_path)
     cfg = load_run_config(["--data_dir", str(data), "--max_steps", "7", "--lr_decay_steps", "5", "--warmup_steps", "2"])
     saved = tmp_path / "run_config.yaml"
-    saved.write_text(yaml.safe_dump({k: v for k, v in cfg.to_dict().items() if k != "config"}, sort_keys=False))
+    save_run_config(cfg, saved)  # what train.py writes into the run folder: reusable as a preset
     again = load_run_config(["--config", str(saved)])
     assert {**again.to_dict(), "config": None} == cfg.to_dict()
 

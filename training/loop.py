@@ -37,7 +37,10 @@ HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggi
 
 
 class NonFiniteError(RuntimeError):
-    pass
+    def __init__(self, loss: float, grad_norm: float):
+        self.loss, self.grad_norm = loss, grad_norm
+        self.what = "loss" if not math.isfinite(loss) else "grad norm"
+        super().__init__(f"non-finite {self.what} (loss {loss}, grad_norm {grad_norm})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,6 +205,24 @@ def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, d
     # max_norm=inf measures the norm without clipping
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     return loss_sum / grad_accum, grad_norm
+
+
+def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_accum: int, grad_clip: float, device,
+                   stop_requested: bool = False, digests=None) -> tuple[float, float, bool]:
+    """One optimizer step as the loop runs it: set the LR, forward/backward/clip, agree across ranks on the
+    mean loss and on stopping (one collective), refuse non-finite values (NonFiniteError, raised before
+    `optimizer.step()`), update. Returns (mean loss over ranks, grad norm, some rank asked to stop)."""
+    set_lr(optimizer, lr)
+    loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests)
+    flags = torch.stack([loss.float(), torch.tensor(float(stop_requested), device=device)])
+    flags = accelerator.reduce(flags, reduction="sum").tolist()  # the step's one host sync
+    loss_value, stop_now = flags[0] / accelerator.num_processes, flags[1] > 0
+    norm_value = float(grad_norm)  # identical on every rank (gradients are already all-reduced)
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        raise NonFiniteError(loss_value, norm_value)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value, norm_value, stop_now
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -535,35 +556,28 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     with StopRequest() as stop:
         while step < cfg.max_steps:
             t0 = time.time()
-            set_lr(optimizer, lr_at(step, cfg))
             digests = [] if step == start_step else None
             try:
-                loss, grad_norm = train_step(accelerator, model, batches, grad_accum, cfg.grad_clip, device, digests)
+                loss_value, norm_value, stop_now = optimizer_step(
+                    accelerator, model, optimizer, batches, lr=lr_at(step, cfg), grad_accum=grad_accum,
+                    grad_clip=cfg.grad_clip, device=device, stop_requested=stop.requested, digests=digests)
             except torch.OutOfMemoryError:
                 print(f"out of memory at step {step + 1} on rank {rank} with micro_batch_size={cfg.micro_batch_size}, "
                       f"seq_len={cfg.seq_len}: lower --micro_batch_size (e.g. {max(1, cfg.micro_batch_size // 2)}); "
                       f"grad accumulation grows to keep total_batch_size={cfg.total_batch_size:,} tokens/step "
                       "unchanged (it is never changed for you).", file=sys.stderr, flush=True)
                 return EXIT_OOM
-            if digests is not None:
-                print(f"rank {rank}/{world} step {step + 1} micro-batch digests: {' '.join(digests)}", flush=True)
-            # one collective per step: mean loss over ranks and whether any rank was asked to stop
-            flags = torch.stack([loss.float(), torch.tensor(float(stop.requested), device=device)])
-            flags = accelerator.reduce(flags, reduction="sum")
-            loss_value, stop_now = flags[0].item() / world, flags[1].item() > 0
-            norm_value = float(grad_norm)
-            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            except NonFiniteError as err:
                 last_good = ckpt.find_resumable(cfg.output_dir) if main else None
-                msg = (f"non-finite {'loss' if not math.isfinite(loss_value) else 'grad norm'} at step {step + 1} "
-                       f"(loss {loss_value}, grad_norm {norm_value}): stopped before the optimizer step; "
-                       f"last good checkpoint: {last_good or 'none'}")
+                msg = (f"non-finite {err.what} at step {step + 1} (loss {err.loss}, grad_norm {err.grad_norm}): "
+                       f"stopped before the optimizer step; last good checkpoint: {last_good or 'none'}")
                 if main:
                     print(msg, file=sys.stderr, flush=True)
                     metrics.write("error", step=step + 1, message=msg)
                 code = EXIT_NONFINITE
                 break
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if digests is not None:
+                print(f"rank {rank}/{world} step {step + 1} micro-batch digests: {' '.join(digests)}", flush=True)
             step += 1
             tokens += tokens_per_step
             if device.type == "cuda":

@@ -187,7 +187,9 @@ def _read_yaml(path: str, errors: list[str]) -> dict:
         return {}
     values = {}
     for key, value in raw.items():
-        if key not in FIELD_TYPES or key == "config":
+        if key == "config":  # a saved run_config.yaml names its own preset: informational, not followed
+            continue
+        if key not in FIELD_TYPES:
             errors.append(f"unknown key {key!r} in {path} (see `python train.py --help` for the fields)")
             continue
         value, err = _coerce(key, value)
