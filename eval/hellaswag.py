@@ -18,8 +18,9 @@ What it computes (text side in eval/hellaswag_data.py):
 How it is fast: text is tokenised once (`from_file`); identical inputs are scored once; every input row is
 `(context + continuation)[:-1]`, rows are sorted by where their scored span starts and packed `batch_size` rows
 per forward, right padded to a multiple of 32 (few distinct shapes: torch.compile compiles them once, not on
-every call); the LM head runs only on the window of scored positions (`logits_to_keep`, when the model has it)
-and the log-probabilities are `logit[target] - logsumexp(logits)` (no log-softmax copy of the logits).
+every call); the LM head runs only on the scored positions (GPT-2 / ours, uncompiled: body, then the head on the
+gathered hidden states) or on a window around them (`logits_to_keep`, e.g. a compiled model), and the
+log-probabilities are `logit[target] - logsumexp(logits)` (no log-softmax copy of the logits).
 
 Distributed: the batches are planned globally (independent of world size); rank r scores batches r, r+W, ...;
 the per-choice log-likelihoods are summed across ranks with `reduce_fn` (each is computed by exactly one rank,
@@ -234,10 +235,10 @@ class HellaSwagScorer:
             raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
         if world_size > 1 and reduce_fn is None:
             raise ValueError("world_size > 1 needs reduce_fn (sum across ranks), e.g. lambda t: accelerator.reduce(t, 'sum')")
-        base = getattr(model, "_orig_mod", model)  # a torch.compile'd module keeps the original here
+        base = _unwrap(model)  # the module inside torch.compile / DDP wrappers
         device = next(base.parameters()).device
         self._check_context(base)
-        use_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        mode = _scoring_mode(model)
         batches = self._plan(batch_size)
         ll = torch.zeros(self.num_requests, dtype=torch.float64, device=device)  # (Q,)
         was_training = model.training
@@ -245,19 +246,28 @@ class HellaSwagScorer:
         try:
             for batch in batches[rank::world_size]:
                 input_ids = batch.input_ids.to(device, non_blocking=True)
-                if use_keep:
-                    keep = torch.arange(batch.keep_start, batch.keep_start + batch.keep_len, device=device)
-                    logits = model(input_ids=input_ids, logits_to_keep=keep).logits  # (B, K, V)
-                    start = batch.keep_start
+                target = batch.target.to(device)
+                if mode == "head":  # LM head on exactly the scored positions
+                    hidden = base.base_model(input_ids=input_ids, use_cache=False).last_hidden_state  # (B, L, C)
+                    flat = (batch.row * hidden.shape[1] + batch.pos).to(device)  # (P,) into (B*L)
+                    logits = base.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[flat])  # (P, V)
+                    n_ids = getattr(base.config, "tokenizer_vocab_size", None)
+                    if n_ids is not None and n_ids < logits.shape[-1]:
+                        logits[:, n_ids:] = float("-inf")  # as the model's forward does: padded ids never occur
+                    flat = torch.arange(len(flat), device=device)
                 else:
-                    logits = model(input_ids=input_ids).logits  # (B, L, V)
-                    start = 0
-                width, vocab = logits.shape[1], logits.shape[2]
-                flat = (batch.row * width + batch.pos - start).to(device)  # (P,) into (B*K)
-                # log p(target) = logit[target] - logsumexp(logits): one read of the logits, no (.., V) copies
-                lse = torch.logsumexp(logits.float(), dim=-1).reshape(-1)  # (B*K,)
-                target_logit = logits.reshape(-1, vocab)[flat, batch.target.to(device)].float()  # (P,)
-                logp = target_logit - lse[flat]  # (P,)
+                    if mode == "keep":  # LM head on the window of scored positions
+                        keep = torch.arange(batch.keep_start, batch.keep_start + batch.keep_len, device=device)
+                        logits = model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits  # (B, K, V)
+                        start = batch.keep_start
+                    else:
+                        logits = model(input_ids=input_ids).logits  # (B, L, V)
+                        start = 0
+                    flat = (batch.row * logits.shape[1] + batch.pos - start).to(device)  # (P,) into (B*K)
+                    logits = logits.reshape(-1, logits.shape[-1])  # (B*K, V)
+                # log p(target) = logit[target] - logsumexp(logits): no log-softmax copy of the logits
+                lse = torch.logsumexp(logits.float(), dim=-1)  # (B*K,) or (P,)
+                logp = logits[flat, target].float() - lse[flat]  # (P,)
                 logp = torch.cat([logp, logp.new_zeros(1)])  # index P is the padding zero
                 sums = logp[batch.sum_index.to(device)].sum(1)  # (R,) fp32, fixed order: deterministic
                 ll[batch.request_ids.to(device)] = sums.double()
@@ -305,6 +315,31 @@ class HellaSwagScorer:
                 f"the scorer was built with max_length={self.max_length} but the model has {limit} positions: "
                 f"build it with HellaSwagScorer.from_file(..., max_length={limit})"
             )
+
+
+# Architectures whose logits are exactly `lm_head(last_hidden_state)` (ours: plus -inf on padded ids): the head can
+# run on the scored positions alone. Anything else goes through the model's own forward.
+_HEAD_ONLY_MODEL_TYPES = ("gpt2repro", "gpt2")
+
+
+def _scoring_mode(model) -> str:
+    """"head": body + LM head on the scored positions only (our/GPT-2 eager modules); "keep": the model's forward
+    with `logits_to_keep` (compiled modules keep their compiled forward); "full": plain forward, full logits."""
+    base = _unwrap(model)
+    config = getattr(base, "config", None)
+    if (base is model and getattr(config, "model_type", None) in _HEAD_ONLY_MODEL_TYPES
+            and getattr(base, "base_model", base) is not base and base.get_output_embeddings() is not None):
+        return "head"
+    if "logits_to_keep" in inspect.signature(base.forward).parameters:
+        return "keep"
+    return "full"
+
+
+def _unwrap(model):
+    """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while hasattr(model, "_orig_mod") or (hasattr(model, "module") and not hasattr(model, "config")):
+        model = getattr(model, "_orig_mod", None) or model.module
+    return model
 
 
 def _move_trailing_space(context: str, continuations: list[str]) -> tuple[str, list[str]]:
