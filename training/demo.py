@@ -3,7 +3,7 @@
     python -m training.demo                         # ~5 minutes on 2 CPU cores, no network needed
     HELLASWAG_FILE=path/to/hellaswag_val.jsonl python -m training.demo     # also score HellaSwag
 
-1. prepare  `builtin:pydocs` (Python's own documentation, shipped with the interpreter) -> data/pydocs
+1. prepare  `builtin:pydocs` (Python's own documentation, shipped with the interpreter) -> out/data/pydocs
 2. train    configs/demo.yaml (a 4-layer GPT-2, fp32 on CPU) -> runs/demo; resumes if interrupted
 3. evaluate the saved checkpoint, loaded back from disk: validation loss (and HellaSwag when its data exists)
 4. export   runs/demo/export: a Hub-ready model folder (weights, config, code, tokenizer, model card)
@@ -28,7 +28,7 @@ def _banner(text: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="data/pydocs", help="prepared data folder (made if missing)")
+    ap.add_argument("--data", default="out/data/pydocs", help="prepared data folder (made if missing)")
     ap.add_argument("--out", default="runs/demo", help="run folder")
     ap.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"), help="run-config preset")
     args, train_flags = ap.parse_known_args(argv)
