@@ -271,7 +271,7 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
 
     # data / paths
     if not cfg.data_dir:
-        e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir data/pydocs)")
+        e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir out/data/pydocs)")
     elif not Path(cfg.data_dir).is_dir():
         e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
     elif not (Path(cfg.data_dir) / "manifest.json").is_file():
