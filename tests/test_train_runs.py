@@ -378,3 +378,56 @@ def test_single_batch_overfits(setup, tmp_path, in_process):
     assert code == 0
     losses = _train_losses(out)
     assert losses[1] > 10 and losses[56] < 0.1, (losses[1], losses[56])
+
+
+def test_resume_with_another_architecture_refuses_and_writes_nothing(reference, setup, tmp_path, in_process, capsys):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    before = (out / "metrics.jsonl").read_bytes()
+    assert train.main(_args(setup, out, "--max_steps", "10", "--n_layer", "3", "--micro_batch_size", "2")) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume from" in err and "step_00000008" in err
+    assert "architecture: n_layer is 3 now, 2 in the checkpoint" in err
+    assert "run config: micro_batch_size is 2 now, 4 in the checkpoint" in err
+    assert (out / "metrics.jsonl").read_bytes() == before
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000006", "step_00000008"]
+
+
+def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process):
+    """Continued pretraining from any GPT-2 folder: the architecture comes from the folder, and the first
+    validation loss is the loaded model's own (computed independently here)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from convert_gpt2 import load_stock_gpt2
+    from data.loader import val_batches
+    from eval.val_loss import evaluate_val_loss
+
+    torch.manual_seed(0)
+    stock = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=50257))
+    stock.save_pretrained(tmp_path / "stock")
+    expected, _ = evaluate_val_loss(load_stock_gpt2(str(tmp_path / "stock")), val_batches(setup[1], 4, 32, 640))
+
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--init_from", str(tmp_path / "stock"), "--max_steps", "2",
+                            "--save_every", "0", "--eval_at_end", "false")) == 0
+    val0 = read_metrics(out / "metrics.jsonl", "val")[0]
+    assert val0["step"] == 0 and val0["val_loss"] == pytest.approx(expected, rel=1e-6)
+    saved = json.loads((out / "checkpoints" / "step_00000002" / "model" / "config.json").read_text())
+    assert (saved["n_layer"], saved["n_embd"], saved["model_type"]) == (1, 32, "gpt2repro")
+
+
+def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monkeypatch):
+    from training import loop
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HELLASWAG_FILE", raising=False)
+    monkeypatch.setattr(loop, "HELLASWAG_CACHE", tmp_path / "none.jsonl")
+    lines = []
+    assert loop.resolve_hellaswag("auto", log=lines.append) is None
+    assert len(lines) == 1 and lines[0].startswith("HellaSwag skipped") and "--hellaswag_file" in lines[0]
+    local = tmp_path / "hs.jsonl"
+    local.write_text("{}\n")
+    monkeypatch.setenv("HELLASWAG_FILE", str(local))
+    assert loop.resolve_hellaswag("auto", log=lines.append) == str(local)
+    assert loop.resolve_hellaswag("off", log=lines.append) is None and len(lines) == 1

@@ -530,7 +530,10 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     )
 
     evaluator = Evaluator(cfg, accelerator, gpt2_tokenizer(), log)
-    eval_model = accelerator.unwrap_model(model)  # compiled if compile is on; no DDP wrapper
+    # Validation runs a compiled module of its own over the same weights (fixed shapes: compiled once for
+    # no_grad). Not `accelerator.unwrap_model(model)`: with compile + DDP, accelerate 1.15 unwraps by setting
+    # the compiled wrapper's `_orig_mod` to the bare module, which silently drops DDP from the training model.
+    eval_model = torch.compile(raw_model) if cfg.compile and not _is_fsdp(accelerator) else raw_model
 
     def evaluate(step: int, final: bool = False):
         if final or _due(step, cfg.eval_every):
