@@ -45,8 +45,11 @@ max_lr: 1.0e-3
 min_lr: 1.0e-4
 eval_every: 4
 val_tokens: 640
-hellaswag_file: 'off'
-num_samples: 0
+hellaswag_every: 4
+hellaswag_limit: 6
+sample_every: 4
+num_samples: 2
+sample_max_new_tokens: 4
 save_every: 2
 keep_last: 2
 mixed_precision: 'no'
@@ -79,8 +82,17 @@ def setup(tmp_path_factory):
             f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(40, 120)))}) + "\n")
     data = root / "data"
     prepare(str(src), data, val_tokens=1024, shard_tokens=8192, num_proc=1, progress=False)
+    hellaswag = root / "hellaswag.jsonl"  # the original file's format, made-up rows
+    with open(hellaswag, "w") as f:
+        for i in range(6):
+            ctx_a, ctx_b = f"the model reads tokens number {i}.", "then it"
+            f.write(json.dumps({"ind": i, "activity_label": "Training", "ctx_a": ctx_a, "ctx_b": ctx_b,
+                                "ctx": f"{ctx_a} {ctx_b}", "split": "val", "split_type": "indomain",
+                                "label": i % 4, "source_id": f"x{i}",
+                                "endings": ["learns.", "falls.", "updates every weight.", "predicts the next."]})
+                    + "\n")
     preset = root / "tiny.yaml"
-    preset.write_text(f"data_dir: {data}\n" + TINY_PRESET)
+    preset.write_text(f"data_dir: {data}\nhellaswag_file: {hellaswag}\n" + TINY_PRESET)
     return preset, data
 
 
@@ -197,6 +209,11 @@ def test_reference_run_logs_and_run_folder(reference):
     assert [r["step"] for r in val] == [0, 4, 8] and all(r["val_tokens"] == 640 for r in val)
     assert val[-1]["val_loss"] < val[0]["val_loss"]  # it learns
     assert rows[-1]["type"] == "summary" and rows[-1]["steps"] == 8
+    hs = [r for r in rows if r["type"] == "hellaswag"]
+    assert [r["step"] for r in hs] == [4, 8] and all(r["n"] == 6 for r in hs)
+    samples = [r for r in rows if r["type"] == "sample"]
+    assert [r["step"] for r in samples] == [4, 8] and all(len(r["texts"]) == 2 for r in samples)
+    assert all(t.startswith("Hello, I'm a language model,") for r in samples for t in r["texts"])
     # retention kept the last two, both complete and verified
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000006", "step_00000008"]
     assert all(ckpt.verify(p) is None for p in ckpt.list_checkpoints(out))
@@ -248,6 +265,10 @@ def test_two_processes_match_one_process(runs, reference):
     got_val = {r["step"]: r["val_loss"] for r in read_metrics(out / "metrics.jsonl", "val")}
     assert got_val[0] == pytest.approx(ref_val[0], rel=1e-6)  # same weights, same fixed val windows
     assert got_val[4] == pytest.approx(ref_val[4], rel=1e-5)
+    ref_hs = read_metrics(ref_out / "metrics.jsonl", "hellaswag")[0]
+    got_hs = read_metrics(out / "metrics.jsonl", "hellaswag")[0]
+    assert (got_hs["step"], got_hs["n"], got_hs["acc"], got_hs["acc_norm"]) == \
+        (ref_hs["step"], ref_hs["n"], ref_hs["acc"], ref_hs["acc_norm"])
     # the ranks read different windows, and together exactly what the single process read
     digests = dict(re.findall(r"rank (\d)/2 step 1 micro-batch digests: (\w+)", proc.stdout))
     single = re.search(r"rank 0/1 step 1 micro-batch digests: (\w+) (\w+)", ref_proc.stdout).groups()
@@ -337,7 +358,8 @@ def test_non_finite_stops_before_the_optimizer_step(setup, tmp_path, in_process,
             model.transformer.wpe.weight.register_hook(grad_hook)
 
     build, seen = _model_with(inject)
-    cfg = load_run_config(_args(setup, out, "--eval_every", "0", "--eval_at_end", "false"))
+    cfg = load_run_config(_args(setup, out, "--eval_every", "0", "--hellaswag_every", "0", "--sample_every", "0",
+                                "--eval_at_end", "false"))
     assert run_train(cfg, hooks={"build_model": build}) == 3
     err = capsys.readouterr().err
     assert f"non-finite {where} at step 3" in err and "stopped before the optimizer step" in err
@@ -374,7 +396,8 @@ def test_single_batch_overfits(setup, tmp_path, in_process):
     code = train.main(_args(setup, out, "--overfit_single_batch", "--max_steps", "56", "--lr_decay_steps", "56",
                             "--warmup_steps", "0", "--max_lr", "4e-3", "--min_lr", "4e-3", "--weight_decay", "0",
                             "--micro_batch_size", "2", "--total_batch_size", "64", "--eval_every", "0",
-                            "--eval_at_end", "false", "--save_every", "0"))
+                            "--hellaswag_every", "0", "--sample_every", "0", "--eval_at_end", "false",
+                            "--save_every", "0"))
     assert code == 0
     losses = _train_losses(out)
     assert losses[1] > 10 and losses[56] < 0.1, (losses[1], losses[56])

@@ -49,19 +49,23 @@ def main(argv=None) -> int:
     if code != 0:
         print(f"training stopped with exit code {code}", file=sys.stderr)
         return code
-
-    _banner("3/5 evaluate the last checkpoint, loaded from disk")
-    import torch
-
-    from data.loader import val_batches
-    from eval.load import load_model
-    from eval.val_loss import evaluate_val_loss
     from training.checkpoint import find_resumable
-    from training.metrics import read_metrics
     from training.run_config import load_run_config
 
     cfg = load_run_config(["--config", str(run_dir / "run_config.yaml"), "--resume", "auto"])
     last = find_resumable(run_dir)
+    done = json.loads((last / "meta.json").read_text())["step"] if last else 0
+    if done < cfg.max_steps:  # stopped by SIGTERM / Ctrl-C: a checkpoint was committed
+        print(f"training was interrupted at step {done}/{cfg.max_steps}; run the same command again to continue "
+              "from the checkpoint", file=sys.stderr)
+        return 1
+
+    _banner("3/5 evaluate the last checkpoint, loaded from disk")
+    from data.loader import val_batches
+    from eval.load import load_model
+    from eval.val_loss import evaluate_val_loss
+    from training.metrics import read_metrics
+
     model, tokenizer = load_model(last)
     loss, n_tokens = evaluate_val_loss(model, val_batches(cfg.data_dir, cfg.val_batch_size or cfg.micro_batch_size,
                                                           cfg.seq_len, cfg.val_tokens))
@@ -96,7 +100,6 @@ def main(argv=None) -> int:
     summary = {"val_loss_first": curve[0][1], "val_loss_last": curve[-1][1], "val_loss_fell": falling,
                "reloaded_val_loss": loss, "export": str(export_dir), "seconds": round(elapsed, 1)}
     print(f"\ndemo finished in {elapsed / 60:.1f} min: {json.dumps(summary)}")
-    del torch
     return 0 if falling else 1
 
 

@@ -170,14 +170,15 @@ class Derived:
     device_name: str
 
 
-def data_checks(cfg: RunConfig, model_vocab: int) -> tuple[str, list[str]]:
-    """(manifest hash, problems): the data must be GPT-2 tokens that fit the model's vocabulary."""
+def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tuple[str, list[str]]:
+    """(manifest hash, problems): the data must be GPT-2 tokens that fit the model's vocabulary, in shards
+    that match the manifest (sha256 too when `checksums`: ~40 s for 10B tokens, so the main process only)."""
     from data.loader import TokenDataset
     from data.tokenizer import EOT_ID
 
     try:
         ds = TokenDataset(cfg.data_dir)
-        ds.verify(vocab_size=model_vocab, eot_id=EOT_ID)
+        ds.verify(vocab_size=model_vocab, eot_id=EOT_ID, check_sha256=checksums)
     except Exception as err:  # noqa: BLE001 - the data layer raises its own, already actionable, errors
         return "", [f"data_dir {cfg.data_dir!r}: {err}"]
     return ds.manifest_hash, []
@@ -314,7 +315,7 @@ class Evaluator:
     (same shapes as training, one recompile for no_grad), HellaSwag and generation run the eager module that
     shares its weights (their shapes change with every example)."""
 
-    def __init__(self, cfg, accelerator, tokenizer, log):
+    def __init__(self, cfg, accelerator, tokenizer, log, context: int = 1024):
         self.cfg, self.acc, self.tok, self.log = cfg, accelerator, tokenizer, log
         self.hellaswag = None
         path = resolve_hellaswag(cfg.hellaswag_file, log=log) if accelerator.is_main_process else None
@@ -322,7 +323,8 @@ class Evaluator:
         if path:
             from eval.hellaswag import HellaSwagScorer
 
-            self.hellaswag = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit)
+            self.hellaswag = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
+                                                       max_length=min(1024, context))
             log(f"HellaSwag: {path} ({cfg.hellaswag_limit or 'all'} examples)")
 
     def _reduce(self, tensor):
@@ -445,7 +447,8 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
     if cfg.seq_len > raw_model.config.n_positions:
         return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
-    manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size)
+    manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=main)
+    problems = _broadcast(accelerator, problems) or problems  # every rank stops if the main one found a problem
     if problems:
         return fail(problems)
     meta = None
@@ -529,7 +532,7 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
         ])
     )
 
-    evaluator = Evaluator(cfg, accelerator, gpt2_tokenizer(), log)
+    evaluator = Evaluator(cfg, accelerator, gpt2_tokenizer(), log, context=raw_model.config.n_positions)
     # Validation runs a compiled module of its own over the same weights (fixed shapes: compiled once for
     # no_grad). Not `accelerator.unwrap_model(model)`: with compile + DDP, accelerate 1.15 unwraps by setting
     # the compiled wrapper's `_orig_mod` to the bare module, which silently drops DDP from the training model.
