@@ -454,3 +454,82 @@ def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monk
     monkeypatch.setenv("HELLASWAG_FILE", str(local))
     assert loop.resolve_hellaswag("auto", log=lines.append) == str(local)
     assert loop.resolve_hellaswag("off", log=lines.append) is None and len(lines) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints pushed to the Hub during training (publish.checkpoint_sync wired into the loop)
+
+
+class RecordingHubApi:
+    """Stands in for HfApi: records the repo, branches and a snapshot of each uploaded folder."""
+
+    def __init__(self):
+        self.repos, self.branches, self.uploads = [], [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.repos.append((repo_id, kwargs.get("private")))
+
+    def create_branch(self, repo_id, *, branch, **kwargs):
+        self.branches.append(branch)
+
+    def upload_folder(self, *, folder_path, revision, **kwargs):
+        root = Path(folder_path)
+        self.uploads.append((revision, {p.relative_to(root).as_posix(): p.read_bytes()
+                                        for p in root.rglob("*") if p.is_file()}))
+        return type("CommitInfo", (), {"commit_url": f"https://hf.co/me/run/commit/{revision}"})()
+
+
+def test_push_checkpoints_uploads_each_committed_checkpoint_with_the_metrics_so_far(setup, tmp_path, in_process,
+                                                                                     monkeypatch):
+    from training.loop import train as run_train
+    from training.run_config import load_run_config
+
+    monkeypatch.setenv("HF_TOKEN", "hf_notARealTokenButLongEnough0123456789")
+    out = tmp_path / "run"
+    cfg = load_run_config(_args(setup, out, "--max_steps", "4", "--push_checkpoints_to", "me/run",
+                                "--hellaswag_every", "0", "--sample_every", "0", "--eval_every", "0"))
+    api = RecordingHubApi()
+    assert run_train(cfg, hooks={"hub_api": api}) == 0
+    assert api.repos == [("me/run", True)]
+    # save_every 2, max_steps 4: steps 2 and 4, each on its own branch (none superseded: the fake is instant or
+    # the worker is still busy; either way the last one must be there)
+    branches = [revision for revision, _ in api.uploads]
+    assert branches[-1] == "step-0000004" and set(branches) <= {"step-0000002", "step-0000004"}
+    revision, files = api.uploads[-1]
+    local = out / "checkpoints" / "step_00000004"
+    assert files["model/model.safetensors"] == (local / "model" / "model.safetensors").read_bytes()
+    assert files["optimizer.pt"] == (local / "optimizer.pt").read_bytes()
+    assert {"COMPLETE", "meta.json", "metrics.jsonl", "run_config.yaml", "model/config.json"} <= set(files)
+    pushed_steps = [json.loads(line)["step"] for line in files["metrics.jsonl"].decode().splitlines()
+                    if json.loads(line)["type"] == "train"]
+    assert pushed_steps == [1, 2, 3, 4]  # the metrics as they were when step 4's checkpoint committed
+    downloaded = tmp_path / "downloaded" / "checkpoints" / "step_00000004"  # as `hf download --local-dir` would
+    for rel, data in files.items():
+        (downloaded / rel).parent.mkdir(parents=True, exist_ok=True)
+        (downloaded / rel).write_bytes(data)
+    assert ckpt.verify(downloaded) is None  # a downloaded branch is a checkpoint --resume accepts
+    uploads = read_metrics(out / "metrics.jsonl", "upload")
+    assert uploads and uploads[-1]["ok"] and uploads[-1]["branch"] == "step-0000004"
+    assert not (out / ".hub_upload").exists() or not any((out / ".hub_upload").iterdir())
+
+
+def test_push_checkpoints_without_a_token_refuses_before_training(setup, tmp_path, in_process, capsys, monkeypatch):
+    from training.loop import train as run_train
+    from training.run_config import load_run_config
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login either
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    out = tmp_path / "run"
+    cfg = load_run_config(_args(setup, out, "--max_steps", "2", "--push_checkpoints_to", "me/run"))
+    assert run_train(cfg, hooks={"hub_api": RecordingHubApi()}) == 2
+    err = capsys.readouterr().err
+    assert "push_checkpoints_to 'me/run'" in err and "no Hugging Face token" in err and "HF_TOKEN" in err
+    assert not out.exists()  # nothing written
+
+
+def test_push_checkpoints_to_a_bad_repo_id_is_a_config_error(setup, tmp_path):
+    from training.run_config import ConfigError, load_run_config
+
+    with pytest.raises(ConfigError, match="push_checkpoints_to 'not a/valid/id' is not a Hub repo id"):
+        load_run_config(_args(setup, tmp_path / "run", "--push_checkpoints_to", "not a/valid/id"))

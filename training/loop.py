@@ -307,6 +307,38 @@ def _broadcast(accelerator, value):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# checkpoint uploads (publish.checkpoint_sync; main process only)
+
+
+def start_checkpoint_uploader(cfg: RunConfig, api=None):
+    """(uploader, None) or (None, why it cannot upload). Creates the repo if needed, so a run that could not
+    save its checkpoints to the Hub stops before it trains."""
+    from publish.checkpoint_sync import CheckpointUploader
+    from publish.hub import PublishError
+
+    try:
+        return CheckpointUploader(cfg.push_checkpoints_to, private=cfg.push_private, api=api), None
+    except PublishError as err:
+        return None, f"{err} (train without --push_checkpoints_to, or fix the above and start again)"
+
+
+def finish_uploads(uploader, metrics, log) -> None:
+    """Wait for the upload in flight (the last checkpoint is the one that matters most) and report each one."""
+    if uploader is None:
+        return
+    log(f"waiting for checkpoint uploads to {uploader.repo_id} to finish ...")
+    for result in uploader.close():
+        if result.ok:
+            log(f"checkpoint step {result.step} uploaded: {uploader.repo_id}@{result.branch} ({result.seconds:.1f}s)")
+        else:
+            log(f"checkpoint step {result.step} NOT uploaded ({result.branch}): {result.error}; "
+                "the local checkpoint is unaffected")
+        if metrics:
+            metrics.write("upload", step=result.step, repo_id=uploader.repo_id, branch=result.branch, ok=result.ok,
+                          url=result.commit_url, error=result.error, seconds=result.seconds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # evaluation
 
 
@@ -402,7 +434,8 @@ def _due(step: int, every: int) -> bool:
 
 def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     """Run (or resume) training as configured. Returns the process exit code. `hooks` is for tests only:
-    {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory."""
+    {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory; {"hub_api": HfApi-like} replaces
+    the Hub client of the checkpoint uploader."""
     hooks = hooks or {}
     from transformers.utils import logging as hf_logging
 
@@ -465,6 +498,13 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
             log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train "
                 "(raise --max_steps to continue)")
             return EXIT_OK
+
+    uploader, problem = None, None
+    if cfg.push_checkpoints_to and main:  # one Hub call now: offline / no token / no access stop the run here
+        uploader, problem = start_checkpoint_uploader(cfg, api=hooks.get("hub_api"))
+    problem = _broadcast(accelerator, problem) if cfg.push_checkpoints_to else None
+    if problem:
+        return fail([f"push_checkpoints_to {cfg.push_checkpoints_to!r}: {problem}"])
 
     # ---- setup ----------------------------------------------------------------------------------------------
     grad_accum = grad_accum_steps(cfg, world)
@@ -572,6 +612,7 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
                       f"seq_len={cfg.seq_len}: lower --micro_batch_size (e.g. {max(1, cfg.micro_batch_size // 2)}); "
                       f"grad accumulation grows to keep total_batch_size={cfg.total_batch_size:,} tokens/step "
                       "unchanged (it is never changed for you).", file=sys.stderr, flush=True)
+                finish_uploads(uploader, metrics, log)
                 return EXIT_OOM
             except NonFiniteError as err:
                 last_good = ckpt.find_resumable(cfg.output_dir) if main else None
@@ -606,8 +647,12 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
             done = step >= cfg.max_steps
             evaluate(step, final=done and cfg.eval_at_end)
             if stop_now or done or _due(step, cfg.save_every):
-                save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens, manifest_hash, log)
+                saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
+                                        manifest_hash, log)
                 last_saved = step
+                if uploader is not None:  # hard-links the files and returns; the upload runs in a thread
+                    branch = uploader.submit(saved, out / "metrics.jsonl", step=step)
+                    log(f"checkpoint step {step} queued for upload to {cfg.push_checkpoints_to}@{branch}")
             if stop_now:
                 log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
                 break
@@ -622,6 +667,7 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
                            flops_formula=FLOPS_FORMULA, last_checkpoint=str(last_saved))
             metrics.write("summary", **summary)
             log(f"done: {step} steps, {tokens:,} tokens in {wall:.1f}s")
+    finish_uploads(uploader, metrics, log)
     if metrics:
         metrics.close()
     accelerator.end_training()

@@ -94,6 +94,11 @@ class RunConfig:
     # --- checkpoints -----------------------------------------------------------------------------------------
     save_every: int = _f(1000, "checkpoint every N steps (0 = only at the end and on SIGTERM)")
     keep_last: int = _f(3, "complete checkpoints kept (>= 2; older ones deleted only after a new one commits)")
+    push_checkpoints_to: Optional[str] = _f(
+        None, "Hub repo id ('namespace/name'): upload each committed checkpoint and the metrics so far to branch "
+        "step-NNNNNNN of it, in a background thread (token: HF_TOKEN or `hf auth login`); default off"
+    )
+    push_private: bool = _f(True, "create the push_checkpoints_to repo as private (if it does not exist yet)")
     # --- logging ---------------------------------------------------------------------------------------------
     log_with: Literal["auto", "none", "tensorboard", "trackio"] = _f(
         "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed"
@@ -312,6 +317,13 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
             e.append(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not math.isfinite(cfg.max_lr):
         e.append("max_lr must be finite")
+    if cfg.push_checkpoints_to:
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(cfg.push_checkpoints_to)
+        except ValueError:
+            e.append(f"push_checkpoints_to {cfg.push_checkpoints_to!r} is not a Hub repo id ('namespace/name')")
     if cfg.keep_last < 2:
         e.append(f"keep_last must be >= 2 (got {cfg.keep_last}): with one kept, a bad save can leave no good checkpoint")
 
