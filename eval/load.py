@@ -3,7 +3,7 @@
 `path` may be (docs/CONTRACTS.md):
 - an export / `save_pretrained` folder (has `config.json`);
 - a checkpoint folder `checkpoints/step_*/` (uses its `model/`);
-- a run folder (`output_dir` of train.py): its newest checkpoint that has the file `COMPLETE`;
+- a run folder (`output_dir` of train.py): its newest committed checkpoint that verifies (publish.run_folder);
 - a Hub id such as `openai-community/gpt2` (for side-by-side comparisons; needs the network).
 
 Our classes are registered with the Auto factories in-process first (`register_auto_classes()`), so our own
@@ -23,26 +23,19 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 def resolve_model_dir(path: str | Path) -> Path | str:
-    """The folder holding `config.json` for an export, checkpoint or run folder; a Hub id is returned as is."""
+    """The folder holding `config.json` for an export, checkpoint or run folder; a Hub id is returned as is.
+    Local paths resolve exactly as export does (publish.run_folder): committed, verified checkpoints only."""
+    from publish.run_folder import resolve_source
+
     p = Path(path)
     if not p.exists():
         if re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) and not str(path).startswith((".", "/")):
             return str(path)  # Hub id
         raise EvalInputError(f"model path not found: {p}")
-    if (p / "config.json").is_file():
-        return p
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
-    checkpoints = p / "checkpoints"
-    if checkpoints.is_dir():
-        complete = sorted(c for c in checkpoints.glob("step_*") if (c / "COMPLETE").exists())
-        if not complete:
-            raise EvalInputError(f"{p} is a run folder without a complete checkpoint (no checkpoints/step_*/COMPLETE)")
-        return resolve_model_dir(complete[-1])
-    raise EvalInputError(
-        f"{p} has no config.json: expected an export folder, a checkpoint folder (with model/) or a run folder "
-        "(with checkpoints/step_*/COMPLETE)"
-    )
+    try:
+        return resolve_source(p).model_dir
+    except (FileNotFoundError, ValueError) as err:
+        raise EvalInputError(str(err)) from None
 
 
 def model_dir_of(path: str | Path) -> Path | str:

@@ -5,14 +5,18 @@
     src = resolve_source("some/save_pretrained/folder")
     src.model_dir, src.step, src.metrics_path, src.run_config()
 
-A checkpoint without COMPLETE was not committed (killed mid-save): it is never exported, and asking for it by
-name is an error that says so.
+This is the one place that turns a user's path into a model folder: export (publish/) and evaluation
+(eval/load.py) both resolve through it. A checkpoint without COMPLETE was not committed (killed mid-save): it
+is never used, and asking for it by name is an error that says so. A checkpoint written by train.py also
+carries MANIFEST.json (size + sha256 of every file): it is verified, so a truncated or corrupted checkpoint is
+never exported or evaluated; in a run folder the newest good one is used, with a warning for each bad one.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +53,7 @@ def resolve_source(path: str | Path) -> RunSource:
     """A run folder, a checkpoint folder or a model folder -> where the model, metrics and step are."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: pass a run folder, a checkpoint folder or a model folder")
+        raise FileNotFoundError(f"{path} not found: pass a run folder, a checkpoint folder or a model folder")
     if (path / "config.json").is_file():
         checkpoint = path.parent if path.name == "model" and _STEP_DIR.match(path.parent.name) else None
         if checkpoint is not None:
@@ -58,28 +62,49 @@ def resolve_source(path: str | Path) -> RunSource:
     if (path / "model" / "config.json").is_file() or _STEP_DIR.match(path.name):
         return _from_checkpoint(path)
     if (path / "checkpoints").is_dir():
-        committed = [
-            (int(m.group(1)), d)
-            for d in (path / "checkpoints").iterdir()
-            if (m := _STEP_DIR.match(d.name)) and (d / COMPLETE_MARKER).is_file()
-        ]
-        if not committed:
-            raise FileNotFoundError(f"{path / 'checkpoints'} holds no complete checkpoint (none has a COMPLETE file)")
-        return _from_checkpoint(max(committed)[1])
+        committed = sorted(
+            ((int(m.group(1)), d) for d in (path / "checkpoints").iterdir()
+             if (m := _STEP_DIR.match(d.name)) and (d / COMPLETE_MARKER).is_file()),
+            reverse=True,
+        )
+        for _, checkpoint in committed:  # newest first; a corrupted one is skipped, loudly
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                return _from_checkpoint(checkpoint)
+            warnings.warn(f"checkpoint {checkpoint} is unusable ({problem}); using the previous one", stacklevel=2)
+        raise FileNotFoundError(
+            f"{path} is a run folder without a complete checkpoint (no intact checkpoints/step_*/COMPLETE): "
+            "train until the first save (save_every), or pass a model folder"
+        )
     raise FileNotFoundError(
-        f"{path} is neither a run folder (checkpoints/), a checkpoint folder (model/ + COMPLETE) nor a model "
-        "folder (config.json)"
+        f"{path} has no config.json: expected a model folder (config.json), a checkpoint folder (model/ + "
+        "COMPLETE) or a run folder (checkpoints/step_*/COMPLETE)"
     )
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """None if `checkpoint` may be used; else what is wrong with it. MANIFEST.json (written by train.py) is
+    checked file by file; a folder made by hand with only a COMPLETE marker is taken as it is."""
+    if not (checkpoint / COMPLETE_MARKER).is_file():
+        return f"no {COMPLETE_MARKER} file: the save did not finish"
+    if (checkpoint / "MANIFEST.json").is_file():
+        from training.checkpoint import verify
+
+        return verify(checkpoint)
+    return None
 
 
 def _from_checkpoint(checkpoint: Path) -> RunSource:
     if not (checkpoint / COMPLETE_MARKER).is_file():
         raise FileNotFoundError(
-            f"{checkpoint} has no {COMPLETE_MARKER} file: the save did not finish; export an earlier checkpoint "
+            f"{checkpoint} has no {COMPLETE_MARKER} file: the save did not finish; use an earlier checkpoint "
             "or the run folder (its newest complete checkpoint)"
         )
     if not (checkpoint / "model" / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint}/model/config.json is missing: not a checkpoint written by train.py")
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise FileNotFoundError(f"{checkpoint} is damaged: {problem}; use an earlier checkpoint or the run folder")
     match = _STEP_DIR.match(checkpoint.name)
     step = int(match.group(1)) if match else _step_from_meta(checkpoint)
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None

@@ -320,6 +320,29 @@ def test_corrupted_newest_checkpoint_falls_back_with_warning(setup, reference, t
     _assert_same_weights(_final_weights(out), _final_weights(ref_out))
 
 
+def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path):
+    """Export and evaluation resolve run folders the same way: never a damaged checkpoint."""
+    from eval.errors import EvalInputError
+    from eval.load import resolve_model_dir
+    from publish.run_folder import resolve_source
+
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    damaged = out / "checkpoints" / "step_00000008"
+    with open(damaged / "optimizer.pt", "r+b") as f:  # truncated: the weights are fine, the save is not
+        f.truncate(100)
+    with pytest.warns(UserWarning, match=r"step_00000008 is unusable \(optimizer.pt has 100 bytes"):
+        src = resolve_source(out)
+    assert src.step == 6 and src.model_dir == out / "checkpoints" / "step_00000006" / "model"
+    with pytest.warns(UserWarning, match="step_00000008 is unusable"):
+        assert resolve_model_dir(out) == src.model_dir
+    with pytest.raises(EvalInputError, match=r"step_00000008 is damaged: optimizer.pt has 100 bytes"):
+        resolve_model_dir(damaged)
+    with pytest.raises(FileNotFoundError, match="is damaged"):
+        resolve_source(damaged / "model")
+
+
 def _model_with(hook_factory):
     """A build_model hook: the normal model, handed to `hook_factory(model)` to install fault injection."""
     from training.loop import build_model
