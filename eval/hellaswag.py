@@ -20,7 +20,8 @@ How it is fast: text is tokenised once (`from_file`); identical inputs are score
 per forward, right padded to a multiple of 32 (few distinct shapes: torch.compile compiles them once, not on
 every call); the LM head runs only on the scored positions (GPT-2 / ours, uncompiled: body, then the head on the
 gathered hidden states) or on a window around them (`logits_to_keep`, e.g. a compiled model), and the
-log-probabilities are `logit[target] - logsumexp(logits)` (no log-softmax copy of the logits).
+log-probabilities of the scored positions are taken in cache-sized chunks (head matmul, then fp32
+`cross_entropy`, i.e. log-softmax at the target, while the chunk is still in cache).
 
 Distributed: the batches are planned globally (independent of world size); rank r scores batches r, r+W, ...;
 the per-choice log-likelihoods are summed across ranks with `reduce_fn` (each is computed by exactly one rank,
@@ -250,11 +251,15 @@ class HellaSwagScorer:
                 if mode == "head":  # LM head on exactly the scored positions
                     hidden = base.base_model(input_ids=input_ids, use_cache=False).last_hidden_state  # (B, L, C)
                     flat = (batch.row * hidden.shape[1] + batch.pos).to(device)  # (P,) into (B*L)
-                    logits = base.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[flat])  # (P, V)
+                    scored = hidden.reshape(-1, hidden.shape[-1])[flat]  # (P, C)
+                    head = base.get_output_embeddings()
                     n_ids = getattr(base.config, "tokenizer_vocab_size", None)
-                    if n_ids is not None and n_ids < logits.shape[-1]:
-                        logits[:, n_ids:] = float("-inf")  # as the model's forward does: padded ids never occur
-                    flat = torch.arange(len(flat), device=device)
+
+                    def logits_of(rows, head=head, scored=scored, n_ids=n_ids):  # (p, V) for a slice of the P
+                        logits = head(scored[rows])
+                        if n_ids is not None and n_ids < logits.shape[-1]:
+                            logits[:, n_ids:] = float("-inf")  # as the model's forward does: padded ids never occur
+                        return logits
                 else:
                     if mode == "keep":  # LM head on the window of scored positions
                         keep = torch.arange(batch.keep_start, batch.keep_start + batch.keep_len, device=device)
@@ -264,10 +269,12 @@ class HellaSwagScorer:
                         logits = model(input_ids=input_ids).logits  # (B, L, V)
                         start = 0
                     flat = (batch.row * logits.shape[1] + batch.pos - start).to(device)  # (P,) into (B*K)
-                    logits = logits.reshape(-1, logits.shape[-1])  # (B*K, V)
-                # log p(target) = logit[target] - logsumexp(logits): no log-softmax copy of the logits
-                lse = torch.logsumexp(logits.float(), dim=-1)  # (B*K,) or (P,)
-                logp = logits[flat, target].float() - lse[flat]  # (P,)
+                    scored = logits.reshape(-1, logits.shape[-1])[flat]  # (P, V)
+
+                    def logits_of(rows, scored=scored):
+                        return scored[rows]
+                vocab = head.weight.shape[0] if mode == "head" else scored.shape[-1]
+                logp = _target_logprobs(logits_of, target, device, vocab)  # (P,)
                 logp = torch.cat([logp, logp.new_zeros(1)])  # index P is the padding zero
                 sums = logp[batch.sum_index.to(device)].sum(1)  # (R,) fp32, fixed order: deterministic
                 ll[batch.request_ids.to(device)] = sums.double()
@@ -333,6 +340,22 @@ def _scoring_mode(model) -> str:
     if "logits_to_keep" in inspect.signature(base.forward).parameters:
         return "keep"
     return "full"
+
+
+def _target_logprobs(logits_of, target: torch.Tensor, device: torch.device, vocab: int) -> torch.Tensor:
+    """log p(target[i]) for the P scored positions, as fp32 `log_softmax(logits)[target]` (lm-eval's numbers).
+
+    `logits_of(slice)` gives the (p, V) logits of a slice of the positions. The positions go in chunks: on CPU
+    small enough that a chunk's logits stay in cache between the head matmul and the softmax (~3x faster than
+    one (P, V) pass for GPT-2's 50k vocabulary); on a GPU large (few kernels), bounded in memory."""
+    budget = (512 << 20) if device.type == "cuda" else (6 << 20)
+    chunk = max(1, budget // (4 * vocab))  # fp32 bytes of one row of logits
+    parts = []
+    for start in range(0, len(target), chunk):
+        rows = slice(start, start + chunk)
+        logits = logits_of(rows).float()  # (p, V)
+        parts.append(-torch.nn.functional.cross_entropy(logits, target[rows], reduction="none"))
+    return torch.cat(parts) if parts else torch.zeros(0, device=device)
 
 
 def _unwrap(model):
