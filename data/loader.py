@@ -164,6 +164,7 @@ class TrainBatches:
         self._data_hash = self.dataset.data_hash("train")
         self._consumed = 0  # windows taken by all ranks together so far
         self._perms: dict[int, np.ndarray] = {}
+        self._order_check_value = self._order_check()  # once: state_dict() is called after every batch
 
     @property
     def tokens_per_epoch(self) -> int:
@@ -212,7 +213,7 @@ class TrainBatches:
         return {"version": STATE_VERSION, "windows_consumed": self._consumed, "seed": self.seed,
                 "batch_size": self.batch_size, "seq_len": self.seq_len, "world_size": self.world_size,
                 "windows_per_epoch": self.windows_per_epoch, "train_data_hash": self._data_hash,
-                "order_check": self._order_check()}
+                "order_check": self._order_check_value}
 
     def load_state_dict(self, state: dict, allow_resize: bool = False) -> None:
         """Continue exactly where `state` stopped. Refuses any difference that would change the data order;

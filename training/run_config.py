@@ -76,6 +76,9 @@ class RunConfig:
     )
     tf32: bool = _f(True, "TF32 matmuls on CUDA")
     compile: bool = _f(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+    data_prefetch: Literal["auto", "on", "off"] = _f(
+        "auto", "make the next batches in a background thread (data.prefetch; 'auto' = on CUDA)"
+    )
     # --- evaluation ------------------------------------------------------------------------------------------
     eval_every: int = _f(250, "validation loss every N steps (0 = only at the end); also at the end")
     val_tokens: int = _f(10485760, "validation tokens (fixed: the same windows for any world size)")
