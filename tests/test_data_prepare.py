@@ -16,30 +16,6 @@ from data.shards import NPY_HEADER_BYTES
 from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, gpt2_bpe_files
 
 EDU_150 = "fineweb-edu/fineweb_edu_150docs.parquet"
-TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
-
-
-@pytest.fixture(scope="module")
-def tiktoken_gpt2(tmp_path_factory):
-    """tiktoken's own `gpt2` encoding (its URLs, hashes and regex), fed from a local cache instead of the web."""
-    import os
-
-    import tiktoken
-    import tiktoken_ext.openai_public as openai_public
-
-    cache = tmp_path_factory.mktemp("tiktoken-cache")
-    encoder_json, vocab_bpe = gpt2_bpe_files()
-    for name, path in (("encoder.json", encoder_json), ("vocab.bpe", vocab_bpe)):
-        shutil.copy(path, cache / hashlib.sha1((TIKTOKEN_URL + name).encode()).hexdigest())
-    old = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-    try:
-        return tiktoken.Encoding(**openai_public.gpt2())
-    finally:
-        if old is None:
-            del os.environ["TIKTOKEN_CACHE_DIR"]
-        else:
-            os.environ["TIKTOKEN_CACHE_DIR"] = old
 
 
 def stream(out, split=None):

@@ -1,14 +1,11 @@
-"""The offline GPT-2 tokenizer gives tiktoken's `gpt2` ids on varied text."""
+"""The offline GPT-2 tokenizer gives tiktoken's `gpt2` ids on varied text (tiktoken's own encoding definition:
+conftest.tiktoken_gpt2)."""
 
 import pytest
-import tiktoken.load
 
-from data.tokenizer import EOT_ID, encode_document, gpt2_bpe_files
+from data.tokenizer import EOT_ID, encode_document
 
 pytestmark = pytest.mark.model
-
-# tiktoken's GPT-2 split pattern (public constant of the GPT-2 encoding)
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 TEXTS = [
     "Hello, I'm a language model,",
@@ -24,16 +21,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiktoken_gpt2():
-    encoder_json, vocab_bpe = gpt2_bpe_files()
-    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json)
-    )
-    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": EOT_ID})
-
-
 def test_vocabulary(gpt2_tokenizer):
     assert len(gpt2_tokenizer) == 50257
     assert gpt2_tokenizer.eos_token_id == EOT_ID
@@ -41,8 +28,11 @@ def test_vocabulary(gpt2_tokenizer):
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_ids_equal_tiktoken(gpt2_tokenizer, tiktoken_gpt2, text):
+    from data.encode import tiktoken_gpt2 as prepare_backend  # data.prepare's default (fast) tokenizer
+
     ours = encode_document(gpt2_tokenizer, text)
     assert ours == [EOT_ID] + tiktoken_gpt2.encode_ordinary(text)
+    assert prepare_backend().encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
     assert gpt2_tokenizer.decode(ours[1:]) == text
 
 
