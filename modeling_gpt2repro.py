@@ -12,9 +12,9 @@ What transformers gives us for free, and how we plug into it:
 - KV cache (`DynamicCache`), `generate()`, `save_pretrained` with our code files and `auto_map`, the causal-LM loss.
 
 Padded vocabulary: the embedding has `vocab_size` (50304) rows so the big lm_head matmul has a fast shape, but
-only `tokenizer_vocab_size` (50257) ids exist. The logits of the padded ids are set to -inf after the matmul (a
-write of 47 columns, not a copy of the logits), so they get exactly zero probability and the probabilities
-over the real ids equal those of the same model cropped to 50257 rows.
+only `tokenizer_vocab_size` (50257) ids exist. The LM head adds a bias of 0 (real ids) / -inf (padded ids),
+so those get exactly zero probability and the probabilities over the real ids equal those of the same model
+cropped to 50257 rows; the bias rides in the matmul and costs no extra pass over the logits.
 """
 
 from __future__ import annotations
@@ -296,9 +296,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state  # (B, T, C)
         # generate() only needs the last position's logits: skip the lm_head matmul for the rest.
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', vocab_size)
-        if self.config.tokenizer_vocab_size < self.config.vocab_size:
-            logits[..., self.config.tokenizer_vocab_size :] = float("-inf")  # padded ids: zero probability
+        logits = F.linear(hidden_states[:, keep, :], self.lm_head.weight, self._padded_ids_bias())  # (B, T', V)
 
         loss = None
         if labels is not None or shift_labels is not None:
@@ -311,6 +309,19 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
                 **loss_kwargs,
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+
+
+    def _padded_ids_bias(self) -> torch.Tensor | None:
+        """(vocab_size,) bias for the LM head: 0 for real ids, -inf for the padded rows (zero probability), or
+        None when nothing is padded. A bias costs nothing measurable (it rides in the matmul); writing -inf into
+        the logits in place instead made autograd copy the whole (B, T, V) gradient (+11% step time on CPU)."""
+        n_ids, width = self.config.tokenizer_vocab_size, self.config.vocab_size
+        if n_ids >= width:
+            return None
+        weight = self.lm_head.weight
+        bias = torch.zeros(width, device=weight.device, dtype=weight.dtype)
+        bias[n_ids:] = float("-inf")
+        return bias
 
 
 def register_auto_classes() -> None:
