@@ -296,7 +296,14 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state  # (B, T, C)
         # generate() only needs the last position's logits: skip the lm_head matmul for the rest.
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = F.linear(hidden_states[:, keep, :], self.lm_head.weight, self._padded_ids_bias())  # (B, T', V)
+        hidden_states = hidden_states[:, keep, :]
+        if _is_plain_linear(self.lm_head):  # (B, T', V); the padded-ids bias rides in the matmul
+            weight = self.lm_head.weight
+            logits = F.linear(hidden_states, weight, self._padded_ids_bias(weight.device, weight.dtype))
+        else:  # a replaced head (quantized, adapters) or one with hooks: call it, then mask
+            logits = self.lm_head(hidden_states)
+            bias = self._padded_ids_bias(logits.device, logits.dtype)
+            logits = logits if bias is None else logits + bias
 
         loss = None
         if labels is not None or shift_labels is not None:
@@ -311,17 +318,25 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
 
 
-    def _padded_ids_bias(self) -> torch.Tensor | None:
+    def _padded_ids_bias(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         """(vocab_size,) bias for the LM head: 0 for real ids, -inf for the padded rows (zero probability), or
         None when nothing is padded. A bias costs nothing measurable (it rides in the matmul); writing -inf into
         the logits in place instead made autograd copy the whole (B, T, V) gradient (+11% step time on CPU)."""
         n_ids, width = self.config.tokenizer_vocab_size, self.config.vocab_size
         if n_ids >= width:
             return None
-        weight = self.lm_head.weight
-        bias = torch.zeros(width, device=weight.device, dtype=weight.dtype)
+        bias = torch.zeros(width, device=device, dtype=dtype)
         bias[n_ids:] = float("-inf")
         return bias
+
+
+def _is_plain_linear(module: nn.Module) -> bool:
+    """True when calling `module` does exactly `F.linear(x, weight)`: a bias-free nn.Linear, no hooks anywhere."""
+    from torch.nn.modules import module as module_globals
+
+    return (type(module) is nn.Linear and module.bias is None and not module._forward_hooks
+            and not module._forward_pre_hooks and not module_globals._global_forward_hooks
+            and not module_globals._global_forward_pre_hooks)
 
 
 def register_auto_classes() -> None:

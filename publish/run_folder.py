@@ -83,11 +83,14 @@ def resolve_source(path: str | Path) -> RunSource:
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
-    """None if `checkpoint` may be used; else what is wrong with it. MANIFEST.json (written by train.py) is
-    checked file by file; a folder made by hand with only a COMPLETE marker is taken as it is."""
+    """None if `checkpoint` may be used; else what is wrong with it. A train.py checkpoint (MANIFEST.json, whose
+    sha256 is in COMPLETE) is checked file by file; a folder made by hand with only a COMPLETE marker (not a
+    sha256) is taken as it is."""
     if not (checkpoint / COMPLETE_MARKER).is_file():
         return f"no {COMPLETE_MARKER} file: the save did not finish"
-    if (checkpoint / "MANIFEST.json").is_file():
+    marker = (checkpoint / COMPLETE_MARKER).read_text(errors="replace").strip()
+    if (checkpoint / "MANIFEST.json").is_file() or re.fullmatch(r"[0-9a-f]{64}", marker):
+        # train.py's COMPLETE holds the manifest's sha256: such a checkpoint without its manifest is damaged
         from training.checkpoint import verify
 
         return verify(checkpoint)

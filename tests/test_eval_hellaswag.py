@@ -31,9 +31,36 @@ def hellaswag_file(shared_data):
     return shared_data("hellaswag/hellaswag_val.jsonl")
 
 
+def trained_tiny_model(text: str, steps: int = 40):
+    """A small *trained* model (must-show 1): our 2-layer GPT2Repro after `steps` seeded AdamW steps on
+    FineWeb-Edu text, so its answers come from learned statistics rather than from random weights."""
+    from configuration_gpt2repro import GPT2ReproConfig
+    from data.tokenizer import gpt2_tokenizer
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    ids = torch.tensor(gpt2_tokenizer()(text)["input_ids"], dtype=torch.long)
+    torch.manual_seed(0)
+    model = GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=32, n_positions=128))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - 65, (8,))
+        window = torch.stack([ids[s:s + 65] for s in starts])  # (8, 65)
+        loss = model(input_ids=window[:, :-1], shift_labels=window[:, 1:]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 2, losses  # it learned something (10.8 -> below 8.8)
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model()
+def model(shared_data):
+    import pyarrow.parquet as pq
+
+    docs = pq.read_table(shared_data("fineweb-edu/fineweb_edu_150docs.parquet"), columns=["text"]).column("text")
+    return trained_tiny_model("\n\n".join(docs.to_pylist()[:60]))
 
 
 @pytest.fixture(scope="module")

@@ -99,3 +99,23 @@ def test_from_pretrained_keeps_checkpoint_dtype_unless_asked(tmp_path):
     tiny_model().to(torch.bfloat16).save_pretrained(tmp_path)
     assert GPT2ReproForCausalLM.from_pretrained(tmp_path).dtype == torch.bfloat16
     assert GPT2ReproForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).dtype == torch.float32
+
+
+def test_padded_ids_masked_the_same_when_the_head_is_hooked_or_replaced():
+    """The fused path (bias inside the head matmul) and the general path (a head with hooks, or a replaced
+    module: quantized, adapters) give the same logits, padded ids -inf, and the hook really runs."""
+    model = tiny_model(seed=4)
+    x = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        fused = model(x).logits
+        seen = []
+        handle = model.lm_head.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+        hooked = model(x).logits
+        handle.remove()
+        model.lm_head = torch.nn.Sequential(model.lm_head)  # stands in for a replaced module
+        replaced = model(x).logits
+    assert seen == [(2, 16, 50304)]
+    for logits in (hooked, replaced):
+        torch.testing.assert_close(logits[..., :50257], fused[..., :50257], rtol=0, atol=1e-6)
+        assert torch.isneginf(logits[..., 50257:]).all()
+    assert torch.isneginf(fused[..., 50257:]).all()

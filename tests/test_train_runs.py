@@ -145,10 +145,11 @@ def _job_reference(setup, out):
 
 
 def _job_kill(setup, out):
-    """Phase 1 killed (SIGKILL) right after step 5; phase 2 resumes in a new process."""
-    killed = _start_and_signal(_args(setup, out), "step      5/8", signal.SIGKILL)
+    """Phase 1 killed (SIGKILL) right after step 5; phase 2 resumes in a new process. Both with the batch
+    prefetch thread on (the default on CUDA), which must not change the data position saved."""
+    killed = _start_and_signal(_args(setup, out, "--data_prefetch", "on"), "step      5/8", signal.SIGKILL)
     found = ckpt.find_resumable(out)
-    return killed, found, _run(_args(setup, out))  # resume: auto (the default)
+    return killed, found, _run(_args(setup, out, "--data_prefetch", "on"))  # resume: auto (the default)
 
 
 def _job_sigterm(setup, out):
@@ -159,7 +160,7 @@ def _job_sigterm(setup, out):
 
 
 def _job_two_processes(setup, out):
-    return _run(_args(setup, out, "--max_steps", "4"),
+    return _run(_args(setup, out, "--max_steps", "4", "--data_prefetch", "on"),
                 launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
 
 
@@ -203,7 +204,8 @@ def test_reference_run_logs_and_run_folder(reference):
 
     rows = read_metrics(out / "metrics.jsonl")
     train_rows = [r for r in rows if r["type"] == "train"]
-    assert list(train_rows[0]) == ["type", "step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "tokens"]
+    assert list(train_rows[0]) == ["type", "step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "tokens", "time"]
+    assert all(a["time"] <= b["time"] for a, b in zip(rows, rows[1:]))  # written in order, wall clock
     assert [r["tokens"] for r in train_rows] == [256 * s for s in range(1, 9)]
     val = [r for r in rows if r["type"] == "val"]
     assert [r["step"] for r in val] == [0, 4, 8] and all(r["val_tokens"] == 640 for r in val)
@@ -341,6 +343,9 @@ def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path)
         resolve_model_dir(damaged)
     with pytest.raises(FileNotFoundError, match="is damaged"):
         resolve_source(damaged / "model")
+    (damaged / "MANIFEST.json").unlink()  # a train.py checkpoint that lost its manifest is not taken on trust
+    with pytest.raises(FileNotFoundError, match="is damaged: MANIFEST.json is missing"):
+        resolve_source(damaged)
 
 
 def _model_with(hook_factory):
@@ -412,6 +417,33 @@ def test_out_of_memory_names_the_knob(setup, tmp_path, in_process, capsys):
     assert "out of memory at step 1" in err and "lower --micro_batch_size (e.g. 2)" in err
     assert "total_batch_size=256 tokens/step unchanged" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_out_of_memory_in_evaluation_names_the_knob_and_keeps_the_step(setup, tmp_path, in_process, capsys):
+    from training.loop import train as run_train
+    from training.run_config import load_run_config
+
+    trained = {"forwards": 0}
+
+    def inject(model):
+        def hook(module, inputs):
+            if module.training:
+                trained["forwards"] += 1
+            elif trained["forwards"] > 0:  # evaluation after training started (the step-0 baseline fits)
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        model.transformer.register_forward_pre_hook(hook)
+
+    build, _ = _model_with(inject)
+    out = tmp_path / "run"
+    cfg = load_run_config(_args(setup, out, "--eval_every", "3", "--hellaswag_every", "0", "--sample_every", "0",
+                                "--val_batch_size", "6"))
+    assert run_train(cfg, hooks={"build_model": build}) == 4
+    err = capsys.readouterr().err
+    assert "out of memory in the evaluation at step 3" in err and "lower --val_batch_size (e.g. 3)" in err
+    assert "this step is checkpointed" in err
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002", "step_00000003"]
+    assert ckpt.verify(out / "checkpoints" / "step_00000003") is None
+    assert read_metrics(out / "metrics.jsonl")[-1]["type"] == "error"
 
 
 def test_single_batch_overfits(setup, tmp_path, in_process):
@@ -556,3 +588,60 @@ def test_push_checkpoints_to_a_bad_repo_id_is_a_config_error(setup, tmp_path):
 
     with pytest.raises(ConfigError, match="push_checkpoints_to 'not a/valid/id' is not a Hub repo id"):
         load_run_config(_args(setup, tmp_path / "run", "--push_checkpoints_to", "not a/valid/id"))
+
+
+def test_a_train_py_run_exports_in_both_formats_loads_fresh_and_generates(reference, tmp_path):
+    """Issue 6 must-show 1 on a run train.py really wrote (checkpoints with MANIFEST, real metrics.jsonl)."""
+    from huggingface_hub import ModelCard
+
+    import export as export_cli
+    from publish.model_card import METRIC_ACC_NORM, METRIC_VAL_LOSS
+    from test_export_run import FRESH_PROCESS
+
+    ref_out, _ = reference
+    for fmt in ("gpt2repro", "gpt2"):
+        assert export_cli.main([str(ref_out), "--out", str(tmp_path / fmt), "--format", fmt]) == 0
+    ids = torch.randint(0, 50257, (2, 10), generator=torch.Generator().manual_seed(5))
+    env = {**_env(), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "gpt2repro"), str(tmp_path / "gpt2"),
+                           json.dumps(ids.tolist())], capture_output=True, text=True, timeout=300, env=env,
+                          stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ours"]["module"].startswith("transformers_modules") and out["stock_auto_class"] == "GPT2LMHeadModel"
+    # both formats hold the run's last checkpoint: the same probabilities over the real ids
+    ours, stock = torch.tensor(out["ours"]["logprobs"]), torch.tensor(out["stock"]["logprobs"])
+    assert (ours - stock).abs().max() < 1e-5
+    assert all(out[k]["new_tokens"] > 0 for k in ("ours", "stock"))
+    # the card carries the run's own numbers at step 8
+    rows = read_metrics(ref_out / "metrics.jsonl")
+    val8 = next(r["val_loss"] for r in rows if r["type"] == "val" and r["step"] == 8)
+    hs8 = next(r for r in rows if r["type"] == "hellaswag" and r["step"] == 8)
+    card = ModelCard.load(tmp_path / "gpt2repro" / "README.md")
+    results = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert results[METRIC_VAL_LOSS] == round(val8, 4) and results[METRIC_ACC_NORM] == round(hs8["acc_norm"], 4)
+    assert (tmp_path / "gpt2repro" / "plots" / "loss.png").is_file()
+
+
+def test_compiled_training_with_in_loop_evaluation(setup, reference, tmp_path, in_process):
+    """torch.compile on (inductor, as on a GPU) with validation, HellaSwag and samples inside the loop: the run
+    finishes, trains the same as without compile, and compiles a bounded number of graphs (not one per step or
+    per evaluation)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--compile", "true", "--max_steps", "6", "--eval_every", "2",
+                            "--hellaswag_every", "2", "--sample_every", "2", "--save_every", "0")) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["type"] == "val"] == [0, 2, 4, 6]
+    assert [r["step"] for r in rows if r["type"] == "hellaswag"] == [2, 4, 6]
+    assert [r["step"] for r in rows if r["type"] == "sample"] == [2, 4, 6]
+    compiled, eager = _train_losses(out), _train_losses(reference[0])
+    for step in range(1, 7):
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
+    graphs = counters["stats"]["unique_graphs"]
+    # the training forward/backward and the no_grad validation forward, each compiled once (plus any graph
+    # breaks they have); 6 steps and 4 validations would need many more if anything recompiled per call
+    assert 0 < graphs <= 4, dict(counters["stats"])

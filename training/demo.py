@@ -1,6 +1,6 @@
 """The quick start, end to end and offline: prepare -> train -> evaluate -> export -> samples.
 
-    python -m training.demo                         # ~5 minutes on 2 CPU cores, no network needed
+    python -m training.demo                         # a few minutes on 2 CPU cores (README), no network needed
     HELLASWAG_FILE=path/to/hellaswag_val.jsonl python -m training.demo     # also score HellaSwag
 
 1. prepare  `builtin:pydocs` (Python's own documentation, shipped with the interpreter) -> out/data/pydocs

@@ -36,6 +36,12 @@ EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
 
 
+class EvalOutOfMemory(RuntimeError):
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"out of memory in the evaluation after step {step}")
+
+
 class NonFiniteError(RuntimeError):
     def __init__(self, loss: float, grad_norm: float):
         self.loss, self.grad_norm = loss, grad_norm
@@ -382,7 +388,8 @@ class Evaluator:
         t0 = time.time()
         with self._mode(model):
             batches = val_batches(cfg.data_dir, cfg.val_batch_size or cfg.micro_batch_size, cfg.seq_len,
-                                  cfg.val_tokens, self.acc.process_index, self.acc.num_processes)
+                                  cfg.val_tokens, self.acc.process_index, self.acc.num_processes,
+                                  pin_memory=self.acc.device.type == "cuda")
             loss, n_tokens = evaluate_val_loss(model, batches, self._reduce)
         loss, n_tokens = float(loss), int(n_tokens)
         self.log(f"val step {step:>6} | val_loss {loss:.6f} | tokens {n_tokens:,} | {time.time() - t0:.1f}s")
@@ -399,8 +406,11 @@ class Evaluator:
             res = self.hellaswag.evaluate(model, batch_size=self.cfg.val_batch_size or self.cfg.micro_batch_size,
                                           rank=self.acc.process_index, world_size=self.acc.num_processes,
                                           reduce_fn=self._reduce)
+        from eval.hellaswag import REFERENCE_GPT2_124M as ref
+
         self.log(f"hellaswag step {step:>6} | acc {res['acc']:.4f} | acc_norm {res['acc_norm']:.4f} | "
-                 f"acc_tokennorm {res['acc_tokennorm']:.4f} | n {res['n']} | {time.time() - t0:.1f}s")
+                 f"acc_tokennorm {res['acc_tokennorm']:.4f} | n {res['n']} | {time.time() - t0:.1f}s | "
+                 f"OpenAI GPT-2 124M: acc_norm {ref['acc_norm']:.4f}, acc_tokennorm {ref['acc_tokennorm']:.4f}")
         if metrics:
             metrics.write("hellaswag", step=step, acc=res["acc"], acc_norm=res["acc_norm"],
                           acc_tokennorm=res["acc_tokennorm"], n=res["n"])
@@ -522,7 +532,10 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     from data.loader import TrainBatches
     from data.tokenizer import gpt2_tokenizer
 
-    loader = TrainBatches(cfg.data_dir, cfg.micro_batch_size, cfg.seq_len, rank, world, cfg.data_seed)
+    # Pinned host batches on CUDA: `.to(device, non_blocking=True)` is then a real async copy; from pageable
+    # memory the driver may first wait for the stream, which stalls the CPU that should be queueing kernels.
+    loader = TrainBatches(cfg.data_dir, cfg.micro_batch_size, cfg.seq_len, rank, world, cfg.data_seed,
+                          pin_memory=device.type == "cuda")
     if resume_dir is not None:
         load_optimizer(accelerator, raw_model, optimizer, resume_dir)
         rank_state = ckpt.load_rank_state(resume_dir, rank)
@@ -530,9 +543,15 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
             loader.load_state_dict(rank_state["data"])
         ckpt.set_rng_state(rank_state["rng"])
         start_step, tokens = meta["step"], meta["tokens"]
+    prefetcher = None
     if cfg.overfit_single_batch:
         batches = itertools.repeat(next(iter(loader)))
         data_state = lambda: {"overfit_single_batch": True}  # noqa: E731
+    elif cfg.data_prefetch == "on" or (cfg.data_prefetch == "auto" and device.type == "cuda"):
+        from data.prefetch import Prefetcher
+
+        batches = prefetcher = Prefetcher(loader, depth=2, device=device)  # after load_state_dict: resumes exactly
+        data_state = prefetcher.state_dict
     else:
         batches = iter(loader)
         data_state = loader.state_dict
@@ -559,7 +578,8 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
         "\n".join([
             f"world size {world} | device {device} ({device_name}) | precision {precision}"
             f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {'on' if cfg.compile else 'off'}"
-            f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}",
+            f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}"
+            f" | data prefetch {'on' if prefetcher is not None else 'off'}",
             f"tokens/step {tokens_per_step:,} = micro_batch {cfg.micro_batch_size} x seq_len {cfg.seq_len} x "
             f"grad_accum {grad_accum} x world {world}",
             f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
@@ -579,12 +599,15 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     eval_model = torch.compile(raw_model) if cfg.compile and not _is_fsdp(accelerator) else raw_model
 
     def evaluate(step: int, final: bool = False):
-        if final or _due(step, cfg.eval_every):
-            evaluator.val_loss(eval_model, step, metrics)
-        if final or _due(step, cfg.hellaswag_every):
-            evaluator.hellaswag_eval(raw_model, step, metrics)
-        if final or _due(step, cfg.sample_every):
-            evaluator.samples(raw_model, step, metrics)
+        try:
+            if final or _due(step, cfg.eval_every):
+                evaluator.val_loss(eval_model, step, metrics)
+            if final or _due(step, cfg.hellaswag_every):
+                evaluator.hellaswag_eval(raw_model, step, metrics)
+            if final or _due(step, cfg.sample_every):
+                evaluator.samples(raw_model, step, metrics)
+        except torch.OutOfMemoryError as err:
+            raise EvalOutOfMemory(step) from err
 
     # ---- the loop -------------------------------------------------------------------------------------------
     from tqdm.auto import tqdm
@@ -596,8 +619,26 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     last_saved = start_step if resume_dir is not None else None
     step = start_step
     code = EXIT_OK
+    def report_eval_oom(at_step: int) -> None:
+        vb = cfg.val_batch_size or cfg.micro_batch_size
+        msg = (f"out of memory in the evaluation at step {at_step} on rank {rank} with val_batch_size={vb} "
+               f"(validation and HellaSwag use it): lower --val_batch_size (e.g. {max(1, vb // 2)})"
+               + ("; training itself fit, and this step is checkpointed before stopping" if at_step > 0 else ""))
+        print(msg, file=sys.stderr, flush=True)
+        if metrics:
+            metrics.write("error", step=at_step, message=msg)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
     if start_step == 0 and cfg.eval_every > 0:
-        evaluator.val_loss(eval_model, 0, metrics)  # the baseline every val curve starts from
+        try:
+            evaluator.val_loss(eval_model, 0, metrics)  # the baseline every val curve starts from
+        except torch.OutOfMemoryError:
+            report_eval_oom(0)
+            finish_uploads(uploader, metrics, log)
+            if prefetcher is not None:
+                prefetcher.close()
+            return EXIT_OOM
     model.train()
     with StopRequest() as stop:
         while step < cfg.max_steps:
@@ -613,6 +654,8 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
                       f"grad accumulation grows to keep total_batch_size={cfg.total_batch_size:,} tokens/step "
                       "unchanged (it is never changed for you).", file=sys.stderr, flush=True)
                 finish_uploads(uploader, metrics, log)
+                if prefetcher is not None:
+                    prefetcher.close()
                 return EXIT_OOM
             except NonFiniteError as err:
                 last_good = ckpt.find_resumable(cfg.output_dir) if main else None
@@ -645,7 +688,11 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
 
             done = step >= cfg.max_steps
-            evaluate(step, final=done and cfg.eval_at_end)
+            try:
+                evaluate(step, final=done and cfg.eval_at_end)
+            except EvalOutOfMemory:
+                report_eval_oom(step)
+                code, stop_now = EXIT_OOM, True  # save this step (below), then stop
             if stop_now or done or _due(step, cfg.save_every):
                 saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
                                         manifest_hash, log)
@@ -653,10 +700,14 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
                 if uploader is not None:  # hard-links the files and returns; the upload runs in a thread
                     branch = uploader.submit(saved, out / "metrics.jsonl", step=step)
                     log(f"checkpoint step {step} queued for upload to {cfg.push_checkpoints_to}@{branch}")
+            if code == EXIT_OOM:
+                break
             if stop_now:
                 log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
                 break
     bar.close()
+    if prefetcher is not None:
+        prefetcher.close()
 
     if code == EXIT_OK and step >= cfg.max_steps:
         wall = time.time() - run_t0

@@ -8,6 +8,7 @@ The default peaks are bf16 dense matmul rates *measured* on our lent machines (8
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -56,14 +57,16 @@ def _clean(value):
 
 
 class MetricsLog:
-    """Appends one JSON object per line to `path`, field "type" first, flushed at once (a crash loses nothing)."""
+    """Appends one JSON object per line to `path`, field "type" first, flushed at once (a crash loses nothing).
+    Every row also gets `time`: wall-clock seconds since the epoch when it was written (elapsed-time curves,
+    throughput over any window of steps)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._file = open(self.path, "a", buffering=1)
 
     def write(self, type: str, **fields) -> dict:
-        record = {"type": type, **{k: _clean(v) for k, v in fields.items()}}
+        record = {"type": type, **{k: _clean(v) for k, v in fields.items()}, "time": round(time.time(), 3)}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         return record

@@ -1,0 +1,90 @@
+"""bench/bench_gpu_train.py runs end to end on CPU with a tiny model, so the GPU measurement (issue 7) is one
+command away when a GPU is lent. No timing is asserted: only that every part ran and reported."""
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import bench_gpu_train  # noqa: E402
+from bench.nanogpt_reference import RefConfig, RefGPT, SequentialLoader  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("bench_gpu")
+    rng = random.Random(0)
+    words = "a model learns to predict the next token from the ones before it as training goes on".split()
+    src = root / "docs.jsonl"
+    with open(src, "w") as f:
+        for _ in range(300):
+            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(30, 90)))}) + "\n")
+    prepare(str(src), root / "data", val_tokens=4096, shard_tokens=1 << 20, num_proc=1, progress=False)
+    hellaswag = root / "hellaswag.jsonl"
+    with open(hellaswag, "w") as f:
+        for i in range(8):
+            f.write(json.dumps({"ind": i, "activity_label": "Learning", "ctx_a": f"the model {i} reads.",
+                                "ctx_b": "then it", "ctx": f"the model {i} reads. then it", "split": "val",
+                                "split_type": "indomain", "label": i % 4, "source_id": f"s{i}",
+                                "endings": ["learns.", "predicts the next token.", "goes on.", "reads."]}) + "\n")
+    return root / "data", hellaswag
+
+
+def test_windows_exclude_warmup_and_use_wall_clock_between_rows():
+    stamps = [(1, 10.0), (2, 11.0), (3, 11.5), (4, 12.0), (5, 12.5), (6, 13.5), (7, 14.0)]
+    # warmup 2: windows of 2 steps end at steps 4 and 6 (the window starting at 6 would need step 8)
+    assert bench_gpu_train.windows(stamps, 100, warmup=2, window=2) == [200 / 1.0, 200 / 1.5]
+
+
+def test_reference_model_has_gpt2_shapes_and_a_sane_first_loss():
+    torch.manual_seed(0)
+    model = RefGPT(RefConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50304))
+    assert model.head.weight is model.tok_emb.weight
+    x = torch.randint(0, 50257, (2, 16))
+    logits, loss = model(x, x)
+    assert logits.shape == (2, 16, 50304)
+    assert abs(loss.item() - torch.log(torch.tensor(50304.0)).item()) < 0.5  # ~uniform at init
+
+
+def test_sequential_loader_is_build_nanogpt_order():
+    import numpy as np
+
+    loader = SequentialLoader([np.arange(10, dtype=np.uint16), np.arange(10, 20, dtype=np.uint16)], B=2, T=3)
+    x, y = loader.next_batch()
+    assert x.tolist() == [[0, 1, 2], [3, 4, 5]] and y.tolist() == [[1, 2, 3], [4, 5, 6]]
+    x, _ = loader.next_batch()
+    assert x.tolist() == [[6, 7, 8], [9, 10, 11]]  # across the shard boundary, no gap
+
+
+def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path):
+    data, hellaswag = tiny_data
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = bench_gpu_train.main(["--tiny", "--data", str(data), "--hellaswag", str(hellaswag),
+                                       "--val-tokens", "2048", "--warmup", "1", "--window", "2", "--windows", "2",
+                                       "--json", str(tmp_path / "result.json")])
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)  # train() ran in this process: leave no Accelerator behind
+        GradientState._reset_state()
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    for name in ("ours", "reference"):
+        run = result["runs"][name]
+        assert run["tok_per_s"] > 0 and len(run["tok_per_s_windows"]) == 2 and run["mfu"] > 0
+    assert result["ours_over_reference"] > 0
+    assert result["setup"]["tokens_per_step"] == 512 and result["setup"]["grad_accum"] == 2
+    evals = result["evals"]
+    assert evals["val_tokens"] == 2048 and evals["hellaswag_examples"] == 8
+    for name in ("val_loss_s", "hellaswag_s", "samples_s"):
+        assert set(evals[name]) == {"first", "steady"}
