@@ -225,6 +225,7 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
             cache = DynamicCache(config=self.config)
 
         past = cache.get_seq_length() if cache is not None else 0
+        explicit_positions = position_ids
         if position_ids is None:
             # Positions continue after the cached tokens. generate() passes position_ids computed from the
             # attention mask, which is what keeps left-padded prompts at the right learned positions.
@@ -235,14 +236,22 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
             )
         hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))  # (B, T, C)
 
-        # What each attention backend wants: None for unpadded sdpa (-> is_causal flash path), 4D masks otherwise.
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **{CACHE_NAME: cache},
-        )
+        if (attention_mask is None and explicit_positions is None and past == 0
+                and self.config._attn_implementation in ("sdpa", "eager")):
+            # No padding, no cache, no packed positions: plain causal attention, so no mask at all; SDPA then takes
+            # its is_causal (flash) path. create_causal_mask would give the same None in eager mode, but while
+            # torch.compile traces it cannot prove that and builds a full (B, 1, T, T) mask, which made SDPA run
+            # the masked kernel: 2.5x the attention time of a training step on an H200 (BENCHMARKS.md).
+            mask = None
+        else:
+            # What each attention backend wants: None for unpadded sdpa/flash, 4D masks or a BlockMask otherwise.
+            mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **{CACHE_NAME: cache},
+            )
         for block in self.h:
             hidden_states = block(hidden_states, attention_mask=mask, cache=cache, position_ids=position_ids, **kwargs)
         hidden_states = self.ln_f(hidden_states)
@@ -297,10 +306,13 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         # generate() only needs the last position's logits: skip the lm_head matmul for the rest.
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         hidden_states = hidden_states[:, keep, :]
-        if _is_plain_linear(self.lm_head):  # (B, T', V); the padded-ids bias rides in the matmul
+        if _is_plain_linear(self.lm_head):
+            # (B, T', V); the padded-ids bias rides in the matmul. Measured: an in-place -inf write cost +11% per
+            # step on CPU (autograd copies the whole logits gradient); on an H200 under compile the biased matmul
+            # ran as fast as the plain one, and an add after it made the fused loss kernel slower.
             weight = self.lm_head.weight
             logits = F.linear(hidden_states, weight, self._padded_ids_bias(weight.device, weight.dtype))
-        else:  # a replaced head (quantized, adapters) or one with hooks: call it, then mask
+        else:  # a replaced head (quantized, adapters, offloaded) or one with hooks: call it, then mask
             logits = self.lm_head(hidden_states)
             bias = self._padded_ids_bias(logits.device, logits.dtype)
             logits = logits if bias is None else logits + bias
@@ -336,7 +348,8 @@ def _is_plain_linear(module: nn.Module) -> bool:
 
     return (type(module) is nn.Linear and module.bias is None and not module._forward_hooks
             and not module._forward_pre_hooks and not module_globals._global_forward_hooks
-            and not module_globals._global_forward_pre_hooks)
+            and not module_globals._global_forward_pre_hooks
+            and "forward" not in module.__dict__ and not hasattr(module, "_hf_hook"))  # accelerate offload hooks
 
 
 def register_auto_classes() -> None:

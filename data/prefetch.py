@@ -33,16 +33,18 @@ class Prefetcher:
         self._state = loader.state_dict()  # before the first batch is taken
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._device = device
+        # The current CUDA device is per thread, so the producer sets it; Accelerate's single-GPU device is
+        # `cuda` without an index, which set_device refuses: resolve the index here, in the caller's thread.
+        self._cuda_index = None
+        if device is not None and device.type == "cuda":
+            self._cuda_index = device.index if device.index is not None else torch.cuda.current_device()
         self._thread = threading.Thread(target=self._produce, name="batch-prefetch", daemon=True)
         self._thread.start()
 
     def _produce(self) -> None:
-        if self._device is not None and self._device.type == "cuda":
-            # The current CUDA device is per thread: without this, pinning would create a context on GPU 0
-            # from every rank's thread.
-            torch.cuda.set_device(self._device)
         try:
+            if self._cuda_index is not None:  # else pinning would create a context on GPU 0 from every rank
+                torch.cuda.set_device(self._cuda_index)
             while not self._stop.is_set():
                 batch = next(self.loader)
                 if not self._put((batch, self.loader.state_dict(), None)):
@@ -69,7 +71,11 @@ class Prefetcher:
                 break
             except queue.Empty:
                 if not self._thread.is_alive():
-                    raise RuntimeError("the batch prefetch thread stopped without a batch or an error") from None
+                    try:  # it may have put its last item (an error) just before stopping
+                        batch, state, err = self._queue.get_nowait()
+                        break
+                    except queue.Empty:
+                        raise RuntimeError("the batch prefetch thread stopped without a batch or an error") from None
         if err is not None:
             raise err
         self._state = state

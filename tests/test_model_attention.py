@@ -74,6 +74,27 @@ def test_unpadded_sdpa_takes_the_is_causal_path(monkeypatch):
     assert seen and all(mask is None and causal for mask, causal in seen)
 
 
+def test_compiled_training_forward_gives_sdpa_no_mask_and_is_causal():
+    """Under torch.compile too: transformers' create_causal_mask cannot prove the skip while tracing and would
+    build a full (B, 1, T, T) mask, sending SDPA to its masked kernel (2.5x the attention time on an H200). The
+    graph dynamo captures must call SDPA with no mask and is_causal=True."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and "scaled_dot_product_attention" in str(node.target):
+                mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
+                seen.append((mask, node.kwargs.get("is_causal")))
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = tiny_model(attn_implementation="sdpa").train()
+    x = torch.randint(0, 50257, (2, 16))
+    torch.compile(model, backend=backend)(input_ids=x, shift_labels=x).loss.backward()
+    torch._dynamo.reset()
+    assert len(seen) == 2 and all(mask is None and causal is True for mask, causal in seen), seen
+
+
 def test_set_attn_implementation_switches_the_backend():
     model = tiny_model(attn_implementation="sdpa")
     model.set_attn_implementation("eager")

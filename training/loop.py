@@ -446,7 +446,17 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     """Run (or resume) training as configured. Returns the process exit code. `hooks` is for tests only:
     {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory; {"hub_api": HfApi-like} replaces
     the Hub client of the checkpoint uploader."""
-    hooks = hooks or {}
+    threads: dict = {}  # the background threads the run starts, stopped however it ends
+    try:
+        return _train(cfg, hooks or {}, threads)
+    finally:
+        if threads.get("prefetcher") is not None:
+            threads["prefetcher"].close()
+        if threads.get("uploader") is not None:
+            threads["uploader"].close()  # waits for the upload in flight; a no-op after finish_uploads()
+
+
+def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-checkpoint "Writing model shards" bar
@@ -512,6 +522,7 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     uploader, problem = None, None
     if cfg.push_checkpoints_to and main:  # one Hub call now: offline / no token / no access stop the run here
         uploader, problem = start_checkpoint_uploader(cfg, api=hooks.get("hub_api"))
+        threads["uploader"] = uploader
     problem = _broadcast(accelerator, problem) if cfg.push_checkpoints_to else None
     if problem:
         return fail([f"push_checkpoints_to {cfg.push_checkpoints_to!r}: {problem}"])
@@ -551,6 +562,7 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
         from data.prefetch import Prefetcher
 
         batches = prefetcher = Prefetcher(loader, depth=2, device=device)  # after load_state_dict: resumes exactly
+        threads["prefetcher"] = prefetcher
         data_state = prefetcher.state_dict
     else:
         batches = iter(loader)
@@ -623,7 +635,8 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
         vb = cfg.val_batch_size or cfg.micro_batch_size
         msg = (f"out of memory in the evaluation at step {at_step} on rank {rank} with val_batch_size={vb} "
                f"(validation and HellaSwag use it): lower --val_batch_size (e.g. {max(1, vb // 2)})"
-               + ("; training itself fit, and this step is checkpointed before stopping" if at_step > 0 else ""))
+               + ("; training itself fit, and this step is checkpointed before stopping" if at_step > 0 and world == 1
+                  else "; training itself fit; resume from the last checkpoint" if at_step > 0 else ""))
         print(msg, file=sys.stderr, flush=True)
         if metrics:
             metrics.write("error", step=at_step, message=msg)
@@ -692,6 +705,8 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
                 evaluate(step, final=done and cfg.eval_at_end)
             except EvalOutOfMemory:
                 report_eval_oom(step)
+                if world > 1:  # the other ranks may be inside a collective: no checkpoint can be agreed on
+                    return EXIT_OOM
                 code, stop_now = EXIT_OOM, True  # save this step (below), then stop
             if stop_now or done or _due(step, cfg.save_every):
                 saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
