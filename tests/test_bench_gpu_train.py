@@ -88,3 +88,19 @@ def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path)
     assert evals["val_tokens"] == 2048 and evals["hellaswag_examples"] == 8
     for name in ("val_loss_s", "hellaswag_s", "samples_s"):
         assert set(evals[name]) == {"first", "steady"}
+
+
+def test_profile_step_runs_all_three_variants_on_a_tiny_model(monkeypatch):
+    """bench/gpu/profile_step.py (the per-kernel GPU comparison) stays runnable: tiny CPU smoke run."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from bench.gpu import profile_step
+
+    monkeypatch.setattr(sys, "argv", ["profile_step.py", "--tiny", "--steps", "1"])
+    try:
+        results = profile_step.main()
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        torch._dynamo.reset()
+    assert set(results) == {"ours", "ours, reference loss", "reference"} and all(v > 0 for v in results.values())

@@ -1,8 +1,12 @@
 """Where the GPU time of one training micro-step goes: ours (GPT2ReproForCausalLM through Accelerate, as
 train.py runs it) vs the build-nanogpt-style reference (bench/nanogpt_reference.py), B=64, T=1024, bf16
 autocast, TF32, torch.compile. Prints ms per forward+backward (CUDA events, median) and the top CUDA kernels.
+A third variant, "ours, reference loss", runs our model but takes the loss as the reference does
+(`F.cross_entropy` on the autocast logits, without transformers' `ForCausalLMLoss` and its `.float()` upcast):
+the experiment the 2026-11-30 profile suggests (BENCHMARKS.md "GPU throughput").
 
     python bench/gpu/profile_step.py [--steps 6] [--top 25]
+    python bench/gpu/profile_step.py --tiny          # CPU smoke run of the same code (no kernel table)
 """
 
 import argparse
@@ -15,31 +19,40 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def timed(fn, steps):
+def timed(fn, steps, cuda: bool):
+    import time
+
     times = []
     for _ in range(steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t0))
     return statistics.median(times)
 
 
-def profile(name, fn, steps, top):
+def profile(name, fn, steps, top, cuda: bool):
     from torch.profiler import ProfilerActivity, profile as prof
 
     for _ in range(3):
         fn()
-    torch.cuda.synchronize()
-    ms = timed(fn, steps)
-    with prof(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(2):
-            fn()
+    if cuda:
         torch.cuda.synchronize()
-    print(f"=== {name}: {ms:.1f} ms per micro-step (fwd+bwd, B=64 T=1024)", flush=True)
-    print(p.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=90), flush=True)
+    ms = timed(fn, steps, cuda)
+    print(f"=== {name}: {ms:.1f} ms per micro-step (fwd+bwd)", flush=True)
+    if cuda:
+        with prof(activities=[ProfilerActivity.CUDA]) as p:
+            for _ in range(2):
+                fn()
+            torch.cuda.synchronize()
+        print(p.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=90), flush=True)
     return ms
 
 
@@ -47,43 +60,60 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--tiny", action="store_true", help="2-layer model, B=2, T=64, on CPU if there is no GPU")
     args = ap.parse_args()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    device = torch.device("cuda")
-    x = torch.randint(0, 50257, (64, 1025), device=device)
+    dims = dict(n_layer=2, n_head=2, n_embd=64, n_positions=64) if args.tiny else {}
+    B, T = (2, 64) if args.tiny else (64, 1024)
+    x = torch.randint(0, 50257, (B, T + 1), device=device)
     inp, tgt = x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
+    import torch.nn.functional as F
     from accelerate import Accelerator
     from accelerate.utils import TorchDynamoPlugin
 
     from configuration_gpt2repro import GPT2ReproConfig
     from modeling_gpt2repro import GPT2ReproForCausalLM
 
-    acc = Accelerator(mixed_precision="bf16", dynamo_plugin=TorchDynamoPlugin(backend="inductor"))
+    acc = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda,
+                      dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cuda else "eager"))
     torch.manual_seed(0)
-    ours = acc.prepare(GPT2ReproForCausalLM(GPT2ReproConfig()))
+    ours = acc.prepare(GPT2ReproForCausalLM(GPT2ReproConfig(**dims)))
 
     def ours_step():
         loss = ours(input_ids=inp, shift_labels=tgt).loss
         acc.backward(loss)
 
-    a = profile("ours", ours_step, args.steps, args.top)
+    def ours_reference_loss_step():
+        logits = ours(input_ids=inp).logits  # (B, T, V), padded ids -inf
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), tgt.view(-1))
+        acc.backward(loss)
+
+    results = {"ours": profile("ours", ours_step, args.steps, args.top, cuda)}
+    results["ours, reference loss"] = profile("ours, reference loss", ours_reference_loss_step, args.steps,
+                                              args.top, cuda)
     del ours
     torch._dynamo.reset()
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
 
     from bench.nanogpt_reference import RefConfig, RefGPT
 
-    ref = torch.compile(RefGPT(RefConfig()).to(device))
+    ref_cfg = RefConfig(**{"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64} if args.tiny else {})
+    ref = torch.compile(RefGPT(ref_cfg).to(device), backend="inductor" if cuda else "eager")
 
     def ref_step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             _, loss = ref(inp, tgt)
         loss.backward()
 
-    b = profile("reference", ref_step, args.steps, args.top)
-    print(f"ours / reference time per micro-step: {a / b:.3f}")
+    results["reference"] = profile("reference", ref_step, args.steps, args.top, cuda)
+    for name in ("ours", "ours, reference loss"):
+        print(f"{name} / reference time per micro-step: {results[name] / results['reference']:.3f}")
+    return results
 
 
 if __name__ == "__main__":
