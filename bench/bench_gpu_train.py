@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=5, help="steps excluded from timing (compile, allocator)")
     ap.add_argument("--window", type=int, default=5, help="steps per timed window")
     ap.add_argument("--windows", type=int, default=4, help="timed windows per run")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["ours", "reference", "evals"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["reference", "evals"], help="parts to leave out (ours always runs)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.prepare_data:
