@@ -76,11 +76,11 @@ def tokenize_batch(batch: pa.Table, backend: str = "tiktoken", threads: int = 1)
     lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))  # (N,) with the EOT
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] >= 2**31:  # list<> offsets are int32
+        raise ValueError(f"a map() batch of {offsets[-1]:,} tokens is too large: lower the batch size")
     flat = np.empty(int(offsets[-1]), dtype=np.uint16)  # (total,)
     flat[offsets[:-1]] = EOT_ID
     for doc, start, end in zip(docs, offsets[:-1] + 1, offsets[1:]):
         flat[start:end] = doc
-    if offsets[-1] >= 2**31:  # list<> offsets are int32
-        raise ValueError(f"a map() batch of {offsets[-1]:,} tokens is too large: lower the batch size")
     ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
     return pa.table({"ids": ids})

@@ -274,7 +274,7 @@ class HellaSwagScorer:
                     def logits_of(rows, scored=scored):
                         return scored[rows]
                 vocab = head.weight.shape[0] if mode == "head" else scored.shape[-1]
-                logp = _target_logprobs(logits_of, target, device, vocab)  # (P,)
+                logp = _target_logprobs(logits_of, target, vocab)  # (P,)
                 logp = torch.cat([logp, logp.new_zeros(1)])  # index P is the padding zero
                 sums = logp[batch.sum_index.to(device)].sum(1)  # (R,) fp32, fixed order: deterministic
                 ll[batch.request_ids.to(device)] = sums.double()
@@ -342,20 +342,20 @@ def _scoring_mode(model) -> str:
     return "full"
 
 
-def _target_logprobs(logits_of, target: torch.Tensor, device: torch.device, vocab: int) -> torch.Tensor:
+def _target_logprobs(logits_of, target: torch.Tensor, vocab: int) -> torch.Tensor:
     """log p(target[i]) for the P scored positions, as fp32 `log_softmax(logits)[target]` (lm-eval's numbers).
 
     `logits_of(slice)` gives the (p, V) logits of a slice of the positions. The positions go in chunks: on CPU
     small enough that a chunk's logits stay in cache between the head matmul and the softmax (~3x faster than
     one (P, V) pass for GPT-2's 50k vocabulary); on a GPU large (few kernels), bounded in memory."""
-    budget = (512 << 20) if device.type == "cuda" else (6 << 20)
+    budget = (512 << 20) if target.device.type == "cuda" else (6 << 20)
     chunk = max(1, budget // (4 * vocab))  # fp32 bytes of one row of logits
     parts = []
     for start in range(0, len(target), chunk):
         rows = slice(start, start + chunk)
         logits = logits_of(rows).float()  # (p, V)
         parts.append(-torch.nn.functional.cross_entropy(logits, target[rows], reduction="none"))
-    return torch.cat(parts) if parts else torch.zeros(0, device=device)
+    return torch.cat(parts) if parts else torch.zeros(0, device=target.device)
 
 
 def _unwrap(model):

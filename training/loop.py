@@ -36,12 +36,6 @@ EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
 
 
-class EvalOutOfMemory(RuntimeError):
-    def __init__(self, step: int):
-        self.step = step
-        super().__init__(f"out of memory in the evaluation after step {step}")
-
-
 class NonFiniteError(RuntimeError):
     def __init__(self, loss: float, grad_norm: float):
         self.loss, self.grad_norm = loss, grad_norm
@@ -611,15 +605,12 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     eval_model = torch.compile(raw_model) if cfg.compile and not _is_fsdp(accelerator) else raw_model
 
     def evaluate(step: int, final: bool = False):
-        try:
-            if final or _due(step, cfg.eval_every):
-                evaluator.val_loss(eval_model, step, metrics)
-            if final or _due(step, cfg.hellaswag_every):
-                evaluator.hellaswag_eval(raw_model, step, metrics)
-            if final or _due(step, cfg.sample_every):
-                evaluator.samples(raw_model, step, metrics)
-        except torch.OutOfMemoryError as err:
-            raise EvalOutOfMemory(step) from err
+        if final or _due(step, cfg.eval_every):
+            evaluator.val_loss(eval_model, step, metrics)
+        if final or _due(step, cfg.hellaswag_every):
+            evaluator.hellaswag_eval(raw_model, step, metrics)
+        if final or _due(step, cfg.sample_every):
+            evaluator.samples(raw_model, step, metrics)
 
     # ---- the loop -------------------------------------------------------------------------------------------
     from tqdm.auto import tqdm
@@ -631,6 +622,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     last_saved = start_step if resume_dir is not None else None
     step = start_step
     code = EXIT_OK
+
     def report_eval_oom(at_step: int) -> None:
         vb = cfg.val_batch_size or cfg.micro_batch_size
         msg = (f"out of memory in the evaluation at step {at_step} on rank {rank} with val_batch_size={vb} "
@@ -649,8 +641,6 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         except torch.OutOfMemoryError:
             report_eval_oom(0)
             finish_uploads(uploader, metrics, log)
-            if prefetcher is not None:
-                prefetcher.close()
             return EXIT_OOM
     model.train()
     with StopRequest() as stop:
@@ -667,8 +657,6 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                       f"grad accumulation grows to keep total_batch_size={cfg.total_batch_size:,} tokens/step "
                       "unchanged (it is never changed for you).", file=sys.stderr, flush=True)
                 finish_uploads(uploader, metrics, log)
-                if prefetcher is not None:
-                    prefetcher.close()
                 return EXIT_OOM
             except NonFiniteError as err:
                 last_good = ckpt.find_resumable(cfg.output_dir) if main else None
@@ -703,7 +691,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             done = step >= cfg.max_steps
             try:
                 evaluate(step, final=done and cfg.eval_at_end)
-            except EvalOutOfMemory:
+            except torch.OutOfMemoryError:  # training fit; an evaluation did not
                 report_eval_oom(step)
                 if world > 1:  # the other ranks may be inside a collective: no checkpoint can be agreed on
                     return EXIT_OOM
@@ -721,8 +709,6 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
                 break
     bar.close()
-    if prefetcher is not None:
-        prefetcher.close()
 
     if code == EXIT_OK and step >= cfg.max_steps:
         wall = time.time() - run_t0
