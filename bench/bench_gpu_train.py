@@ -20,12 +20,16 @@ What it measures, in this order, in one process:
    same train shards, timed the same way from its own per-step stamps.
    For both: the first --warmup steps are excluded (compile, allocator), then --windows windows of --window
    steps; tok/s = median over windows. Peak GPU memory per run from torch.cuda.max_memory_allocated.
+3b. variants: --variant KEY=VALUE[,KEY=VALUE...] (repeatable) adds one more "ours" run per variant with those
+   run-config overrides, e.g. `--variant loss_chunk_tokens=16384 --variant compile_mode=max-autotune-no-cudagraphs`;
+   each is reported as "ours[KEY=VALUE]" with its own ratio to the reference.
 4. in-loop evaluations (training.loop.Evaluator, as train.py runs them; fresh 124M weights, since cost does not
    depend on them): validation loss on --val-tokens (10,485,760) tokens with the compiled module, HellaSwag on
    all 10,042 examples with the eager module, samples. Each is run twice: the first call includes compilation
    and warm-up, the second is the steady cost a training run pays at every evaluation.
 
-Results print as JSON (and go to --json). The numbers in BENCHMARKS.md come from this script.
+Results print as JSON and go to --json after every stage (a run cut short keeps what it measured). The numbers
+in BENCHMARKS.md come from this script.
 """
 
 from __future__ import annotations
@@ -155,6 +159,15 @@ def run_ours(args, overrides: dict, steps: int, out_dir: Path) -> dict:
     return {"cfg": cfg, "stamps": stamps, "final_loss": rows[-1]["loss"], "precision": summary["precision"]}
 
 
+def parse_variant(text: str) -> dict:
+    """'loss_chunk_tokens=8192,compile_mode=default' -> {'loss_chunk_tokens': '8192', 'compile_mode': 'default'}
+    (values stay strings: load_run_config parses them as it does command-line flags)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item]
+    if not pairs or any(len(pair) != 2 or not pair[0] for pair in pairs):
+        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE...] with run-config keys")
+    return dict(pairs)
+
+
 def run_reference(args, cfg, grad_accum: int, steps: int, device: torch.device, bf16: bool) -> dict:
     from bench.nanogpt_reference import RefConfig, SequentialLoader, run_reference as run
     from data.loader import TokenDataset
@@ -220,6 +233,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=5, help="steps excluded from timing (compile, allocator)")
     ap.add_argument("--window", type=int, default=5, help="steps per timed window")
     ap.add_argument("--windows", type=int, default=4, help="timed windows per run")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="one more 'ours' run with these run-config overrides (repeatable)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["reference", "evals"], help="parts to leave out (ours always runs)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -242,54 +257,71 @@ def main(argv=None) -> dict:
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": torch.cuda.get_device_name() if device.type == "cuda"
               else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", "peak": peak}
 
+    import accelerate
+    import transformers
+
+    result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__,
+                          "accelerate": accelerate.__version__, "python": platform.python_version()}
+
+    def save() -> None:
+        """Written after every stage, so a run cut short (a device time limit) still leaves what it measured."""
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     try:
         free_memory()
         ours = run_ours(args, overrides, steps, tmp / "ours")
         cfg = ours["cfg"]
-        world = 1
-        grad_accum = grad_accum_steps(cfg, world)
-        from modeling_gpt2repro import GPT2ReproForCausalLM
+        grad_accum = grad_accum_steps(cfg, 1)
         from configuration_gpt2repro import GPT2ReproConfig
+        from modeling_gpt2repro import GPT2ReproForCausalLM
 
         with torch.device("meta"):
             fpt = flops_per_token(GPT2ReproForCausalLM(GPT2ReproConfig(
                 n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions,
                 vocab_size=cfg.vocab_size)), cfg.seq_len)
-        runs = {"ours": {"stamps": ours["stamps"], "peak_mem_gb": _peak_mem(device), "final_loss": ours["final_loss"]}}
-        bf16 = ours["precision"] == "bf16"
-        if "reference" not in args.skip:
-            free_memory()
-            ref = run_reference(args, cfg, grad_accum, steps, device, bf16)
-            runs["reference"] = {"stamps": ref["stamps"], "peak_mem_gb": _peak_mem(device)}
-        for name, run in runs.items():
-            rates = windows(run.pop("stamps"), cfg.total_batch_size, args.warmup, args.window)
-            tok_s = statistics.median(rates)
-            run.update(tok_per_s=round(tok_s), tok_per_s_windows=[round(r) for r in rates],
-                       mfu=round(fpt * tok_s / peak["flops"], 4), ms_per_step=round(1000 * cfg.total_batch_size / tok_s, 1))
-        result["runs"] = runs
-        if "reference" in runs:
-            result["ours_over_reference"] = round(runs["ours"]["tok_per_s"] / runs["reference"]["tok_per_s"], 4)
         result["setup"] = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "micro_batch": cfg.micro_batch_size,
                            "seq_len": cfg.seq_len, "grad_accum": grad_accum, "tokens_per_step": cfg.total_batch_size,
                            "precision": ours["precision"], "tf32": cfg.tf32 and device.type == "cuda",
                            "compile": cfg.compile, "attention": cfg.attn_implementation,
                            "warmup_steps_excluded": args.warmup, "windows": f"{args.windows} x {args.window} steps",
                            "flops_per_token": fpt, "flops_formula": FLOPS_FORMULA}
+        runs = result["runs"] = {}
+
+        def record(name: str, stamps, **extra) -> None:
+            rates = windows(stamps, cfg.total_batch_size, args.warmup, args.window)
+            tok_s = statistics.median(rates)
+            runs[name] = {**extra, "peak_mem_gb": _peak_mem(device), "tok_per_s": round(tok_s),
+                          "tok_per_s_windows": [round(r) for r in rates], "mfu": round(fpt * tok_s / peak["flops"], 4),
+                          "ms_per_step": round(1000 * cfg.total_batch_size / tok_s, 1)}
+            if "reference" in runs:
+                for run_name, run in runs.items():
+                    if run_name.startswith("ours"):
+                        run["over_reference"] = round(run["tok_per_s"] / runs["reference"]["tok_per_s"], 4)
+                result["ours_over_reference"] = runs["ours"]["over_reference"]
+            print(f"{name}: {runs[name]}", flush=True)
+            save()
+
+        record("ours", ours["stamps"], final_loss=ours["final_loss"])
+        if "reference" not in args.skip:  # right after ours: the comparison that matters comes first
+            free_memory()
+            ref = run_reference(args, cfg, grad_accum, steps, device, ours["precision"] == "bf16")
+            record("reference", ref["stamps"])
+        for variant in args.variant:
+            free_memory()
+            name = f"ours[{variant}]"
+            print(f"--- {name}", flush=True)
+            run = run_ours(args, {**overrides, **parse_variant(variant)}, steps, tmp / f"ours_{len(runs)}")
+            record(name, run["stamps"], final_loss=run["final_loss"])
         if "evals" not in args.skip and args.hellaswag:
             free_memory()
             result["evals"] = run_evals(args, cfg, device)
+            save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    import accelerate
-    import transformers
-
-    result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__,
-                          "accelerate": accelerate.__version__, "python": platform.python_version()}
     print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 

@@ -73,16 +73,21 @@ def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path)
     try:
         result = bench_gpu_train.main(["--tiny", "--data", str(data), "--hellaswag", str(hellaswag),
                                        "--val-tokens", "2048", "--warmup", "1", "--window", "2", "--windows", "2",
-                                       "--json", str(tmp_path / "result.json")])
+                                       "--variant", "loss_chunk_tokens=50", "--json", str(tmp_path / "result.json")])
     finally:
         torch.set_num_threads(threads)
         AcceleratorState._reset_state(True)  # train() ran in this process: leave no Accelerator behind
         GradientState._reset_state()
     assert json.loads((tmp_path / "result.json").read_text()) == result
-    for name in ("ours", "reference"):
+    variant = "ours[loss_chunk_tokens=50]"
+    assert list(result["runs"]) == ["ours", "reference", variant]
+    for name in ("ours", variant, "reference"):
         run = result["runs"][name]
         assert run["tok_per_s"] > 0 and len(run["tok_per_s_windows"]) == 2 and run["mfu"] > 0
-    assert result["ours_over_reference"] > 0
+    assert result["ours_over_reference"] == result["runs"]["ours"]["over_reference"] > 0
+    assert result["runs"][variant]["over_reference"] > 0
+    # the variant really ran the same training with the other loss: same data and seed, same final loss
+    assert result["runs"][variant]["final_loss"] == pytest.approx(result["runs"]["ours"]["final_loss"], rel=1e-4)
     assert result["setup"]["tokens_per_step"] == 512 and result["setup"]["grad_accum"] == 2
     evals = result["evals"]
     assert evals["val_tokens"] == 2048 and evals["hellaswag_examples"] == 8
@@ -90,7 +95,7 @@ def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path)
         assert set(evals[name]) == {"first", "steady"}
 
 
-def test_profile_step_runs_all_three_variants_on_a_tiny_model(monkeypatch):
+def test_profile_step_runs_every_variant_on_a_tiny_model(monkeypatch):
     """bench/gpu/profile_step.py (the per-kernel GPU comparison) stays runnable: tiny CPU smoke run."""
     from accelerate.state import AcceleratorState, GradientState
 
@@ -103,4 +108,39 @@ def test_profile_step_runs_all_three_variants_on_a_tiny_model(monkeypatch):
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         torch._dynamo.reset()
-    assert set(results) == {"ours", "ours, reference loss", "reference"} and all(v > 0 for v in results.values())
+    assert set(results) == {"ours", "ours, reference loss", "ours, chunked loss", "reference"}
+    assert all(v > 0 for v in results.values())
+
+
+def test_variant_parsing_refuses_what_is_not_key_value():
+    assert bench_gpu_train.parse_variant("loss_chunk_tokens=8192,compile_mode=default") == {
+        "loss_chunk_tokens": "8192", "compile_mode": "default"}
+    for bad in ("", "loss_chunk_tokens", "=3"):
+        with pytest.raises(SystemExit, match="KEY=VALUE"):
+            bench_gpu_train.parse_variant(bad)
+
+
+def test_a_run_cut_short_keeps_what_it_measured(tiny_data, tmp_path, monkeypatch):
+    """The JSON is written after every stage: when a later stage dies (as under a device time limit), the
+    throughput already measured is on disk."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    data, hellaswag = tiny_data
+
+    def evals_die(*args, **kwargs):
+        raise KeyboardInterrupt("time limit")
+
+    monkeypatch.setattr(bench_gpu_train, "run_evals", evals_die)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench_gpu_train.main(["--tiny", "--data", str(data), "--hellaswag", str(hellaswag), "--warmup", "1",
+                                  "--window", "1", "--windows", "2", "--json", str(tmp_path / "partial.json")])
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    partial = json.loads((tmp_path / "partial.json").read_text())
+    assert set(partial["runs"]) == {"ours", "reference"} and "evals" not in partial
+    assert partial["ours_over_reference"] > 0 and partial["versions"]["torch"] == torch.__version__

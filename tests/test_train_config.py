@@ -80,6 +80,8 @@ BAD_CONFIGS = [
     ("no data", None, ["--data_dir", "/nonexistent/data"], "does not exist: run `python -m data.prepare` first"),
     ("resume not a checkpoint", None, ["--resume", "/nonexistent/ckpt"], "is not 'auto', 'off' or an existing"),
     ("negative lr", None, ["--max_lr", "-1"], "max_lr must be > 0"),
+    ("negative loss chunk", None, ["--loss_chunk_tokens", "-8"], "loss_chunk_tokens must be >= 0"),
+    ("unknown compile mode", "compile_mode: reduce-overhead\n", [], "compile_mode: 'reduce-overhead' is not one of"),
 ]
 
 
@@ -142,3 +144,23 @@ def test_bad_config_exit_code_from_the_command_line(tmp_path):
     assert "unknown key 'warmup'" in proc.stderr and "divisible by n_head (5)" in proc.stderr
     assert "does not exist" in proc.stderr
     assert not out.exists()
+
+
+def test_compile_mode_reaches_the_dynamo_plugin(tmp_path):
+    """--compile_mode is what Accelerate compiles with (and the default is torch.compile's default)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from training.loop import make_accelerator
+
+    data = _fake_data_dir(tmp_path)
+    for extra, mode in (([], "default"), (["--compile_mode", "max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs")):
+        cfg = load_run_config(["--data_dir", str(data), "--output_dir", str(tmp_path / "run"), "--compile", "true",
+                               "--log_with", "none", *extra])
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        try:
+            plugin = make_accelerator(cfg).state.dynamo_plugin
+        finally:
+            AcceleratorState._reset_state(True)
+            GradientState._reset_state()
+        assert (plugin.backend.value.lower(), plugin.mode) == ("inductor", mode)

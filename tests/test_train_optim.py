@@ -57,9 +57,12 @@ def _tiny(seed=0):
     return GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128))
 
 
-def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerate):
+@pytest.mark.parametrize("loss_chunk_tokens", [0, 12], ids=["full-logits-loss", "chunked-loss"])
+def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerate, loss_chunk_tokens):
     """4 micro-batches of 2 through our train_step == one batch of 8 with torch.optim.AdamW (fp32 tolerance):
-    the loss scaling, the sync on the last micro-step, clipping and both parameter groups all line up."""
+    the loss scaling, the sync on the last micro-step, clipping and both parameter groups all line up. Also with
+    the fused chunked loss (12 tokens per chunk: 32-token micro-batches end on a partial chunk) against the
+    plain batch's full-logits loss."""
     from accelerate import Accelerator
 
     from training.loop import train_step
@@ -82,7 +85,7 @@ def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerat
     for step, batch in enumerate(data):
         micro = iter([(batch[i * B:(i + 1) * B, :-1], batch[i * B:(i + 1) * B, 1:]) for i in range(accum)])
         set_lr(opt, lr_at(step, cfg))
-        loss, norm = train_step(acc, model, micro, accum, 1.0, torch.device("cpu"))
+        loss, norm = train_step(acc, model, micro, accum, 1.0, torch.device("cpu"), loss_chunk_tokens=loss_chunk_tokens)
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -645,3 +645,18 @@ def test_compiled_training_with_in_loop_evaluation(setup, reference, tmp_path, i
     # the training forward/backward and the no_grad validation forward, each compiled once (plus any graph
     # breaks they have); 6 steps and 4 validations would need many more if anything recompiled per call
     assert 0 < graphs <= 4, dict(counters["stats"])
+
+
+def test_chunked_loss_trains_like_the_full_logits_loss(setup, reference, tmp_path, in_process, capsys):
+    """--loss_chunk_tokens (the fused chunked loss): the same 8 steps as the reference run, loss for loss, and
+    the same validation loss at the end; the startup line says which loss runs."""
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--loss_chunk_tokens", "100", "--hellaswag_every", "0",
+                            "--sample_every", "0", "--num_samples", "0")) == 0
+    assert "| loss chunked, 100 tokens" in capsys.readouterr().out
+    chunked, full = _train_losses(out), _train_losses(reference[0])
+    assert sorted(chunked) == list(range(1, 9))
+    for step in chunked:
+        assert chunked[step] == pytest.approx(full[step], rel=1e-4), step
+    val = lambda run: [r["val_loss"] for r in read_metrics(run / "metrics.jsonl", "val")][-1]  # noqa: E731
+    assert val(out) == pytest.approx(val(reference[0]), rel=1e-4)

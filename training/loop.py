@@ -83,10 +83,16 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
         project_dir=cfg.output_dir,
     )
     if cfg.compile:
-        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor")
+        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode)
     else:
         kwargs["dynamo_backend"] = "no"  # the run config decides, not a launcher default
     return Accelerator(**kwargs)
+
+
+def _compile_desc(cfg: RunConfig) -> str:
+    if not cfg.compile:
+        return "off"
+    return "on" if cfg.compile_mode == "default" else f"on ({cfg.compile_mode})"
 
 
 def build_model_config(cfg: RunConfig):
@@ -188,10 +194,12 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
 # one optimizer step (shared with bench/bench_train_overhead.py)
 
 
-def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, device, digests=None):
+def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, device, digests=None,
+               loss_chunk_tokens: int = 0):
     """Forward/backward over `grad_accum` micro-batches (DDP syncs only on the last one, through
     `accelerator.accumulate`), then clip. Returns (mean micro-batch loss, grad norm) as tensors, before any
-    optimizer step: the caller checks them first."""
+    optimizer step: the caller checks them first. `loss_chunk_tokens` > 0: the model's fused chunked loss."""
+    loss_kwargs = {"loss_chunk_tokens": loss_chunk_tokens} if loss_chunk_tokens else {}
     loss_sum = torch.zeros((), device=device)
     for _ in range(grad_accum):
         x, y = next(batches)
@@ -199,7 +207,7 @@ def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, d
             digests.append(hashlib.sha1(x.cpu().numpy().tobytes()).hexdigest()[:12])
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with accelerator.accumulate(model):
-            loss = model(input_ids=x, shift_labels=y).loss
+            loss = model(input_ids=x, shift_labels=y, **loss_kwargs).loss
             loss_sum += loss.detach()
             accelerator.backward(loss)  # divides by grad_accum
     assert accelerator.sync_gradients, "micro-steps out of step with gradient_accumulation_steps"
@@ -209,12 +217,12 @@ def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, d
 
 
 def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_accum: int, grad_clip: float, device,
-                   stop_requested: bool = False, digests=None) -> tuple[float, float, bool]:
+                   stop_requested: bool = False, digests=None, loss_chunk_tokens: int = 0) -> tuple[float, float, bool]:
     """One optimizer step as the loop runs it: set the LR, forward/backward/clip, agree across ranks on the
     mean loss and on stopping (one collective), refuse non-finite values (NonFiniteError, raised before
     `optimizer.step()`), update. Returns (mean loss over ranks, grad norm, some rank asked to stop)."""
     set_lr(optimizer, lr)
-    loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests)
+    loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests, loss_chunk_tokens)
     flags = torch.stack([loss.float(), torch.tensor(float(stop_requested), device=device)])
     flags = accelerator.reduce(flags, reduction="sum").tolist()  # the step's one host sync
     loss_value, stop_now = flags[0] / accelerator.num_processes, flags[1] > 0
@@ -583,9 +591,10 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     log(
         "\n".join([
             f"world size {world} | device {device} ({device_name}) | precision {precision}"
-            f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {'on' if cfg.compile else 'off'}"
+            f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {_compile_desc(cfg)}"
             f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}"
-            f" | data prefetch {'on' if prefetcher is not None else 'off'}",
+            f" | data prefetch {'on' if prefetcher is not None else 'off'}"
+            f" | loss {'chunked, ' + format(cfg.loss_chunk_tokens, ',') + ' tokens' if cfg.loss_chunk_tokens else 'full logits'}",
             f"tokens/step {tokens_per_step:,} = micro_batch {cfg.micro_batch_size} x seq_len {cfg.seq_len} x "
             f"grad_accum {grad_accum} x world {world}",
             f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
@@ -650,7 +659,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             try:
                 loss_value, norm_value, stop_now = optimizer_step(
                     accelerator, model, optimizer, batches, lr=lr_at(step, cfg), grad_accum=grad_accum,
-                    grad_clip=cfg.grad_clip, device=device, stop_requested=stop.requested, digests=digests)
+                    grad_clip=cfg.grad_clip, device=device, stop_requested=stop.requested, digests=digests,
+                    loss_chunk_tokens=cfg.loss_chunk_tokens)
             except torch.OutOfMemoryError:
                 print(f"out of memory at step {step + 1} on rank {rank} with micro_batch_size={cfg.micro_batch_size}, "
                       f"seq_len={cfg.seq_len}: lower --micro_batch_size (e.g. {max(1, cfg.micro_batch_size // 2)}); "

@@ -76,6 +76,14 @@ class RunConfig:
     )
     tf32: bool = _f(True, "TF32 matmuls on CUDA")
     compile: bool = _f(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = _f(
+        "default", "torch.compile mode for training; 'max-autotune-no-cudagraphs' benchmarks Triton matmul kernels "
+        "against cuBLAS while compiling (minutes longer)"
+    )
+    loss_chunk_tokens: int = _f(
+        0, "0 = loss on the full (B*T, V) logits (transformers' loss); N = fused chunked loss: logits, loss and "
+        "their gradients N tokens at a time, the logits never held whole (less memory; same loss)"
+    )
     data_prefetch: Literal["auto", "on", "off"] = _f(
         "auto", "make the next batches in a background thread (data.prefetch; 'auto' = on CUDA)"
     )
@@ -274,7 +282,7 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
                  "sample_top_k", "val_batch_size", "hellaswag_limit", "lr_decay_steps", "adam_eps", "peak_flops"):
         positive(name)
     for name in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_every", "hellaswag_every",
-                 "sample_every", "save_every", "num_samples"):
+                 "sample_every", "save_every", "num_samples", "loss_chunk_tokens"):
         positive(name, allow_zero=True)
 
     # data / paths

@@ -3,7 +3,8 @@ train.py runs it) vs the build-nanogpt-style reference (bench/nanogpt_reference.
 autocast, TF32, torch.compile. Prints ms per forward+backward (CUDA events, median) and the top CUDA kernels.
 A third variant, "ours, reference loss", runs our model but takes the loss as the reference does
 (`F.cross_entropy` on the autocast logits, without transformers' `ForCausalLMLoss` and its `.float()` upcast):
-the experiment the 2026-11-30 profile suggests (BENCHMARKS.md "GPU throughput").
+the experiment the 2026-11-30 profile suggests (BENCHMARKS.md "GPU throughput"). A fourth, "ours, chunked loss",
+runs the fused chunked loss (`loss_chunk_tokens`, 16384 tokens per chunk; `--chunk` to change).
 
     python bench/gpu/profile_step.py [--steps 6] [--top 25]
     python bench/gpu/profile_step.py --tiny          # CPU smoke run of the same code (no kernel table)
@@ -41,12 +42,15 @@ def timed(fn, steps, cuda: bool):
 def profile(name, fn, steps, top, cuda: bool):
     from torch.profiler import ProfilerActivity, profile as prof
 
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(3):
         fn()
     if cuda:
         torch.cuda.synchronize()
     ms = timed(fn, steps, cuda)
-    print(f"=== {name}: {ms:.1f} ms per micro-step (fwd+bwd)", flush=True)
+    peak = f", peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
+    print(f"=== {name}: {ms:.1f} ms per micro-step (fwd+bwd){peak}", flush=True)
     if cuda:
         with prof(activities=[ProfilerActivity.CUDA]) as p:
             for _ in range(2):
@@ -60,6 +64,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--chunk", type=int, default=16384, help="tokens per chunk of the chunked-loss variant")
     ap.add_argument("--tiny", action="store_true", help="2-layer model, B=2, T=64, on CPU if there is no GPU")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -92,9 +97,14 @@ def main():
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), tgt.view(-1))
         acc.backward(loss)
 
+    def ours_chunked_loss_step():
+        loss = ours(input_ids=inp, shift_labels=tgt, loss_chunk_tokens=args.chunk).loss
+        acc.backward(loss)
+
     results = {"ours": profile("ours", ours_step, args.steps, args.top, cuda)}
     results["ours, reference loss"] = profile("ours, reference loss", ours_reference_loss_step, args.steps,
                                               args.top, cuda)
+    results["ours, chunked loss"] = profile("ours, chunked loss", ours_chunked_loss_step, args.steps, args.top, cuda)
     del ours
     torch._dynamo.reset()
     if cuda:
@@ -111,7 +121,7 @@ def main():
         loss.backward()
 
     results["reference"] = profile("reference", ref_step, args.steps, args.top, cuda)
-    for name in ("ours", "ours, reference loss"):
+    for name in ("ours", "ours, reference loss", "ours, chunked loss"):
         print(f"{name} / reference time per micro-step: {results[name] / results['reference']:.3f}")
     return results
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine (see prepare_carry.sh): the issue-7 measurements in one go, results under $OUT.
 #   1. bench/bench_gpu_train.py: train.py's loop vs a build-nanogpt-style PyTorch GPT-2, MFU against the
-#      measured bf16 peak, peak memory, in-loop eval costs (val 10.5M tokens, HellaSwag 10,042, samples)
-#   2. bench/bench_padded_vocab.py (124M, bf16, compile): cost of the padded-ids -inf bias
+#      measured bf16 peak, peak memory, in-loop eval costs (val 10.5M tokens, HellaSwag 10,042, samples);
+#      plus one more run of ours per entry of BENCH_VARIANTS (run-config overrides, space-separated;
+#      default: the fused chunked loss, and compile's max-autotune mode)
+#   2. bench/bench_padded_vocab.py (124M, bf16, compile): cost of the padded-ids -inf bias (SKIP_PADDED=0 to run;
+#      measured on an H200 already)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out/gpu_results}
@@ -13,10 +16,14 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARA
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, accelerate; print(torch.__version__, transformers.__version__, accelerate.__version__)" \
   | tee -a "$OUT/gpu.txt"
-# BENCH_ARGS: extra arguments (e.g. "--tiny ..." for a CPU smoke run of this script); SKIP_PADDED=1 skips step 2
+VARIANT_ARGS=()
+for variant in ${BENCH_VARIANTS-loss_chunk_tokens=16384 compile_mode=max-autotune-no-cudagraphs}; do
+  VARIANT_ARGS+=(--variant "$variant")
+done
+# BENCH_ARGS: extra arguments (e.g. "--tiny ..." for a CPU smoke run of this script, "--skip evals")
 python3 bench/bench_gpu_train.py --data out/bench_gpu/data --hellaswag out/bench_gpu/hellaswag_val.jsonl \
-  --json "$OUT/bench_gpu_train.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_gpu_train.log"
-if [ "${SKIP_PADDED:-0}" != "1" ]; then
+  --json "$OUT/bench_gpu_train.json" "${VARIANT_ARGS[@]}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_gpu_train.log"
+if [ "${SKIP_PADDED:-1}" != "1" ]; then
   python3 -m bench.bench_padded_vocab --n-layer 12 --n-embd 768 --n-head 12 --batch 16 --seq 1024 \
     2>&1 | tee "$OUT/bench_padded_vocab.log"
 fi
