@@ -394,19 +394,22 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             # Elementwise only (the one-hot is a comparison with the column index, not a scatter), so torch.compile
             # makes it one pass: read the logits, write the gradient. In place, so eager mode holds fewer (n, V)
             # temporaries (the fp32 logits are this function's own tensor).
+            # The 1 / n_valid is applied after the matmuls, in fp32: entries of (softmax - one_hot) are in [-1, 1],
+            # so in fp16 they do not underflow as entries divided by ~65,536 tokens would (the default path relies
+            # on the loss scaler for that, which multiplies only what backward computes).
             one_hot = torch.arange(logits.shape[1], device=logits.device) == safe_t  # (n, V) bool
             grad = logits.sub_(lse[:, None]).exp_()  # softmax
-            grad = grad.sub_(one_hot.to(grad.dtype)).mul_(valid[:, None] / n_valid)
+            grad = grad.sub_(one_hot.to(grad.dtype)).mul_(valid[:, None])
             grad = grad.to(_matmul_dtype(h, weight))  # what the matmuls of F.linear ran in (autocast's or own)
             if want_hidden:
-                hidden_grads.append((grad @ weight.to(grad.dtype)).to(hidden.dtype))  # (n, C)
+                hidden_grads.append(((grad @ weight.to(grad.dtype)).float() / n_valid).to(hidden.dtype))  # (n, C)
             if want_weight:
                 weight_grad += grad.t() @ h.to(grad.dtype)  # (V, C), accumulated in fp32
             if want_bias:
                 bias_grad += grad.float().sum(0)
         ctx.save_for_backward(torch.cat(hidden_grads) if want_hidden else None,
-                              weight_grad.to(weight.dtype) if want_weight else None,
-                              bias_grad.to(bias.dtype) if want_bias else None)
+                              (weight_grad / n_valid).to(weight.dtype) if want_weight else None,
+                              (bias_grad / n_valid).to(bias.dtype) if want_bias else None)
         return loss_sum / n_valid
 
     @staticmethod
