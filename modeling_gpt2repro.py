@@ -296,7 +296,9 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """`loss_chunk_tokens=N` (with labels or shift_labels): the loss is computed N tokens at a time together
         with its gradients (`chunked_linear_cross_entropy`), the (B, T, V) logits are never held and the output's
-        `logits` is None. Same loss and gradients as the default path."""
+        `logits` is None. Same loss and gradients as the default path. Not taken (full logits as usual) when the
+        head is not a plain nn.Linear (`supports_chunked_loss()`) or with `num_items_in_batch` (Trainer's
+        token-count normalisation)."""
         kwargs.pop("return_dict", None)  # we always return a ModelOutput
         outputs = self.transformer(
             input_ids=input_ids,
@@ -312,7 +314,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         hidden_states = hidden_states[:, keep, :]
         has_targets = labels is not None or shift_labels is not None
-        if loss_chunk_tokens and has_targets and _is_plain_linear(self.lm_head) and "num_items_in_batch" not in kwargs:
+        if loss_chunk_tokens and has_targets and self.supports_chunked_loss() and "num_items_in_batch" not in kwargs:
             if shift_labels is None:  # labels are the inputs: token t predicts t+1, the last one predicts nothing
                 shift_labels = F.pad(labels[..., 1:], (0, 1), value=-100)
             weight = self.lm_head.weight
@@ -344,6 +346,11 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
 
 
+    def supports_chunked_loss(self) -> bool:
+        """Whether `loss_chunk_tokens` takes the chunked path: only with a plain, bias-free, hook-free nn.Linear
+        head (a replaced or hooked head is called as a module, and the full-logits loss is used instead)."""
+        return _is_plain_linear(self.lm_head)
+
     def _padded_ids_bias(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         """(vocab_size,) bias for the LM head: 0 for real ids, -inf for the padded rows (zero probability), or
         None when nothing is padded. A bias costs nothing measurable (it rides in the matmul); writing -inf into
@@ -365,20 +372,32 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bia
     at a time: logits (chunk, V), their log-sum-exp in fp32 and, when gradients are wanted, right away the gradient
     of the loss w.r.t. those logits (softmax - one-hot) and from it the gradients of hidden, weight and bias. The
     backward pass only scales what forward stored: (N, C) + (V, C) + (V,) instead of the (N, V) logits (6.6 GB in
-    bf16 for B=64, T=1024, V=50304), and the logits are read for the softmax once instead of twice.
-    Matmuls follow autocast as F.linear does; the softmax and the gradient accumulation run in fp32."""
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_tokens, ignore_index)
+    bf16 for B=64, T=1024, V=50304). Under torch.compile a chunk is one matmul, one fused kernel (log-sum-exp, loss,
+    gradient) and the two gradient matmuls. Matmuls follow autocast as F.linear does; the softmax runs in fp32.
+
+    Limits: fp16 is refused (the gradients are made here, in forward, out of the fp16 loss scaler's reach); no
+    double backward; under torch.compile the chunk loop is unrolled for the token count, so every new N compiles
+    again (training shapes are fixed)."""
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if torch.float16 in (hidden.dtype, weight.dtype, _matmul_dtype(hidden, weight)):
+        raise ValueError("the chunked loss does not support fp16 (its gradients are computed in forward, where the "
+                         "fp16 loss scaler cannot reach them): use bf16 or fp32, or the default loss")
+    params = (hidden, weight) if bias is None else (hidden, weight, bias)
+    want_grads = torch.is_grad_enabled() and any(t.requires_grad for t in params)  # False under no_grad: loss only
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_tokens, ignore_index, want_grads)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_tokens, ignore_index):
-        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        want_bias = bias is not None and ctx.needs_input_grad[2]
+    def forward(ctx, hidden, weight, bias, targets, chunk_tokens, ignore_index, want_grads):
+        want_hidden, want_weight = want_grads and ctx.needs_input_grad[0], want_grads and ctx.needs_input_grad[1]
+        want_bias = want_grads and bias is not None and ctx.needs_input_grad[2]
         n_valid = (targets != ignore_index).sum()  # the mean's denominator, as F.cross_entropy counts it
+        grad_scale = 1.0 / n_valid.clamp_min(1)  # no valid target: zero gradients (as F.cross_entropy's), not NaN
+        mm_dtype = _matmul_dtype(hidden, weight)  # what F.linear's matmul runs in (autocast's, or the inputs')
         loss_sum = hidden.new_zeros((), dtype=torch.float32)
-        hidden_grads = []
-        weight_grad = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        hidden_grads, weight_grad = [], None
         bias_grad = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
         for start in range(0, hidden.shape[0], chunk_tokens):
             h = hidden[start:start + chunk_tokens]  # (n, C)
@@ -392,32 +411,32 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 continue
             # d(mean loss)/d(logits) = (softmax - one_hot(target)) / n_valid on valid rows, 0 on ignored ones.
             # Elementwise only (the one-hot is a comparison with the column index, not a scatter), so torch.compile
-            # makes it one pass: read the logits, write the gradient. In place, so eager mode holds fewer (n, V)
-            # temporaries (the fp32 logits are this function's own tensor).
-            # The 1 / n_valid is applied after the matmuls, in fp32: entries of (softmax - one_hot) are in [-1, 1],
-            # so in fp16 they do not underflow as entries divided by ~65,536 tokens would (the default path relies
-            # on the loss scaler for that, which multiplies only what backward computes).
+            # fuses it with the log-sum-exp: read the logits, write the gradient; no fp32 (n, V) tensor is stored.
             one_hot = torch.arange(logits.shape[1], device=logits.device) == safe_t  # (n, V) bool
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax
-            grad = grad.sub_(one_hot.to(grad.dtype)).mul_(valid[:, None])
-            grad = grad.to(_matmul_dtype(h, weight))  # what the matmuls of F.linear ran in (autocast's or own)
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax (in place: the fp32 logits are our own tensor)
+            grad = grad.sub_(one_hot.to(grad.dtype)).mul_(valid[:, None] * grad_scale).to(mm_dtype)
             if want_hidden:
-                hidden_grads.append(((grad @ weight.to(grad.dtype)).float() / n_valid).to(hidden.dtype))  # (n, C)
+                hidden_grads.append((grad @ weight.to(mm_dtype)).to(hidden.dtype))  # (n, C)
             if want_weight:
-                weight_grad += grad.t() @ h.to(grad.dtype)  # (V, C), accumulated in fp32
+                # (V, C), summed by the matmul itself (addmm) in the matmul dtype. A separate fp32 sum let
+                # torch.compile keep every chunk's (V, C) product alive until one final add: memory growing with
+                # the number of chunks.
+                pair = (grad.t(), h.to(mm_dtype))
+                weight_grad = torch.mm(*pair) if weight_grad is None else torch.addmm(weight_grad, *pair)
             if want_bias:
                 bias_grad += grad.float().sum(0)
         ctx.save_for_backward(torch.cat(hidden_grads) if want_hidden else None,
-                              (weight_grad / n_valid).to(weight.dtype) if want_weight else None,
-                              (bias_grad / n_valid).to(bias.dtype) if want_bias else None)
+                              weight_grad.to(weight.dtype) if want_weight else None,
+                              bias_grad.to(bias.dtype) if want_bias else None)
         return loss_sum / n_valid
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         # The gradients were computed in forward for a loss gradient of 1; the chain rule only scales them.
         hidden_grad, weight_grad, bias_grad = ctx.saved_tensors
         scale = lambda g: None if g is None else g * grad_loss.to(g.dtype)  # noqa: E731
-        return scale(hidden_grad), scale(weight_grad), scale(bias_grad), None, None, None
+        return scale(hidden_grad), scale(weight_grad), scale(bias_grad), None, None, None, None
 
 
 def _matmul_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:

@@ -134,11 +134,8 @@ def free_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def run_ours(args, overrides: dict, steps: int, out_dir: Path) -> dict:
-    from accelerate.state import AcceleratorState, GradientState
-
-    from training.loop import train
-    from training.metrics import read_metrics
+def ours_config(args, overrides: dict, steps: int, out_dir: Path):
+    """The run config train() gets for one 'ours' run (raises ConfigError for a bad override)."""
     from training.run_config import load_run_config
 
     argv = ["--config", str(PRESET), "--data_dir", str(args.data), "--output_dir", str(out_dir),
@@ -147,7 +144,16 @@ def run_ours(args, overrides: dict, steps: int, out_dir: Path) -> dict:
             "--save_every", "0", "--log_with", "none", "--progress_bar", "false"]
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
-    cfg = load_run_config(argv)
+    return load_run_config(argv)
+
+
+def run_ours(args, overrides: dict, steps: int, out_dir: Path) -> dict:
+    from accelerate.state import AcceleratorState, GradientState
+
+    from training.loop import train
+    from training.metrics import read_metrics
+
+    cfg = ours_config(args, overrides, steps, out_dir)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     code = train(cfg)
@@ -252,6 +258,16 @@ def main(argv=None) -> dict:
     if args.micro_batch:
         overrides["micro_batch_size"] = args.micro_batch
     steps = args.warmup + args.window * args.windows
+    # Every variant's config is checked before any GPU time is spent on the others.
+    from training.run_config import ConfigError
+
+    if len(set(args.variant)) != len(args.variant):
+        raise SystemExit(f"--variant: each variant once, got {args.variant}")
+    for variant in args.variant:
+        try:
+            ours_config(args, {**overrides, **parse_variant(variant)}, steps, Path(tempfile.gettempdir()) / "unused")
+        except ConfigError as err:
+            raise SystemExit(f"--variant {variant!r}: {err}") from None
     peak = matmul_peak(device)
     print(f"peak: {peak['flops'] / 1e12:.1f} TFLOP/s ({peak['what']})", flush=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": torch.cuda.get_device_name() if device.type == "cuda"
@@ -298,7 +314,7 @@ def main(argv=None) -> dict:
                           "ms_per_step": round(1000 * cfg.total_batch_size / tok_s, 1)}
             if "reference" in runs:
                 for run_name, run in runs.items():
-                    if run_name.startswith("ours"):
+                    if run_name.startswith("ours") and "tok_per_s" in run:
                         run["over_reference"] = round(run["tok_per_s"] / runs["reference"]["tok_per_s"], 4)
                 result["ours_over_reference"] = runs["ours"]["over_reference"]
             print(f"{name}: {runs[name]}", flush=True)
@@ -313,7 +329,13 @@ def main(argv=None) -> dict:
             free_memory()
             name = f"ours[{variant}]"
             print(f"--- {name}", flush=True)
-            run = run_ours(args, {**overrides, **parse_variant(variant)}, steps, tmp / f"ours_{len(runs)}")
+            try:
+                run = run_ours(args, {**overrides, **parse_variant(variant)}, steps, tmp / f"ours_{len(runs)}")
+            except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing variant must not cost the others
+                runs[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+                print(f"{name} failed: {runs[name]['error']}", flush=True)
+                save()
+                continue
             record(name, run["stamps"], final_loss=run["final_loss"])
         if "evals" not in args.skip and args.hellaswag:
             free_memory()

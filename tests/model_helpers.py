@@ -27,3 +27,19 @@ def tiny_model(seed: int = 0, attn_implementation: str | None = None, **override
     model = GPT2ReproForCausalLM._from_config(tiny_config(**overrides), **kwargs)
     randomize_all_parameters(model, seed)
     return model.eval()
+
+
+def spy_chunked_loss(monkeypatch) -> list:
+    """Count calls of the fused chunked loss (one per forward that takes it): proof that a code path really
+    used it, not just that its result equals the default path's."""
+    import modeling_gpt2repro
+
+    calls = []
+    original = modeling_gpt2repro._ChunkedLinearCrossEntropy.apply
+
+    def counting(*args):
+        calls.append(args[3].numel())  # targets: tokens in this forward
+        return original(*args)
+
+    monkeypatch.setattr(modeling_gpt2repro._ChunkedLinearCrossEntropy, "apply", counting)
+    return calls

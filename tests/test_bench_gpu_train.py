@@ -144,3 +144,14 @@ def test_a_run_cut_short_keeps_what_it_measured(tiny_data, tmp_path, monkeypatch
     partial = json.loads((tmp_path / "partial.json").read_text())
     assert set(partial["runs"]) == {"ours", "reference"} and "evals" not in partial
     assert partial["ours_over_reference"] > 0 and partial["versions"]["torch"] == torch.__version__
+
+
+def test_a_bad_variant_is_refused_before_anything_runs(tiny_data, monkeypatch):
+    data, _ = tiny_data
+    monkeypatch.setattr(bench_gpu_train, "matmul_peak", lambda device: pytest.fail("measured before checking"))
+    for variant, message in (("loss_chunk=16384", "unknown command-line arguments"),
+                             ("loss_chunk_tokens=abc", "loss_chunk_tokens")):
+        with pytest.raises(SystemExit, match=message):
+            bench_gpu_train.main(["--tiny", "--data", str(data), "--variant", variant])
+    with pytest.raises(SystemExit, match="each variant once"):
+        bench_gpu_train.main(["--tiny", "--data", str(data), "--variant", "seed=1", "--variant", "seed=1"])

@@ -82,6 +82,10 @@ BAD_CONFIGS = [
     ("negative lr", None, ["--max_lr", "-1"], "max_lr must be > 0"),
     ("negative loss chunk", None, ["--loss_chunk_tokens", "-8"], "loss_chunk_tokens must be >= 0"),
     ("unknown compile mode", "compile_mode: reduce-overhead\n", [], "compile_mode: 'reduce-overhead' is not one of"),
+    ("compile mode without compile", None, ["--compile_mode", "max-autotune-no-cudagraphs"],
+     "has no effect without compiling: add --compile true"),
+    ("chunked loss with fp16", None, ["--loss_chunk_tokens", "4096", "--mixed_precision", "fp16"],
+     "loss_chunk_tokens needs bf16 or fp32"),
 ]
 
 

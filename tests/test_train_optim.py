@@ -58,7 +58,7 @@ def _tiny(seed=0):
 
 
 @pytest.mark.parametrize("loss_chunk_tokens", [0, 12], ids=["full-logits-loss", "chunked-loss"])
-def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerate, loss_chunk_tokens):
+def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerate, loss_chunk_tokens, monkeypatch):
     """4 micro-batches of 2 through our train_step == one batch of 8 with torch.optim.AdamW (fp32 tolerance):
     the loss scaling, the sync on the last micro-step, clipping and both parameter groups all line up. Also with
     the fused chunked loss (12 tokens per chunk: 32-token micro-batches end on a partial chunk) against the
@@ -82,10 +82,15 @@ def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerat
          {"params": [p for p in ref.parameters() if p.dim() < 2], "weight_decay": 0.0}],
         lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 
+    from model_helpers import spy_chunked_loss
+
+    chunked_calls = spy_chunked_loss(monkeypatch)
     for step, batch in enumerate(data):
         micro = iter([(batch[i * B:(i + 1) * B, :-1], batch[i * B:(i + 1) * B, 1:]) for i in range(accum)])
         set_lr(opt, lr_at(step, cfg))
         loss, norm = train_step(acc, model, micro, accum, 1.0, torch.device("cpu"), loss_chunk_tokens=loss_chunk_tokens)
+        # every micro-batch of ours took the chunked loss when asked (the plain reference below never does)
+        assert chunked_calls == ([B * T] * accum * (step + 1) if loss_chunk_tokens else [])
         opt.step()
         opt.zero_grad(set_to_none=True)
 

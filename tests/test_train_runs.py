@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -647,16 +648,31 @@ def test_compiled_training_with_in_loop_evaluation(setup, reference, tmp_path, i
     assert 0 < graphs <= 4, dict(counters["stats"])
 
 
-def test_chunked_loss_trains_like_the_full_logits_loss(setup, reference, tmp_path, in_process, capsys):
+def test_chunked_loss_trains_like_the_full_logits_loss(setup, reference, tmp_path, in_process, capsys, monkeypatch):
     """--loss_chunk_tokens (the fused chunked loss): the same 8 steps as the reference run, loss for loss, and
-    the same validation loss at the end; the startup line says which loss runs."""
+    the same validation loss at the end; the startup line says which loss runs, and every training micro-batch
+    really took it (validation keeps the default loss)."""
+    from model_helpers import spy_chunked_loss
+
+    calls = spy_chunked_loss(monkeypatch)
     out = tmp_path / "run"
     assert train.main(_args(setup, out, "--loss_chunk_tokens", "100", "--hellaswag_every", "0",
                             "--sample_every", "0", "--num_samples", "0")) == 0
     assert "| loss chunked, 100 tokens" in capsys.readouterr().out
+    cfg = yaml.safe_load((out / "run_config.yaml").read_text())
+    micro_steps = 8 * cfg["total_batch_size"] // (cfg["micro_batch_size"] * cfg["seq_len"])
+    assert calls == [cfg["micro_batch_size"] * cfg["seq_len"]] * micro_steps
     chunked, full = _train_losses(out), _train_losses(reference[0])
     assert sorted(chunked) == list(range(1, 9))
     for step in chunked:
         assert chunked[step] == pytest.approx(full[step], rel=1e-4), step
     val = lambda run: [r["val_loss"] for r in read_metrics(run / "metrics.jsonl", "val")][-1]  # noqa: E731
     assert val(out) == pytest.approx(val(reference[0]), rel=1e-4)
+
+
+def test_fp16_on_a_cpu_is_refused_instead_of_running_fp32(setup, tmp_path, in_process, capsys):
+    """Accelerate turns fp16 autocast off without CUDA; a run that logs 'fp16' but trains in fp32 would mislead."""
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--mixed_precision", "fp16")) == 2
+    assert "mixed_precision fp16 needs a CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()

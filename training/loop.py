@@ -540,6 +540,18 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     decayed, not_decayed = count_params(raw_model)
     fpt = flops_per_token(raw_model, cfg.seq_len)
     model, optimizer = accelerator.prepare(raw_model, optimizer)
+    problems = []
+    if accelerator.mixed_precision == "fp16" and device.type != "cuda":
+        problems.append("mixed_precision fp16 needs a CUDA GPU (Accelerate would run it as fp32 here): "
+                        "use --mixed_precision bf16 or no")
+    if cfg.loss_chunk_tokens and accelerator.mixed_precision == "fp16":
+        problems.append("loss_chunk_tokens needs bf16 or fp32 (the launcher asked for fp16): the chunked loss makes "
+                        "its gradients in forward, out of the fp16 loss scaler's reach; use --loss_chunk_tokens 0")
+    if cfg.loss_chunk_tokens and not raw_model.supports_chunked_loss():
+        problems.append("loss_chunk_tokens: this model's LM head is not a plain nn.Linear after preparation (wrapped "
+                        "or hooked), so the chunked loss cannot run; use --loss_chunk_tokens 0")
+    if problems:
+        return fail(problems)
     start_step, tokens = 0, 0
 
     from data.loader import TrainBatches

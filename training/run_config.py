@@ -328,6 +328,11 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
             e.append(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not math.isfinite(cfg.max_lr):
         e.append("max_lr must be finite")
+    if cfg.compile_mode != "default" and not cfg.compile:
+        e.append(f"compile_mode {cfg.compile_mode!r} has no effect without compiling: add --compile true")
+    if cfg.loss_chunk_tokens and cfg.mixed_precision == "fp16":
+        e.append("loss_chunk_tokens needs bf16 or fp32: the chunked loss makes its gradients in forward, out of the "
+                 "fp16 loss scaler's reach (use --mixed_precision bf16, or --loss_chunk_tokens 0)")
     if cfg.push_checkpoints_to:
         from huggingface_hub.utils import validate_repo_id
 
