@@ -275,10 +275,22 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
     settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
     manifest, records = _claim_folder(out, settings, overwrite)
     if manifest is not None:
-        for r in manifest["shards"]:
-            check_shard_file(out / r["file"], r["tokens"], r["sha256"])
-        log.info("%s is already complete (%d shards, checksums verified): nothing to do", out, len(manifest["shards"]))
-        return manifest
+        try:
+            for r in manifest["shards"]:
+                check_shard_file(out / r["file"], r["tokens"], r["sha256"])
+        except DataError as err:
+            if not overwrite:
+                raise
+            # A finished folder keeps no resume points, so a damaged one is prepared again from the start.
+            for path in out.iterdir():
+                if _ours(path):
+                    path.unlink()
+            log.info("--overwrite: %s had a damaged shard (%s); preparing it again from the source", out, err)
+            manifest = None
+        else:
+            log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
+                     len(manifest["shards"]))
+            return manifest
     for stale in remove_stale_temporaries(out):
         log.info("removed %s, a partial file from an interrupted run", stale.name)
     records = _verified_prefix(out, records)
@@ -406,12 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="Hub dataset config (HuggingFaceFW/fineweb-edu: sample-10BT)")
     ap.add_argument("--split", default="train", help="Hub dataset split to read")
     ap.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or commit)")
-    ap.add_argument("--text-column", default="text")
+    ap.add_argument("--text-column", default="text", help="column (field) holding the document text (jsonl, parquet, Hub)")
     ap.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True,
                     help="stream rows (Hub: no full download first); --no-streaming downloads/converts first")
     ap.add_argument("--txt-sample-by", default="document", choices=("document", "paragraph", "line"),
                     help="what one document is in a .txt file")
-    ap.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    ap.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file (uint16: 2 bytes each)")
     ap.add_argument("--val-tokens", type=int, default=DEFAULT_VAL_TOKENS,
                     help="validation split: the first whole documents until this many tokens (0: none)")
     ap.add_argument("--max-tokens", type=int, default=None, help="cap on train tokens")

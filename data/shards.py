@@ -113,7 +113,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 def check_shard_file(path: Path, tokens: int, sha256: str | None) -> None:
     """Raise DataError unless `path` exists with exactly `tokens` tokens and (if given) this sha256."""
-    fix = "re-run the same `python -m data.prepare` command: it rewrites missing or damaged shards"
+    fix = ("re-run the same `python -m data.prepare` command with --overwrite: it prepares the folder again from "
+           "the source (an unfinished folder is resumed, keeping its intact shards)")
     if not path.is_file():
         raise DataError(f"shard {path} listed in {MANIFEST_NAME} is missing: {fix}.")
     size, expected = path.stat().st_size, shard_bytes(tokens)
@@ -148,6 +149,9 @@ def open_shard(path: Path, tokens: int) -> np.ndarray:
 def read_manifest(folder: Path) -> tuple[dict, str]:
     """Load and structurally check `folder/manifest.json`; returns (manifest, sha256 of its bytes)."""
     path = Path(folder) / MANIFEST_NAME
+    if Path(folder).is_file():
+        raise DataError(f"{folder} is a file, not a prepared data folder: tokenize it first with "
+                        f"`python -m data.prepare {folder} --out out/data/NAME`, then pass that folder.")
     if not path.is_file():
         hint = ""
         if Path(folder).is_dir() and any(SHARD_RE.match(p.name) for p in Path(folder).iterdir()):

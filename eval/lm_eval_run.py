@@ -68,8 +68,18 @@ def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None
         unknown = [t for t in task_names if t not in manager.all_tasks]
         if unknown:
             raise EvalInputError(f"unknown lm-eval task(s) {unknown}; see `lm_eval ls tasks`")
-        return lm_eval.simple_evaluate(model=lm, tasks=task_names, task_manager=manager, limit=limit,
-                                       num_fewshot=num_fewshot, log_samples=log_samples)
+        try:
+            return lm_eval.simple_evaluate(model=lm, tasks=task_names, task_manager=manager, limit=limit,
+                                           num_fewshot=num_fewshot, log_samples=log_samples)
+        except OSError as err:  # requests' and datasets' connection errors are OSErrors
+            text = f"{type(err).__name__}: {err}"
+            if not isinstance(err, ConnectionError) and not any(
+                    word in text.lower() for word in ("connect", "offline", "resolve", "network")):
+                raise
+            raise EvalInputError(
+                f"lm-eval could not download the data of {task_names} ({text[:300]}): the Hugging Face Hub is not "
+                "reachable. Run online once (the datasets cache keeps it), or for HellaSwag pass --data "
+                "PATH/hellaswag_val.jsonl") from None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -34,6 +34,11 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
     device = next(model.parameters()).device
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)  # (1, T)
     ids = ids.expand(num_samples, -1)  # (n, T): same prompt, no padding needed
+    context = getattr(model.config, "n_positions", None)
+    if context is not None and ids.shape[1] + max_new_tokens > context:
+        raise ValueError(f"the prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's "
+                         f"context of {context} tokens: lower --max-new-tokens to at most "
+                         f"{max(context - ids.shape[1], 0)} or shorten the prompt")
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     was_training = model.training
     model.eval()

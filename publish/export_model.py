@@ -51,6 +51,24 @@ class ExportResult:
     max_logprob_diff: float  # export vs source (weights rounded to the export dtype), over the real 50,257 ids
 
 
+def unsafe_out_problem(out: Path, src) -> str | None:
+    """Why `out` must not be written (with --overwrite it is deleted first), or None. Export never replaces its own
+    source, a folder that contains it, or any training state (a run folder, a checkpoint)."""
+    target = out.resolve()
+    for source in (src.model_dir, src.checkpoint_dir, src.run_dir):
+        if source is None:
+            continue
+        source = Path(source).resolve()
+        if target == source or target in source.parents:
+            return (f"--out {out} is or contains the export's source {source}: replacing it would delete the model "
+                    "being exported; choose a folder outside it (e.g. export/NAME)")
+    if out.is_dir() and any((out / name).exists() for name in ("checkpoints", "COMPLETE", "metrics.jsonl",
+                                                                "run_config.yaml", "optimizer.pt")):
+        return (f"--out {out} holds training state (a run folder or a checkpoint): export never replaces it, even "
+                "with --overwrite; choose another --out")
+    return None
+
+
 def export_model(
     source: str | Path,
     out: str | Path,
@@ -74,6 +92,9 @@ def export_model(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
     src = resolve_source(source)
+    problem = unsafe_out_problem(out, src)
+    if problem:
+        raise FileExistsError(problem)
     model = _load_source_model(src.model_dir)
     tokenizer = _tokenizer()
 

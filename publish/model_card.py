@@ -206,7 +206,11 @@ def build_model_card(inputs: CardInputs) -> ModelCard:
 
 def load_lm_eval_results(path: str | Path) -> dict:
     """HellaSwag acc/acc_norm from an lm-eval results JSON (`lm_eval ... --output_path`)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): pass the results file lm-eval wrote "
+                         "(`lm_eval ... --output_path`, or eval.lm_eval_run's eval_results/lm_eval.json)") from None
     try:
         task = data["results"]["hellaswag"]
     except KeyError as err:

@@ -179,3 +179,11 @@ def test_manifest_that_does_not_match_the_model_is_refused(prepared, field, valu
 def test_missing_manifest_names_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"manifest.json not found: prepare the data first"):
         TokenDataset(tmp_path)
+
+
+def test_a_file_where_a_prepared_folder_belongs_says_to_prepare_it(tmp_path):
+    text = tmp_path / "input.txt"
+    text.write_text("some text\n")
+    with pytest.raises(DataError, match=r"is a file, not a prepared data folder: tokenize it first with "
+                                        r"`python -m data.prepare .*input.txt --out out/data/NAME`"):
+        TokenDataset(text)

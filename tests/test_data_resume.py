@@ -106,10 +106,15 @@ def test_finished_folder_is_verified_and_left_alone(shared_data, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    hashes = shard_hashes(tmp_path)
     shard = tmp_path / "train_000000.npy"
     shard.write_bytes(shard.read_bytes()[:-2])  # truncated: a finished folder re-run must notice
-    with pytest.raises(DataError, match="train_000000.npy.*truncated"):
+    # ... and say how to repair it; the advice it gives (--overwrite) must really repair it
+    with pytest.raises(DataError, match="train_000000.npy.*truncated.*with --overwrite"):
         prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+    prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False, overwrite=True)
+    assert shard_hashes(tmp_path) == hashes
+    prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)  # verified intact again
 
 
 def test_other_settings_are_refused_without_touching_the_folder(shared_data, tmp_path):

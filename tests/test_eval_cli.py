@@ -108,3 +108,14 @@ def test_hub_default_fails_clearly_offline(export_dir):
 
     with pytest.raises(EvalInputError, match="pass --data"):
         main(["--model", str(export_dir), "--limit", "2"])
+
+
+def test_lm_eval_task_without_local_data_fails_clearly_offline(export_dir, monkeypatch):
+    """A task whose dataset is on the Hub (arc_easy), offline: one message that says what to do, not a
+    ConnectionError traceback."""
+    from eval.lm_eval_run import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(EvalInputError, match="Hub is not reachable.*--data"):
+        main(["--model", str(export_dir), "--tasks", "arc_easy", "--limit", "2"])

@@ -37,6 +37,13 @@ def test_samples_on_compiled_module_use_the_original(model, gpt2_tokenizer):
         generate_samples(model, gpt2_tokenizer, num_samples=2, max_new_tokens=4)
 
 
+def test_samples_longer_than_the_context_are_refused_before_generating(model, gpt2_tokenizer):
+    prompt_tokens = len(gpt2_tokenizer("Hello, I'm a language model,")["input_ids"])
+    with pytest.raises(ValueError, match=f"lower --max-new-tokens to at most {128 - prompt_tokens}"):
+        generate_samples(model, gpt2_tokenizer, num_samples=1, max_new_tokens=500)
+    assert len(generate_samples(model, gpt2_tokenizer, num_samples=1, max_new_tokens=128 - prompt_tokens)) == 1
+
+
 def test_val_loss_equals_token_weighted_mean_of_model_losses(model):
     torch.manual_seed(1)
     batches = [(torch.randint(0, 50257, (b, 16)), torch.randint(0, 50257, (b, 16))) for b in (3, 5)]

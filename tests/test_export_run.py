@@ -188,3 +188,25 @@ def test_refusals(tiny_run, tmp_path, capsys):
     assert export_cli.main([str(tiny_run), "--out", str(tmp_path / "b")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "b" / "keep.txt").is_file()
     assert not any(p.name.startswith(".a.tmp") or p.name.startswith(".b.tmp") for p in tmp_path.iterdir())
+
+
+def test_overwrite_never_deletes_the_source_or_any_training_state(tiny_run, tmp_path, capsys):
+    """`--out` pointing at the run, a checkpoint, a folder holding the run, or another run folder: refused with
+    exit 2 even with --overwrite, and every file is still there afterwards."""
+    import shutil
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_run, run)
+    other = tmp_path / "other_run"
+    shutil.copytree(tiny_run, other)
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    newest = run / "checkpoints" / f"step_{LAST:08d}"
+    for out, message in ((run, "is or contains the export's source"),
+                         (newest, "is or contains the export's source"),
+                         (tmp_path / "runs", "is or contains the export's source"),
+                         (other, "holds training state"),
+                         (other / "checkpoints" / f"step_{FIRST:08d}", "holds training state")):
+        assert export_cli.main([str(run), "--out", str(out), "--overwrite"]) == 2, out
+        assert message in capsys.readouterr().err, out
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+    assert export_cli.main([str(run), "--out", str(run / "export"), "--overwrite"]) == 0  # beside the checkpoints: fine

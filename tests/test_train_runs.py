@@ -676,3 +676,22 @@ def test_fp16_on_a_cpu_is_refused_instead_of_running_fp32(setup, tmp_path, in_pr
     assert train.main(_args(setup, out, "--mixed_precision", "fp16")) == 2
     assert "mixed_precision fp16 needs a CUDA GPU" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_data_too_short_for_a_window_is_a_config_error_before_anything_is_written(setup, tmp_path, in_process,
+                                                                                  capsys):
+    """No val split (prepared with --val-tokens 0) while validation is on, and an attention backend that is not
+    installed: exit 2 with what to do, no run folder (they once crashed with a traceback after writing it)."""
+    from data.prepare import prepare
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("\n".join(json.dumps({"text": f"document {i} says a few words about training."}) for i in range(40)))
+    data = tmp_path / "data"
+    prepare(str(src), data, val_tokens=0, shard_tokens=4096, num_proc=1, progress=False)
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--data_dir", str(data))) == 2
+    err = capsys.readouterr().err
+    assert "the val split has 0 tokens" in err and "--eval_every 0 --eval_at_end false" in err
+    assert not out.exists()
+    assert train.main(_args(setup, out, "--attn_implementation", "flash_attention_2")) == 2
+    assert "could not build the model" in capsys.readouterr().err and not out.exists()

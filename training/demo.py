@@ -75,9 +75,22 @@ def main(argv=None) -> int:
     print(f"{last.name} reloaded from disk: val loss {loss:.4f} over {n_tokens:,} tokens")
     falling = len(curve) >= 2 and curve[-1][1] < curve[0][1]
     print(f"validation loss {'fell' if falling else 'DID NOT FALL'}: {curve[0][1]:.3f} -> {curve[-1][1]:.3f}")
-    hs = [r for r in read_metrics(run_dir / "metrics.jsonl", "hellaswag")]
+    hs = [r for r in read_metrics(run_dir / "metrics.jsonl", "hellaswag") if r["step"] == done]
     if hs:
         r = hs[-1]
+    else:  # trained without HellaSwag data (or an earlier run did): score the reloaded checkpoint now if we can
+        from eval.hellaswag import HellaSwagScorer
+        from training.loop import resolve_hellaswag
+
+        path = resolve_hellaswag(cfg.hellaswag_file, log=lambda msg: None)
+        r = None
+        if not path:
+            print("HellaSwag: not scored (no data here: set HELLASWAG_FILE=PATH/hellaswag_val.jsonl, or run online)")
+        else:
+            scorer = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
+                                               max_length=model.config.n_positions)
+            r = scorer.evaluate(model, batch_size=cfg.val_batch_size or cfg.micro_batch_size)
+    if r:
         print(f"HellaSwag (first {r['n']} examples, lm-eval scoring): acc {r['acc']:.4f}, acc_norm {r['acc_norm']:.4f} "
               "(chance: 0.25)")
 

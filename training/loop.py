@@ -187,7 +187,17 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
         ds.verify(vocab_size=model_vocab, eot_id=EOT_ID, check_sha256=checksums)
     except Exception as err:  # noqa: BLE001 - the data layer raises its own, already actionable, errors
         return "", [f"data_dir {cfg.data_dir!r}: {err}"]
-    return ds.manifest_hash, []
+    problems, window = [], cfg.seq_len + 1  # a training / validation window: T inputs and the next token
+    train_tokens = ds.split_tokens("train")
+    if train_tokens < window:
+        problems.append(f"data_dir {cfg.data_dir!r}: the train split has {train_tokens:,} tokens, fewer than one "
+                        f"window of seq_len + 1 = {window}: prepare more data or lower --seq_len")
+    val_tokens = sum(s["tokens"] for s in ds.manifest["shards"] if s["split"] == "val")
+    if (cfg.eval_every > 0 or cfg.eval_at_end) and val_tokens < window:
+        problems.append(f"data_dir {cfg.data_dir!r}: the val split has {val_tokens:,} tokens, fewer than one window "
+                        f"of {window}: prepare with a larger --val-tokens, or train without validation "
+                        "(--eval_every 0 --eval_at_end false)")
+    return ds.manifest_hash, problems
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -498,7 +508,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     try:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:  # ImportError: an attention backend that is not installed
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
     if cfg.seq_len > raw_model.config.n_positions:
         return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
@@ -515,10 +525,13 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         problems = ckpt.compat_errors(meta, model_config=expected, run_config=cfg.to_dict(), world_size=world,
                                       data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
         if problems:
-            return fail([f"cannot resume from {resume_dir}:"] + problems)
+            return fail([f"cannot resume from {resume_dir}:"] + problems + [
+                f"to continue that run, use the settings saved in {Path(cfg.output_dir) / 'run_config.yaml'}; "
+                "to start a new run with these settings, pick a new --output_dir"])
         if meta["step"] >= cfg.max_steps:
             log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train "
-                "(raise --max_steps to continue)")
+                "(raise --max_steps to continue; the cosine then stretches to the new max_steps, so pass "
+                f"--lr_decay_steps {cfg.lr_decay_steps or cfg.max_steps} to keep the schedule it was trained on)")
             return EXIT_OK
 
     uploader, problem = None, None
@@ -636,7 +649,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     # ---- the loop -------------------------------------------------------------------------------------------
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (main and cfg.progress_bar), unit="step",
+    # A bar only on a terminal: redirected to a file its redraws are noise (the step lines carry the same facts).
+    bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step",
+               disable=not (main and cfg.progress_bar and sys.stderr.isatty()),
                dynamic_ncols=True, file=sys.stderr)
     run_t0 = time.time()
     tok_rates = []
@@ -690,7 +705,10 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 code = EXIT_NONFINITE
                 break
             if digests is not None:
-                print(f"rank {rank}/{world} step {step + 1} micro-batch digests: {' '.join(digests)}", flush=True)
+                # First step of this process: which windows each rank read (sha1 of its inputs, per micro-batch),
+                # so two runs or a resumed run can be checked to read the same data.
+                print(f"rank {rank}/{world} step {step + 1} micro-batch digests: {' '.join(digests)} "
+                      "(data check: equal digests = identical input batches)", flush=True)
             step += 1
             tokens += tokens_per_step
             if device.type == "cuda":

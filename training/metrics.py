@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 FLOPS_FORMULA = "6N + 12*L*H*Q*T per token (nanoGPT/PaLM; N without wpe)"
-MEASURED_PEAK_FLOPS = {"H100": 798e12, "H200": 790e12}  # bf16, measured on the lent GPUs (see REFERENCE.md)
+MEASURED_PEAK_FLOPS = {"H100": 798e12, "H200": 790e12}  # measured bf16 peaks, from ../shared/docs/REFERENCE.md
 
 
 def flops_per_token(model, seq_len: int) -> int:

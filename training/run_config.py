@@ -115,9 +115,9 @@ class RunConfig:
         "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed"
     )
     peak_flops: Optional[float] = _f(
-        None, "peak FLOP/s per device for MFU (default: 798e12 measured bf16 on our H100, 790e12 H200; else no MFU)"
+        None, "peak FLOP/s per device for MFU (default: bf16 798e12 on an H100, 790e12 on an H200; else no MFU)"
     )
-    progress_bar: bool = _f(True, "tqdm progress bar with ETA (main process, stderr)")
+    progress_bar: bool = _f(True, "tqdm progress bar with ETA (main process, on stderr when it is a terminal)")
     # --- debugging -------------------------------------------------------------------------------------------
     overfit_single_batch: bool = _f(False, "train on the first batch over and over (a loss that cannot reach ~0 is a bug)")
 
@@ -182,10 +182,19 @@ def _build_parser():
     from transformers import HfArgumentParser
 
     # exit_on_error=False: a bad value raises instead of exiting, so it joins the other errors.
-    return HfArgumentParser(
+    parser = HfArgumentParser(
         RunConfig, prog="train.py", allow_abbrev=False, exit_on_error=False,
         description="GPT-2 pretraining on Accelerate. Flags override the YAML preset given with --config.",
     )
+    # argparse appends "(default: ...)" unless the help mentions %(default) itself; an empty "%(default).0s" stops
+    # it where that would mislead: on the generated --no_X flags ("(default: False)"), and where the help already
+    # says what the default means ("(default: max_steps) (default: None)").
+    for action in parser._actions:
+        if any(opt.startswith("--no_") for opt in action.option_strings):
+            action.help = f"same as --{action.dest} false%(default).0s"
+        elif action.help and "default" in action.help and action.default is None:
+            action.help += "%(default).0s"
+    return parser
 
 
 def _read_yaml(path: str, errors: list[str]) -> dict:
