@@ -199,7 +199,16 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
     has_shards = any(SHARD_RE.match(p.name) for p in out.iterdir())
     previous = None
     if manifest_path.exists():
-        previous, _ = read_manifest(out)
+        try:
+            previous, _ = read_manifest(out)
+        except DataError:
+            if not overwrite:
+                raise
+            for p in out.iterdir():  # an unreadable manifest says nothing worth keeping: start again
+                if _ours(p):
+                    p.unlink()
+            log.info("--overwrite: %s had an unreadable manifest; preparing it again from the source", out)
+            return None, []
         previous_settings = previous.get("settings", {})
     elif state_path.exists():
         state = json.loads(state_path.read_text())

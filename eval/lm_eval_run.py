@@ -71,15 +71,31 @@ def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None
         try:
             return lm_eval.simple_evaluate(model=lm, tasks=task_names, task_manager=manager, limit=limit,
                                            num_fewshot=num_fewshot, log_samples=log_samples)
-        except OSError as err:  # requests' and datasets' connection errors are OSErrors
-            text = f"{type(err).__name__}: {err}"
-            if not isinstance(err, ConnectionError) and not any(
-                    word in text.lower() for word in ("connect", "offline", "resolve", "network")):
+        except Exception as err:  # noqa: BLE001 - only "no network" is reworded; everything else is re-raised
+            if not _is_offline_error(err):
                 raise
+            text = f"{type(err).__name__}: {err}"
             raise EvalInputError(
                 f"lm-eval could not download the data of {task_names} ({text[:300]}): the Hugging Face Hub is not "
                 "reachable. Run online once (the datasets cache keeps it), or for HellaSwag pass --data "
                 "PATH/hellaswag_val.jsonl") from None
+
+
+def _is_offline_error(err: BaseException) -> bool:
+    """True for "the Hub cannot be reached" (offline mode, no route, timeouts, nothing cached), decided by type; an
+    HTTP answer from the Hub (401 gated, 404, ...) is a different problem and is not reworded."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if isinstance(err, HfHubHTTPError):
+        return False
+    offline: tuple[type, ...] = (ConnectionError, TimeoutError, LocalEntryNotFoundError)  # OfflineModeIsEnabled too
+    for module, names in (("httpx", ("TransportError",)), ("requests.exceptions", ("ConnectionError", "Timeout"))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+            offline += tuple(getattr(mod, name) for name in names)
+        except ImportError:
+            pass
+    return isinstance(err, offline)
 
 
 def main(argv: list[str] | None = None) -> dict:

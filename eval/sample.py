@@ -36,9 +36,10 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
     ids = ids.expand(num_samples, -1)  # (n, T): same prompt, no padding needed
     context = getattr(model.config, "n_positions", None)
     if context is not None and ids.shape[1] + max_new_tokens > context:
-        raise ValueError(f"the prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's "
-                         f"context of {context} tokens: lower --max-new-tokens to at most "
-                         f"{max(context - ids.shape[1], 0)} or shorten the prompt")
+        room = context - ids.shape[1]
+        fix = f"generate at most {room} new tokens" if room >= 1 else "shorten the prompt"
+        raise ValueError(f"the prompt ({ids.shape[1]} tokens) + {max_new_tokens} new tokens exceed the model's "
+                         f"context of {context} tokens: {fix}")
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     was_training = model.training
     model.eval()

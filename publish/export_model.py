@@ -51,21 +51,30 @@ class ExportResult:
     max_logprob_diff: float  # export vs source (weights rounded to the export dtype), over the real 50,257 ids
 
 
+TRAINING_STATE = ("checkpoints", "COMPLETE", "manifest.json", "optimizer.pt", "metrics.jsonl", "run_config.yaml",
+                  "model", "meta.json")
+
+
 def unsafe_out_problem(out: Path, src) -> str | None:
-    """Why `out` must not be written (with --overwrite it is deleted first), or None. Export never replaces its own
-    source, a folder that contains it, or any training state (a run folder, a checkpoint)."""
+    """Why `out` must not be written, or None. With --overwrite, `out` is deleted before the new export moves in,
+    so only an earlier export may be replaced: never the export's source, a folder containing it, a run,
+    a checkpoint (or a folder inside one), a prepared data folder, or any folder that is not an export."""
     target = out.resolve()
     for source in (src.model_dir, src.checkpoint_dir, src.run_dir):
         if source is None:
             continue
         source = Path(source).resolve()
         if target == source or target in source.parents:
-            return (f"--out {out} is or contains the export's source {source}: replacing it would delete the model "
-                    "being exported; choose a folder outside it (e.g. export/NAME)")
-    if out.is_dir() and any((out / name).exists() for name in ("checkpoints", "COMPLETE", "metrics.jsonl",
-                                                                "run_config.yaml", "optimizer.pt")):
-        return (f"--out {out} holds training state (a run folder or a checkpoint): export never replaces it, even "
-                "with --overwrite; choose another --out")
+            return (f"--out {out} is or contains the export's source {source}: export writes a new folder and "
+                    "never replaces its own source; choose another --out (e.g. export/NAME)")
+    if any((parent / "COMPLETE").is_file() or parent.name == "checkpoints" for parent in target.parents):
+        return f"--out {out} is inside a checkpoint or a run's checkpoints/: choose a folder outside the run"
+    if out.is_dir() and any(out.iterdir()):
+        held = [name for name in TRAINING_STATE if (out / name).exists()]
+        if held or not (out / "config.json").is_file():
+            what = f"training state ({', '.join(held)})" if held else "no config.json (not an earlier export)"
+            return (f"--out {out} holds {what}: export only ever replaces an earlier export, even with "
+                    "--overwrite; choose another --out")
     return None
 
 
@@ -89,12 +98,12 @@ def export_model(
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
     src = resolve_source(source)
     problem = unsafe_out_problem(out, src)
     if problem:
         raise FileExistsError(problem)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} holds an earlier export: choose another --out or pass --overwrite to replace it")
     model = _load_source_model(src.model_dir)
     tokenizer = _tokenizer()
 

@@ -115,6 +115,12 @@ def test_finished_folder_is_verified_and_left_alone(shared_data, tmp_path):
     prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False, overwrite=True)
     assert shard_hashes(tmp_path) == hashes
     prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)  # verified intact again
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(manifest.read_text()[:50])  # a damaged manifest: the advised --overwrite repairs it too
+    with pytest.raises(DataError, match="manifest.json is not valid JSON.*--overwrite"):
+        prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
+    prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False, overwrite=True)
+    assert shard_hashes(tmp_path) == hashes
 
 
 def test_other_settings_are_refused_without_touching_the_folder(shared_data, tmp_path):

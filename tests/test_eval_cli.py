@@ -110,12 +110,18 @@ def test_hub_default_fails_clearly_offline(export_dir):
         main(["--model", str(export_dir), "--limit", "2"])
 
 
-def test_lm_eval_task_without_local_data_fails_clearly_offline(export_dir, monkeypatch):
+def test_lm_eval_task_without_local_data_fails_clearly_offline(export_dir, monkeypatch, tmp_path):
     """A task whose dataset is on the Hub (arc_easy), offline: one message that says what to do, not a
     ConnectionError traceback."""
     from eval.lm_eval_run import main
 
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # empty caches: a copy of arc_easy cached by an earlier online run must not make this pass for another reason
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(EvalInputError, match="Hub is not reachable.*--data"):
         main(["--model", str(export_dir), "--tasks", "arc_easy", "--limit", "2"])

@@ -39,7 +39,7 @@ def test_samples_on_compiled_module_use_the_original(model, gpt2_tokenizer):
 
 def test_samples_longer_than_the_context_are_refused_before_generating(model, gpt2_tokenizer):
     prompt_tokens = len(gpt2_tokenizer("Hello, I'm a language model,")["input_ids"])
-    with pytest.raises(ValueError, match=f"lower --max-new-tokens to at most {128 - prompt_tokens}"):
+    with pytest.raises(ValueError, match=f"generate at most {128 - prompt_tokens} new tokens"):
         generate_samples(model, gpt2_tokenizer, num_samples=1, max_new_tokens=500)
     assert len(generate_samples(model, gpt2_tokenizer, num_samples=1, max_new_tokens=128 - prompt_tokens)) == 1
 

@@ -186,27 +186,44 @@ def test_refusals(tiny_run, tmp_path, capsys):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "keep.txt").write_text("mine")
     assert export_cli.main([str(tiny_run), "--out", str(tmp_path / "b")]) == 2
-    assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "b" / "keep.txt").is_file()
+    assert "not an earlier export" in capsys.readouterr().err and (tmp_path / "b" / "keep.txt").is_file()
     assert not any(p.name.startswith(".a.tmp") or p.name.startswith(".b.tmp") for p in tmp_path.iterdir())
 
 
 def test_overwrite_never_deletes_the_source_or_any_training_state(tiny_run, tmp_path, capsys):
-    """`--out` pointing at the run, a checkpoint, a folder holding the run, or another run folder: refused with
-    exit 2 even with --overwrite, and every file is still there afterwards."""
+    """`--out` pointing at the run, a checkpoint, a folder holding the run, another run, its checkpoints/, a
+    checkpoint's model/, a prepared data folder or any non-export folder: refused with exit 2 even with --overwrite,
+    every file still there afterwards. An earlier export is what --overwrite replaces."""
     import shutil
 
     run = tmp_path / "runs" / "tiny"
     shutil.copytree(tiny_run, run)
     other = tmp_path / "other_run"
     shutil.copytree(tiny_run, other)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text("{}")
+    (data / "train_000000.npy").write_bytes(b"x")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "plan.txt").write_text("mine")
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
-    newest = run / "checkpoints" / f"step_{LAST:08d}"
+    other_ckpt = other / "checkpoints" / f"step_{FIRST:08d}"
     for out, message in ((run, "is or contains the export's source"),
-                         (newest, "is or contains the export's source"),
+                         (run / "checkpoints" / f"step_{LAST:08d}", "is or contains the export's source"),
                          (tmp_path / "runs", "is or contains the export's source"),
                          (other, "holds training state"),
-                         (other / "checkpoints" / f"step_{FIRST:08d}", "holds training state")):
+                         (other / "checkpoints", "holds no config.json"),
+                         (other_ckpt, "inside a checkpoint or a run's checkpoints/"),
+                         (other_ckpt / "model", "inside a checkpoint"),
+                         (data, "holds training state (manifest.json)"),
+                         (notes, "not an earlier export")):
         assert export_cli.main([str(run), "--out", str(out), "--overwrite"]) == 2, out
         assert message in capsys.readouterr().err, out
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
-    assert export_cli.main([str(run), "--out", str(run / "export"), "--overwrite"]) == 0  # beside the checkpoints: fine
+    # what --overwrite is for: replacing an earlier export (here one beside the checkpoints)
+    assert export_cli.main([str(run), "--out", str(run / "export")]) == 0
+    assert export_cli.main([str(run), "--out", str(run / "export")]) == 2
+    assert "holds an earlier export" in capsys.readouterr().err
+    assert export_cli.main([str(run), "--out", str(run / "export"), "--overwrite", "--dtype", "bfloat16"]) == 0
+    assert "bfloat16" in (run / "export" / "config.json").read_text()

@@ -84,6 +84,7 @@ BAD_CONFIGS = [
     ("unknown compile mode", "compile_mode: reduce-overhead\n", [], "compile_mode: 'reduce-overhead' is not one of"),
     ("compile mode without compile", None, ["--compile_mode", "max-autotune-no-cudagraphs"],
      "has no effect without compiling: add --compile true"),
+    ("val_tokens below one window", None, ["--val_tokens", "100"], "val_tokens (100) is less than one window"),
     ("chunked loss with fp16", None, ["--loss_chunk_tokens", "4096", "--mixed_precision", "fp16"],
      "loss_chunk_tokens needs bf16 or fp32"),
 ]
@@ -168,3 +169,10 @@ def test_compile_mode_reaches_the_dynamo_plugin(tmp_path):
             AcceleratorState._reset_state(True)
             GradientState._reset_state()
         assert (plugin.backend.value.lower(), plugin.mode) == ("inductor", mode)
+
+
+def test_a_file_as_data_dir_says_it_is_a_source_not_a_prepared_folder(tmp_path):
+    text = tmp_path / "input.txt"
+    text.write_text("hello\n")
+    with pytest.raises(ConfigError, match="is a file, not a prepared data folder"):
+        load_run_config(["--data_dir", str(text), "--output_dir", str(tmp_path / "run")])

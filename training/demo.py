@@ -82,11 +82,11 @@ def main(argv=None) -> int:
         from eval.hellaswag import HellaSwagScorer
         from training.loop import resolve_hellaswag
 
-        path = resolve_hellaswag(cfg.hellaswag_file, log=lambda msg: None)
+        path = None if cfg.hellaswag_file == "off" else resolve_hellaswag(cfg.hellaswag_file)  # says why not
         r = None
-        if not path:
-            print("HellaSwag: not scored (no data here: set HELLASWAG_FILE=PATH/hellaswag_val.jsonl, or run online)")
-        else:
+        if cfg.hellaswag_file == "off":
+            print("HellaSwag: off in the run config (hellaswag_file: off)")
+        elif path:
             scorer = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
                                                max_length=model.config.n_positions)
             r = scorer.evaluate(model, batch_size=cfg.val_batch_size or cfg.micro_batch_size)

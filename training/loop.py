@@ -512,6 +512,14 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
     if cfg.seq_len > raw_model.config.n_positions:
         return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
+    if cfg.num_samples and (cfg.sample_every > 0 or cfg.eval_at_end):  # else found only at the first sample
+        from data.tokenizer import gpt2_tokenizer
+
+        prompt_tokens = len(gpt2_tokenizer()(cfg.sample_prompt)["input_ids"])
+        if prompt_tokens + cfg.sample_max_new_tokens > raw_model.config.n_positions:
+            return fail([f"sample_prompt ({prompt_tokens} tokens) + sample_max_new_tokens "
+                         f"({cfg.sample_max_new_tokens}) exceed the model's context of "
+                         f"{raw_model.config.n_positions} tokens: lower --sample_max_new_tokens or shorten the prompt"])
     manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=main)
     problems = _broadcast(accelerator, problems) or problems  # every rank stops if the main one found a problem
     if problems:
@@ -525,13 +533,18 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         problems = ckpt.compat_errors(meta, model_config=expected, run_config=cfg.to_dict(), world_size=world,
                                       data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
         if problems:
+            saved = resume_dir.parent.parent / "run_config.yaml"  # run/checkpoints/step_N -> run/run_config.yaml
             return fail([f"cannot resume from {resume_dir}:"] + problems + [
-                f"to continue that run, use the settings saved in {Path(cfg.output_dir) / 'run_config.yaml'}; "
-                "to start a new run with these settings, pick a new --output_dir"])
+                "to continue that run, launch it as it was (world size, data and the settings in "
+                f"{saved if saved.is_file() else 'the run config saved with it'}); to start a new run with these "
+                "settings, pick a new --output_dir"])
         if meta["step"] >= cfg.max_steps:
-            log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train "
-                "(raise --max_steps to continue; the cosine then stretches to the new max_steps, so pass "
-                f"--lr_decay_steps {cfg.lr_decay_steps or cfg.max_steps} to keep the schedule it was trained on)")
+            trained = meta.get("run_config") or {}
+            decay_end = trained.get("lr_decay_steps") or trained.get("max_steps")
+            hint = "raise --max_steps to continue"
+            if decay_end and not cfg.lr_decay_steps:  # the cosine would otherwise stretch to the new max_steps
+                hint += f", with --lr_decay_steps {decay_end} to keep the LR schedule it was trained on"
+            log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train ({hint})")
             return EXIT_OK
 
     uploader, problem = None, None
@@ -649,9 +662,11 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     # ---- the loop -------------------------------------------------------------------------------------------
     from tqdm.auto import tqdm
 
-    # A bar only on a terminal: redirected to a file its redraws are noise (the step lines carry the same facts).
+    # A bar only on a terminal or in a notebook: redirected to a file its redraws are noise (the step lines carry
+    # the same facts).
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
     bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step",
-               disable=not (main and cfg.progress_bar and sys.stderr.isatty()),
+               disable=not (main and cfg.progress_bar and interactive),
                dynamic_ncols=True, file=sys.stderr)
     run_t0 = time.time()
     tok_rates = []

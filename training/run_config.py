@@ -117,7 +117,7 @@ class RunConfig:
     peak_flops: Optional[float] = _f(
         None, "peak FLOP/s per device for MFU (default: bf16 798e12 on an H100, 790e12 on an H200; else no MFU)"
     )
-    progress_bar: bool = _f(True, "tqdm progress bar with ETA (main process, on stderr when it is a terminal)")
+    progress_bar: bool = _f(True, "tqdm progress bar with ETA (main process; on a terminal or in a notebook, not in redirected logs)")
     # --- debugging -------------------------------------------------------------------------------------------
     overfit_single_batch: bool = _f(False, "train on the first batch over and over (a loss that cannot reach ~0 is a bug)")
 
@@ -297,6 +297,9 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     # data / paths
     if not cfg.data_dir:
         e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir out/data/pydocs)")
+    elif Path(cfg.data_dir).is_file():
+        e.append(f"data_dir {cfg.data_dir!r} is a file, not a prepared data folder: pass the folder that "
+                 f"`python -m data.prepare SOURCE --out FOLDER` wrote (a text/jsonl/parquet file is a SOURCE)")
     elif not Path(cfg.data_dir).is_dir():
         e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
     elif not (Path(cfg.data_dir) / "manifest.json").is_file():
@@ -337,6 +340,9 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
             e.append(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not math.isfinite(cfg.max_lr):
         e.append("max_lr must be finite")
+    if (cfg.eval_every > 0 or cfg.eval_at_end) and 0 < cfg.val_tokens < cfg.seq_len:
+        e.append(f"val_tokens ({cfg.val_tokens}) is less than one window of seq_len ({cfg.seq_len}): raise it, or "
+                 "train without validation (--eval_every 0 --eval_at_end false)")
     if cfg.compile_mode != "default" and not cfg.compile:
         e.append(f"compile_mode {cfg.compile_mode!r} has no effect without compiling: add --compile true")
     if cfg.loss_chunk_tokens and cfg.mixed_precision == "fp16":
