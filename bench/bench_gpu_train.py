@@ -20,13 +20,14 @@ What it measures, in this order, in one process:
    same train shards, timed the same way from its own per-step stamps.
    For both: the first --warmup steps are excluded (compile, allocator), then --windows windows of --window
    steps; tok/s = median over windows. Peak GPU memory per run from torch.cuda.max_memory_allocated.
-3b. variants: --variant KEY=VALUE[,KEY=VALUE...] (repeatable) adds one more "ours" run per variant with those
-   run-config overrides, e.g. `--variant loss_chunk_tokens=16384 --variant compile_mode=max-autotune-no-cudagraphs`;
-   each is reported as "ours[KEY=VALUE]" with its own ratio to the reference.
 4. in-loop evaluations (training.loop.Evaluator, as train.py runs them; fresh 124M weights, since cost does not
    depend on them): validation loss on --val-tokens (10,485,760) tokens with the compiled module, HellaSwag on
    all 10,042 examples with the eager module, samples. Each is run twice: the first call includes compilation
    and warm-up, the second is the steady cost a training run pays at every evaluation.
+5. variants (last: experiments, after the issue's own figures): --variant KEY=VALUE[,KEY=VALUE...] (repeatable)
+   adds one more "ours" run per variant with those run-config overrides, e.g. `--variant loss_chunk_tokens=16384
+   --variant compile_mode=max-autotune-no-cudagraphs`; each is reported as "ours[KEY=VALUE]" with its own ratio
+   to the reference run of step 3.
 
 Results print as JSON and go to --json after every stage (a run cut short keeps what it measured). The numbers
 in BENCHMARKS.md come from this script.
@@ -325,6 +326,10 @@ def main(argv=None) -> dict:
             free_memory()
             ref = run_reference(args, cfg, grad_accum, steps, device, ours["precision"] == "bf16")
             record("reference", ref["stamps"])
+        if "evals" not in args.skip and args.hellaswag:
+            free_memory()
+            result["evals"] = run_evals(args, cfg, device)
+            save()
         for variant in args.variant:
             free_memory()
             name = f"ours[{variant}]"
@@ -337,10 +342,6 @@ def main(argv=None) -> dict:
                 save()
                 continue
             record(name, run["stamps"], final_loss=run["final_loss"])
-        if "evals" not in args.skip and args.hellaswag:
-            free_memory()
-            result["evals"] = run_evals(args, cfg, device)
-            save()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, indent=1))
