@@ -20,6 +20,20 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False when offline mode is on or huggingface.co:443 does not answer within `timeout` seconds: checked
+    before a download, so that no network costs seconds, not the libraries' minute of retries."""
+    import socket
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class PublishError(RuntimeError):
     """A push that did not happen (or did not finish). The message says why and what to do."""
 

@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -143,7 +142,9 @@ def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
     for candidate in (os.environ.get("HELLASWAG_FILE"), HELLASWAG_CACHE):
         if candidate and Path(candidate).is_file():
             return str(candidate)
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True", "YES", "yes") or not _hub_reachable():
+    from publish.hub import hub_reachable
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True", "YES", "yes") or not hub_reachable():
         log(f"HellaSwag skipped: no local file and the Hub is not reachable; {how}.")
         return None
     try:
@@ -156,14 +157,6 @@ def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
     except Exception as err:  # noqa: BLE001 - any download problem means "skip, and say so"
         log(f"HellaSwag skipped: download from the Hub failed ({type(err).__name__}: {err}); {how}.")
         return None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
