@@ -66,7 +66,7 @@ def load_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
 
 def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
     train, val, records, train_records = {}, {}, {}, {}
-    summary = None
+    summary, known = None, 0  # known: records of a type train.py writes (docs/CONTRACTS.md)
     lines = text.splitlines()
     last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
@@ -79,7 +79,8 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
                 warnings.warn(f"{path}:{i + 1}: skipping a truncated last line (run killed mid-write?)")
                 continue
             raise ValueError(f"{path}:{i + 1}: not valid JSON ({err.msg})") from err
-        kind = record.get("type")
+        kind = record.get("type") if isinstance(record, dict) else None
+        known += kind in ("train", "val", "hellaswag", "sample", "resume", "error", "upload", "summary")
         try:
             if kind == "train":
                 train[int(record["step"])] = float(record["loss"])
@@ -93,6 +94,9 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
             # other types (sample, ...) carry nothing we plot
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}:{i + 1}: a {kind!r} record without a usable {err} field") from err
+    if not known and last_nonblank >= 0:
+        raise ValueError(f"{path} holds no records train.py writes (rows with \"type\": \"train\", \"val\", ...): "
+                         "pass a run's metrics.jsonl, a run folder or a build-nanogpt log.txt")
     hellaswag = {
         scorer: sorted((step, float(rec[key])) for step, rec in records.items() if rec.get(key) is not None)
         for scorer, key in _HELLASWAG_FIELDS.items()

@@ -76,6 +76,7 @@ def test_resumed_run_later_line_wins_and_truncated_tail_is_skipped(tmp_path):
     ('{"type": "train", "step": 1, "loss": 2.0}\nnot json\n{"type": "train", "step": 2, "loss": 1.0}\n',
      r"metrics.jsonl:2: not valid JSON"),
     ('{"type": "val", "step": 1}\n', r"metrics.jsonl:1: a 'val' record without a usable 'val_loss'"),
+    ('{"text": "a dataset row, not a metrics log"}\n[1, 2]\n', r"metrics.jsonl holds no records train.py writes"),
 ])
 def test_bad_jsonl_lines_are_named(tmp_path, text, message):
     (tmp_path / "metrics.jsonl").write_text(text)
