@@ -100,6 +100,10 @@ def load_stock_gpt2(path_or_repo: str, vocab_size: int | None = None, **from_pre
             f"Could not load a GPT-2 checkpoint from {path_or_repo!r}: pass a local folder with config.json and "
             f"model.safetensors (or pytorch_model.bin), or a Hub id while online. ({err})"
         ) from err
+    head, embedding = stock.lm_head.weight, stock.transformer.wte.weight
+    if head.data_ptr() != embedding.data_ptr() and not torch.equal(head, embedding):
+        raise ValueError(f"{path_or_repo!r} has an LM head that is not tied to its token embedding "
+                         "(tie_word_embeddings=False): gpt2repro implements GPT-2's tied head only")
     config = config_from_stock(stock.config, vocab_size)
     model = GPT2ReproForCausalLM(config)
     missing, unexpected = model.load_state_dict(stock_to_ours_state_dict(stock.state_dict(), config.vocab_size), strict=False)

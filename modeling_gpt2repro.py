@@ -30,6 +30,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -120,8 +121,10 @@ class GPT2ReproMLP(nn.Module):
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
-class GPT2ReproBlock(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+class GPT2ReproBlock(GradientCheckpointingLayer):
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (hidden states, attention
+    weights or None). A GradientCheckpointingLayer: `model.gradient_checkpointing_enable()` recomputes it in backward
+    (hidden states go in positionally, as that requires)."""
 
     def __init__(self, config: GPT2ReproConfig, layer_idx: int):
         super().__init__()
@@ -132,11 +135,11 @@ class GPT2ReproBlock(nn.Module):
 
     def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
         residual = hidden_states
-        attn_out, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs)
+        attn_out, weights = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs)
         hidden_states = residual + attn_out
         residual = hidden_states
         hidden_states = residual + self.mlp(self.ln_2(hidden_states))
-        return hidden_states
+        return hidden_states, weights
 
 
 class GPT2ReproPreTrainedModel(PreTrainedModel):
@@ -144,7 +147,7 @@ class GPT2ReproPreTrainedModel(PreTrainedModel):
     config: GPT2ReproConfig
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["GPT2ReproBlock"]
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -214,6 +217,11 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        return_dict = kwargs.pop("return_dict", None)
+        output_hidden_states = kwargs.pop("output_hidden_states", None)
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = kwargs.pop("output_attentions", None)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         cache = _pick_cache(cache, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
@@ -238,6 +246,7 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
         hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))  # (B, T, C)
 
         if (attention_mask is None and explicit_positions is None and past == 0
+                and (cache is None or type(cache) is DynamicCache)  # a StaticCache's keys are longer than T
                 and self.config._attn_implementation in ("sdpa", "eager")):
             # No padding, no cache, no packed positions: plain causal attention, so no mask at all; SDPA then takes
             # its is_causal (flash) path. create_causal_mask would give the same None in eager mode, but while
@@ -253,10 +262,23 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
                 position_ids=position_ids,
                 **{CACHE_NAME: cache},
             )
+        all_hidden = [] if output_hidden_states else None  # embeddings + each block's output (n_layer + 1)
+        all_weights = [] if output_attentions else None  # per block; None entries for fused (sdpa/flash) kernels
         for block in self.h:
-            hidden_states = block(hidden_states, attention_mask=mask, cache=cache, position_ids=position_ids, **kwargs)
+            if all_hidden is not None:
+                all_hidden.append(hidden_states)
+            hidden_states, weights = block(hidden_states, attention_mask=mask, cache=cache, position_ids=position_ids,
+                                           **kwargs)
+            if all_weights is not None:
+                all_weights.append(weights)
         hidden_states = self.ln_f(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_NAME: cache if use_cache else None})
+        if all_hidden is not None:
+            all_hidden.append(hidden_states)  # the last entry is after ln_f, as in transformers' GPT-2
+        output = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states, hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_weights) if all_weights is not None else None,
+            **{CACHE_NAME: cache if use_cache else None})
+        return output.to_tuple() if return_dict is False else output
 
 
 class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
@@ -299,7 +321,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         `logits` is None. Same loss and gradients as the default path. Not taken (full logits as usual) when the
         head is not a plain nn.Linear (`supports_chunked_loss()`) or with `num_items_in_batch` (Trainer's
         token-count normalisation)."""
-        kwargs.pop("return_dict", None)  # we always return a ModelOutput
+        return_dict = kwargs.pop("return_dict", None)  # False: a plain tuple, as transformers' models return
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -321,7 +343,9 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
             loss = chunked_linear_cross_entropy(
                 hidden_states.reshape(-1, hidden_states.shape[-1]), weight,
                 self._padded_ids_bias(weight.device, weight.dtype), shift_labels.reshape(-1), loss_chunk_tokens)
-            return CausalLMOutputWithPast(loss=loss, logits=None, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+            output = CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states,
+                                            attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+            return output.to_tuple() if return_dict is False else output
         if _is_plain_linear(self.lm_head):
             # (B, T', V); the padded-ids bias rides in the matmul. Measured: an in-place -inf write cost +11% per
             # step on CPU (autograd copies the whole logits gradient); on an H200 under compile the biased matmul
@@ -343,8 +367,18 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
                 vocab_size=self.config.vocab_size,
                 **loss_kwargs,
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+        return output.to_tuple() if return_dict is False else output
 
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """transformers' resize, and the ids the tokenizer now has (`new_num_tokens`) become real ids: only rows
+        beyond them (from `pad_to_multiple_of`) keep the -inf padded-ids bias."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if new_num_tokens is not None:
+            self.config.tokenizer_vocab_size = min(new_num_tokens, self.config.vocab_size)
+        return embeddings
 
     def supports_chunked_loss(self) -> bool:
         """Whether `loss_chunk_tokens` takes the chunked path: only with a plain, bias-free, hook-free nn.Linear
