@@ -389,6 +389,11 @@ def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict],
         splits[name] = {"shards": len(rs), "tokens": sum(r["tokens"] for r in rs),
                         "documents": sum(r["documents"] for r in rs)}
     if splits["train"]["tokens"] == 0:
+        if src.facts.get("txt_sample_by") == "document" and splits["val"]["documents"] <= 1:
+            raise DataError(f"the train split of {out} is empty: each .txt file is one document by default "
+                            "(--txt-sample-by document), and the validation split takes whole documents, so it took "
+                            "all of it. Split the text with --txt-sample-by paragraph (or line), and re-run with "
+                            "--overwrite.")
         raise DataError(f"the train split of {out} is empty: the source is smaller than --val-tokens; lower it "
                         "(and re-run with --overwrite).")
     manifest = {

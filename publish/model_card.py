@@ -120,22 +120,30 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     if precision:
         rows.append(("precision", "fp32" if precision in ("no", "fp32") else
                      f"{precision} autocast, fp32 master weights and optimizer state"))
-    wall = get("wall_time_s")
-    if wall is None and train:
-        wall = sum(float(rec.get("dt_ms") or 0) for rec in train) / 1000
-    if wall:
-        rows.append(("wall time", f"{float(wall) / 3600:.2f} h" if float(wall) >= 3600 else f"{float(wall):.0f} s"))
+    # Times and speeds from the train rows (the later row wins for a step repeated after a resume), never from the
+    # summary row: that one covers only the last session of a resumed run.
+    timed = [rec for rec in train if isinstance(rec.get("dt_ms"), (int, float)) and rec["dt_ms"] > 0]
+    step_seconds = sum(float(rec["dt_ms"]) for rec in timed) / 1000
+    if step_seconds:
+        text = f"{step_seconds / 3600:.2f} h" if step_seconds >= 3600 else f"{step_seconds:.0f} s"
+        rows.append(("training time", f"{text} (sum of the optimizer steps' times; evaluations and saves not counted)"))
     device, world = get("device", "hardware"), get("world_size")
     if device:
         rows.append(("hardware", f"{world} x {device}" if world else str(device)))
-    tok_s = get("tok_per_s", "mean_tok_per_s")
-    if tok_s is None and train:
-        tok_s = _mean(rec.get("tok_per_s") for rec in train[len(train) // 10:])
+    steady = timed[len(timed) // 10:]  # the first 10% (compilation, warm-up) left out
+    per_step = cfg.get("total_batch_size")
+    tok_s = None
+    if steady and per_step:
+        tok_s = len(steady) * int(per_step) / (sum(float(rec["dt_ms"]) for rec in steady) / 1000)
+    elif get("tok_per_s", "mean_tok_per_s") is not None and not train:
+        tok_s = float(get("tok_per_s", "mean_tok_per_s"))
     if tok_s:
-        rows.append(("throughput", f"{float(tok_s):,.0f} tokens/s"))
-    mfu = get("mfu", "mean_mfu")
-    if mfu is None and train:
-        mfu = _mean(rec.get("mfu") for rec in train[len(train) // 10:])
+        rows.append(("throughput", f"{tok_s:,.0f} tokens/s (steady state: tokens / step time)"))
+    # MFU is proportional to throughput (FLOPs/token / peak, the same for every step): scale it the same way.
+    ratio = _mean(rec["mfu"] / rec["tok_per_s"] for rec in steady
+                  if isinstance(rec.get("mfu"), (int, float)) and isinstance(rec.get("tok_per_s"), (int, float))
+                  and rec["tok_per_s"] > 0)
+    mfu = ratio * tok_s if ratio and tok_s else None
     if mfu:
         rows.append(("MFU", f"{100 * float(mfu):.1f}% (6N + 12LHQT FLOPs/token vs measured bf16 peak)"))
     return rows
@@ -288,6 +296,8 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         gpt2, gpt3 = HELLASWAG_ACC_NORM[SCORER_LM_EVAL]
         lines.append(f"| {gpt2.label} | {_fmt(HELLASWAG_ACC[SCORER_LM_EVAL].value)} | {_fmt(gpt2.value)} |")
         lines.append(f"| {gpt3.label} | | {_fmt(gpt3.value, 3)} |\n")
+        stderr = (lm_eval or {}).get("acc_norm_stderr")
+        lines.append(_uncertainty_note(n, acc_norm, stderr))
     if hella and hella.get("acc_tokennorm") is not None:
         lines.append(f"HellaSwag validation, {SCORER_DESCRIPTIONS[SCORER_BUILD_NANOGPT]}; in-loop, step "
                      f"{hella['step']:,}" + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + ":\n")
@@ -295,14 +305,33 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         lines.append("| model | acc_norm |\n|---|---|")
         lines.append(f"| {ours} | {_fmt(hella['acc_tokennorm'])} |")
         lines.append(f"| {gpt2.label} | {_fmt(gpt2.value)} |\n| {gpt3.label} | {_fmt(gpt3.value, 3)} |\n")
+        lines.append(_uncertainty_note(hella.get("n"), hella["acc_tokennorm"], None))
     if val:
+        val_tokens = inputs.run_config.get("val_tokens")
         lines.append(f"Validation loss at step {val['step']:,}: **{val['value']:.4f}** nats/token"
+                     + (f" over (at most) {int(val_tokens):,} tokens (`val_tokens`)" if val_tokens else "")
                      + (f" ({', '.join(inputs.datasets)} held-out tokens)" if inputs.datasets else "")
                      + f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
                      "val split (comparable only on that data).\n")
     lines.append("Never compare HellaSwag numbers across scorers: the same OpenAI GPT-2 scores 0.3114 acc_norm "
                  "under lm-eval and 0.2955 under build-nanogpt's scorer.\n")
     return "\n".join(lines)
+
+
+HELLASWAG_FULL = 10042  # validation examples
+
+
+def _uncertainty_note(n, accuracy, stderr) -> str:
+    """One standard error of an accuracy measured on n examples (binomial, or lm-eval's own when given), and a
+    warning when n is a subset: the reference rows are on all 10,042 examples."""
+    if not n or accuracy is None:
+        return ""
+    stderr = stderr if stderr is not None else math.sqrt(max(accuracy * (1 - accuracy), 0.0) / int(n))
+    note = f"Standard error of this model's acc_norm: ±{stderr:.4f} ({int(n):,} examples)."
+    if int(n) < HELLASWAG_FULL:
+        note += (f" Measured on the first {int(n):,} of the {HELLASWAG_FULL:,} examples, the references on all of "
+                 "them: differences within about two standard errors are noise.")
+    return note + "\n"
 
 
 def _usage_section(inputs: CardInputs, repo: str) -> str:

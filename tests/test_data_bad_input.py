@@ -81,3 +81,13 @@ def test_hub_name_is_read_from_the_hub_with_the_default_config(tmp_path):
         run("HuggingFaceFW/fineweb-edu", tmp_path / "out")
     # a run that failed before writing any shard does not bind the folder to its settings
     assert run("builtin:pydocs", tmp_path / "out", shard_tokens=200_000, max_documents=30)["documents"] == 30
+
+
+def test_a_txt_file_taken_whole_by_the_val_split_suggests_splitting_it(tmp_path):
+    """One .txt = one document by default; the val split takes whole documents: the message says how to split."""
+    src = tmp_path / "book.txt"
+    src.write_text("\n\n".join(f"Paragraph {i} of a small book, with a few words in it." for i in range(60)))
+    with pytest.raises(DataError, match="--txt-sample-by paragraph"):
+        prepare(str(src), tmp_path / "one", val_tokens=50, progress=False)
+    manifest = prepare(str(src), tmp_path / "many", val_tokens=50, txt_sample_by="paragraph", progress=False)
+    assert manifest["splits"]["train"]["tokens"] > 0 and manifest["splits"]["val"]["documents"] > 1

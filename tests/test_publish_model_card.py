@@ -69,3 +69,36 @@ def test_datasets_from_the_data_manifest_or_folder_name(tmp_path):
     assert guess_datasets({"data_dir": str(local_data)}) == []  # local files: the name alone proves nothing
     assert guess_datasets({"data_dir": "data/fineweb_edu_10B"}) == ["HuggingFaceFW/fineweb-edu"]  # no manifest here
     assert guess_datasets({}) == []
+
+
+def test_training_time_and_throughput_cover_every_session_of_a_resumed_run(tmp_path):
+    """A run killed after step 3 and resumed: the train rows of both sessions count (step 3, logged again after
+    the resume, counts once, with its later time); the last session's summary row does not decide the numbers."""
+    from publish.model_card import training_rows
+
+    rows = [{"type": "train", "step": s, "loss": 5.0, "dt_ms": 1000.0, "tok_per_s": 1000.0, "mfu": 0.1,
+             "tokens": 1000 * s} for s in range(1, 4)]
+    rows += [{"type": "resume", "step": 2, "checkpoint": "c"}]
+    rows += [{"type": "train", "step": s, "loss": 4.0, "dt_ms": 500.0, "tok_per_s": 2000.0, "mfu": 0.2,
+              "tokens": 1000 * s} for s in range(3, 11)]
+    rows += [{"type": "summary", "steps": 10, "tokens": 10000, "wall_time_s": 4.0, "mean_tok_per_s": 2000.0,
+              "device": "cpu", "world_size": 1}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = dict(training_rows({"total_batch_size": 1000, "max_steps": 10}, load_metrics(path), None))
+    assert table["training time"].startswith("6 s")  # 2 x 1 s + 8 x 0.5 s, not the last session's 4 s
+    # steady state: the first 10% (1 of 10 steps) left out -> 9 steps, 9,000 tokens in 1 + 8 x 0.5 = 5 s
+    assert table["throughput"].startswith("1,800 tokens/s")
+    assert table["MFU"].startswith("18.0%")  # 0.1 per 1,000 tokens/s
+
+
+def test_a_hellaswag_subset_is_shown_with_its_standard_error_and_a_warning(tmp_path):
+    records = [{"type": "hellaswag", "step": 10, "acc": 0.25, "acc_norm": 0.31, "acc_tokennorm": 0.30, "n": 100},
+               {"type": "val", "step": 10, "val_loss": 6.1}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = str(build_model_card(CardInputs(model_name="m", metrics=load_metrics(path), step=10,
+                                           run_config={"val_tokens": 8192})))
+    assert "±0.0462 (100 examples)" in card  # sqrt(0.31 * 0.69 / 100)
+    assert "first 100 of the 10,042 examples" in card and "within about two standard errors are noise" in card
+    assert "over (at most) 8,192 tokens (`val_tokens`)" in card

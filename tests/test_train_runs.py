@@ -249,6 +249,7 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_to_the_same_result(runs, ref
     assert 3 <= k < 8
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {saved[0]}" in resumed.stdout
+    assert "another learning-rate schedule" not in resumed.stdout  # same settings: no note
     ref, got = _train_losses(ref_out), _train_losses(out)
     assert [got[s] for s in range(k + 1, 9)] == [ref[s] for s in range(k + 1, 9)]
     _assert_same_weights(_final_weights(out), _final_weights(ref_out))
@@ -477,6 +478,9 @@ def test_resume_with_another_architecture_refuses_and_writes_nothing(reference, 
     assert train.main(_args(setup, out)) == 0
     assert "nothing to train (raise --max_steps to continue)" in capsys.readouterr().out
     assert (out / "metrics.jsonl").read_bytes() == before
+    # extending it is allowed, and the changed schedule is said once
+    assert train.main(_args(setup, out, "--max_steps", "10", "--save_every", "0")) == 0
+    assert "resuming with another learning-rate schedule (max_steps 8 -> 10)" in capsys.readouterr().out
 
 
 def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process):

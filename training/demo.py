@@ -38,7 +38,14 @@ def main(argv=None) -> int:
     _banner(f"1/5 prepare builtin:pydocs -> {args.data}")
     from data.prepare import prepare
 
-    manifest = prepare("builtin:pydocs", args.data, val_tokens=32768, num_proc=1, progress=False)
+    from data.shards import DataError
+
+    try:
+        manifest = prepare("builtin:pydocs", args.data, val_tokens=32768, num_proc=1, progress=False)
+    except DataError as err:
+        print(f"error: {err}\n(the demo prepares {args.data} with its own settings: remove that folder, or pass "
+              "--data ANOTHER_FOLDER)", file=sys.stderr)
+        return 2
     counts = {s: sum(x["tokens"] for x in manifest["shards"] if x["split"] == s) for s in ("train", "val")}
     print(f"train {counts['train']:,} tokens, val {counts['val']:,} tokens")
 

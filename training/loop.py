@@ -539,6 +539,13 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 hint += f", with --lr_decay_steps {decay_end} to keep the LR schedule it was trained on"
             log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train ({hint})")
             return EXIT_OK
+        trained = meta.get("run_config") or {}
+        schedule = [f"{key} {trained[key]} -> {getattr(cfg, key)}" for key in
+                    ("max_steps", "lr_decay_steps", "warmup_steps", "max_lr", "min_lr")
+                    if key in trained and trained[key] != getattr(cfg, key)]
+        if schedule:  # allowed (extending a run is normal), but the LR curve changes: say so, once
+            log(f"note: resuming with another learning-rate schedule ({', '.join(schedule)}): from step "
+                f"{meta['step'] + 1} the LR follows the new one")
 
     uploader, problem = None, None
     if cfg.push_checkpoints_to and main:  # one Hub call now: offline / no token / no access stop the run here
