@@ -52,7 +52,10 @@ def main(argv=None) -> int:
     _banner(f"2/5 train {Path(args.config).name} -> {run_dir}")
     import train
 
+    metrics_file = run_dir / "metrics.jsonl"
+    size_before = metrics_file.stat().st_size if metrics_file.is_file() else 0
     code = train.main(["--config", args.config, "--data_dir", args.data, "--output_dir", str(run_dir)] + train_flags)
+    trained_now = (metrics_file.stat().st_size if metrics_file.is_file() else 0) != size_before
     if code != 0:
         print(f"training stopped with exit code {code}", file=sys.stderr)
         return code
@@ -89,7 +92,9 @@ def main(argv=None) -> int:
         from eval.hellaswag import HellaSwagScorer
         from training.loop import resolve_hellaswag
 
-        path = None if cfg.hellaswag_file == "off" else resolve_hellaswag(cfg.hellaswag_file)  # says why not
+        quiet = trained_now  # the training just logged why it skipped HellaSwag; a re-run says it here
+        path = None if cfg.hellaswag_file == "off" else resolve_hellaswag(
+            cfg.hellaswag_file, log=(lambda msg: None) if quiet else print)
         r = None
         if cfg.hellaswag_file == "off":
             print("HellaSwag: off in the run config (hellaswag_file: off)")
