@@ -33,6 +33,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
 
 try:  # inside an exported folder (loaded as a package by transformers' remote-code machinery)
     from .configuration_gpt2repro import GPT2ReproConfig
@@ -204,6 +205,7 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.wte = new_embeddings
 
+    @can_return_tuple  # return_dict=False -> a plain tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -217,7 +219,6 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        return_dict = kwargs.pop("return_dict", None)
         output_hidden_states = kwargs.pop("output_hidden_states", None)
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = kwargs.pop("output_attentions", None)
@@ -274,11 +275,10 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
         hidden_states = self.ln_f(hidden_states)
         if all_hidden is not None:
             all_hidden.append(hidden_states)  # the last entry is after ln_f, as in transformers' GPT-2
-        output = BaseModelOutputWithPast(
+        return BaseModelOutputWithPast(
             last_hidden_state=hidden_states, hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_weights) if all_weights is not None else None,
             **{CACHE_NAME: cache if use_cache else None})
-        return output.to_tuple() if return_dict is False else output
 
 
 class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
@@ -301,6 +301,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    @can_return_tuple  # return_dict=False -> a plain tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -321,7 +322,6 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         `logits` is None. Same loss and gradients as the default path. Not taken (full logits as usual) when the
         head is not a plain nn.Linear (`supports_chunked_loss()`) or with `num_items_in_batch` (Trainer's
         token-count normalisation)."""
-        return_dict = kwargs.pop("return_dict", None)  # False: a plain tuple, as transformers' models return
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -343,9 +343,8 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
             loss = chunked_linear_cross_entropy(
                 hidden_states.reshape(-1, hidden_states.shape[-1]), weight,
                 self._padded_ids_bias(weight.device, weight.dtype), shift_labels.reshape(-1), loss_chunk_tokens)
-            output = CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states,
-                                            attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
-            return output.to_tuple() if return_dict is False else output
+            return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states,
+                                          attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
         if _is_plain_linear(self.lm_head):
             # (B, T', V); the padded-ids bias rides in the matmul. Measured: an in-place -inf write cost +11% per
             # step on CPU (autograd copies the whole logits gradient); on an H200 under compile the biased matmul
@@ -367,9 +366,8 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
                 vocab_size=self.config.vocab_size,
                 **loss_kwargs,
             )
-        output = CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                        attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
-        return output.to_tuple() if return_dict is False else output
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                      attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
 
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
@@ -430,6 +428,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         n_valid = (targets != ignore_index).sum()  # the mean's denominator, as F.cross_entropy counts it
         grad_scale = 1.0 / n_valid.clamp_min(1)  # no valid target: zero gradients (as F.cross_entropy's), not NaN
         mm_dtype = _matmul_dtype(hidden, weight)  # what F.linear's matmul runs in (autocast's, or the inputs')
+        weight_mm = weight.to(mm_dtype) if (want_hidden or want_weight) else None  # cast once, not per chunk
         loss_sum = hidden.new_zeros((), dtype=torch.float32)
         hidden_grads, weight_grad = [], None
         bias_grad = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
@@ -450,7 +449,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             grad = logits.sub_(lse[:, None]).exp_()  # softmax (in place: the fp32 logits are our own tensor)
             grad = grad.sub_(one_hot.to(grad.dtype)).mul_(valid[:, None] * grad_scale).to(mm_dtype)
             if want_hidden:
-                hidden_grads.append((grad @ weight.to(mm_dtype)).to(hidden.dtype))  # (n, C)
+                hidden_grads.append((grad @ weight_mm).to(hidden.dtype))  # (n, C)
             if want_weight:
                 # (V, C), summed by the matmul itself (addmm) in the matmul dtype. A separate fp32 sum let
                 # torch.compile keep every chunk's (V, C) product alive until one final add: memory growing with

@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
         print(json.dumps(one_variant(args)))
         return {}
 
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    forwarded = list(argv if argv is not None else sys.argv[1:])
     results: dict[str, list[dict]] = {"full": [], "chunked": []}
     for _ in range(args.rounds):
         for variant in ("full", "chunked"):

@@ -34,7 +34,7 @@ import torch
 from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card
 from publish.plots import plot_runs
-from publish.run_folder import resolve_source
+from publish.run_folder import COMPLETE_MARKER, resolve_source
 
 FORMATS = ("gpt2repro", "gpt2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -51,7 +51,7 @@ class ExportResult:
     max_logprob_diff: float  # export vs source (weights rounded to the export dtype), over the real 50,257 ids
 
 
-TRAINING_STATE = ("checkpoints", "COMPLETE", "manifest.json", "optimizer.pt", "metrics.jsonl", "run_config.yaml",
+TRAINING_STATE = ("checkpoints", COMPLETE_MARKER, "manifest.json", "optimizer.pt", "metrics.jsonl", "run_config.yaml",
                   "model", "meta.json")
 
 
@@ -67,7 +67,7 @@ def unsafe_out_problem(out: Path, src) -> str | None:
         if target == source or target in source.parents:
             return (f"--out {out} is or contains the export's source {source}: export writes a new folder and "
                     "never replaces its own source; choose another --out (e.g. export/NAME)")
-    if any((parent / "COMPLETE").is_file() or parent.name == "checkpoints" for parent in target.parents):
+    if any((parent / COMPLETE_MARKER).is_file() or parent.name == "checkpoints" for parent in target.parents):
         return f"--out {out} is inside a checkpoint or a run's checkpoints/: choose a folder outside the run"
     if out.is_dir() and any(out.iterdir()):
         held = [name for name in TRAINING_STATE if (out / name).exists()]

@@ -185,7 +185,7 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
     if train_tokens < window:
         problems.append(f"data_dir {cfg.data_dir!r}: the train split has {train_tokens:,} tokens, fewer than one "
                         f"window of seq_len + 1 = {window}: prepare more data or lower --seq_len")
-    val_tokens = sum(s["tokens"] for s in ds.manifest["shards"] if s["split"] == "val")
+    val_tokens = ds.split_tokens("val")
     if (cfg.eval_every > 0 or cfg.eval_at_end) and val_tokens < window:
         problems.append(f"data_dir {cfg.data_dir!r}: the val split has {val_tokens:,} tokens, fewer than one window "
                         f"of {window}: prepare with a larger --val-tokens, or train without validation "
