@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 import train
 from training import checkpoint as ckpt
-from training.metrics import read_metrics
+from training.metrics import format_duration, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
@@ -58,7 +58,7 @@ log_with: none
 progress_bar: false
 """
 STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| lr (\S+) \| grad_norm (\S+) \| dt (\S+)ms \| "
-                       r"tok/s (\S+) \| mfu (\S+)$")
+                       r"tok/s (\S+) \| mfu (\S+)(?: \| eta (\d+s|\d+m\d\ds|\d+h\d\dm))?$")
 
 
 def _env():
@@ -199,6 +199,8 @@ def test_reference_run_logs_and_run_folder(reference):
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]
     parsed = [STEP_LINE.match(ln) for ln in lines]
     assert all(parsed) and [int(m.group(1)) for m in parsed] == list(range(1, 9))
+    # An ETA from the second step on (the first one, compiling included, is not a rate), none on the last one.
+    assert [m.group(9) is not None for m in parsed] == [False] + [True] * 6 + [False]
     assert "tokens/step 256 = micro_batch 4 x seq_len 32 x grad_accum 2 x world 1" in proc.stdout
     assert "params 3,327,744 (decayed 3,325,952, not decayed 1,792)" in proc.stdout
     assert "attention sdpa" in proc.stdout and "precision no" in proc.stdout
@@ -223,6 +225,11 @@ def test_reference_run_logs_and_run_folder(reference):
     meta = json.loads((out / "checkpoints/step_00000008/meta.json").read_text())
     assert meta["step"] == 8 and meta["world_size"] == 1 and len(meta["data_manifest_hash"]) == 64
     assert (out / "run_config.yaml").is_file()
+
+
+def test_eta_format():
+    assert [format_duration(s) for s in (0, 44.6, 60, 725, 3599, 3600, 11_220, 400_000)] == [
+        "0s", "45s", "1m00s", "12m05s", "59m59s", "1h00m", "3h07m", "111h06m"]
 
 
 def test_sigkill_then_resume_is_bit_exact(runs, reference):

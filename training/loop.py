@@ -734,7 +734,15 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 tok_rates.append(tok_s)
             lr = lr_at(step - 1, cfg)
             m = mfu(fpt, tok_s, peak, world)
-            log(step_line(step, cfg.max_steps, loss_value, lr, norm_value, dt, tok_s, m))
+            # ETA from the wall time per step since this session's first step (compiling excluded; evaluations
+            # and checkpoints included, as they will be in the steps left).
+            now = time.time()
+            if step == start_step + 1:
+                eta_from = (step, now)
+            eta = None
+            if step > eta_from[0] and step < cfg.max_steps:
+                eta = (now - eta_from[1]) / (step - eta_from[0]) * (cfg.max_steps - step)
+            log(step_line(step, cfg.max_steps, loss_value, lr, norm_value, dt, tok_s, m, eta_s=eta))
             if main:
                 metrics.write("train", step=step, loss=loss_value, lr=lr, grad_norm=norm_value, dt_ms=1000 * dt,
                               tok_per_s=tok_s, mfu=m, tokens=tokens)

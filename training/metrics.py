@@ -39,14 +39,26 @@ def mfu(flops_per_tok: float, tokens_per_s: float, peak_flops: Optional[float], 
     return flops_per_tok * tokens_per_s / (peak_flops * world_size)
 
 
+def format_duration(seconds: float) -> str:
+    """`45s`, `12m05s`, `3h07m`: short enough for a log line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def step_line(step: int, max_steps: int, loss: float, lr: float, grad_norm: float, dt_s: float,
-              tok_per_s: float, mfu_value: Optional[float]) -> str:
-    """`step    12/19073 | loss 6.123456 | lr 6.0000e-04 | grad_norm 1.2345 | dt 123.45ms | tok/s 123,456 | mfu 45.10%`"""
+              tok_per_s: float, mfu_value: Optional[float], eta_s: Optional[float] = None) -> str:
+    """`step    12/19073 | loss 6.123456 | lr 6.0000e-04 | grad_norm 1.2345 | dt 123.45ms | tok/s 123,456 | mfu 45.10%`
+    and, given `eta_s`, ` | eta 1h02m` (logs without a progress bar still say when the run ends)."""
     mfu_text = "n/a" if mfu_value is None else f"{100 * mfu_value:.2f}%"
-    return (
+    line = (
         f"step {step:>6}/{max_steps} | loss {loss:.6f} | lr {lr:.4e} | grad_norm {grad_norm:.4f} | "
         f"dt {1000 * dt_s:.2f}ms | tok/s {tok_per_s:,.0f} | mfu {mfu_text}"
     )
+    return line if eta_s is None else f"{line} | eta {format_duration(eta_s)}"
 
 
 def _clean(value):
