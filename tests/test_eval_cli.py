@@ -110,6 +110,26 @@ def test_hub_default_fails_clearly_offline(export_dir):
         main(["--model", str(export_dir), "--limit", "2"])
 
 
+def test_hub_default_without_network_fails_at_once_without_offline_mode(export_dir, monkeypatch):
+    """No network and HF_HUB_OFFLINE unset: the message comes from the reachability check, before datasets spends
+    its retries; it names both ways out."""
+    import datasets
+    import huggingface_hub.constants
+
+    import publish.hub
+    from eval.hellaswag import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(publish.hub, "hub_reachable", lambda timeout=3.0: False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_dataset called although the Hub is unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_download)
+    with pytest.raises(EvalInputError, match="could not reach huggingface.co.*--data.*HF_HUB_OFFLINE=1"):
+        main(["--model", str(export_dir), "--limit", "2"])
+
+
 def test_lm_eval_task_without_local_data_fails_clearly_offline(export_dir, monkeypatch, tmp_path):
     """A task whose dataset is on the Hub (arc_easy), offline: one message that says what to do, not a
     ConnectionError traceback."""
