@@ -60,8 +60,8 @@ class GPT2ReproConfig(PreTrainedConfig):
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.use_cache = use_cache
-        self._check_values()
         super().__init__(**kwargs)
+        self._check_values()  # after super(): canonical aliases (hidden_size=...) land in n_embd etc. there
 
     def _check_values(self) -> None:
         """Collect every invalid value and raise once, saying what is wrong and what would be valid."""

@@ -40,6 +40,14 @@ def test_invalid_values_raise_a_clear_value_error(kwargs, fragment):
     assert fragment in str(err.value)
 
 
+def test_canonical_names_set_the_gpt2_fields_and_are_checked_too():
+    """Generic code builds configs with hidden_size / num_attention_heads / ...: they are the same fields."""
+    config = GPT2ReproConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=3, max_position_embeddings=32)
+    assert (config.n_embd, config.n_head, config.n_layer, config.n_positions) == (64, 2, 3, 32)
+    with pytest.raises(ValueError, match="must be divisible by n_head"):
+        GPT2ReproConfig(hidden_size=100, num_attention_heads=3)
+
+
 def test_all_errors_are_reported_at_once():
     with pytest.raises(ValueError) as err:
         GPT2ReproConfig(n_positions=0, initializer_range=-1, dropout=2)
