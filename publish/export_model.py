@@ -138,6 +138,7 @@ def export_model(
             metrics=metrics,
             lm_eval_results=lm_eval_results,
             datasets=datasets,
+            data_description=None if datasets else describe_local_data(run_config),
             license=license,
             base_model=base_model,
             plots=plots,
@@ -154,26 +155,47 @@ def export_model(
     return ExportResult(out, files, src.step, diff)
 
 
+def _manifest_source(run_config: dict) -> dict:
+    """`settings.source` of the run's data folder manifest (what data.prepare read), or {} when unknown."""
+    data_dir = str(run_config.get("data_dir") or "")
+    manifest = Path(data_dir) / "manifest.json" if data_dir else None
+    if not (manifest and manifest.is_file()):
+        return {}
+    try:
+        source = json.loads(manifest.read_text()).get("settings", {}).get("source", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return source if isinstance(source, dict) else {}
+
+
 def guess_datasets(run_config: dict) -> list[str]:
     """Hub dataset ids of the training data: from the data folder's manifest.json (data.prepare writes
     `settings.source = {"kind": "hub", "name": ...}` for Hub sources), else from the folder name, else none."""
-    data_dir = str(run_config.get("data_dir") or "")
-    manifest = Path(data_dir) / "manifest.json" if data_dir else None
-    if manifest and manifest.is_file():
-        try:
-            source = json.loads(manifest.read_text()).get("settings", {}).get("source", {})
-        except (OSError, json.JSONDecodeError, AttributeError):
-            source = {}
-        if isinstance(source, dict) and source.get("kind") == "hub" and isinstance(source.get("name"), str):
-            return [source["name"]]
-        if isinstance(source, dict) and source.get("kind"):
-            return []  # local files or a built-in corpus: no Hub dataset to name
-    lowered = data_dir.lower().replace("_", "-")
+    source = _manifest_source(run_config)
+    if source.get("kind") == "hub" and isinstance(source.get("name"), str):
+        return [source["name"]]
+    if source.get("kind"):
+        return []  # local files or a built-in corpus: no Hub dataset to name
+    lowered = str(run_config.get("data_dir") or "").lower().replace("_", "-")
     if "fineweb-edu" in lowered:
         return ["HuggingFaceFW/fineweb-edu"]
     if "fineweb" in lowered:
         return ["HuggingFaceFW/fineweb"]
     return []
+
+
+def describe_local_data(run_config: dict) -> str | None:
+    """The card's words for training data that is not on the Hub: local files by name, or the built-in corpus.
+    None for Hub data or when the manifest is not there to say."""
+    source = _manifest_source(run_config)
+    if source.get("kind") == "builtin":
+        return f"the offline built-in corpus `{source.get('name', 'builtin')}` ({source.get('description', '')})"
+    if source.get("kind") == "local":
+        files = [f for f in source.get("files") or [] if isinstance(f, dict)]
+        names = ", ".join(f"`{f.get('name')}`" for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        size = sum(int(f.get("bytes") or 0) for f in files)
+        return f"local {source.get('format', '')} files ({names}; {size / 1e6:,.1f} MB)"
+    return None
 
 
 # ---- pieces ----------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class CardInputs:
     metrics: RunMetrics | None = None
     lm_eval_results: dict | None = None  # {"acc":, "acc_norm":, "acc_stderr":, "acc_norm_stderr":, "version":}
     datasets: list[str] = field(default_factory=list)
+    data_description: str | None = None  # training data that is not on the Hub (local files, built-in corpus)
     license: str = "mit"
     base_model: str | None = None  # default: from run_config init_from
     plots: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to the card)
@@ -244,7 +245,8 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     cfg = inputs.run_config
     params = f"{inputs.n_params / 1e6:.1f}M parameters" if inputs.n_params else "GPT-2 architecture"
     origin = f"continued from [{base_model}](https://huggingface.co/{base_model})" if base_model else "from scratch"
-    data = ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets) or "the run's data"
+    data = (", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets)
+            or inputs.data_description or "the run's data")
     parts = [f"# {inputs.model_name}\n"]
     parts.append(
         f"A GPT-2 style language model ({params}) pretrained {origin} on {data} with gpt2repro: Karpathy's "

@@ -5,7 +5,7 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 
-from publish.export_model import guess_datasets
+from publish.export_model import describe_local_data, guess_datasets
 from publish.metrics import load_metrics
 from publish.model_card import (
     METRIC_ACC,
@@ -69,6 +69,23 @@ def test_datasets_from_the_data_manifest_or_folder_name(tmp_path):
     assert guess_datasets({"data_dir": str(local_data)}) == []  # local files: the name alone proves nothing
     assert guess_datasets({"data_dir": "data/fineweb_edu_10B"}) == ["HuggingFaceFW/fineweb-edu"]  # no manifest here
     assert guess_datasets({}) == []
+
+
+def test_card_names_local_and_builtin_training_data(tmp_path):
+    """Data that is not on the Hub is described in the card's first paragraph, not called "the run's data"."""
+    local, builtin = tmp_path / "local", tmp_path / "builtin"
+    files = [{"name": f"part-{i}.jsonl", "bytes": 2_500_000} for i in range(5)]
+    for folder, source in ((local, {"kind": "local", "format": "json", "files": files}),
+                           (builtin, {"kind": "builtin", "name": "python-docs", "description": "pydoc topics"})):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"settings": {"source": source}}))
+    text = describe_local_data({"data_dir": str(local)})
+    assert text == "local json files (`part-0.jsonl`, `part-1.jsonl`, `part-2.jsonl` and 2 more; 12.5 MB)"
+    assert describe_local_data({"data_dir": str(builtin)}) == "the offline built-in corpus `python-docs` (pydoc topics)"
+    assert describe_local_data({"data_dir": str(tmp_path / "no-manifest")}) is None
+    card = build_model_card(CardInputs(model_name="m", data_description=text))
+    assert f"pretrained from scratch on {text} with gpt2repro" in card.text
+    assert card.data.datasets is None  # no Hub id to put in the metadata
 
 
 def test_training_time_and_throughput_cover_every_session_of_a_resumed_run(tmp_path):
