@@ -472,11 +472,11 @@ def test_resume_with_another_architecture_refuses_and_writes_nothing(reference, 
     out = tmp_path / "run"
     shutil.copytree(ref_out, out)
     before = (out / "metrics.jsonl").read_bytes()
-    assert train.main(_args(setup, out, "--max_steps", "10", "--n_layer", "3", "--micro_batch_size", "2")) == 2
+    assert train.main(_args(setup, out, "--max_steps", "10", "--n_layer", "3", "--total_batch_size", "512")) == 2
     err = capsys.readouterr().err
     assert "cannot resume from" in err and "step_00000008" in err
     assert "architecture: n_layer is 3 now, 2 in the checkpoint" in err
-    assert "run config: micro_batch_size is 2 now, 4 in the checkpoint" in err
+    assert "run config: total_batch_size is 512 now, 256 in the checkpoint" in err
     assert f"the settings in {out / 'run_config.yaml'}" in err and "pick a new --output_dir" in err  # what to do
     assert (out / "metrics.jsonl").read_bytes() == before
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000006", "step_00000008"]
@@ -488,6 +488,42 @@ def test_resume_with_another_architecture_refuses_and_writes_nothing(reference, 
     # extending it is allowed, and the changed schedule is said once
     assert train.main(_args(setup, out, "--max_steps", "10", "--save_every", "0")) == 0
     assert "resuming with another learning-rate schedule (max_steps 8 -> 10)" in capsys.readouterr().out
+
+
+def test_resume_on_one_process_from_a_two_process_checkpoint(runs, reference, setup, tmp_path, in_process, capsys):
+    """Elastic resume: the 2-rank run's step-4 checkpoint continues on one process (grad_accum 1 -> 2) and steps
+    5-8 follow the uninterrupted one-process run: each step reads the same windows, split another way."""
+    ref_out, _ = reference
+    proc = _get(runs, "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    shutil.copytree(Path(re.search(r"output_dir += '([^']+)'", proc.stdout).group(1)), out)
+    assert train.main(_args(setup, out)) == 0
+    log = capsys.readouterr().out
+    assert "resuming from" in log and "step_00000004" in log
+    assert ("note: resuming with world 1 x micro_batch 4 x grad_accum 2 (the checkpoint: world 2 x micro_batch 4 x "
+            "grad_accum 1)") in log
+    ref, got = _train_losses(ref_out), _train_losses(out)
+    for s in range(5, 9):
+        assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
+    final = _final_weights(out)
+    for name, tensor in _final_weights(ref_out).items():
+        torch.testing.assert_close(final[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_with_a_smaller_micro_batch_reads_the_same_data(reference, setup, tmp_path, in_process, capsys):
+    """After an out-of-memory on another GPU: --micro_batch_size 2 resumes the step-6 checkpoint with
+    grad_accum 4, and steps 7-8 follow the uninterrupted run."""
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    shutil.rmtree(out / "checkpoints" / "step_00000008")
+    assert train.main(_args(setup, out, "--micro_batch_size", "2")) == 0
+    log = capsys.readouterr().out
+    assert "step_00000006" in log and "x micro_batch 2 x grad_accum 4 (the checkpoint: world 1 x micro_batch 4" in log
+    ref, got = _train_losses(ref_out), _train_losses(out)
+    for s in (7, 8):
+        assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
 
 
 def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process):

@@ -41,8 +41,11 @@ NON_ARCH_KEYS = {
     "_attn_implementation", "attn_implementation", "_attn_implementation_autoset", "use_cache", "output_attentions",
     "output_hidden_states", "return_dict", "_commit_hash", "id2label", "label2id",
 }
-# Run-config fields that fix which tokens each rank reads at each step: changing them breaks the resume.
-DATA_ORDER_KEYS = ("total_batch_size", "micro_batch_size", "seq_len", "data_seed", "overfit_single_batch")
+# Run-config fields that fix which tokens each optimizer step reads: changing them breaks the resume. Not among
+# them: micro_batch_size and the world size. Every step reads the next total_batch_size / seq_len windows of one
+# seeded sequence, however they are split into ranks and micro-batches (data.loader.TrainBatches), so a run can
+# resume on another number of GPUs or with a smaller micro-batch (more accumulation) and see the same data.
+DATA_ORDER_KEYS = ("total_batch_size", "seq_len", "data_seed", "overfit_single_batch")
 
 
 class CheckpointError(RuntimeError):
@@ -228,7 +231,7 @@ def save_rank_state(folder: Path, rank: int, data_state: dict) -> None:
 def load_rank_state(folder: Path, rank: int) -> dict:
     path = rank_file(folder, rank)
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: the checkpoint was written by a different number of ranks")
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -262,6 +265,12 @@ def arch_dict(model_config) -> dict:
     return {k: v for k, v in d.items() if k not in NON_ARCH_KEYS}
 
 
+def batch_split_changed(meta: dict, run_config: dict, world_size: int) -> bool:
+    """True when the run resumes with another world size or micro_batch_size than the checkpoint's."""
+    return (meta["world_size"] != world_size
+            or meta["run_config"].get("micro_batch_size") != run_config.get("micro_batch_size"))
+
+
 def compat_errors(meta: dict, *, model_config, run_config: dict, world_size: int,
                   data_manifest_hash: str, tokenizer_fingerprint: Optional[str]) -> list[str]:
     """What differs between a checkpoint's meta.json and the run about to resume from it (empty = compatible)."""
@@ -276,9 +285,10 @@ def compat_errors(meta: dict, *, model_config, run_config: dict, world_size: int
                       "checkpoint (a different or re-prepared data_dir)")
     if tokenizer_fingerprint and meta.get("tokenizer_fingerprint") not in (None, tokenizer_fingerprint):
         errors.append(f"tokenizer: {tokenizer_fingerprint} now, {meta['tokenizer_fingerprint']} in the checkpoint")
-    if meta["world_size"] != world_size:
-        errors.append(f"world size: {world_size} processes now, {meta['world_size']} in the checkpoint "
-                      "(each rank's data position and RNG are saved; relaunch with the same number of processes)")
+    if run_config.get("overfit_single_batch") and batch_split_changed(meta, run_config, world_size):
+        errors.append(f"overfit_single_batch: the single batch is each rank's first micro-batch, so it resumes only "
+                      f"with the checkpoint's world size ({meta['world_size']}) and micro_batch_size "
+                      f"({meta['run_config'].get('micro_batch_size')})")
     for key in DATA_ORDER_KEYS:
         if meta["run_config"].get(key) != run_config.get(key):
             errors.append(f"run config: {key} is {run_config.get(key)!r} now, "

@@ -528,8 +528,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         if problems:
             saved = resume_dir.parent.parent / "run_config.yaml"  # run/checkpoints/step_N -> run/run_config.yaml
             return fail([f"cannot resume from {resume_dir}:"] + problems + [
-                "to continue that run, launch it as it was (world size, data and the settings in "
-                f"{saved if saved.is_file() else 'the run config saved with it'}); to start a new run with these "
+                "to continue that run, launch it with its data and the settings in "
+                f"{saved if saved.is_file() else 'the run config saved with it'} (any world size and "
+                "micro_batch_size); to start a new run with these "
                 "settings, pick a new --output_dir"])
         if meta["step"] >= cfg.max_steps:
             trained = meta.get("run_config") or {}
@@ -589,10 +590,21 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                           pin_memory=device.type == "cuda")
     if resume_dir is not None:
         load_optimizer(accelerator, raw_model, optimizer, resume_dir)
-        rank_state = ckpt.load_rank_state(resume_dir, rank)
+        resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
+        if resized:
+            saved_micro = meta["run_config"]["micro_batch_size"]
+            saved_accum = cfg.total_batch_size // (saved_micro * cfg.seq_len * meta["world_size"])
+            log(f"note: resuming with world {world} x micro_batch {cfg.micro_batch_size} x grad_accum {grad_accum} "
+                f"(the checkpoint: world {meta['world_size']} x micro_batch {saved_micro} "
+                f"x grad_accum {saved_accum}): each step reads the same {cfg.total_batch_size:,} tokens as it "
+                "would have, split another way")
+        # A rank the checkpoint did not have starts from rank 0's data position (all ranks save the same global
+        # one) and keeps its own fresh RNG seed.
+        rank_state = ckpt.load_rank_state(resume_dir, rank if rank < meta["world_size"] else 0)
         if not cfg.overfit_single_batch:
-            loader.load_state_dict(rank_state["data"])
-        ckpt.set_rng_state(rank_state["rng"])
+            loader.load_state_dict(rank_state["data"], allow_resize=resized)
+        if rank < meta["world_size"]:
+            ckpt.set_rng_state(rank_state["rng"])
         start_step, tokens = meta["step"], meta["tokens"]
     prefetcher = None
     if cfg.overfit_single_batch:
