@@ -158,6 +158,16 @@ class GPT2ReproPreTrainedModel(PreTrainedModel):
     # OpenAI/HF GPT-2 checkpoints may carry the old causal-mask buffers: they are not weights.
     _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$", r"\.attn\.masked_bias$"]
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save_pretrained; `auto_map` names both model classes, so an export loads with
+        trust_remote_code as AutoModel (the bare transformer: hidden states) as well as AutoModelForCausalLM,
+        as a stock GPT-2 folder does. (By itself save_pretrained maps only the class that was saved.)"""
+        module = __name__.rsplit(".", 1)[-1]  # "modeling_gpt2repro", also when this file runs as remote code
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
+                                "AutoModel": f"{module}.GPT2ReproModel",
+                                "AutoModelForCausalLM": f"{module}.GPT2ReproForCausalLM"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module):
         """GPT-2 init: N(0, 0.02) for matmuls and embeddings, N(0, 0.02/sqrt(2*n_layer)) for the two residual
         output projections per block (attn.c_proj, mlp.c_proj), zero biases, unit LayerNorm.
@@ -315,13 +325,19 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         past_key_values: Cache | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         loss_chunk_tokens: int | None = None,
+        return_logits: bool = True,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`loss_chunk_tokens=N` (with labels or shift_labels): the loss is computed N tokens at a time together
         with its gradients (`chunked_linear_cross_entropy`), the (B, T, V) logits are never held and the output's
         `logits` is None. Same loss and gradients as the default path. Not taken (full logits as usual) when the
         head is not a plain nn.Linear (`supports_chunked_loss()`) or with `num_items_in_batch` (Trainer's
-        token-count normalisation)."""
+        token-count normalisation).
+
+        `return_logits=False` (with labels or shift_labels): the output carries the loss and `logits` is None. A
+        training step wants only the loss; a returned (B, T, V) logits tensor is a graph output under
+        torch.compile (Accelerate's bf16 wrapper even writes it again in fp32), and autograd then fills and reads
+        a zero gradient of that size in backward. Same loss and gradients either way."""
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -366,6 +382,8 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
                 vocab_size=self.config.vocab_size,
                 **loss_kwargs,
             )
+            if not return_logits:
+                logits = None
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                       attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
 

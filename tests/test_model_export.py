@@ -23,6 +23,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
     folder, ids = sys.argv[1], json.loads(sys.argv[2])
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    from transformers import AutoModel
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()  # the transformer without the head
     # Either explicit choice loads the tokenizer with no y/N prompt (only the unset default would ask).
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     tok_without_code = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
@@ -34,6 +36,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     print(json.dumps({
         "class_module": type(model).__module__,
         "logits": logits.flatten().tolist(),
+        "base_class": type(base).__name__,
+        "hidden": base(torch.tensor(ids)).last_hidden_state.flatten().tolist(),
         "tokenizer_len": len(tok),
         "generated": text,
     }))
@@ -48,6 +52,7 @@ def test_export_with_code_loads_in_a_fresh_process(tmp_path, gpt2_tokenizer):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_gpt2repro.GPT2ReproConfig",
+        "AutoModel": "modeling_gpt2repro.GPT2ReproModel",
         "AutoModelForCausalLM": "modeling_gpt2repro.GPT2ReproForCausalLM",
     }
     assert (tmp_path / "modeling_gpt2repro.py").is_file() and (tmp_path / "configuration_gpt2repro.py").is_file()
@@ -68,5 +73,9 @@ def test_export_with_code_loads_in_a_fresh_process(tmp_path, gpt2_tokenizer):
     finite = torch.isfinite(expected)
     assert torch.equal(finite, torch.isfinite(got))
     assert (got[finite] - expected[finite]).abs().max().item() <= 1e-6
+    assert out["base_class"] == "GPT2ReproModel"
+    with torch.no_grad():
+        hidden = model.transformer(ids).last_hidden_state.flatten()
+    assert (torch.tensor(out["hidden"]) - hidden).abs().max().item() <= 1e-6
     assert out["tokenizer_len"] == 50257
     assert out["generated"].startswith("Hello, I'm a language model,") and len(out["generated"]) > 30
