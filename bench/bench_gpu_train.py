@@ -26,8 +26,9 @@ What it measures, in this order, in one process:
    and warm-up, the second is the steady cost a training run pays at every evaluation.
 5. variants (last: experiments, after the issue's own figures): --variant KEY=VALUE[,KEY=VALUE...] (repeatable)
    adds one more "ours" run per variant with those run-config overrides, e.g. `--variant loss_chunk_tokens=16384
-   --variant compile_mode=max-autotune-no-cudagraphs`; each is reported as "ours[KEY=VALUE]" with its own ratio
-   to the reference run of step 3.
+   --variant compile_mode=max-autotune-no-cudagraphs`; a key `inductor.NAME` sets torch._inductor.config.NAME for
+   that run only (e.g. `--variant inductor.coordinate_descent_tuning=True`); each is reported as
+   "ours[KEY=VALUE]" with its own ratio to the reference run of step 3.
 
 Results print as JSON and go to --json after every stage (a run cut short keeps what it measured). The numbers
 in BENCHMARKS.md come from this script.
@@ -36,6 +37,7 @@ in BENCHMARKS.md come from this script.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -166,13 +168,59 @@ def run_ours(args, overrides: dict, steps: int, out_dir: Path) -> dict:
     return {"cfg": cfg, "stamps": stamps, "final_loss": rows[-1]["loss"], "precision": summary["precision"]}
 
 
+INDUCTOR_PREFIX = "inductor."
+
+
 def parse_variant(text: str) -> dict:
     """'loss_chunk_tokens=8192,compile_mode=default' -> {'loss_chunk_tokens': '8192', 'compile_mode': 'default'}
-    (values stay strings: load_run_config parses them as it does command-line flags)."""
+    (values stay strings: load_run_config parses them as it does command-line flags). Keys starting with
+    `inductor.` are torch._inductor.config settings for that run (see inductor_settings)."""
     pairs = [item.split("=", 1) for item in text.split(",") if item]
     if not pairs or any(len(pair) != 2 or not pair[0] for pair in pairs):
-        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE...] with run-config keys")
+        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE...] with run-config keys "
+                         f"or {INDUCTOR_PREFIX}NAME keys")
     return dict(pairs)
+
+
+def split_variant(text: str) -> tuple[dict, dict]:
+    """(run-config overrides, torch._inductor.config settings) of one --variant."""
+    items = parse_variant(text)
+    inductor = {k[len(INDUCTOR_PREFIX):]: v for k, v in items.items() if k.startswith(INDUCTOR_PREFIX)}
+    return {k: v for k, v in items.items() if not k.startswith(INDUCTOR_PREFIX)}, inductor_settings(inductor)
+
+
+def inductor_settings(raw: dict) -> dict:
+    """{'coordinate_descent_tuning': 'True'} -> {'coordinate_descent_tuning': True}, typed like the current value;
+    an unknown name or a value of the wrong kind is refused before any GPU time is spent."""
+    import torch._inductor.config as inductor_config
+
+    settings = {}
+    for name, text in raw.items():
+        current = inductor_config
+        try:
+            for part in name.split("."):  # dotted names reach sub-configs: triton.cudagraphs
+                current = getattr(current, part)
+        except AttributeError:
+            raise SystemExit(f"--variant: torch._inductor.config has no setting {name!r}") from None
+        if isinstance(current, bool):
+            if text not in ("True", "False", "1", "0"):
+                raise SystemExit(f"--variant: {INDUCTOR_PREFIX}{name} takes True or False, got {text!r}")
+            settings[name] = text in ("True", "1")
+        elif isinstance(current, int):
+            settings[name] = int(text)
+        else:
+            settings[name] = text
+    return settings
+
+
+@contextlib.contextmanager
+def inductor_patched(settings: dict):
+    """torch._inductor.config settings for one run, restored afterwards (compiled code is cached per process,
+    so the caller also resets dynamo between runs)."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(settings) if settings else contextlib.nullcontext():
+        yield
 
 
 def run_reference(args, cfg, grad_accum: int, steps: int, device: torch.device, bf16: bool) -> dict:
@@ -266,7 +314,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--variant: each variant once, got {args.variant}")
     for variant in args.variant:
         try:
-            ours_config(args, {**overrides, **parse_variant(variant)}, steps, Path(tempfile.gettempdir()) / "unused")
+            ours_config(args, {**overrides, **split_variant(variant)[0]}, steps, Path(tempfile.gettempdir()) / "unused")
         except ConfigError as err:
             raise SystemExit(f"--variant {variant!r}: {err}") from None
     peak = matmul_peak(device)
@@ -335,7 +383,9 @@ def main(argv=None) -> dict:
             name = f"ours[{variant}]"
             print(f"--- {name}", flush=True)
             try:
-                run = run_ours(args, {**overrides, **parse_variant(variant)}, steps, tmp / f"ours_{len(runs)}")
+                run_overrides, inductor = split_variant(variant)
+                with inductor_patched(inductor):
+                    run = run_ours(args, {**overrides, **run_overrides}, steps, tmp / f"ours_{len(runs)}")
             except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing variant must not cost the others
                 runs[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
                 print(f"{name} failed: {runs[name]['error']}", flush=True)

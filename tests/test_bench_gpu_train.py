@@ -108,7 +108,7 @@ def test_profile_step_runs_every_variant_on_a_tiny_model(monkeypatch):
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         torch._dynamo.reset()
-    assert set(results) == {"ours", "ours, reference loss", "ours, chunked loss", "reference"}
+    assert set(results) == {"ours", "ours, logits returned", "ours, chunked loss", "reference"}
     assert all(v > 0 for v in results.values())
 
 
@@ -118,6 +118,22 @@ def test_variant_parsing_refuses_what_is_not_key_value():
     for bad in ("", "loss_chunk_tokens", "=3"):
         with pytest.raises(SystemExit, match="KEY=VALUE"):
             bench_gpu_train.parse_variant(bad)
+
+
+def test_inductor_keys_of_a_variant_are_typed_checked_and_scoped_to_the_run():
+    import torch._inductor.config as inductor_config
+
+    assert bench_gpu_train.split_variant("loss_chunk_tokens=64,inductor.coordinate_descent_tuning=True") == (
+        {"loss_chunk_tokens": "64"}, {"coordinate_descent_tuning": True})
+    assert bench_gpu_train.split_variant("inductor.triton.cudagraphs=0")[1] == {"triton.cudagraphs": False}
+    for bad, message in (("inductor.no_such_setting=1", "has no setting 'no_such_setting'"),
+                         ("inductor.coordinate_descent_tuning=yes", "takes True or False")):
+        with pytest.raises(SystemExit, match=message):
+            bench_gpu_train.split_variant(bad)
+    before = inductor_config.coordinate_descent_tuning
+    with bench_gpu_train.inductor_patched({"coordinate_descent_tuning": not before}):
+        assert inductor_config.coordinate_descent_tuning is (not before)
+    assert inductor_config.coordinate_descent_tuning is before
 
 
 def test_a_run_cut_short_keeps_what_it_measured(tiny_data, tmp_path, monkeypatch):
@@ -150,7 +166,8 @@ def test_a_bad_variant_is_refused_before_anything_runs(tiny_data, monkeypatch):
     data, _ = tiny_data
     monkeypatch.setattr(bench_gpu_train, "matmul_peak", lambda device: pytest.fail("measured before checking"))
     for variant, message in (("loss_chunk=16384", "unknown command-line arguments"),
-                             ("loss_chunk_tokens=abc", "loss_chunk_tokens")):
+                             ("loss_chunk_tokens=abc", "loss_chunk_tokens"),
+                             ("inductor.coordinate_descent_tuning=maybe", "takes True or False")):
         with pytest.raises(SystemExit, match=message):
             bench_gpu_train.main(["--tiny", "--data", str(data), "--variant", variant])
     with pytest.raises(SystemExit, match="each variant once"):

@@ -85,12 +85,15 @@ def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerat
     from model_helpers import spy_chunked_loss
 
     chunked_calls = spy_chunked_loss(monkeypatch)
+    logits_returned = []  # train_step asks for the loss only: no (B, T, V) output for autograd to carry
+    ours.register_forward_hook(lambda module, args, out: logits_returned.append(out.logits is not None))
     for step, batch in enumerate(data):
         micro = iter([(batch[i * B:(i + 1) * B, :-1], batch[i * B:(i + 1) * B, 1:]) for i in range(accum)])
         set_lr(opt, lr_at(step, cfg))
         loss, norm = train_step(acc, model, micro, accum, 1.0, torch.device("cpu"), loss_chunk_tokens=loss_chunk_tokens)
         # every micro-batch of ours took the chunked loss when asked (the plain reference below never does)
         assert chunked_calls == ([B * T] * accum * (step + 1) if loss_chunk_tokens else [])
+        assert logits_returned == [False] * accum * (step + 1)
         opt.step()
         opt.zero_grad(set_to_none=True)
 

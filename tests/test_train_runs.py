@@ -4,7 +4,7 @@
 - SIGTERM: a checkpoint is committed at the next step boundary, exit 0, resume reaches the same weights;
 - two processes (gloo), same global batch: the same losses and val loss, the ranks read different windows;
 - a corrupted newest checkpoint (plus a stray half-written one): resume falls back with a warning;
-- non-finite loss / grad norm: stop before the optimizer step, name the step, keep the last good checkpoint;
+- non-finite loss / grad norm: stop without applying that update, name the step, keep the last good checkpoint;
 - out of memory: a message naming the knob; a single batch overfits; the log line and JSONL formats.
 """
 
@@ -372,8 +372,11 @@ def _model_with(hook_factory):
     return build, seen
 
 
+@pytest.mark.parametrize("fused", ["off", "on"], ids=["checked-on-host", "fused-found-inf"])
 @pytest.mark.parametrize("where", ["loss", "grad norm"])
-def test_non_finite_stops_before_the_optimizer_step(setup, tmp_path, in_process, capsys, where):
+def test_non_finite_stops_without_applying_the_update(setup, tmp_path, in_process, capsys, where, fused):
+    """Unfused AdamW: the values are read and step() is not called. Fused AdamW (the default on CUDA): the step
+    is queued with found_inf set on the device, and the fused kernel must leave every weight untouched."""
     from training.loop import train as run_train
     from training.run_config import load_run_config
 
@@ -396,10 +399,10 @@ def test_non_finite_stops_before_the_optimizer_step(setup, tmp_path, in_process,
 
     build, seen = _model_with(inject)
     cfg = load_run_config(_args(setup, out, "--eval_every", "0", "--hellaswag_every", "0", "--sample_every", "0",
-                                "--eval_at_end", "false"))
+                                "--eval_at_end", "false", "--fused_adamw", fused))
     assert run_train(cfg, hooks={"build_model": build}) == 3
     err = capsys.readouterr().err
-    assert f"non-finite {where} at step 3" in err and "stopped before the optimizer step" in err
+    assert f"non-finite {where} at step 3" in err and "stopped, this step's update not applied" in err
     assert "last good checkpoint: " in err and "step_00000002" in err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]
     assert ckpt.verify(out / "checkpoints" / "step_00000002") is None

@@ -4,7 +4,7 @@ the schedule, the checks, and checkpoints that resume to the bit.
     exit_code = train(load_run_config(argv))
 
 Exit codes: 0 done (or stopped cleanly by SIGTERM/SIGINT after a checkpoint), 2 bad config or incompatible
-resume (nothing written), 3 non-finite loss or grad norm (stopped before the optimizer step), 4 out of memory.
+resume (nothing written), 3 non-finite loss or grad norm (stopped; that step's update not applied), 4 out of memory.
 
 Each rank builds its own `data.loader.TrainBatches(rank, world_size)` and feeds batches itself: the loader is an
 infinite iterator with its own resumable position, so it is not handed to `accelerator.prepare`.
@@ -210,7 +210,9 @@ def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, d
             digests.append(hashlib.sha1(x.cpu().numpy().tobytes()).hexdigest()[:12])
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with accelerator.accumulate(model):
-            loss = model(input_ids=x, shift_labels=y, **loss_kwargs).loss
+            # return_logits=False: under compile a returned (B, T, V) logits tensor costs a write, and backward a
+            # zero gradient of that size (BENCHMARKS.md)
+            loss = model(input_ids=x, shift_labels=y, return_logits=False, **loss_kwargs).loss
             loss_sum += loss.detach()
             accelerator.backward(loss)  # divides by grad_accum
     assert accelerator.sync_gradients, "micro-steps out of step with gradient_accumulation_steps"
@@ -222,17 +224,35 @@ def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, d
 def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_accum: int, grad_clip: float, device,
                    stop_requested: bool = False, digests=None, loss_chunk_tokens: int = 0) -> tuple[float, float, bool]:
     """One optimizer step as the loop runs it: set the LR, forward/backward/clip, agree across ranks on the
-    mean loss and on stopping (one collective), refuse non-finite values (NonFiniteError, raised before
-    `optimizer.step()`), update. Returns (mean loss over ranks, grad norm, some rank asked to stop)."""
+    mean loss and on stopping (one collective), refuse non-finite values (NonFiniteError; the update is not
+    applied), update. Returns (mean loss over ranks, grad norm, some rank asked to stop).
+
+    Host syncs: one, after the update is queued. With fused AdamW (the default on CUDA) the non-finite check
+    runs on the device: the optimizer's `found_inf` (what GradScaler uses) makes the fused kernel skip the whole
+    update, so the GPU gets the step without waiting for the CPU to read the loss first. Otherwise the values
+    are read first and the step is not called."""
     set_lr(optimizer, lr)
     loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests, loss_chunk_tokens)
-    flags = torch.stack([loss.float(), torch.tensor(float(stop_requested), device=device)])
-    flags = accelerator.reduce(flags, reduction="sum").tolist()  # the step's one host sync
-    loss_value, stop_now = flags[0] / accelerator.num_processes, flags[1] > 0
+    # new_full, not torch.tensor(...): a host-to-device copy from pageable memory would wait for the backward
+    flags = torch.stack([loss.float(), loss.new_full((), float(stop_requested), dtype=torch.float32)])
+    flags = accelerator.reduce(flags, reduction="sum")  # queued on the device like the rest
+    inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's AcceleratedOptimizer
+    on_device_check = bool(inner.defaults.get("fused"))
+    if on_device_check:
+        # 0-dim float 1.0 when the summed loss or the norm (identical on every rank) is non-finite: every rank
+        # then skips the same update
+        inner.found_inf = (~(torch.isfinite(flags[0]) & torch.isfinite(grad_norm))).float()
+        try:
+            optimizer.step()
+        finally:
+            del inner.found_inf
+    loss_sum, stop_flag = flags.tolist()  # the step's one host sync
+    loss_value, stop_now = loss_sum / accelerator.num_processes, stop_flag > 0
     norm_value = float(grad_norm)  # identical on every rank (gradients are already all-reduced)
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
         raise NonFiniteError(loss_value, norm_value)
-    optimizer.step()
+    if not on_device_check:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_value, norm_value, stop_now
 
@@ -725,7 +745,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             except NonFiniteError as err:
                 last_good = ckpt.find_resumable(cfg.output_dir) if main else None
                 msg = (f"non-finite {err.what} at step {step + 1} (loss {err.loss}, grad_norm {err.grad_norm}): "
-                       f"stopped before the optimizer step; last good checkpoint: {last_good or 'none'}")
+                       f"stopped, this step's update not applied; last good checkpoint: {last_good or 'none'}")
                 if main:
                     print(msg, file=sys.stderr, flush=True)
                     metrics.write("error", step=step + 1, message=msg)
