@@ -476,7 +476,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 weight_grad = torch.mm(*pair) if weight_grad is None else torch.addmm(weight_grad, *pair)
             if want_bias:
                 bias_grad += grad.float().sum(0)
-        ctx.save_for_backward(torch.cat(hidden_grads) if want_hidden else None,
+        # one chunk (the whole batch): its gradient as it is, without a copy through torch.cat
+        hidden_grad = (hidden_grads[0] if len(hidden_grads) == 1 else torch.cat(hidden_grads)) if want_hidden else None
+        ctx.save_for_backward(hidden_grad,
                               weight_grad.to(weight.dtype) if want_weight else None,
                               bias_grad.to(bias.dtype) if want_bias else None)
         return loss_sum / n_valid
