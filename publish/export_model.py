@@ -40,7 +40,9 @@ FORMATS = ("gpt2repro", "gpt2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CODE_FILES = ("configuration_gpt2repro.py", "modeling_gpt2repro.py")
 # build-nanogpt samples with top-k 50 at temperature 1
-SAMPLING = {"do_sample": True, "top_k": 50, "temperature": 1.0, "max_new_tokens": 64}
+# No length in it: a max_new_tokens here would override every caller's max_length (lm-eval's generate_until
+# passes max_length, and a pipeline's max_length= was ignored).
+SAMPLING = {"do_sample": True, "top_k": 50, "temperature": 1.0}
 
 
 @dataclass
@@ -113,7 +115,7 @@ def export_model(
     try:
         exported = _write_weights(model, tmp, format, DTYPES[dtype])
         diff = _check_roundtrip(model, tmp, format, DTYPES[dtype])
-        _write_tokenizer(tokenizer, tmp)
+        _write_tokenizer(tokenizer, tmp, context=model.config.n_positions)
         _write_generation_config(model, tmp)
 
         run_config = src.run_config()
@@ -260,9 +262,11 @@ def _check_roundtrip(model, out: Path, format: str, dtype: torch.dtype) -> float
     return diff
 
 
-def _write_tokenizer(tokenizer, out: Path) -> None:
+def _write_tokenizer(tokenizer, out: Path, context: int) -> None:
     from data.tokenizer import gpt2_bpe_files
 
+    # truncation=True then cuts at the model's own context (a demo model has 128 positions, not GPT-2's 1024)
+    tokenizer.model_max_length = context
     tokenizer.save_pretrained(out)
     # The classic GPT-2 files too (byte-identical to OpenAI's), for tools that read vocab.json / merges.txt.
     encoder, merges = gpt2_bpe_files()

@@ -93,8 +93,14 @@ def test_export_folders_hold_the_promised_files(exports):
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     with safe_open(ours.out_dir / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
-    generation = json.loads((ours.out_dir / "generation_config.json").read_text())
-    assert generation["do_sample"] is True and generation["top_k"] == 50 and generation["eos_token_id"] == 50256
+    for export in (ours, stock):
+        generation = json.loads((export.out_dir / "generation_config.json").read_text())
+        assert generation["do_sample"] is True and generation["top_k"] == 50 and generation["eos_token_id"] == 50256
+        # no length: a saved max_new_tokens would override every caller's max_length (lm-eval passes max_length)
+        assert "max_new_tokens" not in generation and "max_length" not in generation
+        # truncation=True cuts at the model's context, not at GPT-2's 1024
+        tokenizer_config = json.loads((export.out_dir / "tokenizer_config.json").read_text())
+        assert tokenizer_config["model_max_length"] == config["n_positions"] < 1024
 
 
 def test_exports_load_and_generate_in_a_fresh_offline_process(exports, tiny_run, tmp_path):
