@@ -6,7 +6,7 @@ Architecture only (no training hyperparameters): this file is saved with every c
 Defaults are GPT-2 small (124M):
     n_layer=12, n_head=12, n_embd=768, n_positions=1024,
     vocab_size=50304           embedding / lm_head rows: 50257 padded up to a multiple of 64 (and 128) for fast
-                               matmuls; rows >= tokenizer_vocab_size are never produced (their logits are -inf)
+                               matmuls; rows >= tokenizer_vocab_size are never produced (logit -30000: probability 0)
     tokenizer_vocab_size=50257 ids that exist in the GPT-2 BPE tokenizer
 """
 

@@ -73,7 +73,7 @@ def config_from_stock(stock_config, vocab_size: int | None = None) -> GPT2ReproC
 
 def stock_to_ours_state_dict(stock_state: dict, rows: int) -> dict:
     """Stock GPT2LMHeadModel state dict -> ours: transpose the Conv1D weights, pad the embedding to `rows`
-    (padded rows are zero: no input ever has those ids and their logits are -inf)."""
+    (padded rows are zero: no input ever has those ids and their logits are PADDED_LOGIT)."""
     ours = {}
     for name, tensor in stock_state.items():
         if name.endswith((".attn.bias", ".attn.masked_bias")) and tensor.dim() > 1:

@@ -13,8 +13,8 @@ What transformers gives us for free, and how we plug into it:
   (`loss_chunk_tokens=N` swaps it for our fused chunked loss, `chunked_linear_cross_entropy`: no full logits).
 
 Padded vocabulary: the embedding has `vocab_size` (50304) rows so the big lm_head matmul has a fast shape, but
-only `tokenizer_vocab_size` (50257) ids exist. The LM head adds a bias of 0 (real ids) / -inf (padded ids),
-so those get exactly zero probability and the probabilities over the real ids equal those of the same model
+only `tokenizer_vocab_size` (50257) ids exist. The LM head adds a bias of 0 (real ids) / PADDED_LOGIT (-30000,
+padded ids), so those get exactly zero probability (exp(-30000) underflows to 0 in every float type) and the probabilities over the real ids equal those of the same model
 cropped to 50257 rows; the bias rides in the matmul and costs no extra pass over the logits.
 """
 
@@ -43,6 +43,12 @@ except ImportError:  # imported from the repository root
 # transformers 5.17 names the KV-cache argument/output `past_key_values`; 5.24+ names it `cache` (the old name is
 # deprecated until 5.40). We accept both on input and use the installed version's name for outputs and masks.
 CACHE_NAME = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+# Logit of the padded vocabulary ids (>= tokenizer_vocab_size). Finite, unlike -inf: entropies, KL divergences
+# (distillation, RL), label smoothing and `a - b` of two models' logits stay finite (-inf gave NaN: 0 * -inf).
+# Still exactly zero probability: exp(-30000 - max logit) underflows to 0 in fp32, bf16 and fp16, and the value
+# plus any real logit stays finite in fp16 (max 65504) and bf16.
+PADDED_LOGIT = -30000.0
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -319,7 +325,6 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        shift_labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         cache: Cache | None = None,
         past_key_values: Cache | None = None,
@@ -328,7 +333,11 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         return_logits: bool = True,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """`loss_chunk_tokens=N` (with labels or shift_labels): the loss is computed N tokens at a time together
+        """`labels` are the inputs (transformers shifts them); `shift_labels=` (a keyword, read from kwargs so that
+        Trainer, which takes every forward parameter named *label* for a label column, sees only `labels` and
+        reports eval_loss) are targets already shifted, as training windows give them.
+
+        `loss_chunk_tokens=N` (with labels or shift_labels): the loss is computed N tokens at a time together
         with its gradients (`chunked_linear_cross_entropy`), the (B, T, V) logits are never held and the output's
         `logits` is None. Same loss and gradients as the default path. Not taken (full logits as usual) when the
         head is not a plain nn.Linear (`supports_chunked_loss()`) or with `num_items_in_batch` (Trainer's
@@ -338,6 +347,11 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         training step wants only the loss; a returned (B, T, V) logits tensor is a graph output under
         torch.compile (Accelerate's bf16 wrapper even writes it again in fp32), and autograd then fills and reads
         a zero gradient of that size in backward. Same loss and gradients either way."""
+        shift_labels = kwargs.pop("shift_labels", None)
+        if use_cache is None and (labels is not None or shift_labels is not None):
+            # A loss needs no cache, and without one transformers' mask code still finds packed sequences
+            # (position_ids restarting at 0) in eval mode, where a cache would otherwise be made by default.
+            use_cache = False
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -362,7 +376,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
             return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states,
                                           attentions=outputs.attentions, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
         if _is_plain_linear(self.lm_head):
-            # (B, T', V); the padded-ids bias rides in the matmul. Measured: an in-place -inf write cost +11% per
+            # (B, T', V); the padded-ids bias rides in the matmul. Measured: an in-place masking write cost +11% per
             # step on CPU (autograd copies the whole logits gradient); on an H200 under compile the biased matmul
             # ran as fast as the plain one, and an add after it made the fused loss kernel slower.
             weight = self.lm_head.weight
@@ -390,7 +404,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """transformers' resize, and the ids the tokenizer now has (`new_num_tokens`) become real ids: only rows
-        beyond them (from `pad_to_multiple_of`) keep the -inf padded-ids bias."""
+        beyond them (from `pad_to_multiple_of`) keep the padded-ids bias."""
         embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
         if new_num_tokens is not None:
             self.config.tokenizer_vocab_size = min(new_num_tokens, self.config.vocab_size)
@@ -402,14 +416,15 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         return _is_plain_linear(self.lm_head)
 
     def _padded_ids_bias(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """(vocab_size,) bias for the LM head: 0 for real ids, -inf for the padded rows (zero probability), or
-        None when nothing is padded. A bias costs nothing measurable (it rides in the matmul); writing -inf into
-        the logits in place instead made autograd copy the whole (B, T, V) gradient (+11% step time on CPU)."""
+        """(vocab_size,) bias for the LM head: 0 for real ids, PADDED_LOGIT for the padded rows (zero
+        probability), or None when nothing is padded. A bias costs nothing measurable (it rides in the matmul);
+        writing the value into the logits in place instead made autograd copy the whole (B, T, V) gradient (+11%
+        step time on CPU)."""
         n_ids, width = self.config.tokenizer_vocab_size, self.config.vocab_size
         if n_ids >= width:
             return None
         bias = torch.zeros(width, device=device, dtype=dtype)
-        bias[n_ids:] = float("-inf")
+        bias[n_ids:] = PADDED_LOGIT
         return bias
 
 

@@ -258,7 +258,7 @@ class HellaSwagScorer:
                     def logits_of(rows, head=head, scored=scored, n_ids=n_ids):  # (p, V) for a slice of the P
                         logits = head(scored[rows])
                         if n_ids is not None and n_ids < logits.shape[-1]:
-                            logits[:, n_ids:] = float("-inf")  # as the model's forward does: padded ids never occur
+                            logits[:, n_ids:] = float("-inf")  # padded ids: zero probability, as in the model's forward
                         return logits
                 else:
                     if mode == "keep":  # LM head on the window of scored positions
@@ -324,7 +324,7 @@ class HellaSwagScorer:
             )
 
 
-# Architectures whose logits are exactly `lm_head(last_hidden_state)` (ours: plus -inf on padded ids): the head can
+# Architectures whose logits are exactly `lm_head(last_hidden_state)` (ours: plus the padded-ids bias): the head can
 # run on the scored positions alone. Anything else goes through the model's own forward.
 _HEAD_ONLY_MODEL_TYPES = ("gpt2repro", "gpt2")
 

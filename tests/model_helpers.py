@@ -29,6 +29,14 @@ def tiny_model(seed: int = 0, attn_implementation: str | None = None, **override
     return model.eval()
 
 
+def assert_padded_ids_impossible(logits: torch.Tensor, n_real: int = 50257) -> None:
+    """Logits of the padded ids (>= n_real) are finite (PADDED_LOGIT plus a tiny matmul term) and have exactly
+    zero probability."""
+    assert torch.isfinite(logits).all()
+    assert (torch.softmax(logits.float(), dim=-1)[..., n_real:] == 0).all()
+    assert (logits[..., n_real:] < -29_000).all()
+
+
 def spy_chunked_loss(monkeypatch) -> list:
     """Count calls of the fused chunked loss (one per forward that takes it): proof that a code path really
     used it, not just that its result equals the default path's."""

@@ -1,6 +1,6 @@
 """The fused chunked loss (`loss_chunk_tokens=N`, `chunked_linear_cross_entropy`) against the default path
 (full logits, transformers' ForCausalLMLoss): same loss, same gradients, with ignored targets, the padded
-vocabulary's -inf bias, chunks that do not divide the batch, autocast, no_grad and torch.compile."""
+vocabulary's padded-ids bias, chunks that do not divide the batch, autocast, no_grad and torch.compile."""
 
 import pytest
 import torch
@@ -36,7 +36,7 @@ def _loss_and_grads(model, call=None, **kwargs):
 @pytest.mark.parametrize("chunk", [1, 7, 60, 1000])
 def test_chunked_loss_equals_full_logits_loss_and_gradients(chunk):
     model = tiny_model().train()
-    assert model.config.vocab_size > model.config.tokenizer_vocab_size  # the -inf padded-ids bias is in play
+    assert model.config.vocab_size > model.config.tokenizer_vocab_size  # the padded-ids bias is in play
     x, y = _batch()
     full, full_grads = _loss_and_grads(model, input_ids=x, shift_labels=y)
     chunked, chunked_grads = _loss_and_grads(model, input_ids=x, shift_labels=y, loss_chunk_tokens=chunk)

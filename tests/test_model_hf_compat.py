@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from convert_gpt2 import load_stock_gpt2, to_stock_gpt2
-from model_helpers import tiny_model
+from model_helpers import assert_padded_ids_impossible, tiny_model
 
 pytestmark = pytest.mark.model
-REAL = 50257  # GPT-2 ids; our logits have padded (-inf) columns beyond them
+REAL = 50257  # GPT-2 ids; our logits have padded (zero-probability) columns beyond them
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
@@ -73,7 +73,7 @@ def test_resized_embeddings_make_new_ids_predictable_and_reload(tmp_path):
     padded.resize_token_embeddings(REAL + 1, pad_to_multiple_of=64)  # rows beyond the new id stay impossible
     assert padded.config.tokenizer_vocab_size == REAL + 1 < padded.config.vocab_size
     logits = padded(z).logits[0, -1]
-    assert torch.isfinite(logits[REAL]) and torch.isinf(logits[REAL + 1:]).all()
+    assert_padded_ids_impossible(logits, REAL + 1)
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
@@ -99,3 +99,56 @@ def test_an_untied_gpt2_head_is_refused_not_silently_tied(tmp_path):
     stock.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not tied to its token embedding"):
         load_stock_gpt2(str(tmp_path))
+
+
+def test_trainer_sees_labels_only_and_reports_eval_loss(tmp_path):
+    """Trainer takes every forward parameter named *label* for a label column: with `shift_labels` in the signature
+    it waited for a column no collator gives and reported no eval_loss (so metric_for_best_model="eval_loss"
+    failed). Same as stock GPT-2 now."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from transformers.utils import find_labels
+
+    from data.tokenizer import gpt2_tokenizer
+
+    model = tiny_model()
+    assert find_labels(type(model)) == ["labels"]
+    tokenizer = gpt2_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    rows = [{"input_ids": tokenizer(f"sample number {i} of a tiny evaluation set")["input_ids"]} for i in range(4)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True)
+    trainer = Trainer(model=model, args=args, eval_dataset=rows,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    metrics = trainer.evaluate()
+    assert 9.0 < metrics["eval_loss"] < 12.0  # ~ln(50257) for an untrained model
+
+
+def test_packed_sequences_with_labels_in_eval_mode_do_not_attend_across(tmp_path):
+    """Two sequences packed in one row with restarting position_ids (DataCollatorWithFlattening): in eval mode a
+    default cache used to hide the packing from transformers' mask code, and tokens attended to the other
+    sequence. A loss needs no cache: each packed sequence now gets its own logits."""
+    model = tiny_model().eval()
+    a, b = torch.randint(0, REAL, (1, 5)), torch.randint(0, REAL, (1, 7))
+    packed = torch.cat([a, b], dim=1)
+    positions = torch.cat([torch.arange(5), torch.arange(7)]).unsqueeze(0)
+    with torch.no_grad():
+        out = model(packed, position_ids=positions, labels=packed)
+        alone = torch.cat([model(a).logits, model(b).logits], dim=1)
+    torch.testing.assert_close(out.logits[..., :REAL], alone[..., :REAL], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_padded_ids_have_zero_probability_and_leave_entropy_and_kl_finite(dtype):
+    """Padded ids: exactly zero probability in every dtype, and the maths RL and distillation do on logits
+    (entropy, KL against another model, differences) stays finite; with -inf logits it gave NaN (0 * -inf)."""
+    model = tiny_model().to(dtype)
+    x = torch.randint(0, REAL, (2, 9))
+    with torch.no_grad():
+        logits = model(x).logits
+        other = tiny_model(seed=1).to(dtype)(x).logits
+    assert_padded_ids_impossible(logits)
+    logp, other_logp = logits.float().log_softmax(-1), other.float().log_softmax(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    kl = torch.nn.functional.kl_div(logp, other_logp, log_target=True, reduction="batchmean")
+    assert torch.isfinite(entropy).all() and torch.isfinite(kl) and torch.isfinite(logits - other).all()
+    # the real ids' distribution is the cropped model's
+    torch.testing.assert_close(logp[..., :REAL], logits[..., :REAL].float().log_softmax(-1), rtol=0, atol=1e-5)
