@@ -404,10 +404,25 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """transformers' resize, and the ids the tokenizer now has (`new_num_tokens`) become real ids: only rows
-        beyond them (from `pad_to_multiple_of`) keep the padded-ids bias."""
-        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        beyond them (from `pad_to_multiple_of`) keep the padded-ids bias.
+
+        After `tokenizer.add_tokens(...)`, `resize_token_embeddings(len(tokenizer))` usually asks for fewer rows
+        than the padded 50304: then the matrix keeps its fast shape and the new ids take the first padded rows.
+        Rows that become real ids, reused or added, start at the mean of the old real rows (`mean_resizing`, as
+        transformers does for the rows it adds), not at the padded rows' leftover values."""
+        old_ids, old_rows = self.config.tokenizer_vocab_size, self.config.vocab_size
+        if new_num_tokens is not None and pad_to_multiple_of is None and old_ids <= new_num_tokens <= old_rows:
+            embeddings = self.get_input_embeddings()
+        else:
+            embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
         if new_num_tokens is not None:
-            self.config.tokenizer_vocab_size = min(new_num_tokens, self.config.vocab_size)
+            new_ids = min(new_num_tokens, self.config.vocab_size)
+            reused = slice(old_ids, min(new_ids, old_rows))  # padded rows that are real ids now
+            if mean_resizing and reused.start < reused.stop:
+                with torch.no_grad():
+                    weight = embeddings.weight  # tied: the LM head's too
+                    weight[reused] = weight[:old_ids].mean(dim=0).to(weight.dtype)
+            self.config.tokenizer_vocab_size = new_ids
         return embeddings
 
     def supports_chunked_loss(self) -> bool:

@@ -62,13 +62,26 @@ def test_resized_embeddings_make_new_ids_predictable_and_reload(tmp_path):
     from modeling_gpt2repro import GPT2ReproForCausalLM
 
     model = tiny_model()
-    model.resize_token_embeddings(REAL + 1)
+    rows = model.config.vocab_size  # 50304: padded for fast matmuls
+    model.resize_token_embeddings(REAL + 1)  # what resize_token_embeddings(len(tokenizer)) asks after add_tokens
+    weight = model.transformer.wte.weight
+    # the matrix keeps its fast shape (and its tie); the new id takes the first padded row, set to the mean of
+    # the real rows (transformers' mean_resizing), not left at the padded row's old value
+    assert weight.shape[0] == rows and model.lm_head.weight is weight
+    torch.testing.assert_close(weight[REAL], weight[:REAL].mean(dim=0))
     z = torch.tensor([[1, 2, 3, REAL]])
     out = model(z, labels=z)
     assert torch.isfinite(out.logits[0, -1, REAL]) and torch.isfinite(out.loss)
+    assert_padded_ids_impossible(out.logits, REAL + 1)
     model.save_pretrained(tmp_path)
     reloaded = GPT2ReproForCausalLM.from_pretrained(tmp_path)
-    assert (reloaded.config.vocab_size, reloaded.config.tokenizer_vocab_size) == (REAL + 1, REAL + 1)
+    assert (reloaded.config.vocab_size, reloaded.config.tokenizer_vocab_size) == (rows, REAL + 1)
+    torch.testing.assert_close(reloaded(z).logits, model(z).logits)
+    grown = tiny_model()
+    grown.resize_token_embeddings(rows + 10)  # beyond the padding: transformers adds rows; old padded rows are real
+    weight = grown.transformer.wte.weight
+    assert weight.shape[0] == grown.config.tokenizer_vocab_size == rows + 10
+    torch.testing.assert_close(weight[REAL:rows], weight[:REAL].mean(dim=0).expand(rows - REAL, -1))
     padded = tiny_model()
     padded.resize_token_embeddings(REAL + 1, pad_to_multiple_of=64)  # rows beyond the new id stay impossible
     assert padded.config.tokenizer_vocab_size == REAL + 1 < padded.config.vocab_size
