@@ -491,6 +491,13 @@ def test_resume_with_another_architecture_refuses_and_writes_nothing(reference, 
     # extending it is allowed, and the changed schedule is said once
     assert train.main(_args(setup, out, "--max_steps", "10", "--save_every", "0")) == 0
     assert "resuming with another learning-rate schedule (max_steps 8 -> 10)" in capsys.readouterr().out
+    # other AdamW settings are applied, not silently replaced by the checkpoint's (load_state_dict restores them)
+    assert train.main(_args(setup, out, "--max_steps", "11", "--save_every", "0", "--weight_decay", "0.5",
+                            "--beta2", "0.99")) == 0
+    assert ("note: resuming with other AdamW settings (weight_decay 0.1 -> 0.5, beta2 0.95 -> 0.99): applied from "
+            "step 11") in capsys.readouterr().out
+    groups = torch.load(out / "checkpoints" / "step_00000011" / "optimizer.pt", weights_only=True)["param_groups"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [(0.5, (0.9, 0.99)), (0.0, (0.9, 0.99))]
 
 
 def test_resume_on_one_process_from_a_two_process_checkpoint(runs, reference, setup, tmp_path, in_process, capsys):

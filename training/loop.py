@@ -26,7 +26,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
-from training.optim import build_adamw, count_params, lr_at, set_lr, use_fused
+from training.optim import apply_hyperparameters, build_adamw, count_params, lr_at, set_lr, use_fused
 from training.run_config import (ConfigError, RunConfig, format_run_config, grad_accum_steps, save_run_config,
                                  validate)
 from training.signals import StopRequest
@@ -567,6 +567,10 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         if schedule:  # allowed (extending a run is normal), but the LR curve changes: say so, once
             log(f"note: resuming with another learning-rate schedule ({', '.join(schedule)}): from step "
                 f"{meta['step'] + 1} the LR follows the new one")
+        adamw = [f"{key} {trained[key]} -> {getattr(cfg, key)}" for key in ("weight_decay", "beta1", "beta2", "adam_eps")
+                 if key in trained and trained[key] != getattr(cfg, key)]
+        if adamw:  # applied after the optimizer state is loaded (apply_hyperparameters)
+            log(f"note: resuming with other AdamW settings ({', '.join(adamw)}): applied from step {meta['step'] + 1}")
 
     uploader, problem = None, None
     if cfg.push_checkpoints_to and main:  # one Hub call now: offline / no token / no access stop the run here
@@ -610,6 +614,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                           pin_memory=device.type == "cuda")
     if resume_dir is not None:
         load_optimizer(accelerator, raw_model, optimizer, resume_dir)
+        apply_hyperparameters(optimizer, cfg)  # the run config's, not the checkpoint's (see the note above)
         resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
         if resized:
             saved_micro = meta["run_config"]["micro_batch_size"]

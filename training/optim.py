@@ -60,6 +60,16 @@ def lr_at(step: int, cfg) -> float:
     return cfg.min_lr + coeff * (cfg.max_lr - cfg.min_lr)
 
 
+def apply_hyperparameters(optimizer, cfg) -> None:
+    """The run config's AdamW settings on an optimizer whose state was just loaded: `load_state_dict` brings back
+    the checkpoint's weight decay, betas and eps, so a resumed run that changed them would silently keep the old
+    ones. Group 0 is the decayed one (param_groups)."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["weight_decay"] = cfg.weight_decay if i == 0 else 0.0
+        group["betas"] = (cfg.beta1, cfg.beta2)
+        group["eps"] = cfg.adam_eps
+
+
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
