@@ -20,7 +20,8 @@ from eval.errors import EvalInputError, run_cli
 def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language model,", num_samples: int = 4,
                      max_new_tokens: int = 32, top_k: int = 50, temperature: float = 1.0, seed: int = 42) -> list[str]:
     """`num_samples` continuations of `prompt` (prompt included in each string) with `model.generate`
-    (top-k sampling, KV cache). Reproducible: a private `torch.Generator`-seeded RNG state is used and the
+    (top-k sampling, KV cache). An empty prompt gives unconditional samples: generation starts from the
+    end-of-text token (a document boundary, as in training), which is left out of the returned strings. Reproducible: a private `torch.Generator`-seeded RNG state is used and the
     global RNG is restored afterwards, so training randomness is untouched.
 
     Pass an uncompiled module. With a torch.compile'd training model pass `model._orig_mod` (the same weights;
@@ -32,7 +33,12 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
         raise ValueError("temperature must be > 0 (use top_k=1 for greedy decoding)")
     model = getattr(model, "_orig_mod", model)
     device = next(model.parameters()).device
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)  # (1, T)
+    if prompt:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)  # (1, T)
+    elif tokenizer.eos_token_id is not None:
+        ids = torch.tensor([[tokenizer.eos_token_id]], device=device)  # (1, 1): start of a new document
+    else:
+        raise ValueError("an empty prompt needs a tokenizer with an end-of-text token to start from")
     ids = ids.expand(num_samples, -1)  # (n, T): same prompt, no padding needed
     context = getattr(model.config, "n_positions", None)
     if context is not None and ids.shape[1] + max_new_tokens > context:
@@ -53,7 +59,7 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
             )  # (n, T + max_new_tokens)
         finally:
             model.train(was_training)
-    return tokenizer.batch_decode(out, skip_special_tokens=False)
+    return tokenizer.batch_decode(out if prompt else out[:, 1:], skip_special_tokens=False)
 
 
 def main(argv: list[str] | None = None) -> dict:

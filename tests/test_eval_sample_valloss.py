@@ -31,6 +31,15 @@ def test_samples_reproducible_and_leave_global_rng_alone(model, gpt2_tokenizer):
     assert len(ids) >= len(gpt2_tokenizer("Hello, I'm a language model,")["input_ids"]) + 1
 
 
+def test_an_empty_prompt_gives_unconditional_samples_from_end_of_text(model, gpt2_tokenizer):
+    """'' starts each sample at <|endoftext|> (a document boundary); the strings hold only what was generated."""
+    texts = generate_samples(model, gpt2_tokenizer, prompt="", num_samples=2, max_new_tokens=5)
+    assert len(texts) == 2 and not any(t.startswith("<|endoftext|>") for t in texts)
+    # the same as sampling after an explicit end-of-text prompt, minus that prompt
+    explicit = generate_samples(model, gpt2_tokenizer, prompt="<|endoftext|>", num_samples=2, max_new_tokens=5)
+    assert [f"<|endoftext|>{t}" for t in texts] == explicit
+
+
 def test_samples_on_compiled_module_use_the_original(model, gpt2_tokenizer):
     compiled = torch.compile(model, backend="eager")
     assert generate_samples(compiled, gpt2_tokenizer, num_samples=2, max_new_tokens=4) == \

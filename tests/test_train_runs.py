@@ -458,6 +458,24 @@ def test_out_of_memory_in_evaluation_names_the_knob_and_keeps_the_step(setup, tm
     assert read_metrics(out / "metrics.jsonl")[-1]["type"] == "error"
 
 
+def test_an_evaluation_error_keeps_the_step_it_followed(setup, tmp_path, in_process, capsys, monkeypatch):
+    """The final evaluation runs before the final checkpoint: an unexpected error in it (here in the samples)
+    must not cost the steps trained since the last save. The step is checkpointed, then the error propagates."""
+    from training import loop
+
+    def broken_samples(self, model, step, metrics):
+        raise RuntimeError("sampling broke")
+
+    monkeypatch.setattr(loop.Evaluator, "samples", broken_samples)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="sampling broke"):
+        train.main(_args(setup, out, "--max_steps", "3", "--save_every", "0", "--eval_every", "0",
+                         "--hellaswag_every", "0", "--sample_every", "0"))
+    assert "the evaluation after step 3 failed (below); step 3 is checkpointed" in capsys.readouterr().err
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000003"]
+    assert ckpt.verify(out / "checkpoints" / "step_00000003") is None
+
+
 def test_single_batch_overfits(setup, tmp_path, in_process):
     out = tmp_path / "run"
     code = train.main(_args(setup, out, "--overfit_single_batch", "--max_steps", "56", "--lr_decay_steps", "56",

@@ -528,7 +528,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if cfg.num_samples and (cfg.sample_every > 0 or cfg.eval_at_end):  # else found only at the first sample
         from data.tokenizer import gpt2_tokenizer
 
-        prompt_tokens = len(gpt2_tokenizer()(cfg.sample_prompt)["input_ids"])
+        prompt_tokens = max(1, len(gpt2_tokenizer()(cfg.sample_prompt)["input_ids"]))  # "": starts from <|endoftext|>
         if prompt_tokens + cfg.sample_max_new_tokens > raw_model.config.n_positions:
             return fail([f"sample_prompt ({prompt_tokens} tokens) + sample_max_new_tokens "
                          f"({cfg.sample_max_new_tokens}) exceed the model's context of "
@@ -796,6 +796,15 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 if world > 1:  # the other ranks may be inside a collective: no checkpoint can be agreed on
                     return EXIT_OOM
                 code, stop_now = EXIT_OOM, True  # save this step (below), then stop
+            except Exception:
+                # Any other evaluation error: the step itself trained fine, so keep it (one process: no other rank
+                # to agree with) before the error propagates; a resume then continues after it.
+                if world == 1 and last_saved != step:
+                    save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
+                                    manifest_hash, log)
+                    print(f"the evaluation after step {step} failed (below); step {step} is checkpointed",
+                          file=sys.stderr, flush=True)
+                raise
             if stop_now or done or _due(step, cfg.save_every):
                 saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
                                         manifest_hash, log)

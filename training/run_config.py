@@ -97,7 +97,7 @@ class RunConfig:
     )
     hellaswag_limit: Optional[int] = _f(None, "score only the first N HellaSwag examples (default: all 10,042)")
     sample_every: int = _f(250, "text samples every N steps (0 = only at the end)")
-    sample_prompt: str = _f("Hello, I'm a language model,", "prompt for the samples")
+    sample_prompt: str = _f("Hello, I'm a language model,", "prompt for the samples ('' = unconditional, from <|endoftext|>)")
     num_samples: int = _f(4, "samples per evaluation (0 = no samples)")
     sample_max_new_tokens: int = _f(32, "tokens generated per sample")
     sample_top_k: int = _f(50, "top-k for sampling")
