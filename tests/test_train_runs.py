@@ -476,6 +476,26 @@ def test_an_evaluation_error_keeps_the_step_it_followed(setup, tmp_path, in_proc
     assert ckpt.verify(out / "checkpoints" / "step_00000003") is None
 
 
+def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_path, in_process, capsys):
+    """A second training in a folder another one holds exits 2 and writes nothing (two runs would commit the same
+    step folders over each other and interleave metrics.jsonl); once the holder is gone the folder is free."""
+    from training.run_lock import lock_run_folder
+
+    out = tmp_path / "run"
+    holder, problem = lock_run_folder(out)  # stands in for the other training (flock: per open file)
+    assert problem is None
+    args = _args(setup, out, "--max_steps", "2", "--eval_every", "0", "--hellaswag_every", "0",
+                 "--sample_every", "0", "--eval_at_end", "false")
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is in use by another training (pid {os.getpid()})" in err and "--output_dir" in err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of a run written
+    holder.close()
+    assert train.main(args) == 0
+    _, problem = lock_run_folder(out)  # the finished run let go of it
+    assert problem is None
+
+
 def test_single_batch_overfits(setup, tmp_path, in_process):
     out = tmp_path / "run"
     code = train.main(_args(setup, out, "--overfit_single_batch", "--max_steps", "56", "--lr_decay_steps", "56",

@@ -29,6 +29,7 @@ from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flo
 from training.optim import apply_hyperparameters, build_adamw, count_params, lr_at, set_lr, use_fused
 from training.run_config import (ConfigError, RunConfig, format_run_config, grad_accum_steps, save_run_config,
                                  validate)
+from training.run_lock import folder_in_use, lock_run_folder
 from training.signals import StopRequest
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
@@ -479,6 +480,8 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
             threads["prefetcher"].close()
         if threads.get("uploader") is not None:
             threads["uploader"].close()  # waits for the upload in flight; a no-op after finish_uploads()
+        if threads.get("run_lock") is not None:
+            threads["run_lock"].close()  # releases the run folder
 
 
 def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
@@ -506,6 +509,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     errors = validate(cfg, world)
     if errors:
         return fail(errors)
+    busy = _broadcast(accelerator, folder_in_use(cfg.output_dir) if main else None)
+    if busy:  # checked again, race-free, when the lock is taken below
+        return fail([busy])
     resume_dir = None
     if cfg.resume == "auto":
         resume_dir = ckpt.find_resumable(cfg.output_dir, log=log) if main else None
@@ -648,8 +654,13 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     # ---- the run folder -------------------------------------------------------------------------------------
     out = Path(cfg.output_dir)
     metrics = None
+    busy = None
+    if main:  # one training per run folder, held until this process ends
+        threads["run_lock"], busy = lock_run_folder(out)
+    busy = _broadcast(accelerator, busy)
+    if busy:
+        return fail([busy])
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         save_run_config(cfg, out / "run_config.yaml")
         metrics = MetricsLog(out / "metrics.jsonl")
         if resume_dir is not None:

@@ -1,0 +1,60 @@
+"""One training per run folder: an exclusive lock on `output_dir/.lock` held for the whole run.
+
+Two trainings in one folder would commit the same step folders over each other, wipe each other's half-written
+staging folders and interleave their metrics. The lock is `fcntl.flock` (advisory, released by the OS when the
+process ends, however it ends); the file holds the owner's PID for the message. Where fcntl does not exist
+(Windows), runs are not locked.
+"""
+
+import os
+from pathlib import Path
+from typing import IO, Optional
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
+LOCK_FILE = ".lock"
+
+
+def _busy_message(out: Path, handle: IO) -> str:
+    handle.seek(0)
+    pid = handle.read().strip() or "?"
+    return (f"{out} is in use by another training (pid {pid}): wait for it to finish or stop it "
+            "(SIGTERM checkpoints it), or pick another --output_dir")
+
+
+def folder_in_use(out: Path) -> Optional[str]:
+    """The message for a run folder another process is training in, else None. Creates nothing."""
+    path = Path(out) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _busy_message(Path(out), handle)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def lock_run_folder(out: Path) -> tuple[Optional[IO], Optional[str]]:
+    """Create `out` if needed and lock it: (open lock file to keep until the run ends, None), or (None, the
+    message) when another process holds it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        return None, None
+    handle = open(out / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        message = _busy_message(out, handle)
+        handle.close()
+        return None, message
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle, None
