@@ -574,7 +574,7 @@ def test_resume_with_a_smaller_micro_batch_reads_the_same_data(reference, setup,
         assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
 
 
-def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process):
+def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
     """Continued pretraining from any GPT-2 folder: the architecture comes from the folder, and the first
     validation loss is the loaded model's own (computed independently here)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -582,6 +582,7 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process):
     from convert_gpt2 import load_stock_gpt2
     from data.loader import val_batches
     from eval.val_loss import evaluate_val_loss
+    from modeling_gpt2repro import GPT2ReproForCausalLM
 
     torch.manual_seed(0)
     stock = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=50257))
@@ -595,6 +596,22 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process):
     assert val0["step"] == 0 and val0["val_loss"] == pytest.approx(expected, rel=1e-6)
     saved = json.loads((out / "checkpoints" / "step_00000002" / "model" / "config.json").read_text())
     assert (saved["n_layer"], saved["n_embd"], saved["model_type"]) == (1, 32, "gpt2repro")
+    # the preset's architecture (2 layers, 64 wide) was not used: said once, and run_config.yaml records the truth
+    assert (f"note: init_from {tmp_path / 'stock'} fixes the architecture; the run config's values are replaced "
+            "(n_layer 2 -> 1, n_embd 64 -> 32, n_positions 128 -> 64)") in capsys.readouterr().out
+    recorded = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert (recorded["n_layer"], recorded["n_embd"], recorded["n_positions"]) == (1, 32, 64)
+    # a run folder (its newest checkpoint) works as init_from, as it does for export and eval
+    again = tmp_path / "again"
+    assert train.main(_args(setup, again, "--init_from", str(out), "--max_steps", "1", "--save_every", "0",
+                            "--eval_at_end", "false")) == 0
+    step2 = GPT2ReproForCausalLM.from_pretrained(out / "checkpoints" / "step_00000002" / "model")
+    expected, _ = evaluate_val_loss(step2, val_batches(setup[1], 4, 32, 640))
+    assert read_metrics(again / "metrics.jsonl", "val")[0]["val_loss"] == pytest.approx(expected, rel=1e-6)
+    # and --resume takes a run folder too: its newest complete checkpoint
+    assert train.main(_args(setup, tmp_path / "resumed", "--resume", str(out), "--init_from", str(tmp_path / "stock"),
+                            "--max_steps", "3", "--save_every", "0", "--eval_at_end", "false")) == 0
+    assert f"resuming from {out / 'checkpoints' / 'step_00000002'}" in capsys.readouterr().out
 
 
 def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monkeypatch):

@@ -95,6 +95,9 @@ def _compile_desc(cfg: RunConfig) -> str:
     return "on" if cfg.compile_mode == "default" else f"on ({cfg.compile_mode})"
 
 
+ARCH_KEYS = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")  # run-config fields of the architecture
+
+
 def build_model_config(cfg: RunConfig):
     from configuration_gpt2repro import GPT2ReproConfig
 
@@ -124,12 +127,16 @@ def load_pretrained(init_from: str):
     from convert_gpt2 import load_stock_gpt2
     from modeling_gpt2repro import GPT2ReproForCausalLM
 
+    from publish.run_folder import resolve_source
+
     if init_from == "gpt2":
         return load_stock_gpt2("openai-community/gpt2")
-    config_file = Path(init_from) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "gpt2repro":
-        return GPT2ReproForCausalLM.from_pretrained(init_from, dtype=torch.float32)
-    return load_stock_gpt2(init_from)
+    # a model folder, a checkpoint folder or a run folder (its newest intact checkpoint), as export and eval take
+    model_dir = resolve_source(init_from).model_dir
+    config_file = model_dir / "config.json"
+    if json.loads(config_file.read_text()).get("model_type") == "gpt2repro":
+        return GPT2ReproForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return load_stock_gpt2(str(model_dir))
 
 
 def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
@@ -518,17 +525,32 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         resume_dir = _broadcast(accelerator, str(resume_dir) if resume_dir else None)
         resume_dir = Path(resume_dir) if resume_dir else None
     elif cfg.resume != "off":
-        problem = ckpt.verify(Path(cfg.resume)) if main else None
+        resume_dir = Path(cfg.resume)
+        if (resume_dir / ckpt.CHECKPOINTS).is_dir():  # a run folder: its newest complete checkpoint
+            found = ckpt.find_resumable(resume_dir, log=log) if main else None
+            found = _broadcast(accelerator, str(found) if found else None)
+            if found is None:
+                return fail([f"resume {cfg.resume}: the run folder has no complete checkpoint"])
+            resume_dir = Path(found)
+        problem = ckpt.verify(resume_dir) if main else None
         problem = _broadcast(accelerator, problem)
         if problem:
             return fail([f"resume checkpoint {cfg.resume}: {problem}"])
-        resume_dir = Path(cfg.resume)
 
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     try:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
     except (OSError, ValueError, ImportError) as err:  # ImportError: an attention backend that is not installed
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
+    if resume_dir is None and cfg.init_from != "scratch":
+        # The loaded model fixes the architecture: record its values, not the run config's unused ones.
+        arch = {key: getattr(raw_model.config, key) for key in ARCH_KEYS}
+        replaced = [f"{key} {getattr(cfg, key)} -> {value}" for key, value in arch.items() if getattr(cfg, key) != value]
+        if replaced:
+            log(f"note: init_from {cfg.init_from} fixes the architecture; the run config's values are replaced "
+                f"({', '.join(replaced)})")
+        for key, value in arch.items():
+            setattr(cfg, key, value)
     if cfg.seq_len > raw_model.config.n_positions:
         return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
     if cfg.num_samples and (cfg.sample_every > 0 or cfg.eval_at_end):  # else found only at the first sample

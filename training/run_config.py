@@ -43,8 +43,8 @@ class RunConfig:
     config: Optional[str] = _f(None, "YAML preset read first (defaults < YAML < command line)")
     data_dir: str = _f("", "folder written by data.prepare (token shards + manifest)")
     output_dir: str = _f("runs/default", "run folder: run_config.yaml, metrics.jsonl, checkpoints/")
-    init_from: str = _f("scratch", "'scratch', 'gpt2' (OpenAI GPT-2 124M from the Hub) or a GPT-2 model folder")
-    resume: str = _f("auto", "'auto' (newest complete checkpoint in output_dir, if any), 'off', or a checkpoint path")
+    init_from: str = _f("scratch", "'scratch', 'gpt2' (OpenAI GPT-2 124M from the Hub), or a GPT-2 model, checkpoint or run folder (its newest checkpoint); it fixes the architecture")
+    resume: str = _f("auto", "'auto' (newest complete checkpoint in output_dir, if any), 'off', or a checkpoint or run folder")
     seed: int = _f(1337, "seed for init and sampling; data order has its own seed (data_seed)")
     data_seed: int = _f(1337, "seed of the training data order (data.loader.TrainBatches)")
     # --- architecture (init_from=scratch only; saved as GPT2ReproConfig with every checkpoint) ---------------
@@ -307,13 +307,15 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     if not cfg.output_dir:
         e.append("output_dir must be set")
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
-        e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model folder")
+        e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
+                 "run folder")
     if cfg.resume not in ("auto", "off"):
         p = Path(cfg.resume)
         if not p.is_dir():
-            e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint folder")
-        elif not (p / "COMPLETE").is_file():
-            e.append(f"resume {cfg.resume!r} is not a complete checkpoint (no COMPLETE marker in it)")
+            e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint or run folder")
+        elif not (p / "COMPLETE").is_file() and not (p / "checkpoints").is_dir():
+            e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
+                     "folder (checkpoints/)")
     elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
         e.append(f"output_dir {cfg.output_dir!r} already holds checkpoints and resume is 'off': "
                  "use --resume auto to continue it, or pick a new output_dir")
