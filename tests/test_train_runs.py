@@ -816,3 +816,9 @@ def test_data_too_short_for_a_window_is_a_config_error_before_anything_is_writte
     if importlib.util.find_spec("flash_attn") is None:  # (where it is installed, the backend would just load)
         assert train.main(_args(setup, out, "--attn_implementation", "flash_attention_2")) == 2
         assert "could not build the model" in capsys.readouterr().err and not out.exists()
+    # a hellaswag_file that is not HellaSwag (here: plain text) is found before the run folder is written too
+    text = tmp_path / "input.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    assert train.main(_args(setup, out, "--hellaswag_file", str(text))) == 2
+    err = capsys.readouterr().err
+    assert "hellaswag_file:" in err and str(text) in err and "Traceback" not in err and not out.exists()

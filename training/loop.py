@@ -673,6 +673,13 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         batches = iter(loader)
         data_state = loader.state_dict
 
+    from eval.errors import EvalInputError
+
+    try:  # reads and tokenises the HellaSwag file: a bad one is refused here, before the run folder is written
+        evaluator = Evaluator(cfg, accelerator, gpt2_tokenizer(), log, context=raw_model.config.n_positions)
+    except EvalInputError as err:
+        return fail([f"hellaswag_file: {err}"])
+
     # ---- the run folder -------------------------------------------------------------------------------------
     out = Path(cfg.output_dir)
     metrics = None
@@ -715,7 +722,6 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         ])
     )
 
-    evaluator = Evaluator(cfg, accelerator, gpt2_tokenizer(), log, context=raw_model.config.n_positions)
     # Validation runs a compiled module of its own over the same weights (fixed shapes: compiled once for
     # no_grad). Not `accelerator.unwrap_model(model)`: with compile + DDP, accelerate 1.15 unwraps by setting
     # the compiled wrapper's `_orig_mod` to the bare module, which silently drops DDP from the training model.
