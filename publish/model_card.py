@@ -315,8 +315,9 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
                      + (f" ({', '.join(inputs.datasets)} held-out tokens)" if inputs.datasets else "")
                      + f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
                      "val split (comparable only on that data).\n")
-    lines.append("Never compare HellaSwag numbers across scorers: the same OpenAI GPT-2 scores 0.3114 acc_norm "
-                 "under lm-eval and 0.2955 under build-nanogpt's scorer.\n")
+    if hella or lm_eval:
+        lines.append("Never compare HellaSwag numbers across scorers: the same OpenAI GPT-2 scores 0.3114 acc_norm "
+                     "under lm-eval and 0.2955 under build-nanogpt's scorer.\n")
     return "\n".join(lines)
 
 
@@ -370,15 +371,22 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     hella = results_at_step(inputs.metrics, inputs.step).get("hellaswag") or {}
     n = int(hella.get("n") or HELLASWAG_EXAMPLES)
     examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
-    return (
-        "## Evaluation\n\n"
+    measured = bool(hella) or bool(inputs.lm_eval_results)
+    hellaswag = (
         f"- HellaSwag (in training, every `hellaswag_every` steps): {examples} validation examples, 0-shot, each "
         "ending scored by the sum of its token log-probabilities after the context. `acc` takes the best sum; "
         "`acc_norm` (lm-eval) divides by the ending's length in characters, exactly as lm-evaluation-harness's "
         "`hellaswag` task; build-nanogpt's `acc_norm` uses the raw context and divides by the token count.\n"
-        "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
+        if hella else
+        "- HellaSwag: not measured for this checkpoint (the training run had no HellaSwag data); the command "
+        "below scores it.\n")
+    return (
+        "## Evaluation\n\n"
+        + hellaswag
+        + "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
         "number of GPUs).\n"
-        "- Reproduce the lm-eval number on this export:\n\n"
-        f"```bash\nlm_eval --model hf --model_args pretrained={repo}{remote},dtype=float32 --tasks hellaswag "
+        + ("- Reproduce the lm-eval number on this export:\n\n" if measured else
+           "- Score HellaSwag on this export with lm-eval:\n\n")
+        + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{remote},dtype=float32 --tasks hellaswag "
         "--batch_size 32\n```\n"
     )

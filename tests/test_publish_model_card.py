@@ -57,6 +57,10 @@ def test_card_without_metrics_still_builds_and_says_so():
     card = build_model_card(CardInputs(model_name="bare", format="gpt2"))
     assert card.data.eval_results is None and "No evaluation was recorded" in card.text
     assert "custom_code" not in card.data.tags
+    # no HellaSwag measured: the card does not describe an evaluation that never ran
+    assert "HellaSwag: not measured for this checkpoint" in card.text and "10,042 validation examples" not in card.text
+    assert "Reproduce the lm-eval number" not in card.text and "Score HellaSwag on this export" in card.text
+    assert "Never compare HellaSwag numbers" not in card.text
 
 
 def test_datasets_from_the_data_manifest_or_folder_name(tmp_path):
