@@ -3,7 +3,7 @@
 # requirements.txt changes. Used by the quick-start commands and by CI, so a fresh machine needs nothing else.
 #
 #   bash scripts/setup.sh            # then: . .venv/bin/activate
-#   TORCH_SPEC='torch' bash scripts/setup.sh   # e.g. on a GPU machine, to take the default CUDA build
+#   TORCH_SPEC='torch' bash scripts/setup.sh   # another torch than the pinned 2.13.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +22,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" = "$wanted" ]; then
 fi
 
 python -m pip install -q --upgrade pip
-# torch first and pinned to a CPU-sized build by default: an unpinned `torch` pulled in by another package can
-# resolve to a multi-GB CUDA build. GPU users: TORCH_SPEC='torch' (or install torch yourself before running this).
+# torch first and pinned to one version, so that no other package pulls in an unpinned one. Which build (CPU or
+# CUDA) comes is the package index's choice; to choose, install torch into .venv yourself before running this,
+# or set TORCH_SPEC (e.g. TORCH_SPEC='torch' for the newest).
 if ! python -c "import torch" 2>/dev/null; then
   echo "[setup] installing ${TORCH_SPEC:-torch==2.13.0}"
   python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
