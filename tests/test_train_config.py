@@ -65,7 +65,10 @@ def test_recipe_preset_numbers(tmp_path):
 # (name, YAML preset text or None, extra CLI args, expected fragment of the message)
 BAD_CONFIGS = [
     ("unknown yaml key", "lerning_rate: 0.1\n", [], "unknown key 'lerning_rate'"),
+    ("near-miss yaml key", "n_layers: 6\n", [], "; did you mean n_layer? (see"),
     ("unknown cli flag", None, ["--lerning_rate", "0.1"], "unknown command-line arguments"),
+    ("near-miss cli flag", None, ["--max_step", "10"], "['--max_step', '10']; did you mean --max_steps?"),
+    ("folder of raw files as data_dir", None, ["--data_dir", "/tmp"], "python -m data.prepare /tmp --out FOLDER"),
     ("bad cli type", None, ["--max_steps", "ten"], "max_steps"),
     ("bad yaml type", "max_steps: ten\n", [], "max_steps: expected an integer"),
     ("bad choice", "mixed_precision: fp8\n", [], "mixed_precision: 'fp8' is not one of"),
@@ -105,6 +108,21 @@ def test_bad_config_is_refused_and_writes_nothing(tmp_path, capsys, name, preset
     assert train.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_tracker_asked_for_by_name_must_be_installed(tmp_path, monkeypatch):
+    """--log_with tensorboard without tensorboard trained with no logging at all (Accelerate only warned)."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
+    argv = ["--data_dir", str(_fake_data_dir(tmp_path)), "--log_with", "tensorboard"]
+    with pytest.raises(ConfigError, match=r"log_with 'tensorboard': the package is not installed \(pip install"):
+        load_run_config(argv)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorboard" else
+                        real_find_spec(name, *a))
+    load_run_config(argv)  # installed: accepted
 
 
 def test_all_errors_reported_at_once(tmp_path):

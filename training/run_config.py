@@ -215,7 +215,8 @@ def _read_yaml(path: str, errors: list[str]) -> dict:
         if key == "config":  # a saved run_config.yaml names its own preset: informational, not followed
             continue
         if key not in FIELD_TYPES:
-            errors.append(f"unknown key {key!r} in {path} (see `python train.py --help` for the fields)")
+            errors.append(f"unknown key {key!r} in {path}{_did_you_mean(key)} (see `python train.py --help` for "
+                          "the fields)")
             continue
         value, err = _coerce(key, value)
         if err:
@@ -259,7 +260,8 @@ def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
                 raise ConfigError(errors) from None
             argv = dropped
     if remaining:
-        errors.append(f"unknown command-line arguments {remaining} (see `python train.py --help`)")
+        hints = "".join(_did_you_mean(arg[2:], prefix="--") for arg in remaining if arg.startswith("--"))
+        errors.append(f"unknown command-line arguments {remaining}{hints} (see `python train.py --help`)")
     values = {k: v for k, v in vars(namespace).items() if k in FIELD_TYPES}
     cfg = RunConfig(**values)
     errors += validate(cfg, world_size=None)
@@ -274,6 +276,14 @@ def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
 
 def grad_accum_steps(cfg: RunConfig, world_size: int) -> int:
     return cfg.total_batch_size // (cfg.micro_batch_size * cfg.seq_len * world_size)
+
+
+def _did_you_mean(name: str, prefix: str = "") -> str:
+    """`; did you mean 'n_layer'?` for a near-miss of a field name (typos like n_layers, max_step), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name.split("=")[0].replace("-", "_"), FIELD_TYPES, n=1, cutoff=0.75)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
@@ -303,7 +313,14 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     elif not Path(cfg.data_dir).is_dir():
         e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
     elif not (Path(cfg.data_dir) / "manifest.json").is_file():
-        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare")
+        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare (to use the "
+                 f"files in it: `python -m data.prepare {cfg.data_dir} --out FOLDER`, then --data_dir FOLDER)")
+    if cfg.log_with in ("tensorboard", "trackio"):  # asked for by name: without the package nothing would be logged
+        import importlib.util
+
+        if importlib.util.find_spec(cfg.log_with) is None:
+            e.append(f"log_with {cfg.log_with!r}: the package is not installed (pip install {cfg.log_with}), "
+                     "or use --log_with auto / none")
     if not cfg.output_dir:
         e.append("output_dir must be set")
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
