@@ -507,9 +507,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             tqdm.write(msg, file=sys.stdout)
             sys.stdout.flush()
 
-    def fail(errors: list[str], code: int = EXIT_CONFIG) -> int:
+    def fail(errors: list[str], code: int = EXIT_CONFIG, heading: str = "invalid run config") -> int:
         if main:
-            print(str(ConfigError(errors)), file=sys.stderr, flush=True)
+            print(str(ConfigError(errors, heading)), file=sys.stderr, flush=True)
         return code
 
     # ---- everything that can refuse the run happens before anything is written ------------------------------
@@ -575,11 +575,11 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                                       data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
         if problems:
             saved = resume_dir.parent.parent / "run_config.yaml"  # run/checkpoints/step_N -> run/run_config.yaml
-            return fail([f"cannot resume from {resume_dir}:"] + problems + [
+            return fail(problems + [
                 "to continue that run, launch it with its data and the settings in "
                 f"{saved if saved.is_file() else 'the run config saved with it'} (any world size and "
                 "micro_batch_size); to start a new run with these "
-                "settings, pick a new --output_dir"])
+                "settings, pick a new --output_dir"], heading=f"cannot resume from {resume_dir}")
         if meta["step"] >= cfg.max_steps:
             trained = meta.get("run_config") or {}
             decay_end = trained.get("lr_decay_steps") or trained.get("max_steps")

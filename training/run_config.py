@@ -28,9 +28,9 @@ TOKENIZER_VOCAB = 50257  # GPT-2 BPE ids; the embedding may have more rows (5030
 class ConfigError(ValueError):
     """All the problems with a run config, one per line."""
 
-    def __init__(self, errors: list[str]):
+    def __init__(self, errors: list[str], heading: str = "invalid run config"):
         self.errors = list(errors)
-        super().__init__("invalid run config:\n" + "\n".join(f"  - {e}" for e in self.errors))
+        super().__init__(f"{heading}:\n" + "\n".join(f"  - {e}" for e in self.errors))
 
 
 def _f(default, help: str, **kw):
