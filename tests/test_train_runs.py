@@ -496,6 +496,30 @@ def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_pa
     assert problem is None
 
 
+def test_a_signal_during_a_step_checkpoints_that_step(setup, tmp_path, in_process, capsys):
+    """One process: SIGTERM arriving in the middle of step 3 (from a forward hook) stops the run right after step
+    3, checkpointed, exit 0; with one process there are no other ranks to agree with first."""
+    from training.loop import train as run_train
+    from training.run_config import load_run_config
+
+    calls = {"n": 0}
+
+    def inject(model):
+        def hook(module, inputs, output):
+            calls["n"] += 1
+            if calls["n"] == 5:  # step 3's first micro-batch (grad_accum 2)
+                os.kill(os.getpid(), signal.SIGTERM)
+        model.lm_head.register_forward_hook(hook)
+
+    build, _ = _model_with(inject)
+    out = tmp_path / "run"
+    cfg = load_run_config(_args(setup, out, "--save_every", "0", "--eval_every", "0", "--hellaswag_every", "0",
+                                "--sample_every", "0", "--eval_at_end", "false"))
+    assert run_train(cfg, hooks={"build_model": build}) == 0
+    assert "received SIGTERM: will checkpoint when this step ends" in capsys.readouterr().err
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000003"]
+
+
 def test_single_batch_overfits(setup, tmp_path, in_process):
     out = tmp_path / "run"
     code = train.main(_args(setup, out, "--overfit_single_batch", "--max_steps", "56", "--lr_decay_steps", "56",

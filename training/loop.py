@@ -795,6 +795,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                     metrics.write("error", step=step + 1, message=msg)
                 code = EXIT_NONFINITE
                 break
+            if world == 1 and stop.requested:  # a signal during this step: stop after it (ranks need not agree)
+                stop_now = True
             if digests is not None:
                 # First step of this process: which windows each rank read (sha1 of its inputs, per micro-batch),
                 # so two runs or a resumed run can be checked to read the same data.

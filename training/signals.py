@@ -30,8 +30,9 @@ class StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\nreceived {signal.Signals(signum).name}: will checkpoint at the next step boundary and exit "
-              "(Ctrl-C again to abort without a checkpoint)", file=sys.stderr, flush=True)
+        print(f"\nreceived {signal.Signals(signum).name}: will checkpoint when this step ends (with several "
+              "processes, the next one: all ranks agree first) and exit (Ctrl-C again to abort without a checkpoint)",
+              file=sys.stderr, flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
