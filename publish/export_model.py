@@ -35,6 +35,7 @@ from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card
 from publish.plots import plot_runs
 from publish.run_folder import COMPLETE_MARKER, resolve_source
+from training.checkpoint import default_file_modes
 
 FORMATS = ("gpt2repro", "gpt2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -146,6 +147,7 @@ def export_model(
             plots=plots,
         ))
         card.save(tmp / "README.md")
+        default_file_modes(tmp)  # readable as the umask allows (transformers writes the weights 0600)
 
         if out.exists():
             shutil.rmtree(out)

@@ -93,7 +93,11 @@ def test_export_folders_hold_the_promised_files(exports):
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     with safe_open(ours.out_dir / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    umask = os.umask(0)
+    os.umask(umask)
     for export in (ours, stock):
+        modes = {f: (export.out_dir / f).stat().st_mode & 0o777 for f in export.files}
+        assert set(modes.values()) == {0o666 & ~umask}, modes  # the weights too (transformers writes them 0600)
         generation = json.loads((export.out_dir / "generation_config.json").read_text())
         assert generation["do_sample"] is True and generation["top_k"] == 50 and generation["eos_token_id"] == 50256
         # no length: a saved max_new_tokens would override every caller's max_length (lm-eval passes max_length)

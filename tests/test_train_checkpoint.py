@@ -32,6 +32,23 @@ def test_commit_is_sealed_and_verifies(tmp_path):
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
 
+def test_committed_files_get_the_umask_mode_not_0600(tmp_path):
+    """transformers writes model.safetensors 0600: on a shared disk the team could not read the weights."""
+    import os
+
+    stage = ckpt.prepare_staging(tmp_path, 1)
+    (stage / "model").mkdir()
+    weights = stage / "model" / "model.safetensors"
+    weights.write_bytes(b"w")
+    weights.chmod(0o600)
+    old = os.umask(0o027)
+    try:
+        final = ckpt.commit(stage, 2, log=lambda m: None)
+    finally:
+        os.umask(old)
+    assert (final / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o640  # 0666 & ~027
+
+
 @pytest.mark.parametrize("damage,reason", [
     ("no_marker", "no COMPLETE marker"),
     ("truncate", "truncated"),

@@ -93,6 +93,29 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, COMPLETE))
 
 
+def _umask() -> int:
+    """The process umask, read without setting it where the OS allows (os.umask would change it for a moment for
+    every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def default_file_modes(folder: Path) -> None:
+    """Give every file under `folder` the mode a new file gets under the process umask (0644 with the usual
+    022). transformers writes model.safetensors as 0600, so a checkpoint or export on a shared disk was unreadable
+    to the rest of the team."""
+    umask = _umask()
+    for path in _files(Path(folder)):
+        path.chmod(0o666 & ~umask)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -156,6 +179,7 @@ def commit(stage: Path, keep_last: int, log=print) -> Path:
     if keep_last < 2:
         raise CheckpointError("keep_last must be >= 2")
     stage = Path(stage)
+    default_file_modes(stage)
     files = {}
     for path in _files(stage):
         _fsync(path)
