@@ -4,7 +4,8 @@
 
 `PATH` is an export, a checkpoint or a run folder (see eval/load.py); without `--data` the Rowan/hellaswag
 validation split is fetched from the Hub. Prints the scores next to OpenAI GPT-2 124M's under the same scorer and
-saves JSON beside the model (`<model dir>/eval_results/hellaswag_scorer.json`, or `--output`).
+saves JSON beside the model (`<model dir>/eval_results/hellaswag_scorer.json`; for a run's checkpoint
+`<run>/eval_results/step_N/hellaswag_scorer.json`; or `--output`).
 
 What it computes (text side in eval/hellaswag_data.py):
 - `acc`, `acc_norm`: exactly lm-eval's `hellaswag` task (its preprocessing, continuation `" " + choice`,
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/)")
     args = parser.parse_args(argv)
 
     from eval.load import load_model, model_dir_of, results_path

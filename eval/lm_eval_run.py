@@ -6,7 +6,8 @@
 
 With `--data`, `hellaswag` becomes our `hellaswag_local` task (eval/tasks/hellaswag_local.yaml: lm-eval's own
 hellaswag task reading FILE) and `--mc` adds the multiple-choice form (`hellaswag_mc[_local]`). Saves lm-eval's
-results as JSON beside the model (`<model dir>/eval_results/lm_eval.json`, or `--output`).
+results as JSON beside the model (`<model dir>/eval_results/lm_eval.json`; for a run's checkpoint
+`<run>/eval_results/step_N/lm_eval.json`; or `--output`).
 The same from a shell, in a fresh process, on an exported folder (remote code):
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True --tasks hellaswag
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True \
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--batch-size", default="16", help="int or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/)")
     args = parser.parse_args(argv)
 
     from eval.load import load_model, model_dir_of, results_path

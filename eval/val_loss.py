@@ -4,7 +4,8 @@
 
 `DIR` is a folder written by `python -m data.prepare` (manifest.json + uint16 shards); its val split is read with
 `data.loader.val_batches` (the same fixed windows for any world size). Prints the mean per-token loss and saves
-JSON beside the model (`<model dir>/eval_results/val_loss.json`, or `--output`).
+JSON beside the model (`<model dir>/eval_results/val_loss.json`; for a run's checkpoint
+`<run>/eval_results/step_N/val_loss.json`; or `--output`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seq-len", type=int, help="window length (default: the model's context, at most 1024)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=10_485_760, help="val tokens to read (speedrun: 10,485,760)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/)")
     args = parser.parse_args(argv)
 
     from data.loader import TokenDataset, val_batches

@@ -43,6 +43,14 @@ def test_run_folder_uses_newest_complete_checkpoint(tmp_path, export_dir):
             (ckpt / "COMPLETE").touch()
     assert resolve_model_dir(tmp_path) == tmp_path / "checkpoints" / "step_00000200" / "model"
     assert resolve_model_dir(tmp_path / "checkpoints" / "step_00000100") == tmp_path / "checkpoints" / "step_00000100" / "model"
+    # results of a checkpoint go to the run's eval_results/step_N/, not inside the checkpoint (where keep_last
+    # would delete them); an export keeps its own eval_results/
+    from eval.load import results_path
+
+    assert results_path(tmp_path, "x.json") == tmp_path / "eval_results" / "step_00000200" / "x.json"
+    assert results_path(tmp_path / "checkpoints" / "step_00000100" / "model", "x.json") == \
+        tmp_path / "eval_results" / "step_00000100" / "x.json"
+    assert results_path(export_dir, "x.json") == export_dir / "eval_results" / "x.json"
 
 
 def test_folder_without_tokenizer_falls_back_for_our_config(tmp_path, capsys):
