@@ -117,3 +117,74 @@ def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerat
     moved = max((a - a0).abs().max().item() for a, a0 in zip(ours.parameters(), init.parameters()))
     assert moved > 1e-3
     assert math.isfinite(loss.item())
+
+
+class _OneProcess:
+    """What optimizer_step uses of the Accelerator, for one process."""
+
+    num_processes = 1
+
+    @staticmethod
+    def reduce(tensor, reduction):
+        return tensor
+
+
+def _step_with(monkeypatch, optimizer, param, scale_by=None, poison=False):
+    """optimizer_step on a one-parameter problem; `scale_by` is a GradScaler (fp16), `poison` makes the gradient
+    inf (an fp16 overflow)."""
+    from training import loop
+
+    def train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests, chunk):
+        loss = (param ** 2).sum()
+        (scale_by.scale(loss) if scale_by else loss).backward()
+        if poison:
+            param.grad.fill_(float("inf"))
+        if scale_by:
+            scale_by.unscale_(optimizer.optimizer)  # as accelerator.clip_grad_norm_ does under fp16
+        return loss.detach(), torch.nn.utils.clip_grad_norm_([param], 1.0)
+
+    monkeypatch.setattr(loop, "train_step", train_step)
+    return loop.optimizer_step(_OneProcess(), None, optimizer, None, lr=1e-2, grad_accum=1, grad_clip=1.0,
+                               device=torch.device("cpu"))
+
+
+def test_fp16_overflow_is_skipped_by_the_grad_scaler_not_an_error(fresh_accelerate, monkeypatch):
+    """Under fp16 the GradScaler owns found_inf: an overflowing step (inf grad norm) is skipped with the scale
+    lowered, as fp16 training expects, and the fused on-device check stays out of its way."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    Accelerator(cpu=True)
+    param = torch.nn.Parameter(torch.ones(4))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    optimizer = AcceleratedOptimizer(torch.optim.AdamW([param], lr=1e-2, fused=True), device_placement=False,
+                                     scaler=scaler)
+    loss, norm, _ = _step_with(monkeypatch, optimizer, param, scale_by=scaler, poison=True)
+    assert math.isfinite(loss) and math.isinf(norm)
+    assert torch.equal(param.detach(), torch.ones(4)) and scaler.get_scale() == 512.0  # skipped, scale halved
+    _step_with(monkeypatch, optimizer, param, scale_by=scaler)
+    assert not torch.equal(param.detach(), torch.ones(4))  # the next, finite step updates
+
+
+def test_a_checkpoint_from_an_unfused_run_steps_fused_after_resume(fresh_accelerate, monkeypatch):
+    """load_state_dict brings back the saved groups' fused=None (a CPU run's checkpoint); apply_hyperparameters
+    gives them this run's flags, and the step (with the on-device non-finite check) runs."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from training.optim import apply_hyperparameters
+
+    Accelerator(cpu=True)
+    param = torch.nn.Parameter(torch.ones(4))
+    unfused = torch.optim.AdamW([param], lr=1e-2)
+    param.grad = torch.ones(4)
+    unfused.step()
+    fused = torch.optim.AdamW([param], lr=1e-2, fused=True)
+    fused.load_state_dict(unfused.state_dict())
+    assert fused.param_groups[0]["fused"] is None  # what resuming brings back
+    optimizer = AcceleratedOptimizer(fused, device_placement=False)
+    apply_hyperparameters(optimizer, SimpleNamespace(**{**vars(RECIPE), "weight_decay": 0.0}))
+    assert fused.param_groups[0]["fused"] is True
+    before = param.detach().clone()
+    _step_with(monkeypatch, optimizer, param)
+    assert not torch.equal(param.detach(), before) and "found_inf" not in vars(fused)

@@ -238,14 +238,18 @@ def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_ac
     Host syncs: one, after the update is queued. With fused AdamW (the default on CUDA) the non-finite check
     runs on the device: the optimizer's `found_inf` (what GradScaler uses) makes the fused kernel skip the whole
     update, so the GPU gets the step without waiting for the CPU to read the loss first. Otherwise the values
-    are read first and the step is not called."""
+    are read first and the step is not called. Under fp16 the GradScaler owns `found_inf`: it skips the updates
+    whose gradients overflowed (a normal event there: the grad norm is then inf and the step is not an error)
+    and lowers the loss scale; only a non-finite loss stops the run."""
     set_lr(optimizer, lr)
     loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests, loss_chunk_tokens)
     # new_full, not torch.tensor(...): a host-to-device copy from pageable memory would wait for the backward
     flags = torch.stack([loss.float(), loss.new_full((), float(stop_requested), dtype=torch.float32)])
     flags = accelerator.reduce(flags, reduction="sum")  # queued on the device like the rest
     inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's AcceleratedOptimizer
-    on_device_check = bool(inner.defaults.get("fused"))
+    fp16_scaler = getattr(optimizer, "scaler", None) is not None
+    # per group, not .defaults: load_state_dict brings back the checkpoint's groups (apply_hyperparameters resets)
+    on_device_check = not fp16_scaler and all(group.get("fused") for group in inner.param_groups)
     if on_device_check:
         # 0-dim float 1.0 when the summed loss or the norm (identical on every rank) is non-finite: every rank
         # then skips the same update
@@ -253,13 +257,15 @@ def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_ac
         try:
             optimizer.step()
         finally:
-            del inner.found_inf
+            inner.__dict__.pop("found_inf", None)
+    elif fp16_scaler:
+        optimizer.step()  # GradScaler.step: skips an overflowing update by itself, then updates the scale
     loss_sum, stop_flag = flags.tolist()  # the step's one host sync
     loss_value, stop_now = loss_sum / accelerator.num_processes, stop_flag > 0
     norm_value = float(grad_norm)  # identical on every rank (gradients are already all-reduced)
-    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+    if not math.isfinite(loss_value) or (not fp16_scaler and not math.isfinite(norm_value)):
         raise NonFiniteError(loss_value, norm_value)
-    if not on_device_check:
+    if not (on_device_check or fp16_scaler):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_value, norm_value, stop_now

@@ -63,11 +63,15 @@ def lr_at(step: int, cfg) -> float:
 def apply_hyperparameters(optimizer, cfg) -> None:
     """The run config's AdamW settings on an optimizer whose state was just loaded: `load_state_dict` brings back
     the checkpoint's weight decay, betas and eps, so a resumed run that changed them would silently keep the old
-    ones. Group 0 is the decayed one (param_groups)."""
-    for i, group in enumerate(optimizer.param_groups):
+    ones. Group 0 is the decayed one (param_groups). The implementation flags (fused, foreach) are this run's
+    too: a checkpoint from a CPU run (unfused) resumed on a GPU (fused) would otherwise step unfused."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's AcceleratedOptimizer
+    for i, group in enumerate(inner.param_groups):
         group["weight_decay"] = cfg.weight_decay if i == 0 else 0.0
         group["betas"] = (cfg.beta1, cfg.beta2)
         group["eps"] = cfg.adam_eps
+        for flag in ("fused", "foreach"):
+            group[flag] = inner.defaults.get(flag)
 
 
 def set_lr(optimizer, lr: float) -> None:
