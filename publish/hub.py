@@ -21,14 +21,23 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, 
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when offline mode is on or huggingface.co:443 does not answer within `timeout` seconds: checked
-    before a download, so that no network costs seconds, not the libraries' minute of retries."""
+    """False when offline mode is on or the Hub endpoint (HF_ENDPOINT, default huggingface.co) does not answer
+    a TCP connection within `timeout` seconds: checked before a download, so that no network costs seconds, not
+    the libraries' minute of retries. Behind an HTTP(S) proxy a direct connection says nothing, so the answer
+    is True and the libraries find out themselves."""
     import socket
+    import urllib.request
+    from urllib.parse import urlparse
 
     if constants.HF_HUB_OFFLINE:
         return False
+    endpoint = urlparse(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    if urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return True
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+        with socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)),
+                                      timeout=timeout):
             return True
     except OSError:
         return False

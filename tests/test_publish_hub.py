@@ -125,3 +125,30 @@ def test_real_push_fails_cleanly_when_the_hub_is_unreachable(folder, monkeypatch
     with pytest.raises(PublishError, match=r"cannot reach .*nothing was uploaded") as info:
         push(plan_upload(folder, "me/model"), token=FAKE_TOKEN, api=api)
     assert FAKE_TOKEN not in str(info.value)
+
+
+def test_hub_reachable_probes_the_configured_endpoint_and_trusts_a_proxy(monkeypatch):
+    """The probe goes to HF_ENDPOINT's host (a mirror), and behind a proxy it does not decide (a direct TCP
+    connection says nothing there): the libraries, which use the proxy, find out."""
+    import socket
+
+    from huggingface_hub import constants
+
+    import publish.hub as hub
+
+    tried = []
+
+    def connect(address, timeout):
+        tried.append(address)
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hf-mirror.example:8443")
+    monkeypatch.setattr(socket, "create_connection", connect)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert hub.hub_reachable() is False and tried == [("hf-mirror.example", 8443)]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub.hub_reachable() is True and len(tried) == 1  # no direct probe behind the proxy
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub.hub_reachable() is False

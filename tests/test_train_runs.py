@@ -636,6 +636,8 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
     assert train.main(_args(setup, tmp_path / "resumed", "--resume", str(out), "--init_from", str(tmp_path / "stock"),
                             "--max_steps", "3", "--save_every", "0", "--eval_at_end", "false")) == 0
     assert f"resuming from {out / 'checkpoints' / 'step_00000002'}" in capsys.readouterr().out
+    recorded = yaml.safe_load((tmp_path / "resumed" / "run_config.yaml").read_text())
+    assert (recorded["n_layer"], recorded["n_embd"]) == (1, 32)  # the resumed session records the truth too
 
 
 def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monkeypatch):
@@ -846,3 +848,22 @@ def test_data_too_short_for_a_window_is_a_config_error_before_anything_is_writte
     assert train.main(_args(setup, out, "--hellaswag_file", str(text))) == 2
     err = capsys.readouterr().err
     assert "hellaswag_file:" in err and str(text) in err and "Traceback" not in err and not out.exists()
+
+
+def test_a_filesystem_without_locks_warns_and_trains(tmp_path, monkeypatch):
+    """Lustre without `flock`, some NFS mounts: flock raises an OSError other than 'would block'. The run is not
+    refused (nor crashes): it goes on unlocked, with a warning."""
+    import errno
+
+    from training import run_lock
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").write_text("123\n")
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    assert run_lock.folder_in_use(tmp_path / "run") is None
+    with pytest.warns(UserWarning, match="does not support locks"):
+        handle, problem = run_lock.lock_run_folder(tmp_path / "run")
+    assert handle is None and problem is None

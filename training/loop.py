@@ -548,8 +548,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
     except (OSError, ValueError, ImportError) as err:  # ImportError: an attention backend that is not installed
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
-    if resume_dir is None and cfg.init_from != "scratch":
-        # The loaded model fixes the architecture: record its values, not the run config's unused ones.
+    if cfg.init_from != "scratch":
+        # The loaded model (or, resuming, the checkpoint of such a run) fixes the architecture: record its values,
+        # not the run config's unused ones (run_config.yaml is written again every session).
         arch = {key: getattr(raw_model.config, key) for key in ARCH_KEYS}
         replaced = [f"{key} {getattr(cfg, key)} -> {value}" for key, value in arch.items() if getattr(cfg, key) != value]
         if replaced:

@@ -3,10 +3,12 @@
 Two trainings in one folder would commit the same step folders over each other, wipe each other's half-written
 staging folders and interleave their metrics. The lock is `fcntl.flock` (advisory, released by the OS when the
 process ends, however it ends); the file holds the owner's PID for the message. Where fcntl does not exist
-(Windows), runs are not locked.
+(Windows), or the filesystem refuses locks (Lustre mounted without `flock`, some NFS setups), runs are not
+locked and a warning says so.
 """
 
 import os
+import warnings
 from pathlib import Path
 from typing import IO, Optional
 
@@ -30,11 +32,13 @@ def folder_in_use(out: Path) -> Optional[str]:
     path = Path(out) / LOCK_FILE
     if fcntl is None or not path.is_file():
         return None
-    with open(path) as handle:
+    with open(path, "a+") as handle:  # opened for writing: NFS emulates flock with write locks
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return _busy_message(Path(out), handle)
+        except OSError:
+            return None  # no locks on this filesystem: lock_run_folder warns
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
 
@@ -53,6 +57,11 @@ def lock_run_folder(out: Path) -> tuple[Optional[IO], Optional[str]]:
         message = _busy_message(out, handle)
         handle.close()
         return None, message
+    except OSError as err:  # ENOLCK, EOPNOTSUPP, ...: the filesystem has no locks; train anyway
+        handle.close()
+        warnings.warn(f"could not lock {out / LOCK_FILE} ({err}): this filesystem does not support locks, so "
+                      "nothing stops a second training in the same output_dir", stacklevel=2)
+        return None, None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
