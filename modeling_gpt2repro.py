@@ -348,7 +348,8 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         torch.compile (Accelerate's bf16 wrapper even writes it again in fp32), and autograd then fills and reads
         a zero gradient of that size in backward. Same loss and gradients either way."""
         shift_labels = kwargs.pop("shift_labels", None)
-        if use_cache is None and (labels is not None or shift_labels is not None):
+        if use_cache is None and cache is None and past_key_values is None and (
+                labels is not None or shift_labels is not None):
             # A loss needs no cache, and without one transformers' mask code still finds packed sequences
             # (position_ids restarting at 0) in eval mode, where a cache would otherwise be made by default.
             use_cache = False
@@ -408,8 +409,8 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
 
         After `tokenizer.add_tokens(...)`, `resize_token_embeddings(len(tokenizer))` usually asks for fewer rows
         than the padded 50304: then the matrix keeps its fast shape and the new ids take the first padded rows.
-        Rows that become real ids, reused or added, start at the mean of the old real rows (`mean_resizing`, as
-        transformers does for the rows it adds), not at the padded rows' leftover values."""
+        Padded rows that become real ids start at the mean of the old real rows (`mean_resizing`), not at their
+        leftover values; rows beyond the padding are added by transformers, with its own mean_resizing."""
         old_ids, old_rows = self.config.tokenizer_vocab_size, self.config.vocab_size
         if new_num_tokens is not None and pad_to_multiple_of is None and old_ids <= new_num_tokens <= old_rows:
             embeddings = self.get_input_embeddings()
@@ -420,8 +421,8 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
             reused = slice(old_ids, min(new_ids, old_rows))  # padded rows that are real ids now
             if mean_resizing and reused.start < reused.stop:
                 with torch.no_grad():
-                    weight = embeddings.weight  # tied: the LM head's too
-                    weight[reused] = weight[:old_ids].mean(dim=0).to(weight.dtype)
+                    for weight in {id(w): w for w in (embeddings.weight, self.lm_head.weight)}.values():  # once if tied
+                        weight[reused] = weight[:old_ids].mean(dim=0).to(weight.dtype)
             self.config.tokenizer_vocab_size = new_ids
         return embeddings
 

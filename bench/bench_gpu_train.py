@@ -37,6 +37,7 @@ in BENCHMARKS.md come from this script.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import gc
 import json
@@ -202,14 +203,20 @@ def inductor_settings(raw: dict) -> dict:
                 current = getattr(current, part)
         except AttributeError:
             raise SystemExit(f"--variant: torch._inductor.config has no setting {name!r}") from None
-        if isinstance(current, bool):
-            if text not in ("True", "False", "1", "0"):
-                raise SystemExit(f"--variant: {INDUCTOR_PREFIX}{name} takes True or False, got {text!r}")
-            settings[name] = text in ("True", "1")
-        elif isinstance(current, int):
-            settings[name] = int(text)
-        else:
-            settings[name] = text
+        try:
+            if isinstance(current, bool):
+                if text not in ("True", "False", "1", "0"):
+                    raise ValueError("True or False")
+                settings[name] = text in ("True", "1")
+            elif isinstance(current, (int, float)):
+                settings[name] = type(current)(text)
+            elif isinstance(current, str):
+                settings[name] = text
+            else:  # None, containers: a Python literal (None, 3, 0.5, 'x', [..])
+                settings[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as err:
+            raise SystemExit(f"--variant: {INDUCTOR_PREFIX}{name} takes a value like {current!r}, got {text!r}"
+                             f" ({err})") from None
     return settings
 
 

@@ -1,8 +1,8 @@
 """Prepare training tokens: SOURCE -> `datasets` -> GPT-2 ids -> uint16 shards + manifest.json. Resumable.
 
-    python -m data.prepare builtin:pydocs --out out/data/pydocs --val-tokens 32768 --shard-tokens 131072
+    python -m data.prepare builtin:pydocs --out out/data/pydocs --val-tokens 32768   # as the demo prepares it
     python -m data.prepare ../shared/data/fineweb/fineweb_legal_2800docs.parquet --out out/data/legal
-    python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out out/data/edu10B   # streams
+    python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out out/data/fineweb_edu_10B   # streams
     python -m data.prepare --help                                                                # all options
 
 From Python: `prepare(source, out_dir, shard_tokens=..., val_tokens=..., num_proc=...) -> manifest dict`.

@@ -267,7 +267,9 @@ def _check_roundtrip(model, out: Path, format: str, dtype: torch.dtype) -> float
 def _write_tokenizer(tokenizer, out: Path, context: int) -> None:
     from data.tokenizer import gpt2_bpe_files
 
-    # truncation=True then cuts at the model's own context (a demo model has 128 positions, not GPT-2's 1024)
+    # truncation=True then cuts at the model's own context (a demo model has 128 positions, not GPT-2's 1024);
+    # on a copy: gpt2_tokenizer() is cached for the whole process
+    tokenizer = copy.deepcopy(tokenizer)
     tokenizer.model_max_length = context
     tokenizer.save_pretrained(out)
     # The classic GPT-2 files too (byte-identical to OpenAI's), for tools that read vocab.json / merges.txt.

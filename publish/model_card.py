@@ -378,8 +378,9 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         "`acc_norm` (lm-eval) divides by the ending's length in characters, exactly as lm-evaluation-harness's "
         "`hellaswag` task; build-nanogpt's `acc_norm` uses the raw context and divides by the token count.\n"
         if hella else
-        "- HellaSwag: not measured for this checkpoint (the training run had no HellaSwag data); the command "
-        "below scores it.\n")
+        "- HellaSwag: not measured in training up to this checkpoint"
+        + ("; the lm-eval result above was measured on this export.\n" if inputs.lm_eval_results else
+           "; the command below scores it.\n"))
     return (
         "## Evaluation\n\n"
         + hellaswag

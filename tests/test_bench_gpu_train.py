@@ -127,7 +127,8 @@ def test_inductor_keys_of_a_variant_are_typed_checked_and_scoped_to_the_run():
         {"loss_chunk_tokens": "64"}, {"coordinate_descent_tuning": True})
     assert bench_gpu_train.split_variant("inductor.triton.cudagraphs=0")[1] == {"triton.cudagraphs": False}
     for bad, message in (("inductor.no_such_setting=1", "has no setting 'no_such_setting'"),
-                         ("inductor.coordinate_descent_tuning=yes", "takes True or False")):
+                         ("inductor.coordinate_descent_tuning=yes", "takes a value like"),
+                         ("inductor.coordinate_descent_search_radius=wide", "takes a value like")):
         with pytest.raises(SystemExit, match=message):
             bench_gpu_train.split_variant(bad)
     before = inductor_config.coordinate_descent_tuning
@@ -167,7 +168,7 @@ def test_a_bad_variant_is_refused_before_anything_runs(tiny_data, monkeypatch):
     monkeypatch.setattr(bench_gpu_train, "matmul_peak", lambda device: pytest.fail("measured before checking"))
     for variant, message in (("loss_chunk=16384", "unknown command-line arguments"),
                              ("loss_chunk_tokens=abc", "loss_chunk_tokens"),
-                             ("inductor.coordinate_descent_tuning=maybe", "takes True or False")):
+                             ("inductor.coordinate_descent_tuning=maybe", "takes a value like")):
         with pytest.raises(SystemExit, match=message):
             bench_gpu_train.main(["--tiny", "--data", str(data), "--variant", variant])
     with pytest.raises(SystemExit, match="each variant once"):

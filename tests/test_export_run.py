@@ -105,6 +105,9 @@ def test_export_folders_hold_the_promised_files(exports):
         # truncation=True cuts at the model's context, not at GPT-2's 1024
         tokenizer_config = json.loads((export.out_dir / "tokenizer_config.json").read_text())
         assert tokenizer_config["model_max_length"] == config["n_positions"] < 1024
+    from data.tokenizer import gpt2_tokenizer
+
+    assert gpt2_tokenizer().model_max_length == 1024  # the process-wide cached tokenizer is left as it was
 
 
 def test_exports_load_and_generate_in_a_fresh_offline_process(exports, tiny_run, tmp_path):

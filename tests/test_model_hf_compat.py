@@ -165,3 +165,27 @@ def test_padded_ids_have_zero_probability_and_leave_entropy_and_kl_finite(dtype)
     assert torch.isfinite(entropy).all() and torch.isfinite(kl) and torch.isfinite(logits - other).all()
     # the real ids' distribution is the cropped model's
     torch.testing.assert_close(logp[..., :REAL], logits[..., :REAL].float().log_softmax(-1), rtol=0, atol=1e-5)
+
+
+def test_labels_with_an_explicit_cache_return_the_cache():
+    """A loss needs no cache by default, but a cache the caller passes is used and handed back, as stock GPT-2
+    does."""
+    from transformers import DynamicCache
+
+    model = tiny_model()
+    x = torch.randint(0, REAL, (1, 4))
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        out = model(x, labels=x, cache=cache)
+        default = model(x, labels=x)
+    assert out.cache is cache if hasattr(out, "cache") else out.past_key_values is cache
+    assert cache.get_seq_length() == 4
+    assert getattr(default, "cache", None) is None and getattr(default, "past_key_values", None) is None
+
+
+def test_resize_mean_initialises_an_untied_head_too():
+    model = tiny_model(tie_word_embeddings=False)
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    model.resize_token_embeddings(REAL + 2)
+    for weight in (model.transformer.wte.weight, model.lm_head.weight):
+        torch.testing.assert_close(weight[REAL:REAL + 2], weight[:REAL].mean(dim=0).expand(2, -1))

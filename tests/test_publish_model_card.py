@@ -58,9 +58,15 @@ def test_card_without_metrics_still_builds_and_says_so():
     assert card.data.eval_results is None and "No evaluation was recorded" in card.text
     assert "custom_code" not in card.data.tags
     # no HellaSwag measured: the card does not describe an evaluation that never ran
-    assert "HellaSwag: not measured for this checkpoint" in card.text and "10,042 validation examples" not in card.text
+    assert "HellaSwag: not measured in training up to this checkpoint; the command below scores it" in card.text
+    assert "10,042 validation examples" not in card.text
     assert "Reproduce the lm-eval number" not in card.text and "Score HellaSwag on this export" in card.text
     assert "Never compare HellaSwag numbers" not in card.text
+    # lm-eval run on the export, nothing in training: the card says where the number comes from
+    lm_eval = {"acc": 0.29, "acc_norm": 0.31, "acc_stderr": 0.005, "acc_norm_stderr": 0.005, "n": 10042}
+    card = build_model_card(CardInputs(model_name="bare", format="gpt2", lm_eval_results=lm_eval))
+    assert "the lm-eval result above was measured on this export" in card.text
+    assert "Reproduce the lm-eval number" in card.text and "the command below scores it" not in card.text
 
 
 def test_datasets_from_the_data_manifest_or_folder_name(tmp_path):

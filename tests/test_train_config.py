@@ -66,6 +66,7 @@ def test_recipe_preset_numbers(tmp_path):
 BAD_CONFIGS = [
     ("unknown yaml key", "lerning_rate: 0.1\n", [], "unknown key 'lerning_rate'"),
     ("near-miss yaml key", "n_layers: 6\n", [], "; did you mean n_layer? (see"),
+    ("non-string yaml key", "on: true\n", [], "unknown key True in "),
     ("unknown cli flag", None, ["--lerning_rate", "0.1"], "unknown command-line arguments"),
     ("near-miss cli flag", None, ["--max_step", "10"], "['--max_step', '10']; did you mean --max_steps?"),
     ("folder of raw files as data_dir", None, ["--data_dir", "/tmp"], "python -m data.prepare /tmp --out FOLDER"),

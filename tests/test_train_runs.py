@@ -1,7 +1,7 @@
 """Whole training runs on CPU (tiny model, fp32, T=32), compared with one uninterrupted reference run:
 
 - SIGKILL after step 5, resume in a new process: later losses and the final weights are bit-identical;
-- SIGTERM: a checkpoint is committed at the next step boundary, exit 0, resume reaches the same weights;
+- SIGTERM: a checkpoint is committed at the end of the step it arrived in, exit 0, resume reaches the same weights;
 - two processes (gloo), same global batch: the same losses and val loss, the ranks read different windows;
 - a corrupted newest checkpoint (plus a stray half-written one): resume falls back with a warning;
 - non-finite loss / grad norm: stop without applying that update, name the step, keep the last good checkpoint;

@@ -802,8 +802,6 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                     metrics.write("error", step=step + 1, message=msg)
                 code = EXIT_NONFINITE
                 break
-            if world == 1 and stop.requested:  # a signal during this step: stop after it (ranks need not agree)
-                stop_now = True
             if digests is not None:
                 # First step of this process: which windows each rank read (sha1 of its inputs, per micro-batch),
                 # so two runs or a resumed run can be checked to read the same data.
@@ -853,6 +851,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                     print(f"the evaluation after step {step} failed (below); step {step} is checkpointed",
                           file=sys.stderr, flush=True)
                 raise
+            if world == 1 and stop.requested:  # a signal during this step or its evaluation: stop after it (one
+                stop_now = True                # process: no other rank to agree with first)
             if stop_now or done or _due(step, cfg.save_every):
                 saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
                                         manifest_hash, log)

@@ -282,7 +282,7 @@ def _did_you_mean(name: str, prefix: str = "") -> str:
     """`; did you mean 'n_layer'?` for a near-miss of a field name (typos like n_layers, max_step), else ''."""
     import difflib
 
-    close = difflib.get_close_matches(name.split("=")[0].replace("-", "_"), FIELD_TYPES, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(str(name).split("=")[0].replace("-", "_"), FIELD_TYPES, n=1, cutoff=0.75)
     return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 

@@ -1,4 +1,5 @@
-"""SIGTERM / SIGINT turn into a request to stop, honoured by the loop at the next step boundary.
+"""SIGTERM / SIGINT turn into a request to stop, honoured by the loop at the end of the current step (with
+several processes, the next one: the ranks agree on it first).
 
 The handler only records the signal: the loop then agrees on it across ranks, commits a checkpoint and exits
 with status 0 (what a scheduler's preemption notice expects). A second Ctrl-C while that is happening
