@@ -244,7 +244,10 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     repo = inputs.repo_id or f"<namespace>/{inputs.model_name}"
     cfg = inputs.run_config
     params = f"{inputs.n_params / 1e6:.1f}M parameters" if inputs.n_params else "GPT-2 architecture"
-    origin = f"continued from [{base_model}](https://huggingface.co/{base_model})" if base_model else "from scratch"
+    init_from = str(cfg.get("init_from") or "scratch")
+    origin = (f"continued from [{base_model}](https://huggingface.co/{base_model})" if base_model
+              else "from scratch" if init_from == "scratch"
+              else f"continued from a local model (`init_from: {init_from}`)")
     data = (", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets)
             or inputs.data_description or "the run's data")
     parts = [f"# {inputs.model_name}\n"]

@@ -53,6 +53,11 @@ def test_lm_eval_results_replace_the_in_loop_lm_eval_numbers(metrics, tmp_path):
     assert "lm-eval 0.4.13 run on this export" in card.text
 
 
+def test_card_names_a_local_starting_point():
+    card = build_model_card(CardInputs(model_name="m", run_config={"init_from": "runs/demo"}))
+    assert "continued from a local model (`init_from: runs/demo`)" in card.text and "from scratch" not in card.text
+
+
 def test_card_without_metrics_still_builds_and_says_so():
     card = build_model_card(CardInputs(model_name="bare", format="gpt2"))
     assert card.data.eval_results is None and "No evaluation was recorded" in card.text

@@ -629,6 +629,8 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
     again = tmp_path / "again"
     assert train.main(_args(setup, again, "--init_from", str(out), "--max_steps", "1", "--save_every", "0",
                             "--eval_at_end", "false")) == 0
+    assert f"starting from {out} (model: {out / 'checkpoints' / 'step_00000002' / 'model'})" in \
+        capsys.readouterr().out
     step2 = GPT2ReproForCausalLM.from_pretrained(out / "checkpoints" / "step_00000002" / "model")
     expected, _ = evaluate_val_loss(step2, val_batches(setup[1], 4, 32, 640))
     assert read_metrics(again / "metrics.jsonl", "val")[0]["val_loss"] == pytest.approx(expected, rel=1e-6)

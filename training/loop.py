@@ -139,6 +139,17 @@ def load_pretrained(init_from: str):
     return load_stock_gpt2(str(model_dir))
 
 
+def _origin(init_from: str) -> str:
+    """What a run starts from, for the log: a folder is named down to the model folder it resolved to (a run
+    folder's newest intact checkpoint)."""
+    if init_from in ("scratch", "gpt2"):
+        return init_from
+    from publish.run_folder import resolve_source
+
+    model_dir = resolve_source(init_from).model_dir
+    return init_from if Path(model_dir) == Path(init_from) else f"{init_from} (model: {model_dir})"
+
+
 def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
     """Path of the HellaSwag val jsonl, or None (with one line saying why and how to enable it)."""
     how = ("to enable it pass --hellaswag_file PATH/hellaswag_val.jsonl (or set HELLASWAG_FILE), "
@@ -725,7 +736,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
             + (f"{peak / 1e12:.0f} TFLOP/s per device" if peak else "unknown (set --peak_flops for MFU)"),
             (f"resuming from {resume_dir} at step {start_step}" if resume_dir else
-             f"starting from {'scratch' if cfg.init_from == 'scratch' else cfg.init_from}"),
+             f"starting from {_origin(cfg.init_from)}"),
         ])
     )
 
@@ -862,7 +873,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                     log(f"checkpoint step {step} queued for upload to {cfg.push_checkpoints_to}@{branch}")
             if code == EXIT_OOM:
                 break
-            if stop_now:
+            if stop_now or (world == 1 and stop.requested):  # the latter: a signal during the save just made
                 log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
                 break
     bar.close()
