@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/)")
     args = parser.parse_args(argv)
 
-    from eval.load import load_model, model_dir_of, results_path
+    from eval.load import load_model, model_dir_of
 
     model_dir_of(args.model)  # a wrong model path is reported before any download
     data = args.data or _hub_hellaswag_file()
@@ -433,10 +433,24 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     print(format_report(result))
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
+    out = save_results(args.model, result, data=data, limit=args.limit, output=args.output,
+                       batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bool(args.bf16),
+                       seconds=round(seconds, 3))
+    print(f"saved {out}")
+    return result
+
+
+RESULTS_FILE = "hellaswag_scorer.json"  # what export looks for in <run>/eval_results/step_N/
+
+
+def save_results(model_path, result: dict, *, data, limit, output=None, **details) -> Path:
+    """Write a scorer result as JSON: `output`, or beside the model (eval.load.results_path: for a run's
+    checkpoint `<run>/eval_results/step_N/`, where export picks it up for that step's model card)."""
+    from eval.load import model_dir_of, results_path
+
     record = {
-        "model": str(model_dir_of(args.model)), "data": str(data), "limit": args.limit,
-        "scorer": "eval.hellaswag.HellaSwagScorer", "batch_size": args.batch_size, "max_length": max_length,
-        "device": str(device), "bf16": bool(args.bf16), "seconds": round(seconds, 3),
+        "model": str(model_dir_of(model_path)), "data": str(data), "limit": limit,
+        "scorer": "eval.hellaswag.HellaSwagScorer", **details,
         "results": result, "reference_openai_gpt2_124m": REFERENCE_GPT2_124M,
         "definitions": {
             "acc, acc_norm": "lm-eval hellaswag: preprocessed query, ' ' + choice, acc_norm by characters",
@@ -444,11 +458,10 @@ def main(argv: list[str] | None = None) -> dict:
             "acc_mc": "endings labelled A-D in the prompt, likelihood of ' A'..' D'",
         },
     }
-    out = Path(args.output) if args.output else results_path(args.model, "hellaswag_scorer.json")
+    out = Path(output) if output else results_path(model_path, RESULTS_FILE)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {out}")
-    return result
+    return out
 
 
 def _hub_hellaswag_file() -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from publish.metrics import load_metrics
-from publish.model_card import CardInputs, build_model_card
+from publish.model_card import CardInputs, build_model_card, load_lm_eval_results
 from publish.plots import plot_runs
 from publish.run_folder import COMPLETE_MARKER, resolve_source
 from training.checkpoint import default_file_modes
@@ -121,6 +121,7 @@ def export_model(
 
         run_config = src.run_config()
         metrics = load_metrics(src.metrics_path, name=model_name or out.name) if src.metrics_path else None
+        lm_eval_results = _results_after_training(src, metrics, lm_eval_results)
         datasets = datasets if datasets is not None else guess_datasets(run_config)
         plots = []
         if metrics is not None:
@@ -203,6 +204,27 @@ def describe_local_data(run_config: dict) -> str | None:
 
 
 # ---- pieces ----------------------------------------------------------------------------------------------
+
+
+def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict | None:
+    """Evaluations run on this checkpoint after training (`eval.hellaswag` / `eval.lm_eval_run` save them in
+    `<run>/eval_results/step_N/`) join the card: lm-eval's results unless others were passed, the scorer's as
+    the HellaSwag record of that step unless training measured one there. Returns the lm-eval results to use."""
+    if src.run_dir is None or src.checkpoint_dir is None:
+        return lm_eval_results
+    folder = src.run_dir / "eval_results" / src.checkpoint_dir.name
+    from eval.hellaswag import RESULTS_FILE
+
+    if lm_eval_results is None and (folder / "lm_eval.json").is_file():
+        lm_eval_results = load_lm_eval_results(folder / "lm_eval.json")
+    scorer = folder / RESULTS_FILE
+    if metrics is not None and src.step is not None and src.step not in metrics.hellaswag_records and scorer.is_file():
+        result = json.loads(scorer.read_text()).get("results") or {}
+        if result.get("acc_norm") is not None:
+            metrics.hellaswag_records[src.step] = {
+                **result, "step": src.step, "measured": "eval.hellaswag on this checkpoint after training"}
+    return lm_eval_results
+
 
 
 def _load_source_model(model_dir: Path):

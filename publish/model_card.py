@@ -283,6 +283,11 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     return "\n".join(parts)
 
 
+def _measured(hella: dict) -> str:
+    """Where a HellaSwag record comes from: the training loop, or a scorer run on the checkpoint afterwards."""
+    return hella.get("measured") or f"in-loop, step {hella['step']:,}"
+
+
 def _results_section(inputs: CardInputs, at: dict) -> str:
     hella, lm_eval, val = at.get("hellaswag"), inputs.lm_eval_results, at.get("val_loss")
     if not (hella or lm_eval or val):
@@ -292,7 +297,7 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
     if lm_eval or (hella and hella.get("acc_norm") is not None):
         acc, acc_norm = (lm_eval["acc"], lm_eval["acc_norm"]) if lm_eval else (hella["acc"], hella["acc_norm"])
         where = (f"lm-eval {lm_eval.get('lm_eval_version') or ''} run on this export".replace("  ", " ")
-                 if lm_eval else f"in-loop, step {hella['step']:,}")
+                 if lm_eval else _measured(hella))
         n = (lm_eval or hella).get("n")
         lines.append(f"HellaSwag validation, 0-shot, {SCORER_DESCRIPTIONS[SCORER_LM_EVAL]}; {where}"
                      + (f", {int(n):,} examples" if n else "") + ":\n")
@@ -304,8 +309,8 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         stderr = (lm_eval or {}).get("acc_norm_stderr")
         lines.append(_uncertainty_note(n, acc_norm, stderr))
     if hella and hella.get("acc_tokennorm") is not None:
-        lines.append(f"HellaSwag validation, {SCORER_DESCRIPTIONS[SCORER_BUILD_NANOGPT]}; in-loop, step "
-                     f"{hella['step']:,}" + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + ":\n")
+        lines.append(f"HellaSwag validation, {SCORER_DESCRIPTIONS[SCORER_BUILD_NANOGPT]}; {_measured(hella)}"
+                     + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + ":\n")
         gpt2, gpt3 = HELLASWAG_ACC_NORM[SCORER_BUILD_NANOGPT]
         lines.append("| model | acc_norm |\n|---|---|")
         lines.append(f"| {ours} | {_fmt(hella['acc_tokennorm'])} |")
@@ -376,7 +381,8 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
     measured = bool(hella) or bool(inputs.lm_eval_results)
     hellaswag = (
-        f"- HellaSwag (in training, every `hellaswag_every` steps): {examples} validation examples, 0-shot, each "
+        f"- HellaSwag ({'measured ' + hella['measured'] if hella.get('measured') else 'in training, every `hellaswag_every` steps'}): "
+        f"{examples} validation examples, 0-shot, each "
         "ending scored by the sum of its token log-probabilities after the context. `acc` takes the best sum; "
         "`acc_norm` (lm-eval) divides by the ending's length in characters, exactly as lm-evaluation-harness's "
         "`hellaswag` task; build-nanogpt's `acc_norm` uses the raw context and divides by the token count.\n"

@@ -158,6 +158,29 @@ def test_model_card_parses_and_reads_back_the_numbers_of_the_exported_step(expor
     assert "GPT2LMHeadModel.from_pretrained" in card_metrics(stock.out_dir)[0].text
 
 
+def test_evaluations_run_after_training_reach_the_model_card(tiny_run, tmp_path):
+    """A run that measured no HellaSwag in training, scored afterwards with eval.hellaswag (and lm-eval): the
+    export of that checkpoint reports both, and says where they come from."""
+    import shutil
+
+    from eval.hellaswag import save_results
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["type"] != "hellaswag"))
+    scored = {"acc": 0.26, "acc_norm": 0.27, "acc_tokennorm": 0.28, "n": 100}
+    saved = save_results(run, scored, data="hellaswag_val.jsonl", limit=100)
+    assert saved == run / "eval_results" / f"step_{LAST:08d}" / "hellaswag_scorer.json"
+    card = (export_model(run, tmp_path / "export").out_dir / "README.md").read_text()
+    assert "eval.hellaswag on this checkpoint after training" in card and "| **this model** | 0.2600 | 0.2700 |" in card
+    assert "not measured" not in card
+    lm_eval = {"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}, "lm_eval_version": "0.4.13"}
+    (saved.parent / "lm_eval.json").write_text(json.dumps(lm_eval))
+    card = (export_model(run, tmp_path / "export", overwrite=True).out_dir / "README.md").read_text()
+    assert "lm-eval 0.4.13 run on this export" in card and "| **this model** | 0.3000 | 0.3100 |" in card
+
+
 def test_plots_exist_and_mark_the_exported_step(exports):
     for export in exports:
         for name in ("loss", "hellaswag"):

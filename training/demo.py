@@ -102,6 +102,9 @@ def main(argv=None) -> int:
             scorer = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
                                                max_length=model.config.n_positions)
             r = scorer.evaluate(model, batch_size=cfg.val_batch_size or cfg.micro_batch_size)
+            from eval.hellaswag import save_results
+
+            save_results(last, r, data=path, limit=cfg.hellaswag_limit)  # the export's model card reports it
     if r:
         print(f"HellaSwag (first {r['n']} examples, lm-eval scoring): acc {r['acc']:.4f}, acc_norm {r['acc_norm']:.4f} "
               "(chance: 0.25)")
