@@ -47,6 +47,17 @@ def gpt2_bpe_files() -> tuple[Path, Path]:
     return encoder, merges
 
 
+def tokenizer_for_context(n_positions: int):
+    """A copy of `gpt2_tokenizer()` whose `model_max_length` is a model's context, to save beside that model
+    (truncation=True then cuts where the model can read; a 128-position demo model is not GPT-2's 1024). A copy:
+    the cached tokenizer is shared by the whole process."""
+    import copy
+
+    tok = copy.deepcopy(gpt2_tokenizer())
+    tok.model_max_length = n_positions
+    return tok
+
+
 @lru_cache(maxsize=1)
 def gpt2_tokenizer():
     """A `GPT2TokenizerFast` with GPT-2's 50257 ids, built with no network.

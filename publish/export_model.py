@@ -108,7 +108,6 @@ def export_model(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} holds an earlier export: choose another --out or pass --overwrite to replace it")
     model = _load_source_model(src.model_dir)
-    tokenizer = _tokenizer()
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -116,7 +115,7 @@ def export_model(
     try:
         exported = _write_weights(model, tmp, format, DTYPES[dtype])
         diff = _check_roundtrip(model, tmp, format, DTYPES[dtype])
-        _write_tokenizer(tokenizer, tmp, context=model.config.n_positions)
+        _write_tokenizer(tmp, context=model.config.n_positions)
         _write_generation_config(model, tmp)
 
         run_config = src.run_config()
@@ -239,12 +238,6 @@ def _load_source_model(model_dir: Path):
     return GPT2ReproForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
-def _tokenizer():
-    from data.tokenizer import gpt2_tokenizer
-
-    return gpt2_tokenizer()
-
-
 def _write_weights(model, out: Path, format: str, dtype: torch.dtype):
     """Save the weights (and code) in `format`; return the model object that was saved."""
     if format == "gpt2":
@@ -286,14 +279,10 @@ def _check_roundtrip(model, out: Path, format: str, dtype: torch.dtype) -> float
     return diff
 
 
-def _write_tokenizer(tokenizer, out: Path, context: int) -> None:
-    from data.tokenizer import gpt2_bpe_files
+def _write_tokenizer(out: Path, context: int) -> None:
+    from data.tokenizer import gpt2_bpe_files, tokenizer_for_context
 
-    # truncation=True then cuts at the model's own context (a demo model has 128 positions, not GPT-2's 1024);
-    # on a copy: gpt2_tokenizer() is cached for the whole process
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.model_max_length = context
-    tokenizer.save_pretrained(out)
+    tokenizer_for_context(context).save_pretrained(out)
     # The classic GPT-2 files too (byte-identical to OpenAI's), for tools that read vocab.json / merges.txt.
     encoder, merges = gpt2_bpe_files()
     shutil.copyfile(encoder, out / "vocab.json")

@@ -204,6 +204,9 @@ def test_reference_run_logs_and_run_folder(reference):
     assert "tokens/step 256 = micro_batch 4 x seq_len 32 x grad_accum 2 x world 1" in proc.stdout
     assert "params 3,327,744 (decayed 3,325,952, not decayed 1,792)" in proc.stdout
     assert "attention sdpa" in proc.stdout and "precision no" in proc.stdout
+    # a checkpoint's model/ is a loadable model folder: its tokenizer truncates at the model's context (128)
+    tokenizer_config = json.loads((out / "checkpoints" / "step_00000008" / "model" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == 128
 
     rows = read_metrics(out / "metrics.jsonl")
     train_rows = [r for r in rows if r["type"] == "train"]

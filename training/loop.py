@@ -298,7 +298,7 @@ def _full_options():
 
 def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, log) -> Path:
     """Every rank writes its part into the staging folder; the main process seals and renames it."""
-    from data.tokenizer import TOKENIZER_FINGERPRINT, gpt2_tokenizer
+    from data.tokenizer import TOKENIZER_FINGERPRINT, tokenizer_for_context
 
     main = accelerator.is_main_process
     stage = ckpt.staging_dir(cfg.output_dir, step)
@@ -314,7 +314,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
         model_state, optim_state = raw_model.state_dict(), optimizer.state_dict()
     if main:
         raw_model.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
-        gpt2_tokenizer().save_pretrained(stage / "model")
+        tokenizer_for_context(raw_model.config.n_positions).save_pretrained(stage / "model")
         torch.save(optim_state, stage / "optimizer.pt")
         meta = {
             "step": step, "tokens": tokens, "world_size": accelerator.num_processes,
