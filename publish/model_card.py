@@ -271,14 +271,17 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     if rows:
         parts.append("## Training\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n")
     if inputs.plots:
+        # reference lines are drawn on the HellaSwag plot, and on the loss plot for FineWeb-Edu only
+        dashed = (any("hellaswag" in path for _, path in inputs.plots)
+                  or any("fineweb-edu" in d for d in inputs.datasets))
         parts.append("## Curves\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in inputs.plots)
-                     + "\n\nDashed lines: published references under the same scorer (OpenAI GPT-2 124M, "
-                     "GPT-3 small from its paper).\n")
+                     + ("\n\nDashed lines: published references under the same scorer (OpenAI GPT-2 124M, "
+                        "GPT-3 small from its paper).\n" if dashed else "\n"))
     parts.append(_usage_section(inputs, repo))
     parts.append(_evaluation_section(inputs, repo))
     parts.append(
         "## Limitations\n\nA small base model trained for research and education: it continues text, it does not "
-        "follow instructions, and it reproduces the biases and errors of web text. Not for production use.\n"
+        "follow instructions, and it reproduces the biases and errors of its training data. Not for production use.\n"
     )
     return "\n".join(parts)
 

@@ -98,8 +98,11 @@ def test_card_names_local_and_builtin_training_data(tmp_path):
     assert text == "local json files (`part-0.jsonl`, `part-1.jsonl`, `part-2.jsonl` and 2 more; 12.5 MB)"
     assert describe_local_data({"data_dir": str(builtin)}) == "the offline built-in corpus `python-docs` (pydoc topics)"
     assert describe_local_data({"data_dir": str(tmp_path / "no-manifest")}) is None
-    card = build_model_card(CardInputs(model_name="m", data_description=text))
+    card = build_model_card(CardInputs(model_name="m", data_description=text,
+                                       plots=[("train and validation loss", "plots/loss.png")]))
     assert f"pretrained from scratch on {text} with gpt2repro" in card.text
+    assert "Dashed lines" not in card.text  # not FineWeb-Edu, no HellaSwag plot: no reference lines drawn
+    assert "biases and errors of its training data" in card.text
     assert card.data.datasets is None  # no Hub id to put in the metadata
 
 

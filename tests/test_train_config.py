@@ -69,6 +69,8 @@ BAD_CONFIGS = [
     ("non-string yaml key", "on: true\n", [], "unknown key True in "),
     ("unknown cli flag", None, ["--lerning_rate", "0.1"], "unknown command-line arguments"),
     ("near-miss cli flag", None, ["--max_step", "10"], "['--max_step', '10']; did you mean --max_steps?"),
+    ("shortened cli flag", None, ["--warmup", "10"], "; did you mean --warmup_steps?"),
+    ("ambiguous short flag", None, ["--lr", "1e-3"], "; did you mean --max_lr or --min_lr or --lr_decay_steps?"),
     ("folder of raw files as data_dir", None, ["--data_dir", "/tmp"], "python -m data.prepare /tmp --out FOLDER"),
     ("bad cli type", None, ["--max_steps", "ten"], "max_steps"),
     ("bad yaml type", "max_steps: ten\n", [], "max_steps: expected an integer"),

@@ -491,7 +491,7 @@ def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_pa
                  "--sample_every", "0", "--eval_at_end", "false")
     assert train.main(args) == 2
     err = capsys.readouterr().err
-    assert f"{out} is in use by another training (pid {os.getpid()})" in err and "--output_dir" in err
+    assert f"cannot start:\n  - {out} is in use by another training (pid {os.getpid()})" in err and "--output_dir" in err
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of a run written
     holder.close()
     assert train.main(args) == 0
@@ -872,3 +872,18 @@ def test_a_filesystem_without_locks_warns_and_trains(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="does not support locks"):
         handle, problem = run_lock.lock_run_folder(tmp_path / "run")
     assert handle is None and problem is None
+
+
+def test_init_from_gpt2_offline_fails_at_once(setup, tmp_path, in_process, capsys, monkeypatch):
+    """No network and nothing cached: one message in about a second, not half a minute of download retries."""
+    import huggingface_hub
+
+    import publish.hub
+
+    monkeypatch.setattr(publish.hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--init_from", "gpt2")) == 2
+    err = capsys.readouterr().err
+    assert "openai-community/gpt2 from the Hub, which cannot be reached" in err and "local GPT-2 folder" in err
+    assert not out.exists()

@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     _banner(f"4/5 export -> {export_dir}")
     from publish.export_model import export_model
 
-    export_model(run_dir, export_dir, overwrite=True)
+    export_model(run_dir, export_dir, model_name="gpt2repro-demo", overwrite=True)
     print("files: " + ", ".join(sorted(p.name for p in export_dir.iterdir())))
 
     _banner("5/5 samples from the exported model")

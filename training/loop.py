@@ -130,6 +130,14 @@ def load_pretrained(init_from: str):
     from publish.run_folder import resolve_source
 
     if init_from == "gpt2":
+        from huggingface_hub import try_to_load_from_cache
+
+        from publish.hub import hub_reachable
+
+        # offline and not in the Hub cache: say so now, not after the libraries' half a minute of retries
+        if try_to_load_from_cache("openai-community/gpt2", "config.json") is None and not hub_reachable():
+            raise OSError("init_from 'gpt2' downloads openai-community/gpt2 from the Hub, which cannot be reached "
+                          "(and it is not in the Hub cache): go online once, or pass a local GPT-2 folder")
         return load_stock_gpt2("openai-community/gpt2")
     # a model folder, a checkpoint folder or a run folder (its newest intact checkpoint), as export and eval take
     model_dir = resolve_source(init_from).model_dir
@@ -535,7 +543,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         return fail(errors)
     busy = _broadcast(accelerator, folder_in_use(cfg.output_dir) if main else None)
     if busy:  # checked again, race-free, when the lock is taken below
-        return fail([busy])
+        return fail([busy], heading="cannot start")
     resume_dir = None
     if cfg.resume == "auto":
         resume_dir = ckpt.find_resumable(cfg.output_dir, log=log) if main else None
@@ -706,7 +714,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         threads["run_lock"], busy = lock_run_folder(out)
     busy = _broadcast(accelerator, busy)
     if busy:
-        return fail([busy])
+        return fail([busy], heading="cannot start")
     if main:
         save_run_config(cfg, out / "run_config.yaml")
         metrics = MetricsLog(out / "metrics.jsonl")

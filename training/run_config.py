@@ -282,8 +282,13 @@ def _did_you_mean(name: str, prefix: str = "") -> str:
     """`; did you mean 'n_layer'?` for a near-miss of a field name (typos like n_layers, max_step), else ''."""
     import difflib
 
-    close = difflib.get_close_matches(str(name).split("=")[0].replace("-", "_"), FIELD_TYPES, n=1, cutoff=0.75)
-    return f"; did you mean {prefix}{close[0]}?" if close else ""
+    word = str(name).split("=")[0].replace("-", "_")
+    close = difflib.get_close_matches(word, FIELD_TYPES, n=1, cutoff=0.75)
+    if not close and len(word) >= 2:  # a shortened name: --warmup, --micro, --lr
+        close = [f for f in FIELD_TYPES if f.startswith(word) or word in f.split("_")]
+    if not close or len(close) > 3:
+        return ""
+    return "; did you mean " + " or ".join(prefix + c for c in close) + "?"
 
 
 def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
@@ -331,8 +336,10 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
         if not p.is_dir():
             e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint or run folder")
         elif not (p / "COMPLETE").is_file() and not (p / "checkpoints").is_dir():
+            hint = (" (a model folder: to start a new run from its weights use --init_from)"
+                    if (p / "config.json").is_file() else "")
             e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
-                     "folder (checkpoints/)")
+                     f"folder (checkpoints/){hint}")
     elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
         e.append(f"output_dir {cfg.output_dir!r} already holds checkpoints and resume is 'off': "
                  "use --resume auto to continue it, or pick a new output_dir")
