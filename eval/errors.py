@@ -14,6 +14,19 @@ class EvalInputError(ValueError):
     """Bad input from the user: the message names the file and says what to do."""
 
 
+def hyphenated(argv: list[str] | None) -> list[str]:
+    """`--max_new_tokens 8` -> `--max-new-tokens 8`: the eval commands take train.py's underscore spelling too
+    (their options are hyphenated; option values are left alone)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    out = []
+    for token in argv:
+        if token.startswith("--") and not token.startswith("---"):
+            name, eq, value = token.partition("=")
+            token = name.replace("_", "-") + eq + value
+        out.append(token)
+    return out
+
+
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
     """Run `main(argv)`; an `EvalInputError` becomes `error: <message>` on stderr and exit status 2."""
     try:

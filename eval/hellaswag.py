@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from eval.errors import EvalInputError, run_cli
+from eval.errors import EvalInputError, hyphenated, run_cli
 from eval.hellaswag_data import (
     MC_LETTERS,
     HellaSwagExample,
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model, model_dir_of
 

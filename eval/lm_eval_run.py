@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from eval.errors import EvalInputError, run_cli
+from eval.errors import EvalInputError, hyphenated, run_cli
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", default="16", help="int or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model, model_dir_of, results_path
 

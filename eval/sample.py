@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from eval.errors import EvalInputError, run_cli
+from eval.errors import EvalInputError, hyphenated, run_cli
 
 
 @torch.no_grad()
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model
 

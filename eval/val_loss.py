@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from eval.errors import EvalInputError, run_cli
+from eval.errors import EvalInputError, hyphenated, run_cli
 
 _CE_CHUNK_ROWS = 4  # rows upcast to fp32 at a time: bounds the extra memory to 4 x T x V floats
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=10_485_760, help="val tokens to read (speedrun: 10,485,760)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from data.loader import TokenDataset, val_batches
     from data.shards import DataError

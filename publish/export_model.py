@@ -221,7 +221,7 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
         result = json.loads(scorer.read_text()).get("results") or {}
         if result.get("acc_norm") is not None:
             metrics.hellaswag_records[src.step] = {
-                **result, "step": src.step, "measured": "eval.hellaswag on this checkpoint after training"}
+                **result, "step": src.step, "measured": "measured with eval.hellaswag on this checkpoint after training"}
     return lm_eval_results
 
 

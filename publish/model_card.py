@@ -384,7 +384,7 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
     measured = bool(hella) or bool(inputs.lm_eval_results)
     hellaswag = (
-        f"- HellaSwag ({'measured ' + hella['measured'] if hella.get('measured') else 'in training, every `hellaswag_every` steps'}): "
+        f"- HellaSwag ({hella.get('measured') or 'in training, every `hellaswag_every` steps'}): "
         f"{examples} validation examples, 0-shot, each "
         "ending scored by the sum of its token log-probabilities after the context. `acc` takes the best sum; "
         "`acc_norm` (lm-eval) divides by the ending's length in characters, exactly as lm-evaluation-harness's "

@@ -145,3 +145,14 @@ def test_lm_eval_task_without_local_data_fails_clearly_offline(export_dir, monke
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(EvalInputError, match="Hub is not reachable.*--data"):
         main(["--model", str(export_dir), "--tasks", "arc_easy", "--limit", "2"])
+
+
+def test_eval_commands_take_the_underscore_spelling_of_their_flags(export_dir, capsys):
+    """train.py's flags are --max_new_tokens style; the eval commands' are --max-new-tokens: both work."""
+    from eval.errors import hyphenated
+    from eval.sample import main
+
+    assert hyphenated(["--max_new_tokens", "4", "--prompt=a_b", "--top_k=5", "x_y"]) == [
+        "--max-new-tokens", "4", "--prompt=a_b", "--top-k=5", "x_y"]  # values stay as they are
+    main(["--model", str(export_dir), "--num_samples", "1", "--max_new_tokens", "3"])
+    assert "Hello, I'm a language model," in capsys.readouterr().out
