@@ -214,7 +214,7 @@ def inductor_settings(raw: dict) -> dict:
                 settings[name] = text
             else:  # None, containers: a Python literal (None, 3, 0.5, 'x', [..])
                 settings[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as err:
+        except (ValueError, SyntaxError, TypeError) as err:
             raise SystemExit(f"--variant: {INDUCTOR_PREFIX}{name} takes a value like {current!r}, got {text!r}"
                              f" ({err})") from None
     return settings

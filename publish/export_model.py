@@ -207,23 +207,43 @@ def describe_local_data(run_config: dict) -> str | None:
 
 def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict | None:
     """Evaluations run on this checkpoint after training (`eval.hellaswag` / `eval.lm_eval_run` save them in
-    `<run>/eval_results/step_N/`) join the card: lm-eval's results unless others were passed, the scorer's as
-    the HellaSwag record of that step unless training measured one there. Returns the lm-eval results to use."""
+    `<run>/eval_results/step_N/`) join the card: lm-eval's 0-shot HellaSwag results unless others were passed,
+    the scorer's as the HellaSwag record of that step unless training measured one there. Optional extras: a
+    file that cannot be used (unreadable, another task, few-shot) is skipped with a warning, never an error.
+    Returns the lm-eval results to use."""
+    import warnings
+
     if src.run_dir is None or src.checkpoint_dir is None:
         return lm_eval_results
     folder = src.run_dir / "eval_results" / src.checkpoint_dir.name
     from eval.hellaswag import RESULTS_FILE
 
-    if lm_eval_results is None and (folder / "lm_eval.json").is_file():
-        lm_eval_results = load_lm_eval_results(folder / "lm_eval.json")
+    def skip(path, why):
+        warnings.warn(f"not in the model card: {path} ({why})", stacklevel=3)
+
+    lm_eval_file = folder / "lm_eval.json"
+    if lm_eval_results is None and lm_eval_file.is_file():
+        try:
+            shots = (json.loads(lm_eval_file.read_text()).get("n-shot") or {}).get("hellaswag")
+            if shots:
+                skip(lm_eval_file, f"{shots}-shot; the card reports 0-shot")
+            else:
+                lm_eval_results = {**load_lm_eval_results(lm_eval_file),
+                                   "where": f"lm-eval on checkpoint step {src.step:,} after training"}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            skip(lm_eval_file, err)
     scorer = folder / RESULTS_FILE
     if metrics is not None and src.step is not None and src.step not in metrics.hellaswag_records and scorer.is_file():
-        result = json.loads(scorer.read_text()).get("results") or {}
-        if result.get("acc_norm") is not None:
+        try:
+            result = json.loads(scorer.read_text())["results"]
+            float(result["acc_norm"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            skip(scorer, f"no usable results: {err}")
+        else:
             metrics.hellaswag_records[src.step] = {
-                **result, "step": src.step, "measured": "measured with eval.hellaswag on this checkpoint after training"}
+                **result, "step": src.step,
+                "measured": f"measured with eval.hellaswag on checkpoint step {src.step:,} after training"}
     return lm_eval_results
-
 
 
 def _load_source_model(model_dir: Path):

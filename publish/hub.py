@@ -33,7 +33,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
     endpoint = urlparse(constants.ENDPOINT)
     host = endpoint.hostname or "huggingface.co"
-    if urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+    proxies = urllib.request.getproxies()  # also holds "no" (NO_PROXY), which is not a proxy
+    if (proxies.get(endpoint.scheme or "https") or proxies.get("all")) and not urllib.request.proxy_bypass(host):
         return True
     try:
         with socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)),

@@ -247,7 +247,7 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     init_from = str(cfg.get("init_from") or "scratch")
     origin = (f"continued from [{base_model}](https://huggingface.co/{base_model})" if base_model
               else "from scratch" if init_from == "scratch"
-              else f"continued from a local model (`init_from: {init_from}`)")
+              else f"continued from a local model (`{Path(init_from).name}`)")  # no local paths on the Hub
     data = (", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets)
             or inputs.data_description or "the run's data")
     parts = [f"# {inputs.model_name}\n"]
@@ -299,8 +299,8 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
     ours = "**this model**"
     if lm_eval or (hella and hella.get("acc_norm") is not None):
         acc, acc_norm = (lm_eval["acc"], lm_eval["acc_norm"]) if lm_eval else (hella["acc"], hella["acc_norm"])
-        where = (f"lm-eval {lm_eval.get('lm_eval_version') or ''} run on this export".replace("  ", " ")
-                 if lm_eval else _measured(hella))
+        where = ((lm_eval.get("where") or f"lm-eval {lm_eval.get('lm_eval_version') or ''} run on this export")
+                 .replace("  ", " ") if lm_eval else _measured(hella))
         n = (lm_eval or hella).get("n")
         lines.append(f"HellaSwag validation, 0-shot, {SCORER_DESCRIPTIONS[SCORER_LM_EVAL]}; {where}"
                      + (f", {int(n):,} examples" if n else "") + ":\n")
@@ -391,7 +391,8 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         "`hellaswag` task; build-nanogpt's `acc_norm` uses the raw context and divides by the token count.\n"
         if hella else
         "- HellaSwag: not measured in training up to this checkpoint"
-        + ("; the lm-eval result above was measured on this export.\n" if inputs.lm_eval_results else
+        + (f"; the lm-eval result above was measured {'after training' if inputs.lm_eval_results.get('where') else 'on this export'}.\n"
+           if inputs.lm_eval_results else
            "; the command below scores it.\n"))
     return (
         "## Evaluation\n\n"

@@ -173,12 +173,20 @@ def test_evaluations_run_after_training_reach_the_model_card(tiny_run, tmp_path)
     saved = save_results(run, scored, data="hellaswag_val.jsonl", limit=100)
     assert saved == run / "eval_results" / f"step_{LAST:08d}" / "hellaswag_scorer.json"
     card = (export_model(run, tmp_path / "export").out_dir / "README.md").read_text()
-    assert "eval.hellaswag on this checkpoint after training" in card and "| **this model** | 0.2600 | 0.2700 |" in card
-    assert "not measured" not in card
-    lm_eval = {"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}, "lm_eval_version": "0.4.13"}
+    assert f"eval.hellaswag on checkpoint step {LAST} after training" in card
+    assert "| **this model** | 0.2600 | 0.2700 |" in card and "not measured" not in card
+    lm_eval = {"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}, "lm_eval_version": "0.4.13",
+               "n-shot": {"hellaswag": 0}}
     (saved.parent / "lm_eval.json").write_text(json.dumps(lm_eval))
     card = (export_model(run, tmp_path / "export", overwrite=True).out_dir / "README.md").read_text()
-    assert "lm-eval 0.4.13 run on this export" in card and "| **this model** | 0.3000 | 0.3100 |" in card
+    assert f"lm-eval on checkpoint step {LAST} after training" in card and "| **this model** | 0.3000 | 0.3100 |" in card
+    # files that cannot go into the card are skipped with a warning, never stop the export
+    for content in ({"results": {"arc_easy": {"acc,none": 0.5}}}, {**lm_eval, "n-shot": {"hellaswag": 10}}, "{oops"):
+        (saved.parent / "lm_eval.json").write_text(content if isinstance(content, str) else json.dumps(content))
+        saved.write_text("[1, 2]")
+        with pytest.warns(UserWarning, match="not in the model card"):
+            card = (export_model(run, tmp_path / "export", overwrite=True).out_dir / "README.md").read_text()
+        assert "0.3100" not in card and "0.2700" not in card
 
 
 def test_plots_exist_and_mark_the_exported_step(exports):

@@ -147,7 +147,10 @@ def test_hub_reachable_probes_the_configured_endpoint_and_trusts_a_proxy(monkeyp
     monkeypatch.setattr(socket, "create_connection", connect)
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")  # common on clusters: not a proxy
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")  # for http only: an https endpoint goes direct
     assert hub.hub_reachable() is False and tried == [("hf-mirror.example", 8443)]
+    monkeypatch.delenv("NO_PROXY")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert hub.hub_reachable() is True and len(tried) == 1  # no direct probe behind the proxy
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

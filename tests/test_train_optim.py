@@ -166,25 +166,72 @@ def test_fp16_overflow_is_skipped_by_the_grad_scaler_not_an_error(fresh_accelera
     assert not torch.equal(param.detach(), torch.ones(4))  # the next, finite step updates
 
 
-def test_a_checkpoint_from_an_unfused_run_steps_fused_after_resume(fresh_accelerate, monkeypatch):
-    """load_state_dict brings back the saved groups' fused=None (a CPU run's checkpoint); apply_hyperparameters
-    gives them this run's flags, and the step (with the on-device non-finite check) runs."""
+def _unfused_checkpoint(tmp_path, device="cpu"):
+    """optimizer.pt of an unfused AdamW (a CPU run) after one step; returns (param, saved folder)."""
+    param = torch.nn.Parameter(torch.ones(4, device=device))
+    unfused = torch.optim.AdamW([param], lr=1e-2)
+    param.grad = torch.ones_like(param)
+    unfused.step()
+    torch.save(unfused.state_dict(), tmp_path / "optimizer.pt")
+    param.grad = None
+    return param, tmp_path
+
+
+def test_a_checkpoint_from_an_unfused_run_steps_fused_after_resume(fresh_accelerate, monkeypatch, tmp_path):
+    """The saved groups say fused=None (a CPU run's checkpoint); load_optimizer gives them this run's flags
+    before loading, so the step counters are placed for the fused kernel and the fused step (with the on-device
+    non-finite check) runs."""
     from accelerate import Accelerator
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from training.optim import apply_hyperparameters
+    from training.loop import load_optimizer
 
-    Accelerator(cpu=True)
-    param = torch.nn.Parameter(torch.ones(4))
-    unfused = torch.optim.AdamW([param], lr=1e-2)
-    param.grad = torch.ones(4)
-    unfused.step()
+    accelerator = Accelerator(cpu=True)
+    param, folder = _unfused_checkpoint(tmp_path)
     fused = torch.optim.AdamW([param], lr=1e-2, fused=True)
-    fused.load_state_dict(unfused.state_dict())
-    assert fused.param_groups[0]["fused"] is None  # what resuming brings back
     optimizer = AcceleratedOptimizer(fused, device_placement=False)
-    apply_hyperparameters(optimizer, SimpleNamespace(**{**vars(RECIPE), "weight_decay": 0.0}))
-    assert fused.param_groups[0]["fused"] is True
+    load_optimizer(accelerator, None, optimizer, folder)
+    assert fused.param_groups[0]["fused"] is True and fused.state[param]["step"].item() == 1
     before = param.detach().clone()
     _step_with(monkeypatch, optimizer, param)
     assert not torch.equal(param.detach(), before) and "found_inf" not in vars(fused)
+    assert fused.state[param]["step"].item() == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cpu_checkpoint_resumes_fused_on_cuda(fresh_accelerate, tmp_path):
+    """On a GPU the fused kernel refuses step counters left on the CPU (pytorch#124133)."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from training.loop import load_optimizer
+
+    accelerator = Accelerator()
+    _, folder = _unfused_checkpoint(tmp_path)
+    param = torch.nn.Parameter(torch.ones(4, device="cuda"))
+    fused = torch.optim.AdamW([param], lr=1e-2, fused=True)
+    load_optimizer(accelerator, None, AcceleratedOptimizer(fused, device_placement=False), folder)
+    assert fused.state[param]["step"].device == param.device
+    param.grad = torch.ones_like(param)
+    fused.step()
+    assert fused.state[param]["step"].item() == 2
+
+
+def test_the_fp16_loss_scale_is_saved_and_restored(tmp_path):
+    """Under fp16 a checkpoint keeps the GradScaler's scale: a resumed run does not restart at 65536 and skip its
+    first steps for overflow. Without a scaler (bf16, fp32) nothing is written."""
+    from types import SimpleNamespace
+
+    from training.loop import GRAD_SCALER_FILE, load_grad_scaler, save_grad_scaler
+
+    trained = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    trained.scale(torch.ones(()))  # the scale exists once used
+    trained.update(new_scale=512.0)  # after overflows the scale came down
+    save_grad_scaler(SimpleNamespace(scaler=trained), tmp_path)
+    resumed = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    load_grad_scaler(SimpleNamespace(scaler=resumed), tmp_path)
+    assert resumed.get_scale() == 512.0
+    (tmp_path / "bf16").mkdir()
+    save_grad_scaler(SimpleNamespace(scaler=None), tmp_path / "bf16")
+    assert not (tmp_path / "bf16" / GRAD_SCALER_FILE).exists()

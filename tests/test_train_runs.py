@@ -873,6 +873,14 @@ def test_a_filesystem_without_locks_warns_and_trains(tmp_path, monkeypatch):
         handle, problem = run_lock.lock_run_folder(tmp_path / "run")
     assert handle is None and problem is None
 
+    def held_elsewhere(handle, operation):  # how some filesystems (SMB) report a lock held by another client
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", held_elsewhere)
+    handle, problem = run_lock.lock_run_folder(tmp_path / "run")
+    assert handle is None and "another training may hold it" in problem  # not taken as "no locks": refused
+    assert "another training may hold it" in run_lock.folder_in_use(tmp_path / "run")
+
 
 def test_init_from_gpt2_offline_fails_at_once(setup, tmp_path, in_process, capsys, monkeypatch):
     """No network and nothing cached: one message in about a second, not half a minute of download retries."""

@@ -11,6 +11,7 @@ infinite iterator with its own resumable position, so it is not handed to `accel
 """
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -26,7 +27,8 @@ import torch
 
 from training import checkpoint as ckpt
 from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
-from training.optim import apply_hyperparameters, build_adamw, count_params, lr_at, set_lr, use_fused
+from training.optim import (apply_hyperparameters, build_adamw, count_params, lr_at, set_lr, use_fused,
+                            with_this_runs_implementation)
 from training.run_config import (ConfigError, RunConfig, format_run_config, grad_accum_steps, save_run_config,
                                  validate)
 from training.run_lock import folder_in_use, lock_run_folder
@@ -127,34 +129,40 @@ def load_pretrained(init_from: str):
     from convert_gpt2 import load_stock_gpt2
     from modeling_gpt2repro import GPT2ReproForCausalLM
 
-    from publish.run_folder import resolve_source
-
     if init_from == "gpt2":
         from huggingface_hub import try_to_load_from_cache
 
         from publish.hub import hub_reachable
 
         # offline and not in the Hub cache: say so now, not after the libraries' half a minute of retries
-        if try_to_load_from_cache("openai-community/gpt2", "config.json") is None and not hub_reachable():
+        cached = try_to_load_from_cache("openai-community/gpt2", "config.json")  # a path, None or a sentinel
+        if not isinstance(cached, str) and not hub_reachable():
             raise OSError("init_from 'gpt2' downloads openai-community/gpt2 from the Hub, which cannot be reached "
                           "(and it is not in the Hub cache): go online once, or pass a local GPT-2 folder")
         return load_stock_gpt2("openai-community/gpt2")
     # a model folder, a checkpoint folder or a run folder (its newest intact checkpoint), as export and eval take
-    model_dir = resolve_source(init_from).model_dir
+    model_dir = init_model_dir(init_from)
     config_file = model_dir / "config.json"
     if json.loads(config_file.read_text()).get("model_type") == "gpt2repro":
         return GPT2ReproForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return load_stock_gpt2(str(model_dir))
 
 
-def _origin(init_from: str) -> str:
-    """What a run starts from, for the log: a folder is named down to the model folder it resolved to (a run
-    folder's newest intact checkpoint)."""
-    if init_from in ("scratch", "gpt2"):
-        return init_from
+@functools.lru_cache(maxsize=4)
+def init_model_dir(init_from: str) -> Path:
+    """The model folder an init_from folder stands for: itself, a checkpoint's model/, or a run folder's newest
+    intact checkpoint (as export and eval resolve it). Resolved once per run (train() clears the cache), so
+    the start line names the folder that was loaded even if the source run commits a newer checkpoint meanwhile."""
     from publish.run_folder import resolve_source
 
-    model_dir = resolve_source(init_from).model_dir
+    return resolve_source(init_from).model_dir
+
+
+def _origin(init_from: str) -> str:
+    """What a run starts from, for the log: a folder is named down to the model folder it resolved to."""
+    if init_from in ("scratch", "gpt2"):
+        return init_from
+    model_dir = init_model_dir(init_from)
     return init_from if Path(model_dir) == Path(init_from) else f"{init_from} (model: {model_dir})"
 
 
@@ -324,6 +332,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
         raw_model.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
         tokenizer_for_context(raw_model.config.n_positions).save_pretrained(stage / "model")
         torch.save(optim_state, stage / "optimizer.pt")
+        save_grad_scaler(accelerator, stage)
         meta = {
             "step": step, "tokens": tokens, "world_size": accelerator.num_processes,
             "grad_accum": accelerator.gradient_accumulation_steps, "run_config": cfg.to_dict(),
@@ -342,8 +351,25 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
     return final
 
 
+GRAD_SCALER_FILE = "grad_scaler.pt"
+
+
+def save_grad_scaler(accelerator, folder: Path) -> None:
+    """fp16 only: the loss scale and its growth tracker, so a resumed run does not start again from 65536 and
+    skip its first steps for overflow."""
+    if getattr(accelerator, "scaler", None) is not None:
+        torch.save(accelerator.scaler.state_dict(), Path(folder) / GRAD_SCALER_FILE)
+
+
+def load_grad_scaler(accelerator, folder: Path) -> None:
+    path = Path(folder) / GRAD_SCALER_FILE
+    if getattr(accelerator, "scaler", None) is not None and path.is_file():
+        accelerator.scaler.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
 def load_optimizer(accelerator, raw_model, optimizer, resume_dir: Path) -> None:
     state = torch.load(resume_dir / "optimizer.pt", map_location="cpu", weights_only=True)
+    state = with_this_runs_implementation(state, optimizer)  # e.g. a CPU run's checkpoint resumed fused on a GPU
     if _is_fsdp(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -520,6 +546,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-checkpoint "Writing model shards" bar
+    init_model_dir.cache_clear()  # resolved once per run (an init_from run folder may have moved on since)
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     world = accelerator.num_processes
@@ -668,6 +695,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                           pin_memory=device.type == "cuda")
     if resume_dir is not None:
         load_optimizer(accelerator, raw_model, optimizer, resume_dir)
+        load_grad_scaler(accelerator, resume_dir)
         apply_hyperparameters(optimizer, cfg)  # the run config's, not the checkpoint's (see the note above)
         resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
         if resized:
@@ -881,8 +909,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                     log(f"checkpoint step {step} queued for upload to {cfg.push_checkpoints_to}@{branch}")
             if code == EXIT_OOM:
                 break
-            if stop_now or (world == 1 and stop.requested):  # the latter: a signal during the save just made
-                log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
+            if stop_now or (world == 1 and stop.requested and last_saved == step):  # latter: a signal in the save
+                if not done:
+                    log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
                 break
     bar.close()
 

@@ -283,9 +283,10 @@ def _did_you_mean(name: str, prefix: str = "") -> str:
     import difflib
 
     word = str(name).split("=")[0].replace("-", "_")
-    close = difflib.get_close_matches(word, FIELD_TYPES, n=1, cutoff=0.75)
-    if not close and len(word) >= 2:  # a shortened name: --warmup, --micro, --lr
+    close = []
+    if len(word) >= 2:  # a shortened name: --warmup, --micro, --lr, --beta
         close = [f for f in FIELD_TYPES if f.startswith(word) or word in f.split("_")]
+    close = close or difflib.get_close_matches(word, FIELD_TYPES, n=1, cutoff=0.75)  # a typo: --n_layers
     if not close or len(close) > 3:
         return ""
     return "; did you mean " + " or ".join(prefix + c for c in close) + "?"
@@ -336,8 +337,11 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
         if not p.is_dir():
             e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint or run folder")
         elif not (p / "COMPLETE").is_file() and not (p / "checkpoints").is_dir():
-            hint = (" (a model folder: to start a new run from its weights use --init_from)"
-                    if (p / "config.json").is_file() else "")
+            hint = ""
+            if p.name == "model" and (p.parent / "COMPLETE").is_file():
+                hint = f" (a checkpoint's model folder: pass the checkpoint, --resume {p.parent})"
+            elif (p / "config.json").is_file():
+                hint = " (a model folder: to start a new run from its weights use --init_from)"
             e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
                      f"folder (checkpoints/){hint}")
     elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):

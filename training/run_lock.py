@@ -7,6 +7,7 @@ process ends, however it ends); the file holds the owner's PID for the message. 
 locked and a warning says so.
 """
 
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +19,12 @@ except ImportError:  # not POSIX
     fcntl = None
 
 LOCK_FILE = ".lock"
+# flock errors that mean "this filesystem has no locks" (Lustre without flock, some NFS): train unlocked
+NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+
+
+def _unopenable(path: Path, err: OSError) -> str:
+    return f"cannot open {path} ({err}): check the permissions of the run folder, or pick another --output_dir"
 
 
 def _busy_message(out: Path, handle: IO) -> str:
@@ -32,13 +39,19 @@ def folder_in_use(out: Path) -> Optional[str]:
     path = Path(out) / LOCK_FILE
     if fcntl is None or not path.is_file():
         return None
-    with open(path, "a+") as handle:  # opened for writing: NFS emulates flock with write locks
+    try:
+        handle = open(path, "a+")  # opened for writing: NFS emulates flock with write locks
+    except OSError as err:
+        return _unopenable(path, err)
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return _busy_message(Path(out), handle)
-        except OSError:
-            return None  # no locks on this filesystem: lock_run_folder warns
+        except OSError as err:
+            if err.errno in NO_LOCKS:
+                return None  # lock_run_folder warns
+            return f"could not lock {path} ({err}): another training may hold it"
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
 
@@ -50,15 +63,20 @@ def lock_run_folder(out: Path) -> tuple[Optional[IO], Optional[str]]:
     out.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         return None, None
-    handle = open(out / LOCK_FILE, "a+")
+    try:
+        handle = open(out / LOCK_FILE, "a+")
+    except OSError as err:
+        return None, _unopenable(out / LOCK_FILE, err)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         message = _busy_message(out, handle)
         handle.close()
         return None, message
-    except OSError as err:  # ENOLCK, EOPNOTSUPP, ...: the filesystem has no locks; train anyway
+    except OSError as err:
         handle.close()
+        if err.errno not in NO_LOCKS:  # e.g. EACCES, how some filesystems say "held by another": not free
+            return None, f"could not lock {out / LOCK_FILE} ({err}): another training may hold it"
         warnings.warn(f"could not lock {out / LOCK_FILE} ({err}): this filesystem does not support locks, so "
                       "nothing stops a second training in the same output_dir", stacklevel=2)
         return None, None
