@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eval.errors import hyphenated
 from publish.export_model import DTYPES, FORMATS, export_model
 from publish.hub import PublishError, plan_upload, push, token_available
 from publish.model_card import load_lm_eval_results
@@ -46,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     hub.add_argument("--revision", help="branch to push to (created from main if missing; default main)")
     hub.add_argument("--commit-message", help="default: 'Upload <name> (step N, format, dtype)'")
     hub.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hyphenated(argv))  # --push_to_hub works too, as train.py's flag style
     if (args.private or args.dry_run or args.revision or args.commit_message) and not args.push_to_hub:
         parser.error("--private / --dry-run / --revision / --commit-message go with --push-to-hub REPO_ID")
     return args

@@ -203,8 +203,8 @@ def test_plots_exist_and_mark_the_exported_step(exports):
 
 def test_cli_dry_run_lists_exactly_the_folder(tiny_run, tmp_path, capsys):
     out = tmp_path / "dry"
-    code = export_cli.main([str(tiny_run), "--out", str(out), "--push-to-hub", "me/tiny", "--private",
-                            "--dry-run"])
+    code = export_cli.main([str(tiny_run), "--out", str(out), "--push_to_hub", "me/tiny", "--private",
+                            "--dry_run"])  # train.py's underscore style is taken too
     printed = capsys.readouterr().out
     assert code == 0 and "dry run: nothing is sent" in printed and "me/tiny (private" in printed
     listed = [line.split()[-1] for line in printed.splitlines() if line.startswith("  ") and line.split()[0][0].isdigit()]
