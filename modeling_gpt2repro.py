@@ -464,8 +464,8 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bia
     if torch.float16 in (hidden.dtype, weight.dtype, _matmul_dtype(hidden, weight)):
         raise ValueError("the chunked loss does not support fp16 (its gradients are computed in forward, where the "
                          "fp16 loss scaler cannot reach them): use bf16 or fp32, or the default loss")
-    params = (hidden, weight) if bias is None else (hidden, weight, bias)
-    want_grads = torch.is_grad_enabled() and any(t.requires_grad for t in params)  # False under no_grad: loss only
+    # needs_input_grad (in forward) covers requires_grad but not no_grad: under no_grad only the loss is computed
+    want_grads = torch.is_grad_enabled()
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_tokens, ignore_index, want_grads)
 
 

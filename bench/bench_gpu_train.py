@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import gc
 import json
 import os
@@ -220,14 +219,12 @@ def inductor_settings(raw: dict) -> dict:
     return settings
 
 
-@contextlib.contextmanager
 def inductor_patched(settings: dict):
     """torch._inductor.config settings for one run, restored afterwards (compiled code is cached per process,
     so the caller also resets dynamo between runs)."""
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch(settings) if settings else contextlib.nullcontext():
-        yield
+    return inductor_config.patch(settings)
 
 
 def run_reference(args, cfg, grad_accum: int, steps: int, device: torch.device, bf16: bool) -> dict:
@@ -319,9 +316,10 @@ def main(argv=None) -> dict:
 
     if len(set(args.variant)) != len(args.variant):
         raise SystemExit(f"--variant: each variant once, got {args.variant}")
-    for variant in args.variant:
+    variants = {variant: split_variant(variant) for variant in args.variant}  # (run overrides, inductor settings)
+    for variant, (run_overrides, _) in variants.items():
         try:
-            ours_config(args, {**overrides, **split_variant(variant)[0]}, steps, Path(tempfile.gettempdir()) / "unused")
+            ours_config(args, {**overrides, **run_overrides}, steps, Path(tempfile.gettempdir()) / "unused")
         except ConfigError as err:
             raise SystemExit(f"--variant {variant!r}: {err}") from None
     peak = matmul_peak(device)
@@ -385,12 +383,11 @@ def main(argv=None) -> dict:
             free_memory()
             result["evals"] = run_evals(args, cfg, device)
             save()
-        for variant in args.variant:
+        for variant, (run_overrides, inductor) in variants.items():
             free_memory()
             name = f"ours[{variant}]"
             print(f"--- {name}", flush=True)
             try:
-                run_overrides, inductor = split_variant(variant)
                 with inductor_patched(inductor):
                     run = run_ours(args, {**overrides, **run_overrides}, steps, tmp / f"ours_{len(runs)}")
             except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing variant must not cost the others

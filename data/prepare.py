@@ -188,6 +188,13 @@ def _ours(p: Path) -> bool:
     return p.name in (MANIFEST_NAME, STATE_NAME) or bool(SHARD_RE.match(p.name)) or TMP_MARK in p.name
 
 
+def _clear(out: Path) -> None:
+    """Remove what data.prepare wrote into `out` (and nothing else)."""
+    for p in out.iterdir():
+        if _ours(p):
+            p.unlink()
+
+
 def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict]]:
     """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -204,9 +211,7 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
         except DataError:
             if not overwrite:
                 raise
-            for p in out.iterdir():  # an unreadable manifest says nothing worth keeping: start again
-                if _ours(p):
-                    p.unlink()
+            _clear(out)  # an unreadable manifest says nothing worth keeping: start again
             log.info("--overwrite: %s had an unreadable manifest; preparing it again from the source", out)
             return None, []
         previous_settings = previous.get("settings", {})
@@ -226,9 +231,7 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
             "Use another --out, or pass --overwrite to replace it."
         )
     if diff:  # overwrite: remove only what prepare writes
-        for p in out.iterdir():
-            if _ours(p):
-                p.unlink()
+        _clear(out)
         log.info("--overwrite: removed the previous contents of %s", out)
         return None, []
     if previous is not None:

@@ -27,6 +27,7 @@ import torch
 from eval.errors import EvalInputError, hyphenated, run_cli
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+RESULTS_FILE = "lm_eval.json"  # what export looks for in <run>/eval_results/step_N/
 
 
 def write_local_tasks(data_file: str | Path, folder: str | Path) -> Path:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key in ("results", "versions", "n-samples"):
             if "hellaswag_local" in record[key]:
                 record[key]["hellaswag"] = record[key]["hellaswag_local"]
-    path = Path(args.output) if args.output else results_path(args.model, "lm_eval.json")
+    path = Path(args.output) if args.output else results_path(args.model, RESULTS_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"saved {path}")

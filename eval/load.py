@@ -47,13 +47,12 @@ def results_path(path: str | Path, filename: str) -> Path:
     """Where eval results go: `<model dir>/eval_results/<filename>` for an export; for a run's checkpoint
     `<run>/eval_results/step_XXXXXXXX/<filename>` (inside the checkpoint, keep_last would delete them and they
     would change its checksums); for a Hub id `out/eval_results/<id>/`."""
+    from publish.run_folder import resolve_source
+
     model_dir = resolve_model_dir(path)
     if isinstance(model_dir, str):
         return Path("out") / "eval_results" / model_dir.replace("/", "__") / filename
-    checkpoint = model_dir.parent
-    if model_dir.name == "model" and checkpoint.parent.name == "checkpoints" and checkpoint.name.startswith("step_"):
-        return checkpoint.parent.parent / "eval_results" / checkpoint.name / filename
-    return model_dir / "eval_results" / filename
+    return resolve_source(model_dir).eval_results_dir / filename
 
 
 def load_model(path: str | Path, dtype=None):

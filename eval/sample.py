@@ -16,6 +16,16 @@ import torch
 from eval.errors import EvalInputError, hyphenated, run_cli
 
 
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The token ids generation starts from: the prompt's, or for an empty prompt one end-of-text token (the start
+    of a new document, as in training: unconditional samples)."""
+    if prompt:
+        return tokenizer(prompt)["input_ids"]
+    if tokenizer.eos_token_id is None:
+        raise ValueError("an empty prompt needs a tokenizer with an end-of-text token to start from")
+    return [tokenizer.eos_token_id]
+
+
 @torch.no_grad()
 def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language model,", num_samples: int = 4,
                      max_new_tokens: int = 32, top_k: int = 50, temperature: float = 1.0, seed: int = 42) -> list[str]:
@@ -33,12 +43,7 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
         raise ValueError("temperature must be > 0 (use top_k=1 for greedy decoding)")
     model = getattr(model, "_orig_mod", model)
     device = next(model.parameters()).device
-    if prompt:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)  # (1, T)
-    elif tokenizer.eos_token_id is not None:
-        ids = torch.tensor([[tokenizer.eos_token_id]], device=device)  # (1, 1): start of a new document
-    else:
-        raise ValueError("an empty prompt needs a tokenizer with an end-of-text token to start from")
+    ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)  # (1, T)
     ids = ids.expand(num_samples, -1)  # (n, T): same prompt, no padding needed
     context = getattr(model.config, "n_positions", None)
     if context is not None and ids.shape[1] + max_new_tokens > context:

@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import torch
 from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card, load_lm_eval_results
 from publish.plots import plot_runs
+from publish.references import val_loss_reference_applies
 from publish.run_folder import COMPLETE_MARKER, resolve_source
 from training.checkpoint import default_file_modes
 
@@ -211,17 +213,15 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
     the scorer's as the HellaSwag record of that step unless training measured one there. Optional extras: a
     file that cannot be used (unreadable, another task, few-shot) is skipped with a warning, never an error.
     Returns the lm-eval results to use."""
-    import warnings
-
     if src.run_dir is None or src.checkpoint_dir is None:
         return lm_eval_results
-    folder = src.run_dir / "eval_results" / src.checkpoint_dir.name
-    from eval.hellaswag import RESULTS_FILE
+    folder = src.eval_results_dir
+    from eval import hellaswag, lm_eval_run
 
     def skip(path, why):
         warnings.warn(f"not in the model card: {path} ({why})", stacklevel=3)
 
-    lm_eval_file = folder / "lm_eval.json"
+    lm_eval_file = folder / lm_eval_run.RESULTS_FILE
     if lm_eval_results is None and lm_eval_file.is_file():
         try:
             shots = (json.loads(lm_eval_file.read_text()).get("n-shot") or {}).get("hellaswag")
@@ -232,7 +232,7 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
                                    "where": f"lm-eval on checkpoint step {src.step:,} after training"}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             skip(lm_eval_file, err)
-    scorer = folder / RESULTS_FILE
+    scorer = folder / hellaswag.RESULTS_FILE
     if metrics is not None and src.step is not None and src.step not in metrics.hellaswag_records and scorer.is_file():
         try:
             result = json.loads(scorer.read_text())["results"]
@@ -317,7 +317,7 @@ def _write_generation_config(model, out: Path) -> None:
 
 
 def _write_plots(metrics, plots_dir: Path, step: int | None, datasets: list[str]) -> list[tuple[str, str]]:
-    fineweb_edu = any("fineweb-edu" in d for d in datasets)  # the GPT-2 val-loss line is only meaningful there
+    fineweb_edu = val_loss_reference_applies(datasets)
     plots = []
     if metrics.train_loss or metrics.val_loss:
         plot_runs([metrics], plots_dir / "loss.png", panels=("loss",), reference_loss=fineweb_edu, mark_step=step)

@@ -26,6 +26,7 @@ from publish.references import (
     SCORER_DESCRIPTIONS,
     SCORER_LM_EVAL,
     VAL_LOSS,
+    val_loss_reference_applies,
 )
 
 HELLASWAG_DATASET = "Rowan/hellaswag"
@@ -136,8 +137,8 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     tok_s = None
     if steady and per_step:
         tok_s = len(steady) * int(per_step) / (sum(float(rec["dt_ms"]) for rec in steady) / 1000)
-    elif get("tok_per_s", "mean_tok_per_s") is not None and not train:
-        tok_s = float(get("tok_per_s", "mean_tok_per_s"))
+    elif not train and (summary_tok_s := get("tok_per_s", "mean_tok_per_s")) is not None:
+        tok_s = float(summary_tok_s)
     if tok_s:
         rows.append(("throughput", f"{tok_s:,.0f} tokens/s (steady state: tokens / step time)"))
     # MFU is proportional to throughput (FLOPs/token / peak, the same for every step): scale it the same way.
@@ -273,7 +274,7 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     if inputs.plots:
         # reference lines are drawn on the HellaSwag plot, and on the loss plot for FineWeb-Edu only
         dashed = (any("hellaswag" in path for _, path in inputs.plots)
-                  or any("fineweb-edu" in d for d in inputs.datasets))
+                  or val_loss_reference_applies(inputs.datasets))
         parts.append("## Curves\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in inputs.plots)
                      + ("\n\nDashed lines: published references under the same scorer (OpenAI GPT-2 124M, "
                         "GPT-3 small from its paper).\n" if dashed else "\n"))
@@ -332,7 +333,6 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
     return "\n".join(lines)
 
 
-HELLASWAG_FULL = 10042  # validation examples
 
 
 def _uncertainty_note(n, accuracy, stderr) -> str:
@@ -342,8 +342,8 @@ def _uncertainty_note(n, accuracy, stderr) -> str:
         return ""
     stderr = stderr if stderr is not None else math.sqrt(max(accuracy * (1 - accuracy), 0.0) / int(n))
     note = f"Standard error of this model's acc_norm: ±{stderr:.4f} ({int(n):,} examples)."
-    if int(n) < HELLASWAG_FULL:
-        note += (f" Measured on the first {int(n):,} of the {HELLASWAG_FULL:,} examples, the references on all of "
+    if int(n) < HELLASWAG_EXAMPLES:
+        note += (f" Measured on the first {int(n):,} of the {HELLASWAG_EXAMPLES:,} examples, the references on all of "
                  "them: differences within about two standard errors are noise.")
     return note + "\n"
 
@@ -380,27 +380,30 @@ def _usage_section(inputs: CardInputs, repo: str) -> str:
 def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     remote = ",trust_remote_code=True" if inputs.format == "gpt2repro" else ""
     hella = results_at_step(inputs.metrics, inputs.step).get("hellaswag") or {}
-    n = int(hella.get("n") or HELLASWAG_EXAMPLES)
-    examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
-    measured = bool(hella) or bool(inputs.lm_eval_results)
-    hellaswag = (
-        f"- HellaSwag ({hella.get('measured') or 'in training, every `hellaswag_every` steps'}): "
-        f"{examples} validation examples, 0-shot, each "
-        "ending scored by the sum of its token log-probabilities after the context. `acc` takes the best sum; "
-        "`acc_norm` (lm-eval) divides by the ending's length in characters, exactly as lm-evaluation-harness's "
-        "`hellaswag` task; build-nanogpt's `acc_norm` uses the raw context and divides by the token count.\n"
-        if hella else
-        "- HellaSwag: not measured in training up to this checkpoint"
-        + (f"; the lm-eval result above was measured {'after training' if inputs.lm_eval_results.get('where') else 'on this export'}.\n"
-           if inputs.lm_eval_results else
-           "; the command below scores it.\n"))
+    lm_eval = inputs.lm_eval_results
+    if hella:
+        n = int(hella.get("n") or HELLASWAG_EXAMPLES)
+        examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
+        hellaswag = (
+            f"- HellaSwag ({hella.get('measured') or 'in training, every `hellaswag_every` steps'}): {examples} "
+            "validation examples, 0-shot, each ending scored by the sum of its token log-probabilities after the "
+            "context. `acc` takes the best sum; `acc_norm` (lm-eval) divides by the ending's length in characters, "
+            "exactly as lm-evaluation-harness's `hellaswag` task; build-nanogpt's `acc_norm` uses the raw context "
+            "and divides by the token count.\n")
+    elif lm_eval:
+        when = "after training" if lm_eval.get("where") else "on this export"
+        hellaswag = ("- HellaSwag: not measured in training up to this checkpoint; the lm-eval result above was "
+                     f"measured {when}.\n")
+    else:
+        hellaswag = "- HellaSwag: not measured in training up to this checkpoint; the command below scores it.\n"
+    command = ("Reproduce the lm-eval number on this export" if hella or lm_eval
+               else "Score HellaSwag on this export with lm-eval")
     return (
         "## Evaluation\n\n"
         + hellaswag
         + "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
         "number of GPUs).\n"
-        + ("- Reproduce the lm-eval number on this export:\n\n" if measured else
-           "- Score HellaSwag on this export with lm-eval:\n\n")
+        + f"- {command}:\n\n"
         + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{remote},dtype=float32 --tasks hellaswag "
         "--batch_size 32\n```\n"
     )

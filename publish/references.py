@@ -48,3 +48,8 @@ HELLASWAG_ACC = {
 }
 # OpenAI GPT-2 124M on the FineWeb-Edu val shard as build-nanogpt splits it (its plot's horizontal line)
 VAL_LOSS = Reference("OpenAI GPT-2 124M (FineWeb-Edu val)", 3.2924)
+
+
+def val_loss_reference_applies(datasets) -> bool:
+    """VAL_LOSS is measured on FineWeb-Edu: the loss plot draws it, and the card mentions it, only for that data."""
+    return any("fineweb-edu" in d for d in datasets)

@@ -35,6 +35,14 @@ class RunSource:
     step: int | None = None
 
     @property
+    def eval_results_dir(self) -> Path:
+        """Where evaluations of this model are saved: for a run's checkpoint `<run>/eval_results/step_N/` (inside
+        the checkpoint keep_last would delete them, and they would change its checksums), else beside the model."""
+        if self.run_dir is not None and self.checkpoint_dir is not None:
+            return self.run_dir / "eval_results" / self.checkpoint_dir.name
+        return self.model_dir / "eval_results"
+
+    @property
     def metrics_path(self) -> Path | None:
         path = self.run_dir / "metrics.jsonl" if self.run_dir else None
         return path if path and path.is_file() else None

@@ -92,13 +92,11 @@ def main(argv=None) -> int:
         from eval.hellaswag import HellaSwagScorer
         from training.loop import resolve_hellaswag
 
-        quiet = trained_now  # the training just logged why it skipped HellaSwag; a re-run says it here
-        path = None if cfg.hellaswag_file == "off" else resolve_hellaswag(
-            cfg.hellaswag_file, log=(lambda msg: None) if quiet else print)
         r = None
         if cfg.hellaswag_file == "off":
             print("HellaSwag: off in the run config (hellaswag_file: off)")
-        elif path:
+        # the training just logged why it skipped HellaSwag; a re-run says it here
+        elif path := resolve_hellaswag(cfg.hellaswag_file, log=(lambda msg: None) if trained_now else print):
             scorer = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
                                                max_length=model.config.n_positions)
             r = scorer.evaluate(model, batch_size=cfg.val_batch_size or cfg.micro_batch_size)

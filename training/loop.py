@@ -27,8 +27,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
-from training.optim import (apply_hyperparameters, build_adamw, count_params, lr_at, set_lr, use_fused,
-                            with_this_runs_implementation)
+from training.optim import build_adamw, count_params, lr_at, set_lr, use_fused, with_this_runs_groups
 from training.run_config import (ConfigError, RunConfig, format_run_config, grad_accum_steps, save_run_config,
                                  validate)
 from training.run_lock import folder_in_use, lock_run_folder
@@ -100,11 +99,16 @@ def _compile_desc(cfg: RunConfig) -> str:
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")  # run-config fields of the architecture
 
 
+def _changes(before: dict, after, keys) -> list[str]:
+    """`key old -> new` for each of `keys` that `before` (a dict) has and `after` (an object) changes."""
+    return [f"{key} {before[key]} -> {getattr(after, key)}" for key in keys
+            if key in before and before[key] != getattr(after, key)]
+
+
 def build_model_config(cfg: RunConfig):
     from configuration_gpt2repro import GPT2ReproConfig
 
-    return GPT2ReproConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions,
-                           vocab_size=cfg.vocab_size)
+    return GPT2ReproConfig(**{key: getattr(cfg, key) for key in ARCH_KEYS})
 
 
 def build_model(cfg: RunConfig, resume_dir: Optional[Path]):
@@ -275,7 +279,7 @@ def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_ac
     flags = accelerator.reduce(flags, reduction="sum")  # queued on the device like the rest
     inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's AcceleratedOptimizer
     fp16_scaler = getattr(optimizer, "scaler", None) is not None
-    # per group, not .defaults: load_state_dict brings back the checkpoint's groups (apply_hyperparameters resets)
+    # per group, not .defaults: the groups are what load_optimizer made of the checkpoint's (with_this_runs_groups)
     on_device_check = not fp16_scaler and all(group.get("fused") for group in inner.param_groups)
     if on_device_check:
         # 0-dim float 1.0 when the summed loss or the norm (identical on every rank) is non-finite: every rank
@@ -369,7 +373,7 @@ def load_grad_scaler(accelerator, folder: Path) -> None:
 
 def load_optimizer(accelerator, raw_model, optimizer, resume_dir: Path) -> None:
     state = torch.load(resume_dir / "optimizer.pt", map_location="cpu", weights_only=True)
-    state = with_this_runs_implementation(state, optimizer)  # e.g. a CPU run's checkpoint resumed fused on a GPU
+    state = with_this_runs_groups(state, optimizer)  # this run's AdamW settings and fused/foreach flags
     if _is_fsdp(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -583,11 +587,11 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             found = _broadcast(accelerator, str(found) if found else None)
             if found is None:
                 return fail([f"resume {cfg.resume}: the run folder has no complete checkpoint"])
-            resume_dir = Path(found)
-        problem = ckpt.verify(resume_dir) if main else None
-        problem = _broadcast(accelerator, problem)
-        if problem:
-            return fail([f"resume checkpoint {cfg.resume}: {problem}"])
+            resume_dir = Path(found)  # verified by find_resumable
+        else:
+            problem = _broadcast(accelerator, ckpt.verify(resume_dir) if main else None)
+            if problem:
+                return fail([f"resume checkpoint {cfg.resume}: {problem}"])
 
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     try:
@@ -597,19 +601,19 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if cfg.init_from != "scratch":
         # The loaded model (or, resuming, the checkpoint of such a run) fixes the architecture: record its values,
         # not the run config's unused ones (run_config.yaml is written again every session).
-        arch = {key: getattr(raw_model.config, key) for key in ARCH_KEYS}
-        replaced = [f"{key} {getattr(cfg, key)} -> {value}" for key, value in arch.items() if getattr(cfg, key) != value]
+        replaced = _changes(cfg.to_dict(), raw_model.config, ARCH_KEYS)
         if replaced:
             log(f"note: init_from {cfg.init_from} fixes the architecture; the run config's values are replaced "
                 f"({', '.join(replaced)})")
-        for key, value in arch.items():
-            setattr(cfg, key, value)
+        for key in ARCH_KEYS:
+            setattr(cfg, key, getattr(raw_model.config, key))
     if cfg.seq_len > raw_model.config.n_positions:
         return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
     if cfg.num_samples and (cfg.sample_every > 0 or cfg.eval_at_end):  # else found only at the first sample
         from data.tokenizer import gpt2_tokenizer
+        from eval.sample import prompt_ids
 
-        prompt_tokens = max(1, len(gpt2_tokenizer()(cfg.sample_prompt)["input_ids"]))  # "": starts from <|endoftext|>
+        prompt_tokens = len(prompt_ids(gpt2_tokenizer(), cfg.sample_prompt))
         if prompt_tokens + cfg.sample_max_new_tokens > raw_model.config.n_positions:
             return fail([f"sample_prompt ({prompt_tokens} tokens) + sample_max_new_tokens "
                          f"({cfg.sample_max_new_tokens}) exceed the model's context of "
@@ -633,24 +637,20 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 f"{saved if saved.is_file() else 'the run config saved with it'} (any world size and "
                 "micro_batch_size); to start a new run with these "
                 "settings, pick a new --output_dir"], heading=f"cannot resume from {resume_dir}")
+        trained = meta.get("run_config") or {}
         if meta["step"] >= cfg.max_steps:
-            trained = meta.get("run_config") or {}
             decay_end = trained.get("lr_decay_steps") or trained.get("max_steps")
             hint = "raise --max_steps to continue"
             if decay_end and not cfg.lr_decay_steps:  # the cosine would otherwise stretch to the new max_steps
                 hint += f", with --lr_decay_steps {decay_end} to keep the LR schedule it was trained on"
             log(f"{resume_dir} is at step {meta['step']} >= max_steps {cfg.max_steps}: nothing to train ({hint})")
             return EXIT_OK
-        trained = meta.get("run_config") or {}
-        schedule = [f"{key} {trained[key]} -> {getattr(cfg, key)}" for key in
-                    ("max_steps", "lr_decay_steps", "warmup_steps", "max_lr", "min_lr")
-                    if key in trained and trained[key] != getattr(cfg, key)]
+        schedule = _changes(trained, cfg, ("max_steps", "lr_decay_steps", "warmup_steps", "max_lr", "min_lr"))
         if schedule:  # allowed (extending a run is normal), but the LR curve changes: say so, once
             log(f"note: resuming with another learning-rate schedule ({', '.join(schedule)}): from step "
                 f"{meta['step'] + 1} the LR follows the new one")
-        adamw = [f"{key} {trained[key]} -> {getattr(cfg, key)}" for key in ("weight_decay", "beta1", "beta2", "adam_eps")
-                 if key in trained and trained[key] != getattr(cfg, key)]
-        if adamw:  # applied after the optimizer state is loaded (apply_hyperparameters)
+        adamw = _changes(trained, cfg, ("weight_decay", "beta1", "beta2", "adam_eps"))
+        if adamw:  # this run's settings go into the loaded optimizer state (load_optimizer)
             log(f"note: resuming with other AdamW settings ({', '.join(adamw)}): applied from step {meta['step'] + 1}")
 
     uploader, problem = None, None
@@ -696,11 +696,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if resume_dir is not None:
         load_optimizer(accelerator, raw_model, optimizer, resume_dir)
         load_grad_scaler(accelerator, resume_dir)
-        apply_hyperparameters(optimizer, cfg)  # the run config's, not the checkpoint's (see the note above)
         resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
         if resized:
-            saved_micro = meta["run_config"]["micro_batch_size"]
-            saved_accum = cfg.total_batch_size // (saved_micro * cfg.seq_len * meta["world_size"])
+            saved_micro, saved_accum = meta["run_config"]["micro_batch_size"], meta.get("grad_accum", "?")
             log(f"note: resuming with world {world} x micro_batch {cfg.micro_batch_size} x grad_accum {grad_accum} "
                 f"(the checkpoint: world {meta['world_size']} x micro_batch {saved_micro} "
                 f"x grad_accum {saved_accum}): each step reads the same {cfg.total_batch_size:,} tokens as it "

@@ -60,28 +60,17 @@ def lr_at(step: int, cfg) -> float:
     return cfg.min_lr + coeff * (cfg.max_lr - cfg.min_lr)
 
 
-def apply_hyperparameters(optimizer, cfg) -> None:
-    """The run config's AdamW settings on an optimizer whose state was just loaded: `load_state_dict` brings back
-    the checkpoint's weight decay, betas and eps, so a resumed run that changed them would silently keep the old
-    ones. Group 0 is the decayed one (param_groups). (The implementation flags are set before loading:
-    `with_this_runs_implementation`.)"""
-    for i, group in enumerate(optimizer.param_groups):
-        group["weight_decay"] = cfg.weight_decay if i == 0 else 0.0
-        group["betas"] = (cfg.beta1, cfg.beta2)
-        group["eps"] = cfg.adam_eps
-
-
-IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable")
-
-
-def with_this_runs_implementation(state: dict, optimizer) -> dict:
-    """A saved optimizer state whose groups carry this optimizer's implementation flags (fused, foreach,
-    capturable) instead of the saved run's. `load_state_dict` places each `step` counter by the saved group's
-    flags (fused: on the parameter's device, else on the CPU), so a CPU run's checkpoint resumed with fused AdamW
-    on a GPU would keep CPU step counters that the fused CUDA kernel refuses (pytorch#124133)."""
+def with_this_runs_groups(state: dict, optimizer) -> dict:
+    """A saved optimizer state to resume from: the checkpoint supplies the per-parameter state (steps, moments),
+    this run's freshly built optimizer the settings of each group. So changed AdamW settings (weight decay,
+    betas, eps) apply instead of the checkpoint's coming back with load_state_dict, and so do this run's
+    implementation flags: load_state_dict places each `step` counter by them (fused: on the parameter's device),
+    and a CPU run's checkpoint resumed with fused AdamW on a GPU would otherwise keep CPU counters that the fused
+    CUDA kernel refuses (pytorch#124133)."""
     inner = getattr(optimizer, "optimizer", optimizer)  # under Accelerate's AcceleratedOptimizer
-    flags = {flag: inner.defaults[flag] for flag in IMPLEMENTATION_FLAGS if flag in inner.defaults}
-    return {**state, "param_groups": [{**group, **flags} for group in state["param_groups"]]}
+    groups = [{**saved, **{k: v for k, v in now.items() if k != "params"}}
+              for saved, now in zip(state["param_groups"], inner.param_groups)]
+    return {**state, "param_groups": groups}
 
 
 def set_lr(optimizer, lr: float) -> None:

@@ -23,15 +23,30 @@ LOCK_FILE = ".lock"
 NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
 
 
-def _unopenable(path: Path, err: OSError) -> str:
-    return f"cannot open {path} ({err}): check the permissions of the run folder, or pick another --output_dir"
-
-
-def _busy_message(out: Path, handle: IO) -> str:
-    handle.seek(0)
-    pid = handle.read().strip() or "?"
-    return (f"{out} is in use by another training (pid {pid}): wait for it to finish or stop it "
-            "(SIGTERM checkpoints it), or pick another --output_dir")
+def _try_lock(path: Path) -> tuple[Optional[IO], Optional[str], Optional[OSError]]:
+    """Open `path` for writing (NFS emulates flock with write locks) and lock it without waiting:
+    (locked handle, None, None), (None, why it is not free, None), or (None, None, the error) when this
+    filesystem has no locks."""
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        return None, (f"cannot open {path} ({err}): check the permissions of the run folder, or pick another "
+                      "--output_dir"), None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        return None, (f"{path.parent} is in use by another training (pid {pid}): wait for it to finish or stop "
+                      "it (SIGTERM checkpoints it), or pick another --output_dir"), None
+    except OSError as err:
+        handle.close()
+        if err.errno in NO_LOCKS:
+            return None, None, err
+        # e.g. EACCES, how some filesystems say "held by another": not free
+        return None, f"could not lock {path} ({err}): another training may hold it", None
+    return handle, None, None
 
 
 def folder_in_use(out: Path) -> Optional[str]:
@@ -39,21 +54,10 @@ def folder_in_use(out: Path) -> Optional[str]:
     path = Path(out) / LOCK_FILE
     if fcntl is None or not path.is_file():
         return None
-    try:
-        handle = open(path, "a+")  # opened for writing: NFS emulates flock with write locks
-    except OSError as err:
-        return _unopenable(path, err)
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _busy_message(Path(out), handle)
-        except OSError as err:
-            if err.errno in NO_LOCKS:
-                return None  # lock_run_folder warns
-            return f"could not lock {path} ({err}): another training may hold it"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    handle, message, _ = _try_lock(path)
+    if handle is not None:
+        handle.close()  # closing releases the lock
+    return message  # None also when the filesystem has no locks: lock_run_folder warns
 
 
 def lock_run_folder(out: Path) -> tuple[Optional[IO], Optional[str]]:
@@ -63,25 +67,13 @@ def lock_run_folder(out: Path) -> tuple[Optional[IO], Optional[str]]:
     out.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         return None, None
-    try:
-        handle = open(out / LOCK_FILE, "a+")
-    except OSError as err:
-        return None, _unopenable(out / LOCK_FILE, err)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        message = _busy_message(out, handle)
-        handle.close()
-        return None, message
-    except OSError as err:
-        handle.close()
-        if err.errno not in NO_LOCKS:  # e.g. EACCES, how some filesystems say "held by another": not free
-            return None, f"could not lock {out / LOCK_FILE} ({err}): another training may hold it"
-        warnings.warn(f"could not lock {out / LOCK_FILE} ({err}): this filesystem does not support locks, so "
+    handle, message, no_locks = _try_lock(out / LOCK_FILE)
+    if no_locks is not None:
+        warnings.warn(f"could not lock {out / LOCK_FILE} ({no_locks}): this filesystem does not support locks, so "
                       "nothing stops a second training in the same output_dir", stacklevel=2)
-        return None, None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle, None
+    if handle is not None:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    return handle, message
