@@ -60,6 +60,7 @@ from data.shards import (
 )
 from data.sources import Source, resolve_source
 from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE
+from eval.errors import hyphenated
 
 log = logging.getLogger("data.prepare")
 
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="datasets cache folder (only used with --no-streaming)")
     ap.add_argument("--overwrite", action="store_true", help="replace a folder prepared with other settings")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(hyphenated(argv))  # train.py's underscore spelling works too (--val_tokens)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         prepare(args.source, args.out, config=args.config, split=args.split, text_column=args.text_column,

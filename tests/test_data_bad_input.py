@@ -91,3 +91,12 @@ def test_a_txt_file_taken_whole_by_the_val_split_suggests_splitting_it(tmp_path)
         prepare(str(src), tmp_path / "one", val_tokens=50, progress=False)
     manifest = prepare(str(src), tmp_path / "many", val_tokens=50, txt_sample_by="paragraph", progress=False)
     assert manifest["splits"]["train"]["tokens"] > 0 and manifest["splits"]["val"]["documents"] > 1
+
+
+def test_cli_takes_train_py_underscore_spelling_of_its_flags(tmp_path):
+    (tmp_path / "docs.jsonl").write_text('{"text": "one two three four"}\n{"text": "five six seven eight"}\n')
+    out = tmp_path / "o"
+    assert main([str(tmp_path / "docs.jsonl"), "--out", str(out), "--val_tokens", "3", "--shard_tokens=1000",
+                 "--no_progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["val_tokens"] == 3 and manifest["settings"]["shard_tokens"] == 1000
