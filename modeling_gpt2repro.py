@@ -540,6 +540,21 @@ def _is_plain_linear(module: nn.Module) -> bool:
             and "forward" not in module.__dict__ and not hasattr(module, "_hf_hook"))  # accelerate offload hooks
 
 
+def _list_as_a_causal_lm() -> None:
+    """Put our class in transformers' table of causal-LM class names. Two decisions there read that table, not
+    the Auto registration: Trainer shifts the labels for its label smoother (`label_smoothing_factor`) only for
+    listed class names (unlisted: each position smoothed against its own token, silently wrong), and the
+    text-generation pipeline logs 'is not supported' for unlisted ones. Runs on import, remote code included."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:  # moved in a later transformers: both decisions fall back to their defaults
+        return
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault(GPT2ReproConfig.model_type, GPT2ReproForCausalLM.__name__)
+
+
+_list_as_a_causal_lm()
+
+
 def register_auto_classes() -> None:
     """Register our classes with the Auto factories in this process, so our own scripts load our folders
     with `AutoModelForCausalLM.from_pretrained(dir)` and never need `trust_remote_code`. Idempotent."""

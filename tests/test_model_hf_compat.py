@@ -135,6 +135,27 @@ def test_trainer_sees_labels_only_and_reports_eval_loss(tmp_path):
     assert 9.0 < metrics["eval_loss"] < 12.0  # ~ln(50257) for an untrained model
 
 
+def test_trainer_label_smoothing_shifts_the_labels_as_for_stock_gpt2(tmp_path):
+    """With `label_smoothing_factor` Trainer computes the loss itself and shifts the labels only for class names in
+    transformers' causal-LM table (Auto registration does not add to it): ours were smoothed against unshifted
+    labels, each position scored on its own input token."""
+    import torch.nn.functional as F
+    from transformers import Trainer, TrainingArguments
+
+    model = tiny_model()
+    args = TrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.1, report_to=[], use_cpu=True)
+    trainer = Trainer(model=model, args=args)
+    ids = torch.randint(0, REAL, (2, 12))
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, {"input_ids": ids, "labels": ids.clone()})
+        logits = model(ids).logits.float()
+    vocab = logits.shape[-1]
+    shifted = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1), label_smoothing=0.1)
+    unshifted = F.cross_entropy(logits.reshape(-1, vocab), ids.reshape(-1), label_smoothing=0.1)
+    assert abs(shifted - unshifted) > 1e-3  # the check below can tell the two apart
+    torch.testing.assert_close(loss, shifted, rtol=1e-5, atol=1e-5)
+
+
 def test_packed_sequences_with_labels_in_eval_mode_do_not_attend_across(tmp_path):
     """Two sequences packed in one row with restarting position_ids (DataCollatorWithFlattening): in eval mode a
     default cache used to hide the packing from transformers' mask code, and tokens attended to the other
