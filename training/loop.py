@@ -32,6 +32,7 @@ from training.run_config import (ConfigError, RunConfig, format_run_config, grad
                                  validate)
 from training.run_lock import folder_in_use, lock_run_folder
 from training.signals import StopRequest
+from training.trackers import PROJECT, init_kwargs, resolve_trackers, start_error
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
@@ -57,20 +58,6 @@ def resolve_precision(setting: str) -> str:
     if from_launcher != "no":  # 'no' is also the launcher's default: it does not override the GPU default
         return from_launcher
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def resolve_trackers(setting: str) -> list[str]:
-    import importlib.util
-
-    if setting == "none":
-        return []
-    if setting == "auto":
-        for name, module in (("tensorboard", "torch.utils.tensorboard"), ("trackio", "trackio")):
-            with contextlib.suppress(ImportError, ModuleNotFoundError):
-                if importlib.util.find_spec(module.split(".")[0]) and (name != "tensorboard" or importlib.util.find_spec("tensorboard")):
-                    return [name]
-        return []
-    return [setting]
 
 
 def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
@@ -746,8 +733,16 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         metrics = MetricsLog(out / "metrics.jsonl")
         if resume_dir is not None:
             metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
-    if accelerator.log_with:
-        accelerator.init_trackers("gpt2repro", config={k: v for k, v in cfg.to_dict().items() if v is not None})
+    tracker_error = None
+    if accelerator.log_with:  # Accelerate starts trackers on the main process only
+        try:
+            accelerator.init_trackers(PROJECT, config={k: v for k, v in cfg.to_dict().items() if v is not None},
+                                      init_kwargs=init_kwargs(resolve_trackers(cfg.log_with), out) if main else {})
+        except Exception as err:  # e.g. W&B without an API key: said before step 1, not as a traceback
+            tracker_error = start_error(cfg.log_with, err)
+    tracker_error = _broadcast(accelerator, tracker_error)
+    if tracker_error:
+        return fail([tracker_error], heading="cannot start")
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = cfg.peak_flops or default_peak_flops(device_name)
@@ -875,7 +870,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 metrics.write("train", step=step, loss=loss_value, lr=lr, grad_norm=norm_value, dt_ms=1000 * dt,
                               tok_per_s=tok_s, mfu=m, tokens=tokens)
             accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": norm_value,
-                             "perf/tok_per_s": tok_s}, step=step)
+                             "train/tokens": tokens, "perf/tok_per_s": tok_s,
+                             **({"perf/mfu": m} if m is not None else {})}, step=step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
 

@@ -22,6 +22,8 @@ from typing import Literal, Optional
 
 import yaml
 
+from training.trackers import BY_NAME, is_installed
+
 TOKENIZER_VOCAB = 50257  # GPT-2 BPE ids; the embedding may have more rows (50304 = padded), never fewer
 
 
@@ -111,8 +113,9 @@ class RunConfig:
     )
     push_private: bool = _f(True, "create the push_checkpoints_to repo as private (if it does not exist yet)")
     # --- logging ---------------------------------------------------------------------------------------------
-    log_with: Literal["auto", "none", "tensorboard", "trackio"] = _f(
-        "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed"
+    log_with: Literal["auto", "none", "tensorboard", "trackio", "wandb"] = _f(
+        "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed; wandb by name (run in "
+        "OUTPUT_DIR/wandb, continued on resume; WANDB_MODE=offline without an account)"
     )
     peak_flops: Optional[float] = _f(
         None, "peak FLOP/s per device for MFU (default: bf16 798e12 on an H100, 790e12 on an H200; else no MFU)"
@@ -321,12 +324,9 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     elif not (Path(cfg.data_dir) / "manifest.json").is_file():
         e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare (to use the "
                  f"files in it: `python -m data.prepare {cfg.data_dir} --out FOLDER`, then --data_dir FOLDER)")
-    if cfg.log_with in ("tensorboard", "trackio"):  # asked for by name: without the package nothing would be logged
-        import importlib.util
-
-        if importlib.util.find_spec(cfg.log_with) is None:
-            e.append(f"log_with {cfg.log_with!r}: the package is not installed (pip install {cfg.log_with}), "
-                     "or use --log_with auto / none")
+    if cfg.log_with in BY_NAME and not is_installed(cfg.log_with):  # else Accelerate warns and logs nothing
+        e.append(f"log_with {cfg.log_with!r}: the package is not installed (pip install {cfg.log_with}), "
+                 "or use --log_with auto / none")
     if not cfg.output_dir:
         e.append("output_dir must be set")
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():

@@ -1,0 +1,74 @@
+"""Experiment trackers end to end (tiny CPU runs, as in test_train_runs): what TensorBoard and W&B receive is what
+the step lines and metrics.jsonl say, a resumed run continues the same W&B run, and a tracker that cannot
+start stops the run before step 1 with what to do."""
+
+import glob
+import os
+from pathlib import Path
+
+import pytest
+
+from test_train_runs import _args, _run, setup  # noqa: F401  (setup is a fixture)
+from training.metrics import read_metrics
+
+
+def test_tensorboard_receives_the_logged_metrics(setup, tmp_path):  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    proc = _run(_args(setup, out, "--max_steps", "4", "--log_with", "tensorboard"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = EventAccumulator(str(out / "gpt2repro"))
+    events.Reload()
+    scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+    train_rows = read_metrics(out / "metrics.jsonl", "train")
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    for row in train_rows:
+        assert scalars["train/loss"][row["step"]] == pytest.approx(row["loss"], rel=1e-6)
+        assert scalars["train/lr"][row["step"]] == pytest.approx(row["lr"], rel=1e-6)
+        assert scalars["train/tokens"][row["step"]] == row["tokens"] == 256 * row["step"]
+    assert "perf/mfu" not in scalars  # no known peak on a CPU: no made-up MFU
+    val = read_metrics(out / "metrics.jsonl", "val")
+    assert {r["step"]: pytest.approx(r["val_loss"], rel=1e-6) for r in val} == scalars["val/loss"]
+    hellaswag = read_metrics(out / "metrics.jsonl", "hellaswag")
+    assert scalars["hellaswag/acc_norm"] == {4: pytest.approx(hellaswag[-1]["acc_norm"], rel=1e-6)}
+
+
+def _wandb_runs(out: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(out / "wandb" / "offline-run-*")))
+
+
+def test_wandb_offline_run_is_named_after_the_folder_and_continued_on_resume(setup, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "my-run"
+    first = _run(_args(setup, out, "--max_steps", "2", "--log_with", "wandb"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_id = (out / "wandb_run_id").read_text().strip()
+    second = _run(_args(setup, out, "--max_steps", "4", "--log_with", "wandb"))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stdout + second.stderr
+
+    runs = _wandb_runs(out)
+    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one W&B run, two sessions
+    # The offline record files (protobuf records; wandb ships no Python reader for them any more) hold the
+    # metric names, the run name and the logged values as text.
+    first_log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
+    assert b"train/loss" in first_log and b"my-run" in first_log
+    last_log = (runs[1] / f"run-{run_id}.wandb").read_bytes()
+    final_val = read_metrics(out / "metrics.jsonl", "val")[-1]
+    assert final_val["step"] == 4 and b"val/loss" in last_log
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_before_step_1(setup, tmp_path, monkeypatch):  # noqa: F811
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no saved login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    out = tmp_path / "run"
+    proc = _run(_args(setup, out, "--max_steps", "2", "--log_with", "wandb"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "log_with 'wandb': the tracker could not start" in proc.stderr
+    assert "WANDB_MODE=offline" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "checkpoints").exists() and not read_metrics(out / "metrics.jsonl", "train")
