@@ -241,6 +241,9 @@ class HellaSwagScorer:
         device = next(base.parameters()).device
         self._check_context(base)
         mode = _scoring_mode(model)
+        sharded = _is_fsdp(base)
+        if sharded and mode == "head":
+            mode = "keep"  # through the FSDP root's forward: calling base_model directly skips its all-gather
         batches = self._plan(batch_size)
         ll = torch.zeros(self.num_requests, dtype=torch.float64, device=device)  # (Q,)
         was_training = model.training
@@ -279,6 +282,9 @@ class HellaSwagScorer:
                 logp = torch.cat([logp, logp.new_zeros(1)])  # index P is the padding zero
                 sums = logp[batch.sum_index.to(device)].sum(1)  # (R,) fp32, fixed order: deterministic
                 ll[batch.request_ids.to(device)] = sums.double()
+            if sharded:  # every forward is collective under FSDP: as many as the rank with the most batches
+                for _ in range(math.ceil(len(batches) / world_size) - len(batches[rank::world_size])):
+                    model(input_ids=batches[0].input_ids[:1].to(device), logits_to_keep=1, use_cache=False)
         finally:
             model.train(was_training)
         if world_size > 1:
@@ -357,6 +363,15 @@ def _target_logprobs(logits_of, target: torch.Tensor, vocab: int) -> torch.Tenso
         logits = logits_of(rows).float()  # (p, V)
         parts.append(-torch.nn.functional.cross_entropy(logits, target[rows], reduction="none"))
     return torch.cat(parts) if parts else torch.zeros(0, device=target.device)
+
+
+def _is_fsdp(module) -> bool:
+    """Sharded by FSDP2's fully_shard (its forwards all-gather the weights: every rank must run each one)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without torch.distributed
+        return False
+    return isinstance(module, FSDPModule)
 
 
 def _unwrap(model):

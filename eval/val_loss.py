@@ -46,7 +46,7 @@ def evaluate_val_loss(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
             for i in range(0, x.shape[0], _CE_CHUNK_ROWS):
                 chunk = logits[i:i + _CE_CHUNK_ROWS].float()  # (b, T, V)
                 total[0] += F.cross_entropy(chunk.flatten(0, 1), y[i:i + _CE_CHUNK_ROWS].flatten(), reduction="sum").double()
-            total[1] += y.numel()
+            total[1] += (y != -100).sum()  # -100: ignored positions (the loop's FSDP filler batches)
     finally:
         model.train(was_training)
     if reduce_fn is not None:

@@ -3,7 +3,6 @@ the step lines and metrics.jsonl say, a resumed run continues the same W&B run, 
 start stops the run before step 1 with what to do."""
 
 import glob
-import os
 from pathlib import Path
 
 import pytest

@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from training import checkpoint as ckpt
+from training import fsdp
 from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
 from training.optim import build_adamw, count_params, lr_at, set_lr, use_fused, with_this_runs_groups
 from training.run_config import (ConfigError, RunConfig, format_run_config, grad_accum_steps, save_run_config,
@@ -70,6 +71,8 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
         log_with=resolve_trackers(cfg.log_with) or None,
         project_dir=cfg.output_dir,
     )
+    if fsdp.launched_with_fsdp() and kwargs["mixed_precision"] in ("bf16", "fp16"):
+        kwargs["fsdp_plugin"] = fsdp.plugin_for(kwargs["mixed_precision"])  # fp32 gradient reduction
     if cfg.compile:
         kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode)
     else:
@@ -293,16 +296,6 @@ def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_ac
 # checkpoints
 
 
-def _is_fsdp(accelerator) -> bool:
-    return getattr(accelerator, "is_fsdp2", False) or accelerator.distributed_type.name == "FSDP"
-
-
-def _full_options():
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
 def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, log) -> Path:
     """Every rank writes its part into the staging folder; the main process seals and renames it."""
     from data.tokenizer import TOKENIZER_FINGERPRINT, tokenizer_for_context
@@ -312,15 +305,14 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
     if main:
         ckpt.prepare_staging(cfg.output_dir, step)
     accelerator.wait_for_everyone()
-    if _is_fsdp(accelerator):  # gather full tensors (collective: every rank takes part)
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-        model_state = get_model_state_dict(raw_model, options=_full_options())
-        optim_state = get_optimizer_state_dict(raw_model, optimizer.optimizer, options=_full_options())
+    if fsdp.is_fsdp(accelerator):  # gather full tensors (collective: every rank takes part)
+        model_state, optim_state = fsdp.gather_full_state(raw_model, optimizer.optimizer)
+        saver = fsdp.plain_twin(raw_model) if main else None
     else:
         model_state, optim_state = raw_model.state_dict(), optimizer.state_dict()
+        saver = raw_model
     if main:
-        raw_model.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
+        saver.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
         tokenizer_for_context(raw_model.config.n_positions).save_pretrained(stage / "model")
         torch.save(optim_state, stage / "optimizer.pt")
         save_grad_scaler(accelerator, stage)
@@ -361,11 +353,8 @@ def load_grad_scaler(accelerator, folder: Path) -> None:
 def load_optimizer(accelerator, raw_model, optimizer, resume_dir: Path) -> None:
     state = torch.load(resume_dir / "optimizer.pt", map_location="cpu", weights_only=True)
     state = with_this_runs_groups(state, optimizer)  # this run's AdamW settings and fused/foreach flags
-    if _is_fsdp(accelerator):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(raw_model, optimizer.optimizer, state,
-                                 options=StateDictOptions(full_state_dict=True))
+    if fsdp.is_fsdp(accelerator):
+        fsdp.load_full_optimizer_state(raw_model, optimizer.optimizer, state)
     else:
         optimizer.load_state_dict(state)
 
@@ -456,15 +445,19 @@ class Evaluator:
             model.train(was_training)
 
     def val_loss(self, model, step, metrics):
-        from data.loader import val_batches
+        from data.loader import val_batches, val_window_count
         from eval.val_loss import evaluate_val_loss
 
         cfg = self.cfg
         t0 = time.time()
         with self._mode(model):
-            batches = val_batches(cfg.data_dir, cfg.val_batch_size or cfg.micro_batch_size, cfg.seq_len,
+            batch_size = cfg.val_batch_size or cfg.micro_batch_size
+            batches = val_batches(cfg.data_dir, batch_size, cfg.seq_len,
                                   cfg.val_tokens, self.acc.process_index, self.acc.num_processes,
                                   pin_memory=self.acc.device.type == "cuda")
+            if fsdp.is_fsdp(self.acc):  # every forward is collective: each rank runs as many as the busiest one
+                n_windows = val_window_count(cfg.data_dir, cfg.seq_len, cfg.val_tokens)
+                batches = fsdp.padded_val_batches(batches, n_windows, batch_size, self.acc.num_processes, cfg.seq_len)
             loss, n_tokens = evaluate_val_loss(model, batches, self._reduce)
         loss, n_tokens = float(loss), int(n_tokens)
         self.log(f"val step {step:>6} | val_loss {loss:.6f} | tokens {n_tokens:,} | {time.time() - t0:.1f}s")
@@ -752,7 +745,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     log("resolved run config:\n" + format_run_config(cfg))
     log(
         "\n".join([
-            f"world size {world} | device {device} ({device_name}) | precision {precision}"
+            f"world size {world}{' (FSDP)' if fsdp.is_fsdp(accelerator) else ''} | device {device} ({device_name})"
+            f" | precision {precision}"
             f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {_compile_desc(cfg)}"
             f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}"
             f" | data prefetch {'on' if prefetcher is not None else 'off'}"
@@ -772,7 +766,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     # Validation runs a compiled module of its own over the same weights (fixed shapes: compiled once for
     # no_grad). Not `accelerator.unwrap_model(model)`: with compile + DDP, accelerate 1.15 unwraps by setting
     # the compiled wrapper's `_orig_mod` to the bare module, which silently drops DDP from the training model.
-    eval_model = torch.compile(raw_model) if cfg.compile and not _is_fsdp(accelerator) else raw_model
+    eval_model = torch.compile(raw_model) if cfg.compile and not fsdp.is_fsdp(accelerator) else raw_model
 
     def evaluate(step: int, final: bool = False):
         if final or _due(step, cfg.eval_every):

@@ -1,0 +1,123 @@
+"""FSDP2 (configs/accelerate/fsdp2.yaml) on two CPU processes, through Accelerate's real FSDP2 preparation
+(tests/fsdp_cpu_train.py explains the one switch it needs on CPU), compared with one process on the same global
+batch (the tiny setup of test_train_runs):
+
+- evaluation with ranks holding unequal numbers of batches (every forward is collective under FSDP: the rank
+  with fewer used to wait forever), and HellaSwag right after a training step (it used to bypass the root
+  module's weight gather);
+- the same losses as one process; the checkpoint's model folder is a plain one (our auto_map and code, the tied
+  weight once) that loads with trust_remote_code;
+- an FSDP run resumes from a one-process checkpoint (position-keyed optimizer state) and one process from an
+  FSDP checkpoint, both landing on the one-process run's losses.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train_runs import REPO, TIMEOUT, _args, _env, _run, setup  # noqa: F401  (setup is a fixture)
+from training.metrics import read_metrics
+
+# Evaluation batches of 7 rows. 15 validation windows: rank 0 holds 8 (2 batches), rank 1 holds 7 (1 batch);
+# HellaSwag's 48 rows make 7 batches (4 and 3). HellaSwag at step 2 comes straight after a training step
+# (validation runs at 0, 4 and 8).
+EVAL_ARGS = ["--val_batch_size", "7", "--val_tokens", "480", "--hellaswag_every", "2", "--eval_every", "4",
+             "--save_every", "4"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_fsdp(args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "configs/accelerate/fsdp2.yaml"), "--num_processes", "2", "--main_process_port",
+           str(_free_port()), str(REPO / "tests/fsdp_cpu_train.py"), *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def _losses(out: Path, kind: str = "train", key: str = "loss") -> dict[int, float]:
+    return {row["step"]: row[key] for row in read_metrics(out / "metrics.jsonl", kind)}
+
+
+@pytest.fixture(scope="module")
+def one_process(setup, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("fsdp") / "one"
+    proc = _run(_args(setup, out, *EVAL_ARGS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def fsdp(setup, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("fsdp") / "two"
+    proc = _run_fsdp(_args(setup, out, *EVAL_ARGS))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "world size 2 (FSDP)" in proc.stdout + proc.stderr
+    return out
+
+
+def test_fsdp_evaluates_unequal_shares_and_matches_one_process(one_process, fsdp):
+    for kind, key in (("train", "loss"), ("val", "val_loss"), ("hellaswag", "acc_norm")):
+        ours, reference = _losses(fsdp, kind, key), _losses(one_process, kind, key)
+        assert ours.keys() == reference.keys() and ours, kind
+        for step in reference:
+            assert ours[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-6), (kind, step)
+    # the filler batches of the rank with fewer windows count no tokens
+    assert [r["val_tokens"] for r in read_metrics(fsdp / "metrics.jsonl", "val")] == [15 * 32] * 3
+
+
+def test_fsdp_checkpoint_is_a_plain_model_folder_that_loads_with_remote_code(one_process, fsdp, tmp_path):
+    model_dir = fsdp / "checkpoints" / "step_00000008" / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_gpt2repro.GPT2ReproForCausalLM"
+    assert sorted(p.name for p in model_dir.glob("*.py")) == ["configuration_gpt2repro.py", "modeling_gpt2repro.py"]
+    single = one_process / "checkpoints" / "step_00000008" / "model" / "model.safetensors"
+    assert (model_dir / "model.safetensors").stat().st_size == single.stat().st_size  # the tied weight once
+
+    script = ("import sys, torch; from transformers import AutoModelForCausalLM; "
+              "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True); "
+              "print(type(m).__module__, m.lm_head.weight is m.transformer.wte.weight)")
+    env = {**_env(), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    proc = subprocess.run([sys.executable, "-c", script, str(model_dir)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    module, tied = proc.stdout.strip().splitlines()[-1].split()
+    assert module.startswith("transformers_modules") and tied == "True"  # the folder's own code, weights tied
+
+
+def test_resume_across_fsdp_and_one_process_both_ways(setup, one_process, fsdp, tmp_path):  # noqa: F811
+    reference = _losses(one_process)
+    step4 = "checkpoints/step_00000004"
+
+    fsdp_from_one = tmp_path / "fsdp_from_one"
+    proc = _run_fsdp(_args(setup, fsdp_from_one, *EVAL_ARGS, "--resume", str(one_process / step4)))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    one_from_fsdp = tmp_path / "one_from_fsdp"
+    proc = _run(_args(setup, one_from_fsdp, *EVAL_ARGS, "--resume", str(fsdp / step4)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    for out in (fsdp_from_one, one_from_fsdp):
+        resumed = _losses(out)
+        assert sorted(resumed) == [5, 6, 7, 8], out.name
+        for step, loss in resumed.items():
+            assert loss == pytest.approx(reference[step], rel=1e-4), (out.name, step)
+
+
+def test_fsdp_bf16_reports_the_loss_as_computed_not_rounded_to_bf16(setup, tmp_path):  # noqa: F811
+    """Accelerate's FSDP2 policy for bf16 also reduces gradients and returns outputs in bf16: each rank's loss came
+    back rounded to a multiple of 1/16 (bf16 near 10), their mean a multiple of 1/32. Ours reduces in fp32 and
+    leaves outputs alone."""
+    out = tmp_path / "bf16"
+    proc = _run_fsdp(_args(setup, out, "--mixed_precision", "bf16", "--max_steps", "2", "--eval_every", "0",
+                           "--hellaswag_every", "0", "--sample_every", "0", "--no_eval_at_end"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    losses = list(_losses(out).values())
+    assert len(losses) == 2
+    assert all(loss * 64 != round(loss * 64) for loss in losses), losses
