@@ -541,13 +541,14 @@ def _is_plain_linear(module: nn.Module) -> bool:
 
 
 def _list_as_a_causal_lm() -> None:
-    """Put our class in transformers' table of causal-LM class names. Two decisions there read that table, not
-    the Auto registration: Trainer shifts the labels for its label smoother (`label_smoothing_factor`) only for
-    listed class names (unlisted: each position smoothed against its own token, silently wrong), and the
-    text-generation pipeline logs 'is not supported' for unlisted ones. Runs on import, remote code included."""
+    """Put our class in transformers' table of causal-LM class names, which Auto registration does not fill:
+    Trainer shifts the labels for its label smoother (`label_smoothing_factor`) only for listed class names
+    (unlisted: each position smoothed against its own token, silently wrong). The text-generation pipeline also
+    reads it, for instances of a class never registered with the Auto factories. Runs on import, remote code
+    included; the Auto mappings ignore the entry (they only list model types that have a known config)."""
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    except ImportError:  # moved in a later transformers: both decisions fall back to their defaults
+    except ImportError:  # moved in a later transformers: Trainer then smooths unshifted, as before
         return
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault(GPT2ReproConfig.model_type, GPT2ReproForCausalLM.__name__)
 

@@ -121,3 +121,31 @@ def test_fsdp_bf16_reports_the_loss_as_computed_not_rounded_to_bf16(setup, tmp_p
     losses = list(_losses(out).values())
     assert len(losses) == 2
     assert all(loss * 64 != round(loss * 64) for loss in losses), losses
+
+
+def test_fp32_gradient_reduction_only_for_fsdp2_launches(monkeypatch):
+    """Our MixedPrecisionPolicy is an FSDP2 type: passing it to an FSDP1 launch made Accelerate refuse to start."""
+    import torch
+
+    from training.fsdp import plugin_for_launch
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    assert plugin_for_launch("bf16") is None
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert plugin_for_launch("no") is None
+    policy = plugin_for_launch("bf16").mixed_precision_policy
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32, None)
+
+
+def test_the_checkpoint_twin_keeps_the_models_generation_settings():
+    """The FSDP checkpoint is saved through a weightless twin built from the config: it dropped generation
+    settings the model carried (an init_from export's top-k sampling)."""
+    from model_helpers import tiny_model
+    from training.fsdp import plain_twin
+
+    model = tiny_model()
+    model.generation_config.do_sample, model.generation_config.top_k = True, 7
+    twin = plain_twin(model)
+    assert type(twin) is type(model) and twin.device.type == "meta"
+    assert (twin.generation_config.do_sample, twin.generation_config.top_k) == (True, 7)

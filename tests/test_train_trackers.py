@@ -38,26 +38,37 @@ def _wandb_runs(out: Path) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(out / "wandb" / "offline-run-*")))
 
 
-def test_wandb_offline_run_is_named_after_the_folder_and_continued_on_resume(setup, tmp_path, monkeypatch):  # noqa: F811
+def test_wandb_offline_sessions_are_runs_of_their_own_named_after_the_folder(setup, tmp_path, monkeypatch):  # noqa: F811
+    """Offline W&B cannot continue a run (two sessions with one id would overwrite each other when synced): a
+    resumed training's offline session is a new run with the folder's name and group."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "my-run"
     first = _run(_args(setup, out, "--max_steps", "2", "--log_with", "wandb"))
     assert first.returncode == 0, first.stderr[-3000:]
-    run_id = (out / "wandb_run_id").read_text().strip()
     second = _run(_args(setup, out, "--max_steps", "4", "--log_with", "wandb"))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stdout + second.stderr
 
     runs = _wandb_runs(out)
-    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one W&B run, two sessions
+    ids = {r.name.rsplit("-", 1)[1] for r in runs}
+    assert len(runs) == 2 and len(ids) == 2 and not (out / "wandb_run_id").exists()
     # The offline record files (protobuf records; wandb ships no Python reader for them any more) hold the
-    # metric names, the run name and the logged values as text.
-    first_log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
-    assert b"train/loss" in first_log and b"my-run" in first_log
-    last_log = (runs[1] / f"run-{run_id}.wandb").read_bytes()
-    final_val = read_metrics(out / "metrics.jsonl", "val")[-1]
-    assert final_val["step"] == 4 and b"val/loss" in last_log
+    # metric names, the run name and the group as text.
+    logs = [(r / f"run-{r.name.rsplit('-', 1)[1]}.wandb").read_bytes() for r in runs]
+    assert all(b"train/loss" in log and b"my-run" in log for log in logs)
+    assert read_metrics(out / "metrics.jsonl", "val")[-1]["step"] == 4 and b"val/loss" in logs[1]
+
+
+def test_wandb_online_keeps_one_run_id_per_folder_and_resumes_it(tmp_path, monkeypatch):
+    """Online, every session of a run folder starts W&B with the folder's one id and resume='allow'."""
+    from training.trackers import init_kwargs
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    first, again = init_kwargs(["wandb"], tmp_path)["wandb"], init_kwargs(["wandb"], tmp_path)["wandb"]
+    assert first == again and first["resume"] == "allow" and len(first["id"]) == 12
+    assert first["name"] == first["group"] == tmp_path.name and first["dir"] == str(tmp_path)
+    assert init_kwargs(["tensorboard"], tmp_path) == {}
 
 
 def test_a_tracker_that_cannot_start_stops_the_run_before_step_1(setup, tmp_path, monkeypatch):  # noqa: F811

@@ -12,6 +12,7 @@ Tested on CPU processes through Accelerate's real FSDP2 preparation (tests/test_
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -22,13 +23,13 @@ def is_fsdp(accelerator) -> bool:
     return getattr(accelerator, "is_fsdp2", False) or accelerator.distributed_type.name == "FSDP"
 
 
-def launched_with_fsdp() -> bool:
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-
-
-def plugin_for(mixed_precision: str):
-    """The FSDP plugin for `Accelerator(fsdp_plugin=...)`: its other settings come from the launcher's FSDP_*
-    environment (the accelerate config file), as without one."""
+def plugin_for_launch(mixed_precision: str):
+    """The plugin for `Accelerator(fsdp_plugin=...)` when launched with FSDP2 and bf16/fp16, else None (FSDP1
+    keeps Accelerate's own). Its other settings come from the launcher's FSDP_* environment (the accelerate
+    config file), as without one."""
+    launched = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not (launched and os.environ.get("FSDP_VERSION") == "2" and mixed_precision in ("bf16", "fp16")):
+        return None
     from accelerate.utils import FullyShardedDataParallelPlugin
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
@@ -61,7 +62,9 @@ def plain_twin(raw_model):
 
     cls = next(c for c in type(raw_model).__mro__ if not issubclass(c, FSDPModule))
     with torch.device("meta"):
-        return cls(raw_model.config)
+        twin = cls(raw_model.config)
+    twin.generation_config = copy.deepcopy(raw_model.generation_config)  # e.g. sampling settings of an init_from
+    return twin
 
 
 def load_full_optimizer_state(raw_model, inner_optimizer, state: dict) -> None:
@@ -78,11 +81,13 @@ def keyed_by_name(state: dict, raw_model, inner_optimizer) -> dict:
     saved = [key for group in state["param_groups"] for key in group["params"]]
     if all(isinstance(key, str) for key in saved):
         return state
+    saved_sizes = [len(group["params"]) for group in state["param_groups"]]
+    sizes = [len(group["params"]) for group in inner_optimizer.param_groups]
+    if saved_sizes != sizes:  # the check Optimizer.load_state_dict makes
+        raise ValueError(f"the checkpoint's optimizer has parameter groups of sizes {saved_sizes}, this model's "
+                         f"{sizes}: it was saved for another model")
     name_of = {id(p): name for name, p in raw_model.named_parameters()}  # a tied tensor: its first name
-    names = [name_of[id(p)] for group in inner_optimizer.param_groups for p in group["params"]]
-    if len(names) != len(saved):
-        raise ValueError(f"the checkpoint's optimizer holds {len(saved)} parameters, this model {len(names)}")
-    rename = dict(zip(saved, names))
+    rename = dict(zip(saved, (name_of[id(p)] for group in inner_optimizer.param_groups for p in group["params"])))
     return {"state": {rename[key]: value for key, value in state["state"].items()},
             "param_groups": [{**group, "params": [rename[key] for key in group["params"]]}
                              for group in state["param_groups"]]}

@@ -71,8 +71,9 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
         log_with=resolve_trackers(cfg.log_with) or None,
         project_dir=cfg.output_dir,
     )
-    if fsdp.launched_with_fsdp() and kwargs["mixed_precision"] in ("bf16", "fp16"):
-        kwargs["fsdp_plugin"] = fsdp.plugin_for(kwargs["mixed_precision"])  # fp32 gradient reduction
+    fsdp_plugin = fsdp.plugin_for_launch(kwargs["mixed_precision"])  # FSDP2: gradients reduced in fp32
+    if fsdp_plugin is not None:
+        kwargs["fsdp_plugin"] = fsdp_plugin
     if cfg.compile:
         kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode)
     else:
@@ -724,8 +725,6 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if main:
         save_run_config(cfg, out / "run_config.yaml")
         metrics = MetricsLog(out / "metrics.jsonl")
-        if resume_dir is not None:
-            metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
     tracker_error = None
     if accelerator.log_with:  # Accelerate starts trackers on the main process only
         try:
@@ -736,6 +735,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     tracker_error = _broadcast(accelerator, tracker_error)
     if tracker_error:
         return fail([tracker_error], heading="cannot start")
+    if main and resume_dir is not None:
+        metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = cfg.peak_flops or default_peak_flops(device_name)

@@ -115,7 +115,7 @@ class RunConfig:
     # --- logging ---------------------------------------------------------------------------------------------
     log_with: Literal["auto", "none", "tensorboard", "trackio", "wandb"] = _f(
         "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed; wandb by name (run in "
-        "OUTPUT_DIR/wandb, continued on resume; WANDB_MODE=offline without an account)"
+        "OUTPUT_DIR/wandb, continued on resume when online; WANDB_MODE=offline without an account)"
     )
     peak_flops: Optional[float] = _f(
         None, "peak FLOP/s per device for MFU (default: bf16 798e12 on an H100, 790e12 on an H200; else no MFU)"

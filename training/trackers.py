@@ -4,16 +4,19 @@
 'tensorboard', 'trackio' or 'wandb' by name (the package must be installed: checked with the run config).
 Accelerate starts them on the main process only; each writes into the run folder:
 - TensorBoard: OUTPUT_DIR/gpt2repro/ (a resumed run adds event files to the same folder);
-- W&B: OUTPUT_DIR/wandb/, a run named after the run folder, under the project "gpt2repro". Its id is kept in
-  OUTPUT_DIR/wandb_run_id, so a resumed training continues the same W&B run (steps it logs again after an
-  interruption are dropped by W&B: deterministic resume logs the same values). Without an account or network:
-  WANDB_MODE=offline, then `wandb sync OUTPUT_DIR/wandb/offline-run-*` later.
+- W&B: OUTPUT_DIR/wandb/, a run named and grouped after the run folder, under the project "gpt2repro". Online,
+  its id is kept in OUTPUT_DIR/wandb_run_id and a resumed training continues the same W&B run; steps it logs
+  again after an interruption are dropped by W&B, which keeps the first values (a resume logs the same values
+  unless its settings changed). Offline (WANDB_MODE=offline: no account or network needed) W&B cannot continue
+  a run, so each session is a run of its own in the same group; `wandb sync OUTPUT_DIR/wandb/offline-run-*`
+  uploads them later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import uuid
 from pathlib import Path
 
@@ -40,11 +43,13 @@ def init_kwargs(trackers: list[str], out_dir: Path) -> dict:
     """Per-tracker keyword arguments for `Accelerator.init_trackers` (main process: it writes the W&B id)."""
     kwargs = {}
     if "wandb" in trackers:
-        id_file = out_dir / WANDB_ID_FILE
-        if not id_file.is_file():
-            id_file.write_text(uuid.uuid4().hex[:12] + "\n")
-        kwargs["wandb"] = {"dir": str(out_dir), "name": out_dir.resolve().name, "id": id_file.read_text().strip(),
-                           "resume": "allow"}
+        name = out_dir.resolve().name
+        kwargs["wandb"] = {"dir": str(out_dir), "name": name, "group": name}
+        if os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun", "disabled"):
+            id_file = out_dir / WANDB_ID_FILE
+            if not id_file.is_file():
+                id_file.write_text(uuid.uuid4().hex[:12] + "\n")
+            kwargs["wandb"].update(id=id_file.read_text().strip(), resume="allow")
     return kwargs
 
 
