@@ -110,6 +110,20 @@ def test_resume_across_fsdp_and_one_process_both_ways(setup, one_process, fsdp, 
             assert loss == pytest.approx(reference[step], rel=1e-4), (out.name, step)
 
 
+def test_fsdp_with_compile_trains_and_evaluates_through_the_sharded_root(setup, one_process, tmp_path):  # noqa: F811
+    """Accelerate wrapped the whole model in torch.compile before fully_shard: the evaluation, which runs the
+    model itself, then called a module that is not the FSDP root and failed at validation step 0. Now the
+    blocks are compiled in place (regional compilation) and the root stays the model."""
+    out = tmp_path / "compiled"
+    proc = _run_fsdp(_args(setup, out, *EVAL_ARGS, "--compile", "--max_steps", "2"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert sorted(_losses(out)) == [1, 2]
+    for kind, key in (("train", "loss"), ("val", "val_loss"), ("hellaswag", "acc_norm")):
+        ours, ref = _losses(out, kind, key), _losses(one_process, kind, key)
+        common = sorted(ours.keys() & ref.keys())  # validation: steps 0 and 2 here, 0, 4 and 8 there
+        assert common and all(ours[step] == pytest.approx(ref[step], rel=1e-3) for step in common), (kind, ours)
+
+
 def test_fsdp_bf16_reports_the_loss_as_computed_not_rounded_to_bf16(setup, tmp_path):  # noqa: F811
     """Accelerate's FSDP2 policy for bf16 also reduces gradients and returns outputs in bf16: each rank's loss came
     back rounded to a multiple of 1/16 (bf16 near 10), their mean a multiple of 1/32. Ours reduces in fp32 and

@@ -1,5 +1,7 @@
 """What the loop does differently when Accelerate shards the model with FSDP (configs/accelerate/fsdp2.yaml).
 
+- Compile: per transformer block, in place (Accelerate's regional compilation): a whole-model torch.compile
+  wrapper is what fully_shard then shards, and calls through it skip the per-block weight gathers.
 - Precision: Accelerate's FSDP2 default under bf16/fp16 also reduces gradients and returns outputs in the low
   precision (the logged loss rounded to bf16); we keep low-precision weights for compute and reduce in fp32.
 - Checkpoints hold full tensors, gathered from the shards (every rank takes part), saved through a weightless
@@ -23,12 +25,17 @@ def is_fsdp(accelerator) -> bool:
     return getattr(accelerator, "is_fsdp2", False) or accelerator.distributed_type.name == "FSDP"
 
 
+def launched_with_fsdp2() -> bool:
+    """`accelerate launch` with an FSDP2 config (it exports its settings as environment variables)."""
+    return (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+            and os.environ.get("FSDP_VERSION") == "2")
+
+
 def plugin_for_launch(mixed_precision: str):
     """The plugin for `Accelerator(fsdp_plugin=...)` when launched with FSDP2 and bf16/fp16, else None (FSDP1
     keeps Accelerate's own). Its other settings come from the launcher's FSDP_* environment (the accelerate
     config file), as without one."""
-    launched = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if not (launched and os.environ.get("FSDP_VERSION") == "2" and mixed_precision in ("bf16", "fp16")):
+    if not (launched_with_fsdp2() and mixed_precision in ("bf16", "fp16")):
         return None
     from accelerate.utils import FullyShardedDataParallelPlugin
     from torch.distributed.fsdp import MixedPrecisionPolicy

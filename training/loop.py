@@ -75,7 +75,8 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
     if fsdp_plugin is not None:
         kwargs["fsdp_plugin"] = fsdp_plugin
     if cfg.compile:
-        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode)
+        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode,
+                                                    use_regional_compilation=fsdp.launched_with_fsdp2())
     else:
         kwargs["dynamo_backend"] = "no"  # the run config decides, not a launcher default
     return Accelerator(**kwargs)
