@@ -33,7 +33,8 @@ from training.run_config import (ConfigError, RunConfig, format_run_config, grad
                                  validate)
 from training.run_lock import folder_in_use, lock_run_folder
 from training.signals import StopRequest
-from training.trackers import PROJECT, init_kwargs, resolve_trackers, start_error
+from training import trackers
+from training.trackers import resolve_trackers
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
@@ -484,7 +485,7 @@ class Evaluator:
         if metrics:
             metrics.write("hellaswag", step=step, acc=res["acc"], acc_norm=res["acc_norm"],
                           acc_tokennorm=res["acc_tokennorm"], n=res["n"])
-        self.acc.log({"hellaswag/acc_norm": res["acc_norm"], "hellaswag/acc": res["acc"]}, step=step)
+        self.acc.log({f"hellaswag/{name}": res[name] for name in ("acc_norm", "acc", "acc_tokennorm")}, step=step)
         return res
 
     def samples(self, model, step, metrics):
@@ -723,21 +724,16 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     busy = _broadcast(accelerator, busy)
     if busy:
         return fail([busy], heading="cannot start")
+    tracker_error = trackers.start(accelerator, {k: v for k, v in cfg.to_dict().items() if v is not None}, out,
+                                   start_step)
+    tracker_error = _broadcast(accelerator, tracker_error)
+    if tracker_error:  # before the run folder gets its config and metrics files
+        return fail([tracker_error], heading="cannot start")
     if main:
         save_run_config(cfg, out / "run_config.yaml")
         metrics = MetricsLog(out / "metrics.jsonl")
-    tracker_error = None
-    if accelerator.log_with:  # Accelerate starts trackers on the main process only
-        try:
-            accelerator.init_trackers(PROJECT, config={k: v for k, v in cfg.to_dict().items() if v is not None},
-                                      init_kwargs=init_kwargs(resolve_trackers(cfg.log_with), out) if main else {})
-        except Exception as err:  # e.g. W&B without an API key: said before step 1, not as a traceback
-            tracker_error = start_error(cfg.log_with, err)
-    tracker_error = _broadcast(accelerator, tracker_error)
-    if tracker_error:
-        return fail([tracker_error], heading="cannot start")
-    if main and resume_dir is not None:
-        metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
+        if resume_dir is not None:
+            metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = cfg.peak_flops or default_peak_flops(device_name)
@@ -760,6 +756,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
             f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
             + (f"{peak / 1e12:.0f} TFLOP/s per device" if peak else "unknown (set --peak_flops for MFU)"),
+            trackers.describe(cfg.log_with, out),
             (f"resuming from {resume_dir} at step {start_step}" if resume_dir else
              f"starting from {_origin(cfg.init_from)}"),
         ])

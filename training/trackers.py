@@ -1,15 +1,18 @@
-"""Experiment trackers, through Accelerate's: which one a run uses, and how each is started for a run folder.
+"""Experiment trackers, through Accelerate's: which one a run uses, how it is started for a run folder, and
+what the start-up banner says about it.
 
-`log_with`: 'auto' = TensorBoard if installed, else trackio, else none (both write locally, no account);
-'tensorboard', 'trackio' or 'wandb' by name (the package must be installed: checked with the run config).
-Accelerate starts them on the main process only; each writes into the run folder:
-- TensorBoard: OUTPUT_DIR/gpt2repro/ (a resumed run adds event files to the same folder);
-- W&B: OUTPUT_DIR/wandb/, a run named and grouped after the run folder, under the project "gpt2repro". Online,
-  its id is kept in OUTPUT_DIR/wandb_run_id and a resumed training continues the same W&B run; steps it logs
-  again after an interruption are dropped by W&B, which keeps the first values (a resume logs the same values
-  unless its settings changed). Offline (WANDB_MODE=offline: no account or network needed) W&B cannot continue
-  a run, so each session is a run of its own in the same group; `wandb sync OUTPUT_DIR/wandb/offline-run-*`
-  uploads them later.
+`log_with`: 'auto' = TensorBoard if installed, else trackio, else none (both keep their data locally, no
+account); 'tensorboard', 'trackio' or 'wandb' by name (the package must be installed: checked with the run
+config). Accelerate starts them on the main process only.
+- TensorBoard: OUTPUT_DIR/gpt2repro/. A resumed training purges the steps after its checkpoint that an
+  interrupted session had logged, so each step shows once (SummaryWriter's purge_step).
+- W&B: OUTPUT_DIR/wandb/, a run named and grouped after the run folder, in the project $WANDB_PROJECT (default
+  "gpt2repro"). Online, its id is kept in OUTPUT_DIR/wandb_run_id and a resumed training continues the same
+  W&B run; steps it logs again after an interruption are dropped by W&B, which keeps the first values (a
+  resume logs the same values unless its settings changed). Offline (WANDB_MODE=offline: no account or network
+  needed) W&B cannot continue a run, so each session is a run of its own in the same group;
+  `wandb sync OUTPUT_DIR/wandb/offline-run-*` uploads them later.
+- trackio: trackio's own local store, in the project "gpt2repro" (not exercised by our tests).
 """
 
 from __future__ import annotations
@@ -39,13 +42,23 @@ def resolve_trackers(setting: str) -> list[str]:
     return [setting]
 
 
-def init_kwargs(trackers: list[str], out_dir: Path) -> dict:
-    """Per-tracker keyword arguments for `Accelerator.init_trackers` (main process: it writes the W&B id)."""
+def project_name(trackers: list[str]) -> str:
+    return (os.environ.get("WANDB_PROJECT") or PROJECT) if trackers == ["wandb"] else PROJECT
+
+
+def wandb_offline() -> bool:
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
+
+
+def init_kwargs(trackers: list[str], out_dir: Path, start_step: int) -> dict:
+    """Per-tracker keyword arguments for `Accelerator.init_trackers` (main process: it may write the W&B id)."""
     kwargs = {}
+    if "tensorboard" in trackers and start_step > 0:
+        kwargs["tensorboard"] = {"purge_step": start_step + 1}  # hide what an interrupted session logged after it
     if "wandb" in trackers:
         name = out_dir.resolve().name
         kwargs["wandb"] = {"dir": str(out_dir), "name": name, "group": name}
-        if os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun", "disabled"):
+        if not wandb_offline():
             id_file = out_dir / WANDB_ID_FILE
             if not id_file.is_file():
                 id_file.write_text(uuid.uuid4().hex[:12] + "\n")
@@ -53,9 +66,39 @@ def init_kwargs(trackers: list[str], out_dir: Path) -> dict:
     return kwargs
 
 
-def start_error(setting: str, err: Exception) -> str:
-    """What to tell the user when a tracker fails to start (nothing has been trained yet)."""
+def start(accelerator, config: dict, out_dir: Path, start_step: int) -> str | None:
+    """Start the run's tracker (a no-op without one); returns what to tell the user if it could not start."""
+    trackers = [str(t) for t in accelerator.log_with or []]  # LoggerType values: 'tensorboard', 'wandb', ...
+    if not trackers:
+        return None
+    had_id = (out_dir / WANDB_ID_FILE).is_file()
+    try:
+        accelerator.init_trackers(project_name(trackers), config=config,
+                                  init_kwargs=init_kwargs(trackers, out_dir, start_step)
+                                  if accelerator.is_main_process else {})
+    except Exception as err:  # e.g. W&B without an API key or network: said before step 1, not as a traceback
+        if not had_id:
+            (out_dir / WANDB_ID_FILE).unlink(missing_ok=True)
+        return start_error(trackers, err)
+    return None
+
+
+def start_error(trackers: list[str], err: Exception) -> str:
     hint = "or --log_with none"
-    if resolve_trackers(setting) == ["wandb"]:
-        hint = "`wandb login`, WANDB_API_KEY, or WANDB_MODE=offline to log locally (or --log_with none)"
-    return f"log_with {setting!r}: the tracker could not start ({type(err).__name__}: {err}): {hint}"
+    if trackers == ["wandb"]:
+        hint = ("not logged in: `wandb login` or WANDB_API_KEY; W&B not reachable (no network): WANDB_MODE=offline "
+                "logs locally; or --log_with none")
+    return f"log_with {trackers[0]!r}: the tracker could not start ({type(err).__name__}: {err}): {hint}"
+
+
+def describe(setting: str, out_dir: Path) -> str:
+    """The banner's tracker line: which one 'auto' became and where its data goes."""
+    trackers = resolve_trackers(setting)
+    if not trackers:
+        return f"tracker none ({'log_with none' if setting == 'none' else 'neither tensorboard nor trackio installed'})"
+    if trackers == ["tensorboard"]:
+        return f"tracker tensorboard -> {out_dir / PROJECT} (tensorboard --logdir {out_dir})"
+    if trackers == ["wandb"]:
+        mode = "offline" if wandb_offline() else "online"
+        return f"tracker wandb ({mode}, project {project_name(trackers)}) -> {out_dir / 'wandb'}"
+    return f"tracker {trackers[0]} (project {PROJECT})"
