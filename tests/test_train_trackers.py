@@ -35,6 +35,9 @@ def test_tensorboard_receives_the_logged_metrics(setup, tmp_path):  # noqa: F811
     for name in ("acc_norm", "acc", "acc_tokennorm"):
         assert scalars[f"hellaswag/{name}"] == {4: pytest.approx(hellaswag[-1][name], rel=1e-6)}
     assert "tracker tensorboard -> " in proc.stdout + proc.stderr  # the banner says where the events go
+    samples = read_metrics(out / "metrics.jsonl", "sample")[-1]
+    texts = [events.Tensors(f"samples/{i}/text_summary")[-1] for i in range(len(samples["texts"]))]
+    assert [(t.step, t.tensor_proto.string_val[0].decode()) for t in texts] == [(4, x) for x in samples["texts"]]
 
     # An interrupted session logged steps 3-4 after its last checkpoint (step 2): the resumed session's
     # values replace them, each step shows once.

@@ -502,6 +502,7 @@ class Evaluator:
             self.log(f"sample {i} step {step}: {text!r}")
         if metrics:
             metrics.write("sample", step=step, prompt=cfg.sample_prompt, texts=list(texts))
+        self.acc.log({f"samples/{i}": text for i, text in enumerate(texts)}, step=step)  # TensorBoard: Text tab
         return texts
 
 
