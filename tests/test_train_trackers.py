@@ -10,6 +10,7 @@ import pytest
 
 from test_train_runs import _args, _run, setup  # noqa: F401  (setup is a fixture)
 from training.metrics import read_metrics
+from training.trackers import as_verbatim_markdown
 
 
 def test_tensorboard_receives_the_logged_metrics(setup, tmp_path):  # noqa: F811
@@ -37,7 +38,8 @@ def test_tensorboard_receives_the_logged_metrics(setup, tmp_path):  # noqa: F811
     assert "tracker tensorboard -> " in proc.stdout + proc.stderr  # the banner says where the events go
     samples = read_metrics(out / "metrics.jsonl", "sample")[-1]
     texts = [events.Tensors(f"samples/{i}/text_summary")[-1] for i in range(len(samples["texts"]))]
-    assert [(t.step, t.tensor_proto.string_val[0].decode()) for t in texts] == [(4, x) for x in samples["texts"]]
+    assert [(t.step, t.tensor_proto.string_val[0].decode()) for t in texts] == [
+        (4, as_verbatim_markdown(x)) for x in samples["texts"]]
 
     # An interrupted session logged steps 3-4 after its last checkpoint (step 2): the resumed session's
     # values replace them, each step shows once.
@@ -97,3 +99,13 @@ def test_a_tracker_that_cannot_start_stops_the_run_before_step_1(setup, tmp_path
     assert "WANDB_MODE=offline" in proc.stderr and "Traceback" not in proc.stderr
     # nothing of ours left in the folder: no config, metrics, checkpoints or W&B id (a later run starts clean)
     assert sorted(p.name for p in out.iterdir() if p.name != ".lock") in ([], ["wandb"])
+
+
+def test_samples_show_verbatim_in_tensorboard():
+    """TensorBoard renders text as Markdown: a sample's `__init__` came out bold and its line breaks vanished."""
+    import numpy as np
+    from tensorboard.plugins.text.text_plugin import text_array_to_html
+
+    sample = "def __init__(self, *a):\n\n    return <b>x</b>"
+    html = text_array_to_html(np.array(as_verbatim_markdown(sample).encode()), True)
+    assert html == "<pre><code>def __init__(self, *a):\n\n    return &lt;b&gt;x&lt;/b&gt;\n</code></pre>"

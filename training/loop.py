@@ -76,6 +76,9 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
     if fsdp_plugin is not None:
         kwargs["fsdp_plugin"] = fsdp_plugin
     if cfg.compile:
+        # Per-block compile only under FSDP2 (see training/fsdp.py); elsewhere the whole model, whatever the
+        # launcher config says (Accelerate's regional compile of a non-FSDP model under mixed precision ran the
+        # uncompiled blocks: accelerate#4188).
         kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode,
                                                     use_regional_compilation=fsdp.launched_with_fsdp2())
     else:
@@ -502,7 +505,7 @@ class Evaluator:
             self.log(f"sample {i} step {step}: {text!r}")
         if metrics:
             metrics.write("sample", step=step, prompt=cfg.sample_prompt, texts=list(texts))
-        self.acc.log({f"samples/{i}": text for i, text in enumerate(texts)}, step=step)  # TensorBoard: Text tab
+        trackers.log_texts(self.acc, {f"samples/{i}": text for i, text in enumerate(texts)}, step)
         return texts
 
 

@@ -91,6 +91,22 @@ def start_error(trackers: list[str], err: Exception) -> str:
     return f"log_with {trackers[0]!r}: the tracker could not start ({type(err).__name__}: {err}): {hint}"
 
 
+def log_texts(accelerator, texts: dict[str, str], step: int) -> None:
+    """Text values (samples) to the tracker. TensorBoard renders text as Markdown (`__init__` turned bold, line
+    breaks dropped): it gets an indented block, shown verbatim."""
+    if "tensorboard" in [str(t) for t in accelerator.log_with or []]:
+        if accelerator.is_main_process:
+            writer = accelerator.get_tracker("tensorboard", unwrap=True)
+            for tag, text in texts.items():
+                writer.add_text(tag, as_verbatim_markdown(text), step)
+    else:
+        accelerator.log(texts, step=step)
+
+
+def as_verbatim_markdown(text: str) -> str:
+    return "    " + text.replace("\n", "\n    ")  # an indented code block
+
+
 def describe(setting: str, out_dir: Path) -> str:
     """The banner's tracker line: which one 'auto' became and where its data goes."""
     trackers = resolve_trackers(setting)
@@ -99,6 +115,8 @@ def describe(setting: str, out_dir: Path) -> str:
     if trackers == ["tensorboard"]:
         return f"tracker tensorboard -> {out_dir / PROJECT} (tensorboard --logdir {out_dir})"
     if trackers == ["wandb"]:
+        if os.environ.get("WANDB_MODE", "").lower() == "disabled":
+            return "tracker wandb disabled (WANDB_MODE=disabled: nothing is logged)"
         mode = "offline" if wandb_offline() else "online"
         return f"tracker wandb ({mode}, project {project_name(trackers)}) -> {out_dir / 'wandb'}"
     return f"tracker {trackers[0]} (project {PROJECT})"
