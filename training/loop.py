@@ -76,9 +76,8 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
     if fsdp_plugin is not None:
         kwargs["fsdp_plugin"] = fsdp_plugin
     if cfg.compile:
-        # Per-block compile only under FSDP2 (see training/fsdp.py); elsewhere the whole model, whatever the
-        # launcher config says (Accelerate's regional compile of a non-FSDP model under mixed precision ran the
-        # uncompiled blocks: accelerate#4188).
+        # Per-block compile only under FSDP2 (see training/fsdp.py); elsewhere the whole model, as measured in
+        # BENCHMARKS.md, whatever a launcher config's dynamo settings say (the run config decides).
         kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode,
                                                     use_regional_compilation=fsdp.launched_with_fsdp2())
     else:
