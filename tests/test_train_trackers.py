@@ -86,6 +86,12 @@ def test_wandb_online_keeps_one_run_id_per_folder_and_resumes_it(tmp_path, monke
     assert first == again and first["resume"] == "allow" and len(first["id"]) == 12
     assert first["name"] == first["group"] == tmp_path.name and first["dir"] == str(tmp_path)
 
+    from training.trackers import describe, project_name
+
+    monkeypatch.setenv("WANDB_PROJECT", "my-project")  # W&B's own setting for where runs go is honoured
+    assert project_name(["wandb"]) == "my-project" and project_name(["tensorboard"]) == "gpt2repro"
+    assert "online, project my-project" in describe("wandb", tmp_path)
+
 
 def test_a_tracker_that_cannot_start_stops_the_run_before_step_1(setup, tmp_path, monkeypatch):  # noqa: F811
     for name in ("WANDB_MODE", "WANDB_API_KEY"):
