@@ -432,10 +432,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from eval.load import load_model, model_dir_of
 
-    model_dir_of(args.model)  # a wrong model path is reported before any download
+    # Resolved once: a run folder's newest checkpoint may change while this runs; the score stays with this one.
+    model_dir = model_dir_of(args.model)  # a wrong model path is reported before any download
     data = args.data or _hub_hellaswag_file()
     examples = read_hellaswag(data, args.limit)  # bad data fails before the model is loaded
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     max_length = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     print(format_report(result))
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
-    out = save_results(args.model, result, data=data, limit=args.limit, output=args.output,
+    out = save_results(model_dir, result, data=data, limit=args.limit, output=args.output,
                        batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bool(args.bf16),
                        seconds=round(seconds, 3))
     print(f"saved {out}")

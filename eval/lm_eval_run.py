@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from eval.load import load_model, model_dir_of, results_path
 
-    model, tokenizer = load_model(args.model)
+    model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
+    model, tokenizer = load_model(model_dir)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     t0 = time.perf_counter()
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(make_table(out))
     import lm_eval
 
-    record = {"model": str(model_dir_of(args.model)), "data": args.data, "limit": args.limit,
+    record = {"model": str(model_dir), "data": args.data, "limit": args.limit,
               "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
               "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
               "n-samples": dict(out.get("n-samples") or {}), "lm_eval_config": out.get("config")}
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key in ("results", "versions", "n-samples"):
             if "hellaswag_local" in record[key]:
                 record[key]["hellaswag"] = record[key]["hellaswag_local"]
-    path = Path(args.output) if args.output else results_path(args.model, RESULTS_FILE)
+    path = Path(args.output) if args.output else results_path(model_dir, RESULTS_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"saved {path}")

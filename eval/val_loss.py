@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     from data.tokenizer import EOT_ID
     from eval.load import load_model, model_dir_of, results_path
 
-    model, _ = load_model(args.model)
+    model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
+    model, _ = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     context = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
@@ -85,9 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise EvalInputError(str(err)) from None
     seconds = time.perf_counter() - t0
     print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s")
-    record = {"model": str(model_dir_of(args.model)), "data": str(args.data), "seq_len": seq_len,
+    record = {"model": str(model_dir), "data": str(args.data), "seq_len": seq_len,
               "max_tokens": args.max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3)}
-    out = Path(args.output) if args.output else results_path(args.model, "val_loss.json")
+    out = Path(args.output) if args.output else results_path(model_dir, "val_loss.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {out}")

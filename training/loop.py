@@ -34,7 +34,6 @@ from training.run_config import (ConfigError, RunConfig, format_run_config, grad
 from training.run_lock import folder_in_use, lock_run_folder
 from training.signals import StopRequest
 from training import trackers
-from training.trackers import resolve_trackers
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
@@ -69,7 +68,7 @@ def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
     kwargs = dict(
         gradient_accumulation_steps=grad_accum,
         mixed_precision=resolve_precision(cfg.mixed_precision),
-        log_with=resolve_trackers(cfg.log_with) or None,
+        log_with=trackers.resolve_trackers(cfg.log_with) or None,
         project_dir=cfg.output_dir,
     )
     fsdp_plugin = fsdp.plugin_for_launch(kwargs["mixed_precision"])  # FSDP2: gradients reduced in fp32

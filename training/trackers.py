@@ -66,9 +66,13 @@ def init_kwargs(trackers: list[str], out_dir: Path, start_step: int) -> dict:
     return kwargs
 
 
+def active(accelerator) -> list[str]:
+    return [str(t) for t in accelerator.log_with or []]  # LoggerType values: 'tensorboard', 'wandb', ...
+
+
 def start(accelerator, config: dict, out_dir: Path, start_step: int) -> str | None:
     """Start the run's tracker (a no-op without one); returns what to tell the user if it could not start."""
-    trackers = [str(t) for t in accelerator.log_with or []]  # LoggerType values: 'tensorboard', 'wandb', ...
+    trackers = active(accelerator)
     if not trackers:
         return None
     had_id = (out_dir / WANDB_ID_FILE).is_file()
@@ -94,7 +98,7 @@ def start_error(trackers: list[str], err: Exception) -> str:
 def log_texts(accelerator, texts: dict[str, str], step: int) -> None:
     """Text values (samples) to the tracker. TensorBoard renders text as Markdown (`__init__` turned bold, line
     breaks dropped): it gets an indented block, shown verbatim."""
-    if "tensorboard" in [str(t) for t in accelerator.log_with or []]:
+    if "tensorboard" in active(accelerator):
         if accelerator.is_main_process:
             writer = accelerator.get_tracker("tensorboard", unwrap=True)
             for tag, text in texts.items():
