@@ -41,12 +41,13 @@ from pathlib import Path
 
 import torch
 
-from eval.errors import EvalInputError, hyphenated, run_cli
+from eval.errors import hyphenated, run_cli
 from eval.hellaswag_data import (
     MC_LETTERS,
     HellaSwagExample,
     cloze_choices,
     cloze_query,
+    find_hellaswag_file,
     mc_prompt,
     read_hellaswag,
 )
@@ -421,7 +422,8 @@ def format_report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.hellaswag", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
-    parser.add_argument("--data", help="HellaSwag jsonl (default: Rowan/hellaswag validation from the Hub)")
+    parser.add_argument("--data", help="HellaSwag jsonl (default: $HELLASWAG_FILE, else Rowan/hellaswag validation "
+                        "from the Hub, downloaded once)")
     parser.add_argument("--limit", type=int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward (default 32)")
     parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Resolved once: a run folder's newest checkpoint may change while this runs; the score stays with this one.
     model_dir = model_dir_of(args.model)  # a wrong model path is reported before any download
-    data = args.data or _hub_hellaswag_file()
+    data = args.data or find_hellaswag_file("pass --data path/to/hellaswag_val.jsonl (or set HELLASWAG_FILE)")
     examples = read_hellaswag(data, args.limit)  # bad data fails before the model is loaded
     model, tokenizer = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -478,37 +480,6 @@ def save_results(model_path, result: dict, *, data, limit, output=None, **detail
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     return out
-
-
-def _hub_hellaswag_file() -> Path:
-    """Rowan/hellaswag validation from the Hub, written once as jsonl into the datasets cache. With
-    HF_HUB_OFFLINE=1 only that cache is read; with no network and no offline mode this fails in about a second
-    instead of after the libraries' retries."""
-    from huggingface_hub import constants
-
-    from publish.hub import hub_reachable
-
-    if not constants.HF_HUB_OFFLINE and not hub_reachable():
-        raise EvalInputError(
-            "could not reach huggingface.co to download Rowan/hellaswag; pass --data path/to/hellaswag_val.jsonl "
-            "(or, if it is in your datasets cache already, set HF_HUB_OFFLINE=1 to read it from there)"
-        )
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset("Rowan/hellaswag", split="validation")
-    except Exception as err:  # offline, no datasets, Hub down: all mean "give me a file"
-        raise EvalInputError(
-            f"could not load Rowan/hellaswag from the Hub ({type(err).__name__}); "
-            "pass --data path/to/hellaswag_val.jsonl"
-        ) from None
-    path = Path(ds.cache_files[0]["filename"]).parent / "hellaswag_val.jsonl" if ds.cache_files else None
-    if path is None:
-        path = Path("out") / "hellaswag_val.jsonl"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.to_json(str(path), lines=True)
-    return path
 
 
 if __name__ == "__main__":

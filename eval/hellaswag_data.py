@@ -1,6 +1,8 @@
 """HellaSwag examples: read the original jsonl and build the three prompt formulations we score.
 
 Owns the text side only (no tokenizer, no model):
+- `find_hellaswag_file(how)` finds the file: $HELLASWAG_FILE, an earlier download, else Rowan/hellaswag from
+  the Hub, kept as jsonl for the next time (training and `python -m eval.hellaswag` share this one copy);
 - `read_hellaswag(path, limit)` validates every line and says which file and line is wrong;
 - `preprocess` / `cloze_query` mirror lm-eval's `hellaswag` task (`lm_eval/tasks/hellaswag/utils.py`) so the
   in-loop scorer needs no lm-eval at run time; tests/test_eval_hellaswag.py checks them against lm-eval's own
@@ -17,6 +19,7 @@ The three formulations:
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,55 @@ def mc_prompt(ex: HellaSwagExample) -> str:
     """The multiple-choice prompt: query, the four choices labelled A-D, then "Answer:" (scored: " A" .. " D")."""
     lines = [cloze_query(ex)] + [f"{letter}. {choice}" for letter, choice in zip(MC_LETTERS, cloze_choices(ex))]
     return "\n".join(lines) + "\nAnswer:"
+
+
+HUB_DATASET = "Rowan/hellaswag"  # the validation split is the original hellaswag_val.jsonl, label as a string
+
+
+def downloaded_file() -> Path:
+    """Where a Hub download is kept: $HF_HOME/gpt2repro/hellaswag_val.jsonl."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "gpt2repro" / "hellaswag_val.jsonl"
+
+
+def local_hellaswag_file() -> Path | None:
+    """$HELLASWAG_FILE if set, else an earlier download if there is one, else None."""
+    if os.environ.get("HELLASWAG_FILE"):
+        return Path(os.environ["HELLASWAG_FILE"])  # read_hellaswag says so if it is not there
+    return downloaded_file() if downloaded_file().is_file() else None
+
+
+def find_hellaswag_file(how: str) -> Path:
+    """The local file (`local_hellaswag_file`), else the Hub's validation split written to `downloaded_file()`.
+    Raises `EvalInputError` ending with `how` (the caller's way to pass a file) when neither can be had.
+
+    Offline (HF_HUB_OFFLINE=1) only the datasets cache is read. With no network and no offline mode the check
+    takes about a second instead of the libraries' retries."""
+    local = local_hellaswag_file()
+    if local is not None:
+        return local
+    from huggingface_hub import constants
+
+    from publish.hub import hub_reachable
+
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
+        raise EvalInputError(f"could not reach huggingface.co to download {HUB_DATASET} (if it is in your datasets "
+                             f"cache already, HF_HUB_OFFLINE=1 reads it from there); {how}")
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(HUB_DATASET, split="validation")
+    except Exception as err:  # noqa: BLE001 - offline and not cached, Hub down, no datasets: all mean "a file"
+        why = ("HF_HUB_OFFLINE is set and it is not in the datasets cache" if constants.HF_HUB_OFFLINE
+               else type(err).__name__)
+        raise EvalInputError(f"could not load {HUB_DATASET} from the Hub ({why}); {how}") from None
+    path = downloaded_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # renamed whole: a crash leaves no half file
+    rows.to_json(str(partial), lines=True)
+    partial.replace(path)
+    return path
 
 
 def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwagExample]:

@@ -1,6 +1,6 @@
 """Run lm-evaluation-harness in-process on a checkpoint or export (HFLM wraps the loaded model: no remote code).
 
-    python -m eval.lm_eval_run --model PATH                          # hellaswag from the Hub (Rowan/hellaswag)
+    python -m eval.lm_eval_run --model PATH                          # hellaswag: $HELLASWAG_FILE, else the Hub
     python -m eval.lm_eval_run --model PATH --data hellaswag_val.jsonl [--mc] [--limit N]   # offline
     python -m eval.lm_eval_run --model PATH --tasks hellaswag,arc_easy,piqa      # any lm-eval task names
 
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.lm_eval_run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder, run folder or Hub id")
     parser.add_argument("--tasks", default="hellaswag", help="comma-separated lm-eval task names")
-    parser.add_argument("--data", help="local HellaSwag jsonl: run hellaswag offline from this file")
+    parser.add_argument("--data", help="local HellaSwag jsonl: run hellaswag offline from this file (default: "
+                        "$HELLASWAG_FILE or the copy eval.hellaswag / train.py downloaded, if there is one; else "
+                        "lm-eval's own Hub download)")
     parser.add_argument("--mc", action="store_true", help="also run the multiple-choice HellaSwag formulation")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--batch-size", default="16", help="int or 'auto'")
@@ -112,14 +114,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
+    from eval.hellaswag_data import local_hellaswag_file
     from eval.load import load_model, model_dir_of, results_path
 
+    data = args.data or local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     model, tokenizer = load_model(model_dir)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     t0 = time.perf_counter()
-    out = run_lm_eval(model, tokenizer, [t for t in args.tasks.split(",") if t], args.data, args.mc, args.limit,
+    out = run_lm_eval(model, tokenizer, [t for t in args.tasks.split(",") if t], data, args.mc, args.limit,
                       batch_size, args.num_fewshot)
     seconds = time.perf_counter() - t0
     from lm_eval.utils import make_table
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(make_table(out))
     import lm_eval
 
-    record = {"model": str(model_dir), "data": args.data, "limit": args.limit,
+    record = {"model": str(model_dir), "data": data and str(data), "limit": args.limit,
               "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
               "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
               "n-samples": dict(out.get("n-samples") or {}), "lm_eval_config": out.get("config")}

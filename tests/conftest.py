@@ -40,6 +40,17 @@ def shared_data():
     return resolve
 
 
+@pytest.fixture(autouse=True)
+def no_users_hellaswag(monkeypatch, tmp_path_factory):
+    """The user's $HELLASWAG_FILE and an earlier HellaSwag download in their HF_HOME are not seen by tests: a
+    test that wants one sets it (the "no data" paths would otherwise pass or fail by machine)."""
+    from eval import hellaswag_data
+
+    monkeypatch.delenv("HELLASWAG_FILE", raising=False)
+    absent = tmp_path_factory.getbasetemp() / "no_hellaswag_download" / "hellaswag_val.jsonl"
+    monkeypatch.setattr(hellaswag_data, "downloaded_file", lambda: absent)
+
+
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
     from data.tokenizer import gpt2_tokenizer as build

@@ -64,10 +64,13 @@ def test_hellaswag_cli_saves_json_beside_model(export_dir, shared_data, capsys):
 def test_lm_eval_run_in_process_saves_json(export_dir, shared_data, monkeypatch):
     from eval.lm_eval_run import main
 
+    """Offline through $HELLASWAG_FILE (what --data would name): lm-eval's own task on that file."""
     data = shared_data("hellaswag/hellaswag_val.jsonl")
     monkeypatch.chdir(REPO_ROOT)
-    main(["--model", str(export_dir), "--data", str(data), "--limit", "4", "--batch-size", "8"])
+    monkeypatch.setenv("HELLASWAG_FILE", str(data))
+    main(["--model", str(export_dir), "--limit", "4", "--batch-size", "8"])
     saved = json.loads((export_dir / "eval_results" / "lm_eval.json").read_text())
+    assert saved["data"] == str(data)
     assert saved["results"]["hellaswag"]["acc,none"] == saved["results"]["hellaswag_local"]["acc,none"]
     from publish.model_card import load_lm_eval_results  # the model card reads this file
 
@@ -110,6 +113,42 @@ def test_hub_default_fails_clearly_offline(export_dir):
         main(["--model", str(export_dir), "--limit", "2"])
 
 
+def test_a_hub_download_is_kept_once_and_shared_by_the_cli_and_training(export_dir, shared_data, monkeypatch,
+                                                                        tmp_path, capsys):
+    """Rowan/hellaswag (label as a string, as the Hub has it) is written whole to one file; after that neither
+    `python -m eval.hellaswag` nor train.py's 'auto' downloads again, offline included."""
+    import datasets
+    import huggingface_hub.constants
+
+    import publish.hub
+    from eval import hellaswag_data
+    from eval.hellaswag import main
+    from training.loop import resolve_hellaswag
+
+    rows = [json.loads(line) for line in shared_data("hellaswag/hellaswag_val.jsonl").open()][:3]
+    hub_rows = datasets.Dataset.from_list([{**row, "label": str(row["label"])} for row in rows])
+    calls = []
+
+    def fake_load_dataset(name, split):
+        calls.append((name, split))
+        return hub_rows
+
+    kept = tmp_path / "hf_home" / "gpt2repro" / "hellaswag_val.jsonl"
+    monkeypatch.setattr(hellaswag_data, "downloaded_file", lambda: kept)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(publish.hub, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    first = main(["--model", str(export_dir), "--output", str(tmp_path / "r1.json")])
+    assert calls == [("Rowan/hellaswag", "validation")] and first["n"] == 3
+    assert [p.name for p in kept.parent.iterdir()] == ["hellaswag_val.jsonl"]  # no partial file left
+    assert json.loads((tmp_path / "r1.json").read_text())["data"] == str(kept)
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    again = main(["--model", str(export_dir), "--output", str(tmp_path / "r2.json")])
+    assert again == first and resolve_hellaswag("auto", log=pytest.fail) == str(kept)
+    assert len(calls) == 1
+
+
 def test_hub_default_without_network_fails_at_once_without_offline_mode(export_dir, monkeypatch):
     """No network and HF_HUB_OFFLINE unset: the message comes from the reachability check, before datasets spends
     its retries; it names both ways out."""
@@ -126,7 +165,7 @@ def test_hub_default_without_network_fails_at_once_without_offline_mode(export_d
         raise AssertionError("load_dataset called although the Hub is unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", no_download)
-    with pytest.raises(EvalInputError, match="could not reach huggingface.co.*--data.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(EvalInputError, match="could not reach huggingface.co.*HF_HUB_OFFLINE=1.*--data"):
         main(["--model", str(export_dir), "--limit", "2"])
 
 

@@ -648,12 +648,13 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
 def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monkeypatch):
     from training import loop
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HELLASWAG_FILE", raising=False)
-    monkeypatch.setattr(loop, "HELLASWAG_CACHE", tmp_path / "none.jsonl")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # and no download (conftest)
     lines = []
     assert loop.resolve_hellaswag("auto", log=lines.append) is None
     assert len(lines) == 1 and lines[0].startswith("HellaSwag skipped") and "--hellaswag_file" in lines[0]
+    assert "HF_HUB_OFFLINE is set and it is not in the datasets cache" in lines[0]
     local = tmp_path / "hs.jsonl"
     local.write_text("{}\n")
     monkeypatch.setenv("HELLASWAG_FILE", str(local))

@@ -36,7 +36,6 @@ from training.signals import StopRequest
 from training import trackers
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
-HELLASWAG_CACHE = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "gpt2repro" / "hellaswag_val.jsonl"
 
 
 class NonFiniteError(RuntimeError):
@@ -165,30 +164,20 @@ def _origin(init_from: str) -> str:
 
 
 def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
-    """Path of the HellaSwag val jsonl, or None (with one line saying why and how to enable it)."""
-    how = ("to enable it pass --hellaswag_file PATH/hellaswag_val.jsonl (or set HELLASWAG_FILE), "
-           "or run once online")
+    """Path of the HellaSwag val jsonl, or None (with one line saying why and how to enable it). 'auto': as
+    `python -m eval.hellaswag` finds it ($HELLASWAG_FILE, an earlier download, the Hub)."""
+    from eval.errors import EvalInputError
+    from eval.hellaswag_data import find_hellaswag_file
+
     if setting == "off":
         return None
     if setting != "auto":
         return setting
-    for candidate in (os.environ.get("HELLASWAG_FILE"), HELLASWAG_CACHE):
-        if candidate and Path(candidate).is_file():
-            return str(candidate)
-    from publish.hub import hub_reachable
-
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True", "YES", "yes") or not hub_reachable():
-        log(f"HellaSwag skipped: no local file and the Hub is not reachable; {how}.")
-        return None
     try:
-        from datasets import load_dataset
-
-        rows = load_dataset("Rowan/hellaswag", split="validation")
-        HELLASWAG_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        rows.to_json(str(HELLASWAG_CACHE), lines=True)
-        return str(HELLASWAG_CACHE)
-    except Exception as err:  # noqa: BLE001 - any download problem means "skip, and say so"
-        log(f"HellaSwag skipped: download from the Hub failed ({type(err).__name__}: {err}); {how}.")
+        return str(find_hellaswag_file("to enable it pass --hellaswag_file PATH/hellaswag_val.jsonl "
+                                       "(or set HELLASWAG_FILE), or run once online"))
+    except EvalInputError as err:
+        log(f"HellaSwag skipped: {err}.")
         return None
 
 

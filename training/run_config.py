@@ -95,7 +95,8 @@ class RunConfig:
     val_batch_size: Optional[int] = _f(None, "sequences per validation forward (default: micro_batch_size)")
     hellaswag_every: int = _f(250, "HellaSwag every N steps (0 = only at the end)")
     hellaswag_file: str = _f(
-        "auto", "HellaSwag val jsonl; 'auto' = $HELLASWAG_FILE or the Hub when online, 'off' = never"
+        "auto",
+        "HellaSwag val jsonl; 'auto' = $HELLASWAG_FILE, an earlier download, or the Hub when online; 'off' = never",
     )
     hellaswag_limit: Optional[int] = _f(None, "score only the first N HellaSwag examples (default: all 10,042)")
     sample_every: int = _f(250, "text samples every N steps (0 = only at the end)")
