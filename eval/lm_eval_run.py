@@ -134,11 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"model": str(model_dir), "data": data and str(data), "limit": args.limit,
               "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
               "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
-              "n-samples": dict(out.get("n-samples") or {}), "lm_eval_config": out.get("config")}
+              "n-shot": dict(out.get("n-shot") or {}), "n-samples": dict(out.get("n-samples") or {}),
+              "lm_eval_config": out.get("config")}
     if "hellaswag_local" in record["results"]:
         # the same task as lm-eval's `hellaswag`, on a local copy: also filed under that name, so readers of
         # lm-eval output (publish/model_card.py) find it; "data" says where it came from.
-        for key in ("results", "versions", "n-samples"):
+        for key in ("results", "versions", "n-shot", "n-samples"):
             if "hellaswag_local" in record[key]:
                 record[key]["hellaswag"] = record[key]["hellaswag_local"]
     path = Path(args.output) if args.output else results_path(model_dir, RESULTS_FILE)

@@ -223,14 +223,10 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
 
     lm_eval_file = folder / lm_eval_run.RESULTS_FILE
     if lm_eval_results is None and lm_eval_file.is_file():
-        try:
-            shots = (json.loads(lm_eval_file.read_text()).get("n-shot") or {}).get("hellaswag")
-            if shots:
-                skip(lm_eval_file, f"{shots}-shot; the card reports 0-shot")
-            else:
-                lm_eval_results = {**load_lm_eval_results(lm_eval_file),
-                                   "where": f"lm-eval on checkpoint step {src.step:,} after training"}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        try:  # ValueError: unusable, or few-shot
+            lm_eval_results = {**load_lm_eval_results(lm_eval_file),
+                               "where": f"lm-eval on checkpoint step {src.step:,} after training"}
+        except (OSError, ValueError) as err:
             skip(lm_eval_file, err)
     scorer = folder / hellaswag.RESULTS_FILE
     if metrics is not None and src.step is not None and src.step not in metrics.hellaswag_records and scorer.is_file():

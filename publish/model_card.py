@@ -215,20 +215,28 @@ def build_model_card(inputs: CardInputs) -> ModelCard:
 
 
 def load_lm_eval_results(path: str | Path) -> dict:
-    """HellaSwag acc/acc_norm from an lm-eval results JSON (`lm_eval ... --output_path`)."""
+    """HellaSwag acc/acc_norm from an lm-eval results JSON (`lm_eval ... --output_path`, or eval.lm_eval_run's).
+    0-shot only: the card compares with 0-shot references, so a few-shot result is refused. Anything unusable
+    raises ValueError saying what the file lacks."""
+    what = "pass the results file lm-eval wrote (`lm_eval ... --output_path`, or eval.lm_eval_run's lm_eval.json)"
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): pass the results file lm-eval wrote "
-                         "(`lm_eval ... --output_path`, or eval.lm_eval_run's eval_results/lm_eval.json)") from None
+        raise ValueError(f"{path} is not valid JSON ({err}): {what}") from None
     try:
         task = data["results"]["hellaswag"]
-    except KeyError as err:
-        raise ValueError(f"{path}: no results.hellaswag in this lm-eval output") from err
-    out = {"acc": task["acc,none"], "acc_norm": task["acc_norm,none"],
+        acc, acc_norm = float(task["acc,none"]), float(task["acc_norm,none"])
+        shots = (data.get("n-shot") or {}).get("hellaswag")
+        n = (data.get("n-samples") or {}).get("hellaswag", {}).get("effective")
+        version = (data.get("versions") or {}).get("hellaswag")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: no HellaSwag acc/acc_norm in it ({type(err).__name__}: {err}): {what}") from None
+    if shots:
+        raise ValueError(f"{path}: HellaSwag was scored {shots}-shot; the model card reports 0-shot (the references "
+                         "are 0-shot): run lm-eval without --num_fewshot")
+    out = {"acc": acc, "acc_norm": acc_norm,
            "acc_stderr": task.get("acc_stderr,none"), "acc_norm_stderr": task.get("acc_norm_stderr,none"),
-           "version": (data.get("versions") or {}).get("hellaswag"), "lm_eval_version": data.get("lm_eval_version")}
-    n = (data.get("n-samples") or {}).get("hellaswag", {}).get("effective")
+           "version": version, "lm_eval_version": data.get("lm_eval_version")}
     if n:
         out["n"] = n
     return out

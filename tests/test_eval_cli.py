@@ -75,6 +75,12 @@ def test_lm_eval_run_in_process_saves_json(export_dir, shared_data, monkeypatch)
     from publish.model_card import load_lm_eval_results  # the model card reads this file
 
     assert load_lm_eval_results(export_dir / "eval_results" / "lm_eval.json")["n"] == 4
+    assert saved["n-shot"]["hellaswag"] == 0
+    # a few-shot score is recorded as such, and the model card (0-shot references) refuses it
+    main(["--model", str(export_dir), "--limit", "2", "--batch-size", "8", "--num-fewshot", "1"])
+    assert json.loads((export_dir / "eval_results" / "lm_eval.json").read_text())["n-shot"]["hellaswag"] == 1
+    with pytest.raises(ValueError, match="1-shot"):
+        load_lm_eval_results(export_dir / "eval_results" / "lm_eval.json")
 
 
 @pytest.mark.parametrize("content,expected", [

@@ -53,6 +53,21 @@ def test_lm_eval_results_replace_the_in_loop_lm_eval_numbers(metrics, tmp_path):
     assert "lm-eval 0.4.13 run on this export" in card.text
 
 
+@pytest.mark.parametrize("content,expected", [
+    ("[1, 2]", "no HellaSwag acc/acc_norm"),
+    ('{"results": {"hellaswag": {"acc,none": 0.3}}}', "no HellaSwag acc/acc_norm"),
+    ('{"results": {"arc_easy": {"acc,none": 0.5}}}', "no HellaSwag acc/acc_norm"),
+    ('{"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}, "n-shot": {"hellaswag": 10}}',
+     "10-shot; the model card reports 0-shot"),
+    ("{oops", "is not valid JSON"),
+])
+def test_unusable_lm_eval_results_are_refused_with_a_reason(tmp_path, content, expected):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=expected):
+        load_lm_eval_results(path)
+
+
 def test_card_names_a_local_starting_point():
     card = build_model_card(CardInputs(model_name="m", run_config={"init_from": "runs/demo"}))
     assert "continued from a local model (`demo`)" in card.text and "from scratch" not in card.text  # no local path
