@@ -20,7 +20,7 @@ What it measures, in this order, in one process:
    same train shards, timed the same way from its own per-step stamps.
    For both: the first --warmup steps are excluded (compile, allocator), then --windows windows of --window
    steps; tok/s = median over windows. Peak GPU memory per run from torch.cuda.max_memory_allocated.
-4. in-loop evaluations (training.loop.Evaluator, as train.py runs them; fresh 124M weights, since cost does not
+4. in-loop evaluations (training.evaluator.Evaluator, as train.py runs them; fresh 124M weights, since cost does not
    depend on them): validation loss on --val-tokens (10,485,760) tokens with the compiled module, HellaSwag on
    all 10,042 examples with the eager module, samples. Each is run twice: the first call includes compilation
    and warm-up, the second is the steady cost a training run pays at every evaluation.
@@ -247,7 +247,9 @@ def run_evals(args, cfg, device: torch.device) -> dict:
 
     from data.loader import val_window_count
     from data.tokenizer import gpt2_tokenizer
-    from training.loop import Evaluator, build_model, make_accelerator
+    from training.accelerator import make_accelerator
+    from training.evaluator import Evaluator
+    from training.model_init import build_model
 
     cfg.hellaswag_file, cfg.val_tokens = str(args.hellaswag), args.val_tokens
     cfg.hellaswag_limit = args.hellaswag_limit

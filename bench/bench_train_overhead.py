@@ -4,7 +4,7 @@
     python bench/bench_train_overhead.py --device cuda --n_layer 12 --n_embd 768 --seq_len 1024 \
         --micro_batch 16 --grad_accum 4 --bf16 --compile                  # GPU: the 124M recipe's step
 
-"ours" is `training.loop.optimizer_step` (what train.py runs every step: LR set, micro-batches through
+"ours" is `training.step.optimizer_step` (what train.py runs every step: LR set, micro-batches through
 `accelerator.accumulate` + `accelerator.backward`, `accelerator.clip_grad_norm_`, the cross-rank loss/stop
 reduce, the non-finite check, the prepared optimizer's step) plus the per-step bookkeeping train.py does
 (step line, metrics.jsonl row). "plain" is the same math written directly in PyTorch, build-nanogpt style
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
 
     from configuration_gpt2repro import GPT2ReproConfig
     from modeling_gpt2repro import GPT2ReproForCausalLM
-    from training.loop import optimizer_step
+    from training.step import optimizer_step
     from training.metrics import MetricsLog, step_line
     from training.optim import param_groups
 

@@ -1,6 +1,6 @@
 """Worker for tests/test_train_ddp.py, launched by torchrun with 2 CPU (gloo) processes.
 
-Runs `training.loop.train_step` (what train.py does per optimizer step) with grad_accum=2 on a DDP model
+Runs `training.step.train_step` (what train.py does per optimizer step) with grad_accum=2 on a DDP model
 prepared by Accelerate, and records on which micro-step DDP's gradient all-reduce ran (a counting comm hook).
 Rank 0 writes the all-reduced gradients and the hook log to OUT (torch.save).
 
@@ -35,7 +35,7 @@ def main(out: str) -> None:
     from accelerate import Accelerator
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-    from training.loop import train_step
+    from training.step import train_step
 
     torch.set_num_threads(1)
     acc = Accelerator(gradient_accumulation_steps=GRAD_ACCUM, cpu=True)

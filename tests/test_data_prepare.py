@@ -4,7 +4,6 @@ split follows its rule, and the output does not depend on chunking, process coun
 import hashlib
 import json
 import platform
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +12,7 @@ import pytest
 
 from data.prepare import prepare
 from data.shards import NPY_HEADER_BYTES
-from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, gpt2_bpe_files
+from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT
 
 EDU_150 = "fineweb-edu/fineweb_edu_150docs.parquet"
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from eval.errors import EvalInputError, run_cli
 
@@ -129,7 +128,7 @@ def test_a_hub_download_is_kept_once_and_shared_by_the_cli_and_training(export_d
     import publish.hub
     from eval import hellaswag_data
     from eval.hellaswag import main
-    from training.loop import resolve_hellaswag
+    from training.evaluator import resolve_hellaswag
 
     rows = [json.loads(line) for line in shared_data("hellaswag/hellaswag_val.jsonl").open()][:3]
     hub_rows = datasets.Dataset.from_list([{**row, "label": str(row["label"])} for row in rows])

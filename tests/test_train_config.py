@@ -176,7 +176,7 @@ def test_compile_mode_reaches_the_dynamo_plugin(tmp_path):
     """--compile_mode is what Accelerate compiles with (and the default is torch.compile's default)."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from training.loop import make_accelerator
+    from training.accelerator import make_accelerator
 
     data = _fake_data_dir(tmp_path)
     for extra, mode in (([], "default"), (["--compile_mode", "max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs")):

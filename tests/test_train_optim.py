@@ -65,7 +65,7 @@ def test_accumulated_accelerate_step_equals_plain_big_batch_step(fresh_accelerat
     plain batch's full-logits loss."""
     from accelerate import Accelerator
 
-    from training.loop import train_step
+    from training.step import train_step
 
     accum, B, T, steps = 4, 2, 16, 3
     cfg = SimpleNamespace(**{**vars(RECIPE), "max_lr": 1e-3, "warmup_steps": 1, "max_steps": steps})
@@ -132,7 +132,7 @@ class _OneProcess:
 def _step_with(monkeypatch, optimizer, param, scale_by=None, poison=False):
     """optimizer_step on a one-parameter problem; `scale_by` is a GradScaler (fp16), `poison` makes the gradient
     inf (an fp16 overflow)."""
-    from training import loop
+    from training import step
 
     def train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests, chunk):
         loss = (param ** 2).sum()
@@ -143,8 +143,8 @@ def _step_with(monkeypatch, optimizer, param, scale_by=None, poison=False):
             scale_by.unscale_(optimizer.optimizer)  # as accelerator.clip_grad_norm_ does under fp16
         return loss.detach(), torch.nn.utils.clip_grad_norm_([param], 1.0)
 
-    monkeypatch.setattr(loop, "train_step", train_step)
-    return loop.optimizer_step(_OneProcess(), None, optimizer, None, lr=1e-2, grad_accum=1, grad_clip=1.0,
+    monkeypatch.setattr(step, "train_step", train_step)
+    return step.optimizer_step(_OneProcess(), None, optimizer, None, lr=1e-2, grad_accum=1, grad_clip=1.0,
                                device=torch.device("cpu"))
 
 
@@ -184,7 +184,7 @@ def test_a_checkpoint_from_an_unfused_run_steps_fused_after_resume(fresh_acceler
     from accelerate import Accelerator
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from training.loop import load_optimizer
+    from training.checkpoint_state import load_optimizer
 
     accelerator = Accelerator(cpu=True)
     param, folder = _unfused_checkpoint(tmp_path)
@@ -205,7 +205,7 @@ def test_a_cpu_checkpoint_resumes_fused_on_cuda(fresh_accelerate, tmp_path):
     from accelerate import Accelerator
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from training.loop import load_optimizer
+    from training.checkpoint_state import load_optimizer
 
     accelerator = Accelerator()
     _, folder = _unfused_checkpoint(tmp_path)
@@ -223,7 +223,7 @@ def test_the_fp16_loss_scale_is_saved_and_restored(tmp_path):
     first steps for overflow. Without a scaler (bf16, fp32) nothing is written."""
     from types import SimpleNamespace
 
-    from training.loop import GRAD_SCALER_FILE, load_grad_scaler, save_grad_scaler
+    from training.checkpoint_state import GRAD_SCALER_FILE, load_grad_scaler, save_grad_scaler
 
     trained = torch.amp.GradScaler("cpu", init_scale=65536.0)
     trained.scale(torch.ones(()))  # the scale exists once used

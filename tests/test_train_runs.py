@@ -362,7 +362,7 @@ def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path)
 
 def _model_with(hook_factory):
     """A build_model hook: the normal model, handed to `hook_factory(model)` to install fault injection."""
-    from training.loop import build_model
+    from training.model_init import build_model
 
     seen = {}
 
@@ -464,12 +464,12 @@ def test_out_of_memory_in_evaluation_names_the_knob_and_keeps_the_step(setup, tm
 def test_an_evaluation_error_keeps_the_step_it_followed(setup, tmp_path, in_process, capsys, monkeypatch):
     """The final evaluation runs before the final checkpoint: an unexpected error in it (here in the samples)
     must not cost the steps trained since the last save. The step is checkpointed, then the error propagates."""
-    from training import loop
+    from training import evaluator
 
     def broken_samples(self, model, step, metrics):
         raise RuntimeError("sampling broke")
 
-    monkeypatch.setattr(loop.Evaluator, "samples", broken_samples)
+    monkeypatch.setattr(evaluator.Evaluator, "samples", broken_samples)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="sampling broke"):
         train.main(_args(setup, out, "--max_steps", "3", "--save_every", "0", "--eval_every", "0",
@@ -646,20 +646,20 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
 
 
 def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monkeypatch):
-    from training import loop
-
     import huggingface_hub.constants
+
+    from training import evaluator
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # and no download (conftest)
     lines = []
-    assert loop.resolve_hellaswag("auto", log=lines.append) is None
+    assert evaluator.resolve_hellaswag("auto", log=lines.append) is None
     assert len(lines) == 1 and lines[0].startswith("HellaSwag skipped") and "--hellaswag_file" in lines[0]
     assert "HF_HUB_OFFLINE is set and it is not in the datasets cache" in lines[0]
     local = tmp_path / "hs.jsonl"
     local.write_text("{}\n")
     monkeypatch.setenv("HELLASWAG_FILE", str(local))
-    assert loop.resolve_hellaswag("auto", log=lines.append) == str(local)
-    assert loop.resolve_hellaswag("off", log=lines.append) is None and len(lines) == 1
+    assert evaluator.resolve_hellaswag("auto", log=lines.append) == str(local)
+    assert evaluator.resolve_hellaswag("off", log=lines.append) is None and len(lines) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------

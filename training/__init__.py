@@ -5,6 +5,14 @@
     checkpoint.py   atomic checkpoints (sha256 manifest + COMPLETE marker), retention, resume + compat checks
     signals.py      SIGTERM/SIGINT -> a flag that the loop honours at the end of a step
     metrics.py      the per-step log line, metrics.jsonl, FLOPs per token and MFU
+    accelerator.py  the Accelerator made from the run config (precision, compile, trackers, FSDP2)
+    model_init.py   the model a run starts from: scratch, OpenAI GPT-2, a folder, or a checkpoint
+    step.py         one optimizer step: accumulation, clip, one host sync, non-finite check, update
+    evaluator.py    in-loop validation loss, HellaSwag and samples
+    checkpoint_state.py  what a checkpoint holds (weights, optimizer, loss scale, meta) and loading it back
+    fsdp.py         what FSDP2 changes: full-state gathers, a plain twin for saving, padded evaluation batches
+    trackers.py     TensorBoard / W&B / trackio through Accelerate's trackers
+    run_lock.py     one training per run folder (an OS lock)
     loop.py         the training loop itself (`train(cfg)`), used by ../train.py
     demo.py         the quick start: prepare -> train -> evaluate -> export -> samples (`python -m training.demo`)
 """

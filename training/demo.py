@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         r = hs[-1]
     else:  # trained without HellaSwag data (or an earlier run did): score the reloaded checkpoint now if we can
         from eval.hellaswag import HellaSwagScorer
-        from training.loop import resolve_hellaswag
+        from training.evaluator import resolve_hellaswag
 
         r = None
         if cfg.hellaswag_file == "off":

@@ -1,0 +1,60 @@
+"""The Accelerator a run trains with, made from the run config (precision, compile, trackers, FSDP2 plugin),
+and the one cross-rank helper the setup needs (`broadcast`: the main process decides, every rank follows)."""
+
+import os
+
+import torch
+
+from training import fsdp, trackers
+from training.run_config import RunConfig
+
+
+def resolve_precision(setting: str) -> str:
+    """'auto': the launcher's choice (ACCELERATE_MIXED_PRECISION from the accelerate config), else bf16 on a
+    GPU that has it, else fp32 ('no')."""
+    if setting != "auto":
+        return setting
+    from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if from_launcher != "no":  # 'no' is also the launcher's default: it does not override the GPU default
+        return from_launcher
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
+    from accelerate import Accelerator
+    from accelerate.utils import TorchDynamoPlugin
+
+    kwargs = dict(
+        gradient_accumulation_steps=grad_accum,
+        mixed_precision=resolve_precision(cfg.mixed_precision),
+        log_with=trackers.resolve_trackers(cfg.log_with) or None,
+        project_dir=cfg.output_dir,
+    )
+    fsdp_plugin = fsdp.plugin_for_launch(kwargs["mixed_precision"])  # FSDP2: gradients reduced in fp32
+    if fsdp_plugin is not None:
+        kwargs["fsdp_plugin"] = fsdp_plugin
+    if cfg.compile:
+        # Per-block compile only under FSDP2 (see training/fsdp.py); elsewhere the whole model, as measured in
+        # BENCHMARKS.md, whatever a launcher config's dynamo settings say (the run config decides).
+        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode,
+                                                    use_regional_compilation=fsdp.launched_with_fsdp2())
+    else:
+        kwargs["dynamo_backend"] = "no"  # the run config decides, not a launcher default
+    return Accelerator(**kwargs)
+
+
+def compile_desc(cfg: RunConfig) -> str:
+    if not cfg.compile:
+        return "off"
+    return "on" if cfg.compile_mode == "default" else f"on ({cfg.compile_mode})"
+
+
+def broadcast(accelerator, value):
+    """The main process's `value` on every rank (a picklable object; as is with one process)."""
+    from accelerate.utils import broadcast_object_list
+
+    if accelerator.num_processes == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
