@@ -43,6 +43,13 @@ def model_dir_of(path: str | Path) -> Path | str:
     return resolve_model_dir(path)
 
 
+def trained_with(model_dir: Path | str) -> dict:
+    """The run config a checkpoint was trained with ({} for an export or a Hub id)."""
+    from publish.run_folder import resolve_source
+
+    return {} if isinstance(model_dir, str) else resolve_source(model_dir).trained_with()
+
+
 def results_path(path: str | Path, filename: str) -> Path:
     """Where eval results go: `<model dir>/eval_results/<filename>` for an export; for a run's checkpoint
     `<run>/eval_results/step_XXXXXXXX/<filename>` (inside the checkpoint, keep_last would delete them and they

@@ -3,7 +3,9 @@
     python -m eval.val_loss --model PATH --data DIR [--seq-len 1024] [--batch-size 8] [--max-tokens 10485760]
 
 `DIR` is a folder written by `python -m data.prepare` (manifest.json + uint16 shards); its val split is read with
-`data.loader.val_batches` (the same fixed windows for any world size). Prints the mean per-token loss and saves
+`data.loader.val_batches` (the same fixed windows for any world size). For a checkpoint or run folder the
+defaults are the settings it was trained with (data_dir, seq_len, val_tokens), so the number equals the
+training log's validation loss at that step. Prints the mean per-token loss and saves
 JSON beside the model (`<model dir>/eval_results/val_loss.json`; for a run's checkpoint
 `<run>/eval_results/step_N/val_loss.json`; or `--output`).
 """
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from eval.errors import EvalInputError, hyphenated, run_cli
 
+DEFAULT_VAL_TOKENS = 10_485_760  # the speedrun's validation set (train.py's val_tokens default)
 _CE_CHUNK_ROWS = 4  # rows upcast to fp32 at a time: bounds the extra memory to 4 x T x V floats
 
 
@@ -58,36 +61,49 @@ def evaluate_val_loss(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.val_loss", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
-    parser.add_argument("--data", required=True, help="folder written by `python -m data.prepare`")
-    parser.add_argument("--seq-len", type=int, help="window length (default: the model's context, at most 1024)")
+    parser.add_argument("--data", help="folder written by `python -m data.prepare` (default for a checkpoint or "
+                        "run folder: the data_dir it trained on)")
+    parser.add_argument("--seq-len", type=int, help="window length (default: the checkpoint's training seq_len, "
+                        "else the model's context, at most 1024)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=10_485_760, help="val tokens to read (speedrun: 10,485,760)")
+    parser.add_argument("--max-tokens", type=int, help="val tokens to read (default: the checkpoint's val_tokens, "
+                        f"else {DEFAULT_VAL_TOKENS:,}, the speedrun's)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from data.loader import TokenDataset, val_batches
     from data.shards import DataError
     from data.tokenizer import EOT_ID
-    from eval.load import load_model, model_dir_of, results_path
+    from eval.load import load_model, model_dir_of, results_path, trained_with
 
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
+    trained = trained_with(model_dir)  # {} unless a checkpoint of a run
+    data = args.data or trained.get("data_dir")
+    if not data:
+        raise EvalInputError(f"{args.model} is not a checkpoint of a training run, so its data is not known: "
+                             "pass --data DIR (a folder written by `python -m data.prepare`)")
     model, _ = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     context = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
-    seq_len = args.seq_len or min(1024, context)
+    seq_len = args.seq_len or trained.get("seq_len") or min(1024, context)
+    max_tokens = args.max_tokens or trained.get("val_tokens") or DEFAULT_VAL_TOKENS
     if seq_len > context:
         raise EvalInputError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens")
     try:
-        TokenDataset(args.data).verify(vocab_size=model.config.vocab_size, eot_id=EOT_ID)
+        TokenDataset(data).verify(vocab_size=model.config.vocab_size, eot_id=EOT_ID)
         t0 = time.perf_counter()
-        loss, n_tokens = evaluate_val_loss(model, val_batches(args.data, args.batch_size, seq_len, args.max_tokens))
+        loss, n_tokens = evaluate_val_loss(model, val_batches(data, args.batch_size, seq_len, max_tokens))
     except (DataError, FileNotFoundError) as err:
-        raise EvalInputError(str(err)) from None
+        raise EvalInputError(f"{err}" + ("" if args.data else " (the data_dir this checkpoint trained on; pass "
+                                         "--data DIR if it has moved)")) from None
     seconds = time.perf_counter() - t0
-    print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s")
-    record = {"model": str(model_dir), "data": str(args.data), "seq_len": seq_len,
-              "max_tokens": args.max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3)}
+    settings = [] if not trained else [name for name, given in (("data", args.data), ("seq_len", args.seq_len),
+                                                                 ("val_tokens", args.max_tokens)) if not given]
+    print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s"
+          + (f" ({', '.join(settings)} as in training)" if settings else ""))
+    record = {"model": str(model_dir), "data": str(data), "seq_len": seq_len,
+              "max_tokens": max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3)}
     out = Path(args.output) if args.output else results_path(model_dir, "val_loss.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -47,6 +47,18 @@ class RunSource:
         path = self.run_dir / "metrics.jsonl" if self.run_dir else None
         return path if path and path.is_file() else None
 
+    def trained_with(self) -> dict:
+        """The run config this checkpoint was trained with (its meta.json: right for this step even if a later
+        session changed run_config.yaml); empty for a model folder that is not a checkpoint."""
+        meta = self.checkpoint_dir / "meta.json" if self.checkpoint_dir else None
+        if not meta or not meta.is_file():
+            return {}
+        try:
+            trained = json.loads(meta.read_text(encoding="utf-8")).get("run_config")
+        except (ValueError, AttributeError):  # a damaged meta.json: nothing known (the checksums vouch for it)
+            return {}
+        return trained if isinstance(trained, dict) else {}
+
     def run_config(self) -> dict:
         """The resolved run config that train.py saved (empty when there is none)."""
         path = self.run_dir / "run_config.yaml" if self.run_dir else None

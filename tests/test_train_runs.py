@@ -360,6 +360,25 @@ def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path)
         resolve_source(damaged)
 
 
+def test_val_loss_of_a_checkpoint_defaults_to_what_training_measured(reference, tmp_path, capsys):
+    """`python -m eval.val_loss --model RUN` with no other flag: the run's data, seq_len (32, not the model's
+    context of 128) and val_tokens, so it repeats the training log's number for that step."""
+    from eval.errors import EvalInputError
+    from eval.val_loss import main
+
+    ref_out, _ = reference
+    logged = [r for r in map(json.loads, (ref_out / "metrics.jsonl").read_text().splitlines())
+              if r["type"] == "val" and r["step"] == 8][-1]
+    record = main(["--model", str(ref_out), "--output", str(tmp_path / "v.json")])
+    assert (record["seq_len"], record["val_tokens"]) == (32, logged["val_tokens"])
+    assert record["val_loss"] == pytest.approx(logged["val_loss"], rel=1e-5)
+    assert "(data, seq_len, val_tokens as in training)" in capsys.readouterr().out
+    export = tmp_path / "export"  # a plain model folder has no training settings: --data is needed
+    shutil.copytree(ref_out / "checkpoints" / "step_00000008" / "model", export)
+    with pytest.raises(EvalInputError, match="pass --data DIR"):
+        main(["--model", str(export)])
+
+
 def _model_with(hook_factory):
     """A build_model hook: the normal model, handed to `hook_factory(model)` to install fault injection."""
     from training.model_init import build_model
