@@ -196,9 +196,25 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out that exists but is not a folder (a file is the user's, never replaced)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is an existing file, not a folder: data.prepare writes a folder of shards "
+                        "there. Pass a new or empty folder path for --out; the file was left as it is.")
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise DataError(f"--out {out} lies inside {blocking}, which is a file, not a folder: pass an --out "
+                        "whose parents are folders (or do not exist yet).")
+
+
 def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict]]:
     """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from)."""
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent is a file, no permission, read-only file system, ...
+        raise DataError(f"cannot create the output folder {out} ({err.strerror or err}): pass a folder path "
+                        "that can be created for --out.") from err
     foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
     if foreign:
         raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): "
@@ -282,6 +298,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
         raise DataError("; ".join(errors))
     num_proc = num_proc or os.cpu_count() or 1
     out = Path(out_dir)
+    _check_out(out)  # before resolving the source, which hashes every file of it
 
     src = resolve_source(source, config=config, split=split, text_column=text_column, revision=revision,
                          txt_sample_by=txt_sample_by)

@@ -100,3 +100,16 @@ def test_cli_takes_train_py_underscore_spelling_of_its_flags(tmp_path):
                  "--no_progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["val_tokens"] == 3 and manifest["settings"]["shard_tokens"] == 1000
+
+
+def test_out_that_is_an_existing_file_is_refused_and_left_alone(tmp_path, capsys):
+    (tmp_path / "docs.jsonl").write_text('{"text": "one two three four"}\n{"text": "five six seven eight"}\n')
+    mine = tmp_path / "notes.txt"
+    mine.write_text("the user's own file")
+    with pytest.raises(DataError, match=r"notes.txt is an existing file, not a folder.*new or empty folder"):
+        run(tmp_path / "docs.jsonl", mine)
+    with pytest.raises(DataError, match=r"lies inside .*notes.txt, which is a file"):
+        run(tmp_path / "docs.jsonl", mine / "sub")
+    assert main([str(tmp_path / "docs.jsonl"), "--out", str(mine), "--no-progress"]) == 2  # no traceback
+    assert "is an existing file" in capsys.readouterr().err
+    assert mine.read_text() == "the user's own file"
