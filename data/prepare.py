@@ -286,10 +286,14 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
             cache_dir: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Prepare `source` into `out_dir` (see the module docstring); returns the manifest. Idempotent: a finished
     folder with the same settings is verified and returned as is; an unfinished one is resumed."""
-    errors = [f"{name} must be a positive integer, got {value!r}" for name, value in
-              (("shard_tokens", shard_tokens), ("chunk_docs", chunk_docs), ("num_proc", num_proc or 1),
-               ("max_tokens", max_tokens or 1), ("max_documents", max_documents or 1))
-              if not isinstance(value, int) or value < 1]
+    # None means "not set" for the optional ones; 0 is not "not set": it would mean no train tokens, no
+    # documents or no tokenizer worker, so it is refused like any other non-positive value.
+    errors = [f"{name} must be a positive integer{unset}, got {value!r}" for name, value, unset in
+              (("shard_tokens", shard_tokens, ""), ("chunk_docs", chunk_docs, ""),
+               ("num_proc", num_proc, " (leave it out to use all cores)"),
+               ("max_tokens", max_tokens, " (leave it out for no cap)"),
+               ("max_documents", max_documents, " (leave it out to read every document)"))
+              if not (value is None and unset) and (not isinstance(value, int) or value < 1)]
     if not isinstance(val_tokens, int) or val_tokens < 0:
         errors.append(f"val_tokens must be an integer >= 0, got {val_tokens!r}")
     if tokenizer not in BACKENDS:

@@ -113,3 +113,16 @@ def test_out_that_is_an_existing_file_is_refused_and_left_alone(tmp_path, capsys
     assert main([str(tmp_path / "docs.jsonl"), "--out", str(mine), "--no-progress"]) == 2  # no traceback
     assert "is an existing file" in capsys.readouterr().err
     assert mine.read_text() == "the user's own file"
+
+
+@pytest.mark.parametrize("flag", ["--max-tokens", "--max-documents", "--num-proc"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_zero_or_negative_counts_are_refused_before_anything_runs(tmp_path, capsys, flag, value):
+    """0 used to pass the checks (`x or 1`) and then failed later with a false reason or meant all cores."""
+    (tmp_path / "docs.jsonl").write_text('{"text": "one two three four"}\n{"text": "five six seven eight"}\n')
+    out = tmp_path / "o"
+    assert main([str(tmp_path / "docs.jsonl"), "--out", str(out), flag, value, "--val-tokens", "3",
+                 "--no-progress"]) == 2
+    name = flag[2:].replace("-", "_")
+    assert f"{name} must be a positive integer (leave it out" in capsys.readouterr().err
+    assert not out.exists()
