@@ -419,8 +419,24 @@ def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict],
                             "(--txt-sample-by document), and the validation split takes whole documents, so it took "
                             "all of it. Split the text with --txt-sample-by paragraph (or line), and re-run with "
                             "--overwrite.")
-        raise DataError(f"the train split of {out} is empty: the source is smaller than --val-tokens; lower it "
-                        "(and re-run with --overwrite).")
+        # Here val reached val_tokens (a source smaller than that is refused in prepare()), so the cause is the
+        # whole-document rule: the document that crossed val_tokens was the last one there was.
+        val, val_tokens = splits["val"], settings["val_tokens"]
+        source = "what --max-documents lets in" if settings["max_documents"] else "the source"
+        if val["documents"] == 1:
+            fix = {"paragraph": "--txt-sample-by paragraph found no blank line to split it at, so use "
+                                "--txt-sample-by line, or a source with more, smaller documents",
+                   "line": "split the text into more lines or files"}.get(
+                src.facts.get("txt_sample_by"), "use a source with more, smaller documents")
+            raise DataError(
+                f"the train split of {out} is empty: {source} is one document of {val['tokens']:,} tokens, more "
+                f"than --val-tokens {val_tokens:,}, and the validation split takes whole documents, so it took all "
+                f"of it. To fix: {fix}; then re-run with --overwrite.")
+        raise DataError(
+            f"the train split of {out} is empty: {source} is {val['documents']:,} documents of "
+            f"{val['tokens']:,} tokens in all, and the validation split takes whole documents until it holds "
+            f"--val-tokens {val_tokens:,}, which only the last one reached, so it took them all. Lower "
+            f"--val-tokens well below {val['tokens']:,}, or use more documents; then re-run with --overwrite.")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -126,3 +126,21 @@ def test_zero_or_negative_counts_are_refused_before_anything_runs(tmp_path, caps
     name = flag[2:].replace("-", "_")
     assert f"{name} must be a positive integer (leave it out" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_val_taking_one_large_document_says_so_not_that_the_source_is_small(tmp_path):
+    """A .txt without blank lines is ONE paragraph-document; it crossed --val-tokens, so val took it whole. The
+    message used to say "the source is smaller than --val-tokens" (fineweb_sample.txt: 217,889 tokens vs 10,000)."""
+    src = tmp_path / "no_blank_lines.txt"
+    src.write_text("\n".join(f"Line {i} of a text that has no blank line anywhere in it." for i in range(200)))
+    with pytest.raises(DataError, match=r"the source is one document of [\d,]+ tokens, more than --val-tokens 50,"
+                                        r".*no blank line.*--txt-sample-by line") as err:
+        run(src, tmp_path / "para", val_tokens=50, txt_sample_by="paragraph")
+    assert "smaller than --val-tokens" not in str(err.value)
+    manifest = run(src, tmp_path / "line", val_tokens=50, txt_sample_by="line")  # the suggested fix works
+    assert manifest["splits"]["train"]["documents"] > 0
+    # several documents, the last one crossing --val-tokens: val took them all, and the message says that
+    (tmp_path / "docs.jsonl").write_text("".join(f'{{"text": "{t}"}}\n' for t in ("a b", "c d", "e " * 100)))
+    with pytest.raises(DataError, match=r"the source is 3 documents of \d+ tokens in all.*only the last one "
+                                        r"reached.*Lower --val-tokens"):
+        run(tmp_path / "docs.jsonl", tmp_path / "jsonl", val_tokens=10)
