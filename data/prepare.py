@@ -181,8 +181,49 @@ def _settings(source: Source, shard_tokens, val_tokens, max_tokens, max_document
             "tokenizer_fingerprint": TOKENIZER_FINGERPRINT, "format_version": FORMAT_VERSION}
 
 
-def _differences(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+_ABSENT = object()  # a setting one side does not record
+# where a recorded setting comes from on the command line (the rest follow from the source's files or the version)
+_FLAGS = {"shard_tokens": "--shard-tokens", "val_tokens": "--val-tokens", "max_tokens": "--max-tokens",
+          "max_documents": "--max-documents", "source.txt_sample_by": "--txt-sample-by",
+          "source.text_column": "--text-column", "source.config": "--config", "source.split": "--split",
+          "source.revision": "--revision", "source.name": "SOURCE", "source.format": "SOURCE"}
+
+
+def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(path, old value, new value) for each recorded setting that differs, looking inside the source's facts
+    (nested dicts, and lists of the same length), so a changed --txt-sample-by is named, not just 'source'."""
+    found = []
+
+    def walk(path: str, a, b) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(f"{path}.{key}" if path else str(key), a.get(key, _ABSENT), b.get(key, _ABSENT))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(f"{path}[{i}]", x, y)
+        else:
+            found.append((path, a, b))
+
+    walk("", old, new)
+    return found
+
+
+def _describe(diff: list[tuple[str, object, object]]) -> str:
+    """`differing: ['source.txt_sample_by'] (source.txt_sample_by (--txt-sample-by): 'paragraph' -> 'line')`"""
+
+    def show(value) -> str:
+        if value is _ABSENT:
+            return "(not recorded)"
+        if isinstance(value, (list, dict)):
+            return f"[{len(value)} entries]" if isinstance(value, list) else f"{{{len(value)} keys}}"
+        text = repr(value)
+        return text if len(text) <= 70 else text[:67] + "..."
+
+    details = "; ".join(f"{path}{f' ({_FLAGS[path]})' if path in _FLAGS else ''}: {show(a)} -> {show(b)}"
+                        for path, a, b in diff)
+    return f"differing: {[path for path, _, _ in diff]} ({details})"
 
 
 def _ours(p: Path) -> bool:
@@ -238,13 +279,17 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
             return None, []
         previous_settings = state.get("settings", {})
     elif has_shards:
+        if not overwrite:
+            raise DataError(f"{out} holds shards but neither {MANIFEST_NAME} nor {STATE_NAME}, so the settings "
+                            "they were prepared with are unknown; nothing was changed. Use another --out, or pass "
+                            "--overwrite to replace them.")
         previous_settings = {"unknown": "shards without manifest or prepare_state.json"}
     else:
         return None, []
     diff = _differences(previous_settings, settings)
     if diff and not overwrite:
         raise DataError(
-            f"{out} already holds data prepared with other settings (differing: {diff}); nothing was changed. "
+            f"{out} already holds data prepared with other settings ({_describe(diff)}); nothing was changed. "
             "Use another --out, or pass --overwrite to replace it."
         )
     if diff:  # overwrite: remove only what prepare writes

@@ -144,3 +144,22 @@ def test_val_taking_one_large_document_says_so_not_that_the_source_is_small(tmp_
     with pytest.raises(DataError, match=r"the source is 3 documents of \d+ tokens in all.*only the last one "
                                         r"reached.*Lower --val-tokens"):
         run(tmp_path / "docs.jsonl", tmp_path / "jsonl", val_tokens=10)
+
+
+def test_rerun_with_another_txt_sample_by_names_that_setting(tmp_path):
+    """The refusal used to say only `differing: ['source']`; it now names the setting inside it and both values."""
+    src = tmp_path / "book.txt"
+    src.write_text("\n\n".join(f"Paragraph {i}, a line.\nAnd a second line." for i in range(40)))
+    out = tmp_path / "out"
+    run(src, out, txt_sample_by="paragraph")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(DataError, match=r"differing: \['source.txt_sample_by'\] \(source.txt_sample_by "
+                                        r"\(--txt-sample-by\): 'paragraph' -> 'line'\)\); nothing was changed"):
+        run(src, out, txt_sample_by="line")
+    with pytest.raises(DataError, match=r"\['shard_tokens', 'source.txt_sample_by'\] \(shard_tokens "
+                                        r"\(--shard-tokens\): 1000 -> 2000; source.txt_sample_by"):
+        run(src, out, txt_sample_by="line", shard_tokens=2000)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "manifest.json").unlink()  # shards alone: what made them is unknown, said as such
+    with pytest.raises(DataError, match=r"holds shards but neither manifest.json nor prepare_state.json"):
+        run(src, out, txt_sample_by="paragraph")
