@@ -11,9 +11,10 @@ SOURCE kinds are described in `data.sources`; the folder format in `data.shards`
 Token stream: documents in source order, each `[50256] + ids(text)` (a literal "<|endoftext|>" in the text is
 ordinary text). The stream is tokenized in chunks of `chunk_docs` documents, each with
 `Dataset.map(tokenize_batch, batched=True, ...)`, and cut into shards of exactly `shard_tokens` tokens (a
-document may continue in the next shard; only each split's last shard is shorter). `num_proc` workers are
-threads inside map() for the tiktoken backend (its Rust encoder releases the GIL) and map()'s worker
-processes for the HF tokenizer backend.
+document may continue in the next shard; only each split's last shard is shorter). `num_proc` workers (default
+`os.cpu_count()`) are threads inside map() in this one process for the tiktoken backend (its Rust encoder releases
+the GIL; map() itself gets no num_proc, so no process pool) and map()'s worker processes for the HF tokenizer
+backend.
 
 Validation split (fixed): the FIRST documents of the source, whole, up to and including the document during
 which the running total reaches `val_tokens` (so val holds >= val_tokens tokens and no document is split
@@ -172,6 +173,13 @@ def _tokenize_chunk(texts: list, num_proc: int, backend: str) -> tuple[np.ndarra
     lens = np.concatenate([np.diff(c.offsets.to_numpy()) for c in column.chunks]).astype(np.int64)
     flat = np.concatenate([c.flatten().to_numpy() for c in column.chunks])
     return flat.astype(SHARD_DTYPE, copy=False), lens
+
+
+def _workers(backend: str, num_proc: int) -> str:
+    """What `num_proc` means for `backend`, as _tokenize_chunk uses it (for the log)."""
+    if backend == "tiktoken":
+        return f"tiktoken on {num_proc} thread{'s' if num_proc > 1 else ''} in this process (no process pool)"
+    return f"{backend} in {num_proc} map() worker processes" if num_proc > 1 else f"{backend} in this process"
 
 
 def _settings(source: Source, shard_tokens, val_tokens, max_tokens, max_documents) -> dict:
@@ -381,8 +389,8 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
     writer.save_state()  # exists before any new shard, so shards never lie around without a state file
     if val_tokens == 0:
         p.val_done = True
-    log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s x %d processes",
-             source, "resuming" if records else "writing", shard_tokens, val_tokens, tokenizer, num_proc)
+    log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s", source,
+             "resuming" if records else "writing", shard_tokens, val_tokens, _workers(tokenizer, num_proc))
 
     next_doc = p.next_doc
     if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
@@ -509,9 +517,19 @@ def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict],
     return manifest
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to each option's help, unless the option is required or its help already says
+    what its default is (--num-proc's None means all cores)."""
+
+    def _get_help_string(self, action):
+        if action.required or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=_HelpFormatter)
     ap.add_argument("source", help="Hub dataset name, local file/glob/folder (.parquet, .jsonl, .json, .txt), "
                                    "or builtin:pydocs")
     ap.add_argument("--out", required=True, help="output folder (created; resumed if a run was interrupted)")
@@ -528,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="validation split: the first whole documents until this many tokens (0: none)")
     ap.add_argument("--max-tokens", type=int, default=None, help="cap on train tokens")
     ap.add_argument("--max-documents", type=int, default=None, help="read only the first N documents")
-    ap.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: all cores)")
+    ap.add_argument("--num-proc", type=int, default=None,
+                    help="tokenizer workers: threads in this one process for --tokenizer tiktoken (no process pool), "
+                         f"map() worker processes for --tokenizer hf (default: all cores, {os.cpu_count()} here)")
     ap.add_argument("--chunk-docs", type=int, default=DEFAULT_CHUNK_DOCS, help="documents per map() call")
     ap.add_argument("--tokenizer", default="tiktoken", choices=BACKENDS, help="encoding backend (same ids)")
     ap.add_argument("--cache-dir", default=None, help="datasets cache folder (only used with --no-streaming)")

@@ -29,7 +29,7 @@ def reference(enc, texts):
 
 @pytest.fixture(scope="module")
 def edu150(shared_data, tmp_path_factory):
-    """The 150-document FineWeb-Edu file prepared with small shards and 2 tokenizer processes."""
+    """The 150-document FineWeb-Edu file prepared with small shards and 2 tokenizer workers (tiktoken: threads)."""
     out = tmp_path_factory.mktemp("edu150")
     prepare(str(shared_data(EDU_150)), out, shard_tokens=30_000, val_tokens=20_000, num_proc=2, progress=False)
     texts = pq.read_table(shared_data(EDU_150)).column("text").to_pylist()
@@ -135,3 +135,39 @@ def test_parquet_folder_and_glob_sources_read_files_in_sorted_order(tmp_path, ti
         tokens, m = stream(out)
         np.testing.assert_array_equal(tokens.astype(np.int64), reference(tiktoken_gpt2, texts))
         assert [f["name"] for f in m["source"]["files"]] == ["part-a.parquet", "part-b.parquet"]
+
+
+def test_num_proc_is_threads_for_tiktoken_and_processes_for_hf_as_log_and_help_say(tmp_path, monkeypatch, caplog,
+                                                                                   capsys):
+    """The log said 'tiktoken x 2 processes' and --help 'tokenizer processes (default: all cores) (default: None)'
+    while tiktoken runs threads in one process (map() gets no num_proc); now all three say what happens."""
+    import logging
+
+    import datasets
+
+    from data.prepare import main
+
+    seen = []
+    real_map = datasets.Dataset.map
+
+    def spy(self, function, *args, **kwargs):
+        seen.append((kwargs.get("num_proc"), kwargs.get("fn_kwargs")))
+        return real_map(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "map", spy)
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(6)))
+    with caplog.at_level(logging.INFO, logger="data.prepare"):
+        prepare(str(src), tmp_path / "t", val_tokens=1, num_proc=2, progress=False)
+        assert seen == [(None, {"backend": "tiktoken", "threads": 2})]  # no process pool: 2 threads
+        assert "tokenizer tiktoken on 2 threads in this process (no process pool)" in caplog.text
+        seen.clear()
+        prepare(str(src), tmp_path / "h", val_tokens=1, num_proc=2, tokenizer="hf", progress=False)
+        assert seen == [(2, {"backend": "hf"})]  # map()'s 2 worker processes
+        assert "tokenizer hf in 2 map() worker processes" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    num_proc = text[text.index("--num-proc NUM_PROC tokenizer"):text.index("--chunk-docs CHUNK_DOCS documents")]
+    assert "threads in this one process for --tokenizer tiktoken" in num_proc and "processes" in num_proc
+    assert num_proc.count("(default:") == 1 and "None" not in num_proc
