@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
 from publish.metrics import RunMetrics, load_metrics
@@ -50,11 +51,27 @@ def plot_runs(
     """Draw `panels` side by side for `runs` and save a PNG at `out`. Returns the path.
 
     `mark_step`: a vertical line at that step (the exported checkpoint) when the curves go past it."""
+    out = output_path(out)
     fig = make_figure(runs, panels=panels, scorer=scorer, reference_loss=reference_loss, title=title,
                       mark_step=mark_step)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
+    return out
+
+
+def output_path(out: str | Path) -> Path:
+    """The file `plot_runs` writes for `out`: `out` itself, or `out` + ".png" when it has no extension (what
+    matplotlib would write anyway, named here so callers can say it). ValueError for a folder or a format
+    matplotlib cannot write."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder: give the image file to write, e.g. --out {out / 'curves.png'}")
+    if not out.suffix:
+        return out.with_name(out.name + ".png")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix[1:].lower() not in supported:
+        raise ValueError(f"{out}: matplotlib cannot write {out.suffix!r} files; end --out with .png (or one of "
+                         f"{', '.join('.' + ext for ext in sorted(supported))})")
     return out
 
 
@@ -152,7 +169,8 @@ def _draw_hellaswag(ax, runs: Sequence[RunMetrics], scorer: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m publish.plots", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="run folder, metrics.jsonl, or build-nanogpt log.txt")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", required=True,
+                        help="image file to write: PNG (.png is added to a name without extension), or .svg, .pdf")
     parser.add_argument("--label", action="append", default=[], help="legend name per input, in order")
     parser.add_argument("--scorer", choices=SCORERS, help="HellaSwag scorer to draw (default: the common one)")
     parser.add_argument("--panel", choices=("both",) + PANELS, default="both")
@@ -164,14 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{len(args.label)} --label for {len(args.inputs)} inputs: give one per input or none")
     labels = args.label or [None] * len(args.inputs)
     try:
+        output_path(args.out)  # a bad --out is refused before any reading or drawing
         runs = [load_metrics(path, name=label) for path, label in zip(args.inputs, labels)]
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     panels = PANELS if args.panel == "both" else (args.panel,)
-    out = plot_runs(runs, args.out, panels=panels, scorer=args.scorer,
-                    reference_loss=not args.no_reference_loss, title=args.title)
-    print(f"wrote {out}")
+    try:
+        out = plot_runs(runs, args.out, panels=panels, scorer=args.scorer,
+                        reference_loss=not args.no_reference_loss, title=args.title)
+    except OSError as err:  # e.g. no permission, or a parent of --out is a file
+        print(f"error: could not write {output_path(args.out)}: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")  # the file really written (p8 -> p8.png)
     return 0
 
 

@@ -147,3 +147,21 @@ def test_no_warning_for_a_single_consistent_run(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_figure([load_metrics(ours(tmp_path))])
+
+
+def test_plot_command_says_the_file_it_really_wrote_and_refuses_a_folder(tmp_path, capsys):
+    """`--out p8` printed "wrote p8" while matplotlib wrote p8.png; `--out <folder>` wrote <folder>.png."""
+    run = str(ours(tmp_path))
+    assert plots_main([run, "--panel", "loss", "--out", str(tmp_path / "p8")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'p8.png'}"
+    with Image.open(tmp_path / "p8.png") as image:
+        assert image.format == "PNG"
+    assert not (tmp_path / "p8").exists()
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    assert plots_main([run, "--out", str(folder)]) == 2
+    assert f"{folder} is a folder: give the image file to write, e.g. --out {folder / 'curves.png'}" in (
+        capsys.readouterr().err)
+    assert plots_main([run, "--out", str(tmp_path / "curves.xyz")]) == 2
+    assert "cannot write '.xyz' files; end --out with .png" in capsys.readouterr().err
+    assert not (tmp_path / "figs.png").exists() and list(folder.iterdir()) == []
