@@ -12,6 +12,7 @@ lacks the chosen scorer's numbers is left out of that panel with a warning, neve
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -113,18 +114,30 @@ def _colour(i: int) -> str:
     return f"C{i % 10}"
 
 
+def _finite(run: RunMetrics, what: str, series: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The points of `series` with a finite value; warns how many NaN/Infinity ones (a diverged run) it left out."""
+    kept = [(step, value) for step, value in series if math.isfinite(value)]
+    if len(kept) < len(series):
+        bad = [step for step, value in series if not math.isfinite(value)]
+        warnings.warn(f"{run.name}: {len(bad)} of {len(series)} {what} values are NaN or Infinity (the first at "
+                      f"step {bad[0]}); left out of the plot, the {len(kept)} finite ones are drawn")
+    return kept
+
+
 def _draw_loss(ax, runs: Sequence[RunMetrics], reference_loss: bool) -> None:
-    shown = []
+    shown, points = [], []  # finite values drawn; (step, value) of every finite point
     for i, run in enumerate(runs):
-        if run.train_loss:
-            steps, values = zip(*run.train_loss)
+        train, val = _finite(run, "train loss", run.train_loss), _finite(run, "val loss", run.val_loss)
+        if train:
+            steps, values = zip(*train)
             ax.plot(steps, values, color=_colour(i), alpha=0.45, linewidth=0.9, label=f"{run.name} train")
             shown += values
-        if run.val_loss:
-            steps, values = zip(*run.val_loss)
+        if val:
+            steps, values = zip(*val)
             ax.plot(steps, values, color=_colour(i), linewidth=2.0, marker="o", markersize=3, zorder=3,
                     label=f"{run.name} val")
             shown += values
+        points += train + val
     if not shown:
         warnings.warn("no loss values in any input: the loss panel is empty")
     if reference_loss:
@@ -133,8 +146,8 @@ def _draw_loss(ax, runs: Sequence[RunMetrics], reference_loss: bool) -> None:
     if shown:
         # The first steps (loss ~11 at init) would flatten everything else, as in build-nanogpt's plot: the
         # y-range covers the points after the first 10% of steps; the early ones run off the top.
-        last = max(step for run in runs for step, _ in run.train_loss + run.val_loss)
-        late = [v for run in runs for step, v in run.train_loss + run.val_loss if step >= 0.1 * last] or shown
+        last = max(step for step, _ in points)
+        late = [v for step, v in points if step >= 0.1 * last] or shown
         top, bottom = max(late), min(shown + ([VAL_LOSS.value] if reference_loss else []))
         pad = 0.08 * max(top - bottom, 0.1)
         ax.set_ylim(bottom - pad, top + pad)
@@ -147,7 +160,7 @@ def _draw_loss(ax, runs: Sequence[RunMetrics], reference_loss: bool) -> None:
 
 def _draw_hellaswag(ax, runs: Sequence[RunMetrics], scorer: str) -> None:
     for i, run in enumerate(runs):
-        series = run.hellaswag.get(scorer)
+        series = _finite(run, f"HellaSwag ({scorer})", run.hellaswag.get(scorer) or [])
         if not series:
             if run.hellaswag:
                 warnings.warn(f"{run.name}: no HellaSwag numbers under the {scorer} scorer (it has "
@@ -189,8 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     panels = PANELS if args.panel == "both" else (args.panel,)
     try:
-        out = plot_runs(runs, args.out, panels=panels, scorer=args.scorer,
-                        reference_loss=not args.no_reference_loss, title=args.title)
+        with warnings.catch_warnings():  # what was left out of the figure, as a plain line (no source location)
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+            out = plot_runs(runs, args.out, panels=panels, scorer=args.scorer,
+                            reference_loss=not args.no_reference_loss, title=args.title)
     except OSError as err:  # e.g. no permission, or a parent of --out is a file
         print(f"error: could not write {output_path(args.out)}: {err}", file=sys.stderr)
         return 2

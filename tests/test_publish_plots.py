@@ -1,6 +1,7 @@
 """Metrics readers (our metrics.jsonl, build-nanogpt log.txt) and the curves drawn from them."""
 
 import json
+import math
 import warnings
 
 import pytest
@@ -165,3 +166,27 @@ def test_plot_command_says_the_file_it_really_wrote_and_refuses_a_folder(tmp_pat
     assert plots_main([run, "--out", str(tmp_path / "curves.xyz")]) == 2
     assert "cannot write '.xyz' files; end --out with .png" in capsys.readouterr().err
     assert not (tmp_path / "figs.png").exists() and list(folder.iterdir()) == []
+
+
+def test_diverged_run_with_nan_and_infinity_is_plotted_from_its_finite_points(tmp_path, capsys):
+    """NaN/Infinity losses made matplotlib raise "Axis limits cannot be NaN or Inf"; a diverged run is exactly
+    the one to look at, so its finite points are drawn and the command says how many values it left out."""
+    records = [{"type": "train", "step": s, "loss": 11.0 - s / 20} for s in range(0, 101, 10)]
+    records[3]["loss"], records[5]["loss"], records[9]["loss"] = float("nan"), float("inf"), float("-inf")
+    records += [{"type": "val", "step": 50, "val_loss": 8.6}, {"type": "val", "step": 100, "val_loss": float("nan")}]
+    path = write_jsonl(tmp_path / "metrics.jsonl", records)  # json.dumps writes NaN / Infinity / -Infinity
+    assert "NaN" in path.read_text() and "Infinity" in path.read_text()
+    out = tmp_path / "diverged.png"
+    assert plots_main([str(path), "--panel", "loss", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "3 of 11 train loss values are NaN or Infinity (the first at step 30)" in err
+    assert "1 of 2 val loss values are NaN or Infinity (the first at step 100)" in err and "Traceback" not in err
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+    with pytest.warns(UserWarning) as caught:
+        ax = make_figure([load_metrics(path, name="diverged")], panels=("loss",)).axes[0]
+    assert sorted(str(w.message).split(" of ")[1].split(" are ")[0] for w in caught) == [
+        "11 train loss values", "2 val loss values"]
+    train = lines_by_label(ax)["diverged train"]
+    assert len(train.get_ydata()) == 8 and all(map(math.isfinite, train.get_ydata()))
+    assert all(map(math.isfinite, ax.get_ylim()))
