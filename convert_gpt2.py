@@ -94,12 +94,18 @@ def load_stock_gpt2(path_or_repo: str, vocab_size: int | None = None, **from_pre
 
     from_pretrained_kwargs.setdefault("dtype", torch.float32)
     try:
-        stock = GPT2LMHeadModel.from_pretrained(path_or_repo, **from_pretrained_kwargs)
+        stock, info = GPT2LMHeadModel.from_pretrained(path_or_repo, output_loading_info=True, **from_pretrained_kwargs)
     except OSError as err:
         raise OSError(
             f"Could not load a GPT-2 checkpoint from {path_or_repo!r}: pass a local folder with config.json and "
             f"model.safetensors (or pytorch_model.bin), or a Hub id while online. ({err})"
         ) from err
+    # from_pretrained initialises what the checkpoint lacks at random and only logs it: another architecture
+    # (a BERT folder) would "load" as a random GPT-2
+    missing = sorted(k for k in info["missing_keys"] if k != "lm_head.weight")
+    if missing:
+        raise ValueError(f"{path_or_repo!r} is not a GPT-2 checkpoint (model_type {stock.config.model_type!r} on "
+                         f"load; {len(missing)} GPT-2 weights missing, e.g. {missing[:3]}): pass a GPT-2 folder")
     head, embedding = stock.lm_head.weight, stock.transformer.wte.weight
     if head.data_ptr() != embedding.data_ptr() and not torch.equal(head, embedding):
         raise ValueError(f"{path_or_repo!r} has an LM head that is not tied to its token embedding "

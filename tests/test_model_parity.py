@@ -61,6 +61,17 @@ def test_unsupported_gpt2_variant_is_refused_with_the_field_named(tmp_path):
         load_stock_gpt2(str(tmp_path))
 
 
+def test_another_architecture_is_not_loaded_as_a_random_gpt2(tmp_path):
+    """from_pretrained fills what a checkpoint lacks with random weights and only logs it: a BERT folder with
+    GPT-2's vocabulary size used to train from random weights under init_from."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    BertForMaskedLM(BertConfig(vocab_size=50304, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="is not a GPT-2 checkpoint \\(model_type 'bert'"):
+        load_stock_gpt2(str(tmp_path))
+
+
 def test_missing_gpt2_folder_gives_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="local folder with config.json"):
         load_stock_gpt2(str(tmp_path / "nope"))

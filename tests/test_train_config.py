@@ -93,6 +93,13 @@ BAD_CONFIGS = [
     ("val_tokens below one window", None, ["--val_tokens", "100"], "val_tokens (100) is less than one window"),
     ("chunked loss with fp16", None, ["--loss_chunk_tokens", "4096", "--mixed_precision", "fp16"],
      "loss_chunk_tokens needs bf16 or fp32"),
+    # a NaN passed every `< 0` check and trained with lr=nan, then called the NaN checkpoint the last good one
+    ("nan min_lr", None, ["--min_lr", "nan"], "min_lr must be a finite number, got nan"),
+    ("inf weight decay", "weight_decay: .inf\n", [], "weight_decay must be a finite number, got inf"),
+    ("lr beyond fp32", None, ["--max_lr", "1e39"], "max_lr must be a finite number"),
+    ("output_dir is a file", None, ["--output_dir", __file__], "is a file: pick a folder for the run"),
+    ("output_dir under a file", None, ["--output_dir", __file__ + "/run"], "cannot be created: "),
+    ("config is a folder", None, ["--config", str(REPO / "configs")], "is a folder, not a YAML file"),
 ]
 
 
@@ -111,6 +118,32 @@ def test_bad_config_is_refused_and_writes_nothing(tmp_path, capsys, name, preset
     assert train.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_yaml_on_off_no_mean_the_words_not_booleans(tmp_path):
+    """YAML 1.1 reads unquoted off/on/no as booleans; the README writes `hellaswag_file: off`."""
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"data_dir: {_fake_data_dir(tmp_path)}\nhellaswag_file: off\ndata_prefetch: off\n"
+                      "fused_adamw: on\nmixed_precision: no\nresume: off\n")
+    cfg = load_run_config(["--config", str(preset)])
+    assert (cfg.hellaswag_file, cfg.data_prefetch, cfg.fused_adamw, cfg.mixed_precision, cfg.resume) == (
+        "off", "off", "on", "no", "off")
+    preset.write_text("sample_prompt: yes\n")  # anywhere else a boolean is still a type error
+    with pytest.raises(ConfigError, match="sample_prompt: expected a string, got True"):
+        load_run_config(["--config", str(preset)])
+
+
+def test_a_binary_preset_and_a_model_folder_as_output_dir_are_refused(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    preset = tmp_path / "p.yaml"
+    preset.write_bytes("max_steps: 5\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="is not valid YAML text"):
+        load_run_config(["--config", str(preset), "--data_dir", str(data)])
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="holds a model \\(config.json\\)"):
+        load_run_config(["--data_dir", str(data), "--output_dir", str(export)])
 
 
 def test_a_tracker_asked_for_by_name_must_be_installed(tmp_path, monkeypatch):

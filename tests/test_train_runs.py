@@ -334,6 +334,44 @@ def test_corrupted_newest_checkpoint_falls_back_with_warning(setup, reference, t
     _assert_same_weights(_final_weights(out), _final_weights(ref_out))
 
 
+def _listing(folder: Path) -> dict:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_when_every_checkpoint_is_damaged_resume_refuses_and_deletes_nothing(setup, reference, tmp_path,
+                                                                             in_process, capsys):
+    """It used to start from scratch and delete the damaged checkpoints as it saved new ones."""
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    for checkpoint in ckpt.committed_checkpoints(out):
+        with open(checkpoint / "model" / "model.safetensors", "r+b") as f:
+            f.truncate(1000)
+    before = _listing(out / "checkpoints")
+    with pytest.warns(UserWarning, match="is unusable"):
+        assert train.main(_args(setup, out)) == 2
+    assert "none of its 2 committed checkpoints is intact" in capsys.readouterr().err
+    assert _listing(out / "checkpoints") == before
+
+
+def test_resuming_an_older_checkpoint_into_a_folder_with_newer_ones_is_refused(setup, reference, tmp_path,
+                                                                                in_process, capsys):
+    """Retention keeps the newest steps: the session would have deleted each checkpoint it saved."""
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    before = _listing(out / "checkpoints")
+    older = out / "checkpoints" / "step_00000006"
+    assert train.main(_args(setup, out, "--resume", str(older), "--save_every", "1")) == 2
+    err = capsys.readouterr().err
+    assert "already holds checkpoints beyond step 6" in err and "step_00000008" in err
+    assert _listing(out / "checkpoints") == before
+    # into a new folder it resumes, and that folder's saved config continues it by itself
+    fresh = tmp_path / "fresh"
+    assert train.main(_args(setup, fresh, "--resume", str(older), "--max_steps", "7")) == 0
+    assert yaml.safe_load((fresh / "run_config.yaml").read_text())["resume"] == "auto"
+
+
 def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path):
     """Export and evaluation resolve run folders the same way: never a damaged checkpoint."""
     from eval.errors import EvalInputError

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -64,7 +65,8 @@ def staging_dir(output_dir, step: int) -> Path:
     return checkpoint_root(output_dir) / (STAGING_PREFIX + step_dir_name(step))
 
 
-def _step_of(path: Path) -> int:
+def step_of(path: Path) -> int:
+    """The step of a `step_XXXXXXXX` checkpoint folder."""
     return int(path.name.split("_", 1)[1])
 
 
@@ -73,8 +75,13 @@ def list_checkpoints(output_dir) -> list[Path]:
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
-    return sorted(found, key=_step_of)
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"step_[0-9]+", p.name)]
+    return sorted(found, key=step_of)
+
+
+def committed_checkpoints(output_dir) -> list[Path]:
+    """The `step_*` folders with a COMPLETE marker (intact or not: not verified here), oldest first."""
+    return [c for c in list_checkpoints(output_dir) if (c / COMPLETE).is_file()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,7 +215,7 @@ def commit(stage: Path, keep_last: int, log=print) -> Path:
 def apply_retention(output_dir, keep_last: int, log=print) -> list[Path]:
     """Delete all but the newest `keep_last` complete checkpoints, plus leftovers of killed saves.
     Incomplete `step_*` folders are never counted as kept and never deleted (someone may be copying one)."""
-    complete = [c for c in list_checkpoints(output_dir) if (c / COMPLETE).is_file()]
+    complete = committed_checkpoints(output_dir)
     doomed = complete[:-keep_last] if len(complete) > keep_last else []
     root = checkpoint_root(output_dir)
     doomed += [p for p in root.iterdir() if p.is_dir() and p.name.startswith((STAGING_PREFIX, TRASH_PREFIX))]

@@ -10,6 +10,7 @@ Each rank builds its own `data.loader.TrainBatches(rank, world_size)` and feeds 
 infinite iterator with its own resumable position, so it is not handed to `accelerator.prepare`.
 """
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -155,6 +156,12 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         resume_dir = ckpt.find_resumable(cfg.output_dir, log=log) if main else None
         resume_dir = broadcast(accelerator, str(resume_dir) if resume_dir else None)
         resume_dir = Path(resume_dir) if resume_dir else None
+        committed = ckpt.committed_checkpoints(cfg.output_dir)
+        if resume_dir is None and committed:  # all damaged: starting over would delete them as it saves
+            return fail([f"output_dir {cfg.output_dir!r}: none of its {len(committed)} committed checkpoints is "
+                         "intact (see the warnings above), so there is nothing to resume; move checkpoints/ away "
+                         "(or repair it) to start over in this folder, or pick a new output_dir"],
+                        heading="cannot resume")
     elif cfg.resume != "off":
         resume_dir = Path(cfg.resume)
         if (resume_dir / ckpt.CHECKPOINTS).is_dir():  # a run folder: its newest complete checkpoint
@@ -167,6 +174,15 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             problem = broadcast(accelerator, ckpt.verify(resume_dir) if main else None)
             if problem:
                 return fail([f"resume checkpoint {cfg.resume}: {problem}"])
+        # The run's saves go to output_dir; checkpoints of a later step there would outrank them in retention
+        # (keep_last deletes the oldest steps), so the session would delete each of its own saves.
+        resume_step = json.loads((resume_dir / "meta.json").read_text())["step"]  # verified with the checkpoint
+        ahead = [c for c in ckpt.committed_checkpoints(cfg.output_dir) if ckpt.step_of(c) > resume_step]
+        if ahead:
+            return fail([f"output_dir {cfg.output_dir!r} already holds checkpoints beyond step "
+                         f"{resume_step} of {resume_dir} (up to {ahead[-1].name}): this session's "
+                         "checkpoints would be deleted as old ones; resume into a new --output_dir, or continue "
+                         "that folder with --resume auto"], heading="cannot resume")
 
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     try:
@@ -322,7 +338,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if tracker_error:  # before the run folder gets its config and metrics files
         return fail([tracker_error], heading="cannot start")
     if main:
-        save_run_config(cfg, out / "run_config.yaml")
+        # resume: auto in the saved copy: relaunched with it, the run continues from its own checkpoints (not
+        # again from the folder this session may have started from)
+        save_run_config(dataclasses.replace(cfg, resume="auto"), out / "run_config.yaml")
         metrics = MetricsLog(out / "metrics.jsonl")
         if resume_dir is not None:
             metrics.write("resume", step=start_step, checkpoint=str(resume_dir))

@@ -14,6 +14,7 @@ describe it are only the knobs needed to build one from scratch.
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -146,6 +147,11 @@ def _coerce(name: str, value):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
         if value is None:
             return None, None
+    if isinstance(value, bool):  # YAML 1.1 reads unquoted on/off/no as booleans
+        if "off" in typing.get_args(tp) or name in ("hellaswag_file", "resume"):
+            value = "on" if value else "off"
+        elif "no" in typing.get_args(tp) and value is False:
+            value = "no"  # mixed_precision: no
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
         return (value, None) if value in choices else (value, f"{name}: {value!r} is not one of {list(choices)}")
@@ -204,12 +210,13 @@ def _build_parser():
 def _read_yaml(path: str, errors: list[str]) -> dict:
     p = Path(path)
     if not p.is_file():
-        errors.append(f"config: preset file {path!r} does not exist (presets live in configs/)")
+        what = "is a folder, not a YAML file" if p.is_dir() else "does not exist"
+        errors.append(f"config: preset file {path!r} {what} (presets live in configs/)")
         return {}
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        errors.append(f"config: {path} is not valid YAML: {err}")
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        errors.append(f"config: {path} is not valid YAML text: {err}")
         return {}
     if not isinstance(raw, dict):
         errors.append(f"config: {path} must be a mapping of run-config fields, got {type(raw).__name__}")
@@ -296,6 +303,22 @@ def _did_you_mean(name: str, prefix: str = "") -> str:
     return "; did you mean " + " or ".join(prefix + c for c in close) + "?"
 
 
+def _output_dir_problems(out: Path) -> list[str]:
+    """A run folder must be a folder we can create and write, and not a model folder (tools that take both
+    would read the folder's model instead of its checkpoints)."""
+    if out.exists() and not out.is_dir():
+        return [f"output_dir {str(out)!r} is a file: pick a folder for the run (it is created if missing)"]
+    if (out / "config.json").is_file():
+        return [f"output_dir {str(out)!r} holds a model (config.json): a run folder holds checkpoints/, and export "
+                "and evaluation would take the model at its top; pick a new output_dir"]
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return [f"output_dir {str(out)!r} cannot be created: {existing} is a file"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"output_dir {str(out)!r} cannot be written: no write permission in {existing}"]
+    return []
+
+
 def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     """Every problem with `cfg`, as actionable messages. With world_size=None the batch divisibility that
     depends on it is left out (checked again once the launcher is known)."""
@@ -313,6 +336,11 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     for name in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_every", "hellaswag_every",
                  "sample_every", "save_every", "num_samples", "loss_chunk_tokens"):
         positive(name, allow_zero=True)
+    float32_max = 3.4028234663852886e38  # the optimizer's hyperparameters become fp32 tensors
+    for name in ("max_lr", "min_lr", "weight_decay", "grad_clip", "adam_eps", "beta1", "beta2", "peak_flops"):
+        v = getattr(cfg, name)
+        if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= float32_max):
+            e.append(f"{name} must be a finite number, got {v}")
 
     # data / paths
     if not cfg.data_dir:
@@ -330,6 +358,8 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
                  "or use --log_with auto / none")
     if not cfg.output_dir:
         e.append("output_dir must be set")
+    else:
+        e += _output_dir_problems(Path(cfg.output_dir))
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
         e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
                  "run folder")
