@@ -20,7 +20,12 @@ def main(argv=None) -> int:
         return 2
     from training.loop import train
 
-    return train(cfg)
+    try:
+        return train(cfg)
+    except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed, or a second one (training/signals.py)
+        print("interrupted (Ctrl-C): what was in progress is not checkpointed; committed checkpoints are intact "
+              "(continue with --resume auto)", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -370,6 +370,9 @@ def test_resuming_an_older_checkpoint_into_a_folder_with_newer_ones_is_refused(s
     fresh = tmp_path / "fresh"
     assert train.main(_args(setup, fresh, "--resume", str(older), "--max_steps", "7")) == 0
     assert yaml.safe_load((fresh / "run_config.yaml").read_text())["resume"] == "auto"
+    assert "done: 7 steps, 1,792 tokens (1 this session, in " in capsys.readouterr().out
+    summary = read_metrics(fresh / "metrics.jsonl", "summary")[-1]
+    assert (summary["steps"], summary["session_steps"]) == (7, 1)
 
 
 def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path):
@@ -578,6 +581,37 @@ def test_a_signal_during_a_step_checkpoints_that_step(setup, tmp_path, in_proces
     assert run_train(cfg, hooks={"build_model": build}) == 0
     assert "received SIGTERM: will checkpoint when this step ends" in capsys.readouterr().err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000003"]
+
+
+def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_process, capsys, monkeypatch):
+    """The first SIGINT asks for a checkpoint; a second one (here in the next micro-batch of the same step)
+    means "out now": exit 130 with a line saying what was kept, not a KeyboardInterrupt traceback and exit 1."""
+    from training import loop
+
+    calls = {"n": 0}
+
+    def inject(model):
+        def hook(module, inputs, output):
+            calls["n"] += 1
+            if calls["n"] in (5, 6):  # both micro-batches of step 3
+                os.kill(os.getpid(), signal.SIGINT)
+        model.lm_head.register_forward_hook(hook)
+
+    build, _ = _model_with(inject)
+    monkeypatch.setattr(loop, "build_model", build)
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--save_every", "2", "--eval_every", "0", "--hellaswag_every", "0",
+                            "--sample_every", "0", "--eval_at_end", "false")) == 130
+    err = capsys.readouterr().err
+    assert "received SIGINT" in err and "interrupted (Ctrl-C)" in err
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]  # step 3 was not saved
+
+
+def test_flex_attention_is_refused_on_a_cpu_before_anything_is_written(setup, tmp_path, in_process, capsys):
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--attn_implementation", "flex_attention")) == 2
+    assert "flex_attention cannot train on a CPU" in capsys.readouterr().err
+    assert not (out / "run_config.yaml").exists()
 
 
 def test_single_batch_overfits(setup, tmp_path, in_process):

@@ -5,6 +5,7 @@ the schedule, the checks, and checkpoints that resume to the bit.
 
 Exit codes: 0 done (or stopped cleanly by SIGTERM/SIGINT after a checkpoint), 2 bad config or incompatible
 resume (nothing written), 3 non-finite loss or grad norm (stopped; that step's update not applied), 4 out of memory.
+(train.py adds 130: interrupted by a second Ctrl-C.)
 
 Each rank builds its own `data.loader.TrainBatches(rank, world_size)` and feeds batches itself: the loader is an
 infinite iterator with its own resumable position, so it is not handed to `accelerator.prepare`.
@@ -270,6 +271,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if cfg.loss_chunk_tokens and accelerator.mixed_precision == "fp16":
         problems.append("loss_chunk_tokens needs bf16 or fp32 (the launcher asked for fp16): the chunked loss makes "
                         "its gradients in forward, out of the fp16 loss scaler's reach; use --loss_chunk_tokens 0")
+    if raw_model.config._attn_implementation == "flex_attention" and device.type == "cpu":
+        problems.append("attn_implementation flex_attention cannot train on a CPU (torch has no CPU backward for it; "
+                        "it would fail after the first evaluation): use sdpa or eager")
     if cfg.loss_chunk_tokens and not raw_model.supports_chunked_loss():
         problems.append("loss_chunk_tokens: this model's LM head is not a plain nn.Linear after preparation (wrapped "
                         "or hooked), so the chunked loss cannot run; use --loss_chunk_tokens 0")
@@ -365,7 +369,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, ends at step {cfg.lr_decay_steps or cfg.max_steps})",
             f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
             f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
-            + (f"{peak / 1e12:.0f} TFLOP/s per device" if peak else "unknown (set --peak_flops for MFU)"),
+            + (f"{peak / 1e12:.4g} TFLOP/s per device" if peak else "unknown (set --peak_flops for MFU)"),
             trackers.describe(cfg.log_with, out),
             (f"resuming from {resume_dir} at step {start_step}" if resume_dir else
              f"starting from {describe_origin(cfg.init_from)}"),
@@ -439,7 +443,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             except NonFiniteError as err:
                 last_good = ckpt.find_resumable(cfg.output_dir) if main else None
                 msg = (f"non-finite {err.what} at step {step + 1} (loss {err.loss}, grad_norm {err.grad_norm}): "
-                       f"stopped, this step's update not applied; last good checkpoint: {last_good or 'none'}")
+                       f"stopped, this step's update not applied; last good checkpoint: {last_good or 'none'}. "
+                       "Resuming with the same settings repeats this exactly (resume is bit-exact): resume with a "
+                       "lower --max_lr or a longer --warmup_steps (a resume may change the schedule)")
                 if main:
                     print(msg, file=sys.stderr, flush=True)
                     metrics.write("error", step=step + 1, message=msg)
@@ -515,12 +521,15 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if code == EXIT_OK and step >= cfg.max_steps:
         wall = time.time() - run_t0
         if main:
-            summary = dict(steps=step, tokens=tokens, wall_time_s=wall, device=device_name, world_size=world,
+            # steps and tokens: the run's totals; wall_time_s, tok/s and mfu: this session's (since its start)
+            summary = dict(steps=step, tokens=tokens, session_steps=step - start_step, wall_time_s=wall,
+                           device=device_name, world_size=world,
                            precision=precision, mean_tok_per_s=(sum(tok_rates) / len(tok_rates)) if tok_rates else None,
                            mfu=mfu(fpt, sum(tok_rates) / len(tok_rates), peak, world) if tok_rates else None,
                            flops_formula=FLOPS_FORMULA, last_checkpoint=str(last_saved))
             metrics.write("summary", **summary)
-            log(f"done: {step} steps, {tokens:,} tokens in {wall:.1f}s")
+            session = f" in {wall:.1f}s" if start_step == 0 else f" ({step - start_step} this session, in {wall:.1f}s)"
+            log(f"done: {step} steps, {tokens:,} tokens{session}")
     finish_uploads(uploader, metrics, log)
     if metrics:
         metrics.close()
