@@ -35,6 +35,7 @@ class RunMetrics:
     # the full `hellaswag` records (acc, acc_norm, acc_tokennorm, n), by step; empty for log.txt
     hellaswag_records: dict[int, dict] = field(default_factory=dict)
     train_records: dict[int, dict] = field(default_factory=dict)
+    val_tokens: dict[int, int] = field(default_factory=dict)  # step -> tokens the validation loss averaged over
     summary: dict | None = None
 
     @property
@@ -65,7 +66,7 @@ def load_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
 
 
 def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
-    train, val, records, train_records = {}, {}, {}, {}
+    train, val, val_tokens, records, train_records = {}, {}, {}, {}, {}
     summary, known = None, 0  # known: records of a type train.py writes (docs/CONTRACTS.md)
     lines = text.splitlines()
     last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
@@ -87,6 +88,8 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
                 train_records[int(record["step"])] = record
             elif kind == "val":
                 val[int(record["step"])] = float(record["val_loss"])
+                if isinstance(record.get("val_tokens"), int):
+                    val_tokens[int(record["step"])] = record["val_tokens"]
             elif kind == "hellaswag":
                 records[int(record["step"])] = record
             elif kind == "summary":
@@ -109,6 +112,7 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
         hellaswag={scorer: series for scorer, series in hellaswag.items() if series},
         hellaswag_records=dict(sorted(records.items())),
         train_records=dict(sorted(train_records.items())),
+        val_tokens=val_tokens,
         summary=summary,
     )
 

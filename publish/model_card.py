@@ -77,7 +77,7 @@ def results_at_step(metrics: RunMetrics | None, step: int | None) -> dict:
         out["hellaswag"] = {"step": hella[-1][0], **hella[-1][1]}
     val = [(s, v) for s, v in metrics.val_loss if upto(s)]
     if val:
-        out["val_loss"] = {"step": val[-1][0], "value": val[-1][1]}
+        out["val_loss"] = {"step": val[-1][0], "value": val[-1][1], "tokens": metrics.val_tokens.get(val[-1][0])}
     return out
 
 
@@ -329,9 +329,10 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         lines.append(f"| {gpt2.label} | {_fmt(gpt2.value)} |\n| {gpt3.label} | {_fmt(gpt3.value, 3)} |\n")
         lines.append(_uncertainty_note(hella.get("n"), hella["acc_tokennorm"], None))
     if val:
-        val_tokens = inputs.run_config.get("val_tokens")
-        lines.append(f"Validation loss at step {val['step']:,}: **{val['value']:.4f}** nats/token"
-                     + (f" over (at most) {int(val_tokens):,} tokens (`val_tokens`)" if val_tokens else "")
+        planned = inputs.run_config.get("val_tokens")  # an upper bound: a smaller val split gives fewer
+        over = (f" over {int(val['tokens']):,} tokens" if val.get("tokens")
+                else f" over (at most) {int(planned):,} tokens (`val_tokens`)" if planned else "")
+        lines.append(f"Validation loss at step {val['step']:,}: **{val['value']:.4f}** nats/token{over}"
                      + (f" ({', '.join(inputs.datasets)} held-out tokens)" if inputs.datasets else "")
                      + f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
                      "val split (comparable only on that data).\n")

@@ -31,7 +31,7 @@ def metrics(tmp_path):
 def test_results_are_those_at_or_before_the_exported_step(metrics):
     at = results_at_step(metrics, 75)  # exported between two evaluations: the one before, never a later one
     assert at["hellaswag"]["step"] == 50 and at["hellaswag"]["acc_norm"] == 0.31
-    assert at["val_loss"] == {"step": 50, "value": 3.5}
+    assert at["val_loss"] == {"step": 50, "value": 3.5, "tokens": None}  # rows without val_tokens
     assert results_at_step(metrics, None)["val_loss"]["step"] == 100
 
 
@@ -151,4 +151,9 @@ def test_a_hellaswag_subset_is_shown_with_its_standard_error_and_a_warning(tmp_p
                                            run_config={"val_tokens": 8192})))
     assert "±0.0462 (100 examples)" in card  # sqrt(0.31 * 0.69 / 100)
     assert "first 100 of the 10,042 examples" in card and "within about two standard errors are noise" in card
-    assert "over (at most) 8,192 tokens (`val_tokens`)" in card
+    assert "over (at most) 8,192 tokens (`val_tokens`)" in card  # the row does not say how many
+    records[1]["val_tokens"] = 2048  # train.py's rows do: a val split smaller than val_tokens gives fewer
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = str(build_model_card(CardInputs(model_name="m", metrics=load_metrics(path), step=10,
+                                           run_config={"val_tokens": 8192})))
+    assert "**6.1000** nats/token over 2,048 tokens" in card and "8,192" not in card

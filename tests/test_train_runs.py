@@ -204,6 +204,7 @@ def test_reference_run_logs_and_run_folder(reference):
     assert "tokens/step 256 = micro_batch 4 x seq_len 32 x grad_accum 2 x world 1" in proc.stdout
     assert "params 3,327,744 (decayed 3,325,952, not decayed 1,792)" in proc.stdout
     assert "attention sdpa" in proc.stdout and "precision no" in proc.stdout
+    assert "validation 640 tokens, every 4 steps" in proc.stdout
     # a checkpoint's model/ is a loadable model folder: its tokenizer truncates at the model's context (128)
     tokenizer_config = json.loads((out / "checkpoints" / "step_00000008" / "model" / "tokenizer_config.json").read_text())
     assert tokenizer_config["model_max_length"] == 128
@@ -605,6 +606,15 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
     err = capsys.readouterr().err
     assert "received SIGINT" in err and "interrupted (Ctrl-C)" in err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]  # step 3 was not saved
+
+
+def test_a_val_split_smaller_than_val_tokens_is_said_at_start(setup):
+    from training.loop import _validation_line
+    from training.run_config import load_run_config
+
+    cfg = load_run_config(_args(setup, "unused", "--val_tokens", "100000"))
+    assert _validation_line(cfg) == ("validation 1,056 tokens (val_tokens 100,000: the data's val split holds fewer), "
+                                     "every 4 steps")
 
 
 def test_flex_attention_is_refused_on_a_cpu_before_anything_is_written(setup, tmp_path, in_process, capsys):

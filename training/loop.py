@@ -37,6 +37,17 @@ from training.step import NonFiniteError, optimizer_step
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
 
 
+def _validation_line(cfg: RunConfig) -> str:
+    """What validation averages over; a val split smaller than val_tokens is said, not silently used."""
+    from data.loader import val_window_count
+
+    tokens = val_window_count(cfg.data_dir, cfg.seq_len, cfg.val_tokens) * cfg.seq_len
+    short = (f" (val_tokens {cfg.val_tokens:,}: the data's val split holds fewer)"
+             if tokens + cfg.seq_len <= cfg.val_tokens else "")
+    when = f"every {cfg.eval_every} steps" if cfg.eval_every > 0 else "at the end"
+    return f"validation {tokens:,} tokens{short}, {when}"
+
+
 def _changes(before: dict, after, keys) -> list[str]:
     """`key old -> new` for each of `keys` that `before` (a dict) has and `after` (an object) changes."""
     return [f"{key} {before[key]} -> {getattr(after, key)}" for key in keys
@@ -368,6 +379,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
             f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, ends at step {cfg.lr_decay_steps or cfg.max_steps})",
             f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
+            *([_validation_line(cfg)] if cfg.eval_every > 0 or cfg.eval_at_end else []),
             f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
             + (f"{peak / 1e12:.4g} TFLOP/s per device" if peak else "unknown (set --peak_flops for MFU)"),
             trackers.describe(cfg.log_with, out),
