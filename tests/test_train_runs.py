@@ -702,6 +702,15 @@ def test_resume_with_a_smaller_micro_batch_reads_the_same_data(reference, setup,
         assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
 
 
+def test_init_from_a_folder_with_damaged_weights_is_a_config_error(setup, reference, tmp_path, in_process, capsys):
+    ref_out, _ = reference
+    model = tmp_path / "model"
+    shutil.copytree(ref_out / "checkpoints" / "step_00000008" / "model", model)
+    (model / "model.safetensors").write_bytes(b"\xff" * 64)  # a garbled header
+    assert train.main(_args(setup, tmp_path / "run", "--init_from", str(model))) == 2
+    assert f"could not build the model ({model})" in capsys.readouterr().err
+
+
 def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
     """Continued pretraining from any GPT-2 folder: the architecture comes from the folder, and the first
     validation loss is the loaded model's own (computed independently here)."""

@@ -139,19 +139,20 @@ def verify(ckpt: Path) -> Optional[str]:
     if not (ckpt / MANIFEST).is_file():
         return f"{MANIFEST} is missing"
     manifest_bytes = (ckpt / MANIFEST).read_bytes()
-    if (ckpt / COMPLETE).read_text().strip() != hashlib.sha256(manifest_bytes).hexdigest():
+    if (ckpt / COMPLETE).read_text(errors="replace").strip() != hashlib.sha256(manifest_bytes).hexdigest():
         return f"{MANIFEST} does not match the hash recorded in COMPLETE"
     try:
-        manifest = json.loads(manifest_bytes)
-    except json.JSONDecodeError:
-        return f"{MANIFEST} is not valid JSON"
-    for rel, entry in manifest["files"].items():
+        files = json.loads(manifest_bytes)["files"]
+        entries = [(rel, int(entry["size"]), str(entry["sha256"])) for rel, entry in files.items()]
+    except (ValueError, KeyError, TypeError, AttributeError):  # hand-edited, then sealed again
+        return f"{MANIFEST} is not a manifest of files (size, sha256)"
+    for rel, size, sha256 in entries:
         path = ckpt / rel
         if not path.is_file():
             return f"{rel} is missing"
-        if path.stat().st_size != entry["size"]:
-            return f"{rel} has {path.stat().st_size} bytes, the manifest says {entry['size']} (truncated?)"
-        if _sha256(path) != entry["sha256"]:
+        if path.stat().st_size != size:
+            return f"{rel} has {path.stat().st_size} bytes, the manifest says {size} (truncated?)"
+        if _sha256(path) != sha256:
             return f"{rel} does not match its sha256 (corrupted)"
     return None
 

@@ -197,9 +197,12 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                          "that folder with --resume auto"], heading="cannot resume")
 
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+    from safetensors import SafetensorError
+
     try:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
-    except (OSError, ValueError, ImportError) as err:  # ImportError: an attention backend that is not installed
+    except (OSError, ValueError, ImportError, SafetensorError) as err:  # ImportError: an attention backend that is
+        # not installed; SafetensorError: a damaged weights file in an init_from folder
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
     if cfg.init_from != "scratch":
         # The loaded model (or, resuming, the checkpoint of such a run) fixes the architecture: record its values,
