@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     card.add_argument("--name", help="model name in the card (default: the --out folder name)")
     card.add_argument("--dataset", action="append", help="Hub dataset id of the training data (repeatable; "
                       "default: guessed from the run's data_dir)")
-    card.add_argument("--license", default="mit")
+    card.add_argument("--license", default="mit", help="Hub license id of the weights in the card (default mit, as "
+                      "OpenAI's GPT-2; the training data keeps its own terms, e.g. FineWeb-Edu's ODC-By)")
     card.add_argument("--base-model", help="Hub id of the model training continued from (default: from init_from)")
     card.add_argument("--lm-eval-results", metavar="JSON",
                       help="lm-eval results file of a HellaSwag run on this export: reported in the card")

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_train_runs import REPO, TIMEOUT, _args, _env, _run, setup  # noqa: F401  (setup is a fixture)
 from training.metrics import read_metrics
@@ -163,3 +164,23 @@ def test_the_checkpoint_twin_keeps_the_models_generation_settings():
     twin = plain_twin(model)
     assert type(twin) is type(model) and twin.device.type == "meta"
     assert (twin.generation_config.do_sample, twin.generation_config.top_k) == (True, 7)
+
+
+def test_the_banner_says_when_a_launchers_fsdp_config_is_not_applied(monkeypatch):
+    """On CPU processes Accelerate runs an FSDP launch config as DDP: the banner says so instead of looking like
+    an ordinary DDP run."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from training.loop import _strategy
+
+    def accelerator(kind, n):
+        return SimpleNamespace(distributed_type=kind, num_processes=n, device=torch.device("cpu"))
+
+    assert _strategy(accelerator(DistributedType.MULTI_CPU, 2)) == " (DDP)"
+    assert _strategy(accelerator(DistributedType.NO, 1)) == ""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert _strategy(accelerator(DistributedType.MULTI_CPU, 2)) == (
+        " (DDP: the launcher's FSDP config is not applied on CPU)")
+    assert _strategy(accelerator(DistributedType.FSDP, 2)) == " (FSDP)"

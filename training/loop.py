@@ -14,6 +14,7 @@ infinite iterator with its own resumable position, so it is not handed to `accel
 import dataclasses
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,17 @@ from training.signals import StopRequest
 from training.step import NonFiniteError, optimizer_step
 
 EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
+
+
+def _strategy(accelerator) -> str:
+    """' (FSDP)' / ' (DDP)' for several processes; says so when a launcher's FSDP config was not applied
+    (Accelerate uses FSDP on GPUs only: on CPU processes it runs DDP)."""
+    if fsdp.is_fsdp(accelerator):
+        return " (FSDP)"
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return f" ({'DDP' if accelerator.num_processes > 1 else 'one process'}: the launcher's FSDP config is not " \
+               f"applied on {accelerator.device.type.upper()})"
+    return " (DDP)" if accelerator.num_processes > 1 else ""
 
 
 def _validation_line(cfg: RunConfig) -> str:
@@ -371,7 +383,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     log("resolved run config:\n" + format_run_config(cfg))
     log(
         "\n".join([
-            f"world size {world}{' (FSDP)' if fsdp.is_fsdp(accelerator) else ''} | device {device} ({device_name})"
+            f"world size {world}{_strategy(accelerator)} | device {device} ({device_name})"
             f" | precision {precision}"
             f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {compile_desc(cfg)}"
             f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}"
