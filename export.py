@@ -51,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(hyphenated(argv))  # --push_to_hub works too, as train.py's flag style
     if (args.private or args.dry_run or args.revision or args.commit_message) and not args.push_to_hub:
         parser.error("--private / --dry-run / --revision / --commit-message go with --push-to-hub REPO_ID")
+    if args.push_to_hub:  # before the export, not after minutes of it
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(args.push_to_hub)
+        except ValueError as err:
+            parser.error(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id ('namespace/name'): {err}")
     return args
 
 

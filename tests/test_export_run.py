@@ -212,6 +212,14 @@ def test_cli_dry_run_lists_exactly_the_folder(tiny_run, tmp_path, capsys):
     assert listed == on_disk and len(listed) == 14
 
 
+def test_cli_refuses_a_bad_repo_id_before_exporting(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit) as exit_info:
+        export_cli.main([str(tiny_run), "--out", str(out), "--push-to-hub", "not a repo"])
+    assert exit_info.value.code == 2 and "is not a Hub repo id" in capsys.readouterr().err
+    assert not out.exists()  # refused before minutes of export, not after
+
+
 def test_cli_push_fails_cleanly_offline_and_keeps_the_export(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_notARealTokenButLongEnough0123456789")
     out = tmp_path / "push"

@@ -109,6 +109,32 @@ def test_retention_deletes_only_after_the_new_checkpoint_commits(tmp_path, monke
     assert all(ckpt.verify(p) is None for p in ckpt.list_checkpoints(tmp_path))
 
 
+def test_a_retention_delete_killed_half_way_leaves_no_half_checkpoint(tmp_path, monkeypatch):
+    """An old checkpoint is renamed out of step_* before its files go: killed during the delete (here: rmtree
+    stops after one file), what is left is a trash folder the next save removes, not a step_ folder holding
+    half a checkpoint forever."""
+    import shutil
+
+    for step in (2, 4):
+        _save(tmp_path, step, keep_last=2)
+    real_rmtree = shutil.rmtree
+
+    def killed_rmtree(path, ignore_errors=False):
+        path = Path(path)
+        if path.is_dir() and path.name.endswith("step_00000002"):
+            next(f for f in path.rglob("*") if f.is_file()).unlink()
+            raise KeyboardInterrupt  # stands in for the kill
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 6, keep_last=2)
+    monkeypatch.undo()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
+    _save(tmp_path, 8, keep_last=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000006", "step_00000008"]
+
+
 def test_recommit_of_an_existing_step_replaces_it(tmp_path):
     first = _save(tmp_path, 4, payload=b"old")
     (first / "COMPLETE").unlink()  # e.g. a copy that lost its marker

@@ -144,6 +144,8 @@ def test_a_binary_preset_and_a_model_folder_as_output_dir_are_refused(tmp_path):
     (export / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="holds a model \\(config.json\\)"):
         load_run_config(["--data_dir", str(data), "--output_dir", str(export)])
+    with pytest.raises(ConfigError, match="output_dir is the data_dir"):
+        load_run_config(["--data_dir", str(data), "--output_dir", str(data)])
 
 
 def test_a_tracker_asked_for_by_name_must_be_installed(tmp_path, monkeypatch):

@@ -477,13 +477,19 @@ def test_non_finite_stops_without_applying_the_update(setup, tmp_path, in_proces
     assert read_metrics(out / "metrics.jsonl")[-1]["type"] == "error"
 
 
-def test_out_of_memory_names_the_knob(setup, tmp_path, in_process, capsys):
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    # what the CPU allocator raises (a plain RuntimeError; it used to end the run with a traceback and exit 1)
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 21474836480 bytes. Error code 12 "
+                 "(Cannot allocate memory)"),
+], ids=["cuda", "cpu"])
+def test_out_of_memory_names_the_knob(setup, tmp_path, in_process, capsys, error):
     from training.loop import train as run_train
     from training.run_config import load_run_config
 
     def inject(model):
         def hook(module, inputs):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise error
         model.transformer.register_forward_pre_hook(hook)
 
     build, _ = _model_with(inject)

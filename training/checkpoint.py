@@ -221,7 +221,14 @@ def apply_retention(output_dir, keep_last: int, log=print) -> list[Path]:
     root = checkpoint_root(output_dir)
     doomed += [p for p in root.iterdir() if p.is_dir() and p.name.startswith((STAGING_PREFIX, TRASH_PREFIX))]
     for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
+        gone = path
+        if path.name.startswith("step_"):
+            # renamed first (atomic): a process killed mid-delete leaves a trash folder that the next save
+            # removes, not a step_ folder with half its files
+            gone = path.with_name(TRASH_PREFIX + path.name)
+            shutil.rmtree(gone, ignore_errors=True)
+            path.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
         log(f"deleted old checkpoint {path}")
     return doomed
 

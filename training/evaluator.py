@@ -9,6 +9,7 @@ import torch
 
 from training import fsdp, trackers
 from training.accelerator import broadcast
+from training.step import cpu_oom_as_oom
 
 
 def resolve_hellaswag(setting: str, log=print) -> Optional[str]:
@@ -56,7 +57,7 @@ class Evaluator:
         # evaluation must not move the training RNG streams (or resume would no longer be exact)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         try:
-            with torch.random.fork_rng(devices=devices), torch.no_grad(), self.acc.autocast():
+            with cpu_oom_as_oom(), torch.random.fork_rng(devices=devices), torch.no_grad(), self.acc.autocast():
                 yield
         finally:
             model.train(was_training)

@@ -360,6 +360,8 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
         e.append("output_dir must be set")
     else:
         e += _output_dir_problems(Path(cfg.output_dir))
+        if cfg.data_dir and Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve():
+            e.append(f"output_dir is the data_dir ({cfg.data_dir!r}): the run folder needs a folder of its own")
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
         e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
                  "run folder")

@@ -1,6 +1,7 @@
 """One optimizer step as train.py runs it (shared with bench/bench_train_overhead.py and the DDP tests):
 micro-batches through forward/backward with gradient accumulation, clip, one host sync, non-finite check, update."""
 
+import contextlib
 import hashlib
 import math
 
@@ -14,6 +15,19 @@ class NonFiniteError(RuntimeError):
         self.loss, self.grad_norm = loss, grad_norm
         self.what = "loss" if not math.isfinite(loss) else "grad norm"
         super().__init__(f"non-finite {self.what} (loss {loss}, grad_norm {grad_norm})")
+
+
+@contextlib.contextmanager
+def cpu_oom_as_oom():
+    """The CPU allocator reports out of memory as a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    memory"): raised again as torch.OutOfMemoryError, as on CUDA, so the loop's one handler (exit 4, the knob to
+    lower) covers both."""
+    try:
+        yield
+    except RuntimeError as err:
+        if isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" not in str(err):
+            raise
+        raise torch.OutOfMemoryError(str(err)) from err
 
 
 def train_step(accelerator, model, batches, grad_accum: int, grad_clip: float, device, digests=None,
@@ -53,7 +67,9 @@ def optimizer_step(accelerator, model, optimizer, batches, *, lr: float, grad_ac
     whose gradients overflowed (a normal event there: the grad norm is then inf and the step is not an error)
     and lowers the loss scale; only a non-finite loss stops the run."""
     set_lr(optimizer, lr)
-    loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests, loss_chunk_tokens)
+    with cpu_oom_as_oom():
+        loss, grad_norm = train_step(accelerator, model, batches, grad_accum, grad_clip, device, digests,
+                                     loss_chunk_tokens)
     # new_full, not torch.tensor(...): a host-to-device copy from pageable memory would wait for the backward
     flags = torch.stack([loss.float(), loss.new_full((), float(stop_requested), dtype=torch.float32)])
     flags = accelerator.reduce(flags, reduction="sum")  # queued on the device like the rest
