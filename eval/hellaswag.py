@@ -5,7 +5,8 @@
 `PATH` is an export, a checkpoint or a run folder (see eval/load.py); without `--data` the Rowan/hellaswag
 validation split is fetched from the Hub. Prints the scores next to OpenAI GPT-2 124M's under the same scorer and
 saves JSON beside the model (`<model dir>/eval_results/hellaswag_scorer.json`; for a run's checkpoint
-`<run>/eval_results/step_N/hellaswag_scorer.json`; or `--output`).
+`<run>/eval_results/step_N/hellaswag_scorer.json`; or `--output`, which may not overwrite the model, a
+checkpoint or the data: see eval.load.output_path).
 
 What it computes (text side in eval/hellaswag_data.py):
 - `acc`, `acc_norm`: exactly lm-eval's `hellaswag` task (its preprocessing, continuation `" " + choice`,
@@ -429,15 +430,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/; not "
+                        "elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
-    from eval.load import load_model, model_dir_of
+    from eval.load import load_model, model_dir_of, output_path
 
     # Resolved once: a run folder's newest checkpoint may change while this runs; the score stays with this one.
     model_dir = model_dir_of(args.model)  # a wrong model path is reported before any download
     data = args.data or find_hellaswag_file("pass --data path/to/hellaswag_val.jsonl (or set HELLASWAG_FILE)")
     examples = read_hellaswag(data, args.limit)  # bad data fails before the model is loaded
+    output = output_path(model_dir, args.output, RESULTS_FILE, keep=(data,))  # a bad --output too
     model, tokenizer = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -451,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     print(format_report(result))
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
-    out = save_results(model_dir, result, data=data, limit=args.limit, output=args.output,
+    out = save_results(model_dir, result, data=data, limit=args.limit, output=output,
                        batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bool(args.bf16),
                        seconds=round(seconds, 3))
     print(f"saved {out}")

@@ -7,7 +7,8 @@
 With `--data`, `hellaswag` becomes our `hellaswag_local` task (eval/tasks/hellaswag_local.yaml: lm-eval's own
 hellaswag task reading FILE) and `--mc` adds the multiple-choice form (`hellaswag_mc[_local]`). Saves lm-eval's
 results as JSON beside the model (`<model dir>/eval_results/lm_eval.json`; for a run's checkpoint
-`<run>/eval_results/step_N/lm_eval.json`; or `--output`).
+`<run>/eval_results/step_N/lm_eval.json`; or `--output`, which may not overwrite the model, a checkpoint or the
+data: see eval.load.output_path).
 The same from a shell, in a fresh process, on an exported folder (remote code):
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True --tasks hellaswag
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True \
@@ -111,14 +112,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--batch-size", default="16", help="int or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/; not "
+                        "elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.hellaswag_data import local_hellaswag_file
-    from eval.load import load_model, model_dir_of, results_path
+    from eval.load import load_model, model_dir_of, output_path
 
     data = args.data or local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
+    path = output_path(model_dir, args.output, RESULTS_FILE, keep=(data,))  # a bad --output fails before the work
     model, tokenizer = load_model(model_dir)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -142,7 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
         for key in ("results", "versions", "n-shot", "n-samples"):
             if "hellaswag_local" in record[key]:
                 record[key]["hellaswag"] = record[key]["hellaswag_local"]
-    path = Path(args.output) if args.output else results_path(model_dir, RESULTS_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"saved {path}")

@@ -62,6 +62,50 @@ def results_path(path: str | Path, filename: str) -> Path:
     return resolve_source(model_dir).eval_results_dir / filename
 
 
+def output_path(model_dir: Path | str, output: str | Path | None, filename: str,
+                keep: tuple[str | Path | None, ...] = ()) -> Path:
+    """Where an eval command writes its JSON: `output`, checked before any work, else `results_path`.
+
+    `model_dir` is the resolved model (`model_dir_of`). `--output` is refused (`EvalInputError`) when it is an
+    existing directory, when a folder on its way is a file, or when it lies inside the model's folder (for a
+    run's checkpoint: anywhere in the run folder) other than under the model's eval_results folder
+    (`results_path`'s): a results file there would overwrite the weights, the config, a checkpoint (whose
+    checksums it would also break) or the run's logs. `keep` names the user's input data (a file, or a folder
+    such as a prepared data dir): the output may not be it or lie inside it.
+    """
+    if output is None or str(output) == "":
+        return results_path(model_dir, filename)
+    out = Path(output)
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise EvalInputError(f"--output {out}: {parent} is a file, not a folder; pass another path")
+    target = out.resolve()
+    for data in keep:
+        if data is not None and (target == Path(data).resolve() or Path(data).resolve() in target.parents):
+            raise EvalInputError(f"--output {out} would overwrite the input data ({data}): pass another path")
+    if not isinstance(model_dir, str):  # a Hub id has nothing local to protect
+        _refuse_inside_model(model_dir, out, target, filename)
+    if out.is_dir():
+        raise EvalInputError(f"--output {out} is a directory: pass a file path such as {out / filename}")
+    return out
+
+
+def _refuse_inside_model(model_dir: Path, out: Path, target: Path, filename: str) -> None:
+    from publish.run_folder import resolve_source
+
+    src = resolve_source(model_dir)
+    protected = src.run_dir if src.run_dir is not None and src.checkpoint_dir is not None else (
+        src.checkpoint_dir or src.model_dir)
+    allowed = src.eval_results_dir.resolve()
+    if (protected.resolve() == target or protected.resolve() in target.parents) and allowed not in target.parents:
+        what = "run folder" if protected == src.run_dir else "checkpoint" if protected == src.checkpoint_dir else \
+            "model folder"
+        raise EvalInputError(
+            f"--output {out} is {'' if target == protected.resolve() else 'inside '}the {what} {protected}, where it could overwrite the model or its data: "
+            f"pass a path outside it, or under {src.eval_results_dir}/ (or leave --output out: "
+            f"{src.eval_results_dir / filename})")
+
+
 def load_model(path: str | Path, dtype=None):
     """Return `(model, tokenizer)` for an export / checkpoint / run folder or a Hub id; fp32 (or `dtype`), eval mode.
 

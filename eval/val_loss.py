@@ -7,7 +7,8 @@
 defaults are the settings it was trained with (data_dir, seq_len, val_tokens), so the number equals the
 training log's validation loss at that step. Prints the mean per-token loss and saves
 JSON beside the model (`<model dir>/eval_results/val_loss.json`; for a run's checkpoint
-`<run>/eval_results/step_N/val_loss.json`; or `--output`).
+`<run>/eval_results/step_N/val_loss.json`; or `--output`, which may not overwrite the model, a checkpoint or
+the data: see eval.load.output_path).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, help="val tokens to read (default: the checkpoint's val_tokens, "
                         f"else {DEFAULT_VAL_TOKENS:,}, the speedrun's)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/; not "
+                        "elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from data.loader import TokenDataset, val_batches
     from data.shards import DataError
     from data.tokenizer import EOT_ID
-    from eval.load import load_model, model_dir_of, results_path, trained_with
+    from eval.load import load_model, model_dir_of, output_path, trained_with
 
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     trained = trained_with(model_dir)  # {} unless a checkpoint of a run
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not data:
         raise EvalInputError(f"{args.model} is not a checkpoint of a training run, so its data is not known: "
                              "pass --data DIR (a folder written by `python -m data.prepare`)")
+    out = output_path(model_dir, args.output, "val_loss.json", keep=(data,))  # before the work, not after
     model, _ = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -104,7 +106,6 @@ def main(argv: list[str] | None = None) -> dict:
           + (f" ({', '.join(settings)} as in training)" if settings else ""))
     record = {"model": str(model_dir), "data": str(data), "seq_len": seq_len,
               "max_tokens": max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3)}
-    out = Path(args.output) if args.output else results_path(model_dir, "val_loss.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {out}")

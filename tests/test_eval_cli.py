@@ -200,3 +200,69 @@ def test_eval_commands_take_the_underscore_spelling_of_their_flags(export_dir, c
         "--max-new-tokens", "4", "--prompt=a_b", "--top-k=5", "x_y"]  # values stay as they are
     main(["--model", str(export_dir), "--num_samples", "1", "--max_new_tokens", "3"])
     assert "Hello, I'm a language model," in capsys.readouterr().out
+
+
+COMMANDS = {  # module -> the extra arguments it needs to reach its --output check
+    "eval.hellaswag": lambda data: ["--data", str(data), "--limit", "2"],
+    "eval.val_loss": lambda data: ["--data", str(data.parent)],
+    "eval.lm_eval_run": lambda data: ["--data", str(data), "--limit", "2"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("output", ["model.safetensors", "config.json", "new_file.json", "sub/x.json", ".", "DATA"])
+def test_output_that_would_overwrite_the_model_or_the_data_is_refused(export_dir, tmp_path, shared_data, capsys,
+                                                                       command, output):
+    """`--output E/model.safetensors` used to replace the weights with a JSON file (rc 0). Inside the model folder
+    only its eval_results/ may be written; an existing directory and the input data are refused too; nothing is
+    written, before any work."""
+    import importlib
+    import shutil
+
+    model = tmp_path / "E"
+    shutil.copytree(export_dir, model)
+    data = tmp_path / "hs" / "hellaswag_val.jsonl"
+    data.parent.mkdir()
+    shutil.copy(shared_data("hellaswag/hellaswag_val.jsonl"), data)
+    def files():
+        return {p: p.read_bytes() for p in [*model.rglob("*"), data] if p.is_file()}
+
+    before = files()
+    target = data if output == "DATA" else model / output
+    main = importlib.import_module(command).main
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--model", str(model), *COMMANDS[command](data), "--output", str(target)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output ") and err.count("\n") == 1, err
+    assert files() == before
+    assert not (model / "sub").exists() and not (model / "new_file.json").exists()
+
+
+def test_output_check_allows_eval_results_and_guards_a_run_folder(tmp_path, export_dir):
+    """An export may be written under its eval_results/; a run's checkpoint only under <run>/eval_results/step_N/
+    (anywhere else in the run folder: a checkpoint, its checksums, run_config.yaml or metrics.jsonl)."""
+    import shutil
+
+    from eval.load import output_path
+
+    assert output_path(export_dir, None, "x.json") == export_dir / "eval_results" / "x.json"
+    mine = export_dir / "eval_results" / "mine.json"
+    assert output_path(export_dir, str(mine), "x.json") == mine
+    assert output_path(export_dir, str(tmp_path / "elsewhere.json"), "x.json") == tmp_path / "elsewhere.json"
+    with pytest.raises(EvalInputError, match=f"--output {tmp_path} is a directory: pass a file path such as"):
+        output_path(export_dir, str(tmp_path), "x.json")
+    with pytest.raises(EvalInputError, match="is a file, not a folder"):
+        output_path(export_dir, str(export_dir / "config.json" / "x.json"), "x.json")
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step_00000100"
+    shutil.copytree(export_dir, ckpt / "model", ignore=shutil.ignore_patterns("eval_results"))
+    (ckpt / "COMPLETE").touch()
+    (run / "metrics.jsonl").write_text("{}\n")
+    model_dir = ckpt / "model"
+    ok = run / "eval_results" / "step_00000100" / "y.json"
+    assert output_path(model_dir, str(ok), "x.json") == ok
+    for bad in (model_dir / "eval_results" / "y.json", ckpt / "y.json", run / "metrics.jsonl", run / "y.json"):
+        with pytest.raises(EvalInputError, match=f"inside the run folder {run}.*eval_results/step_00000100"):
+            output_path(model_dir, str(bad), "x.json")
