@@ -56,13 +56,17 @@ def resolve_tasks(tasks: list[str], local: bool, mc: bool) -> list[str]:
 def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None = None, mc: bool = False,
                 limit: int | None = None, batch_size: int | str = 16, num_fewshot: int | None = None,
                 log_samples: bool = False) -> dict:
-    """`lm_eval.simple_evaluate` on an already loaded model; returns lm-eval's result dict."""
+    """`lm_eval.simple_evaluate` on an already loaded model; returns lm-eval's result dict. `data_file` is
+    checked row by row first (`read_hellaswag`): lm-eval would score a malformed file (a label 7 just counts as
+    wrong) or fail with a traceback deep in `datasets`."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    if data_file is not None and not Path(data_file).is_file():
-        raise EvalInputError(f"HellaSwag file not found: {data_file}")
+    from eval.hellaswag_data import read_hellaswag
+
+    if data_file is not None:
+        read_hellaswag(data_file)  # EvalInputError naming the file and line
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as tmp:
         include = write_local_tasks(data_file, tmp) if data_file is not None else TASKS_DIR
@@ -116,10 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
-    from eval.hellaswag_data import local_hellaswag_file
+    from eval.hellaswag_data import local_hellaswag_file, read_hellaswag
     from eval.load import load_model, model_dir_of, output_path
 
     data = args.data or local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself
+    if data is not None:
+        read_hellaswag(data)  # every row (lm-eval's loader reads them all): a bad file fails before the model loads
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     path = output_path(model_dir, args.output, RESULTS_FILE, keep=(data,))  # a bad --output fails before the work
     model, tokenizer = load_model(model_dir)

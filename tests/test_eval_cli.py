@@ -266,3 +266,25 @@ def test_output_check_allows_eval_results_and_guards_a_run_folder(tmp_path, expo
     for bad in (model_dir / "eval_results" / "y.json", ckpt / "y.json", run / "metrics.jsonl", run / "y.json"):
         with pytest.raises(EvalInputError, match=f"inside the run folder {run}.*eval_results/step_00000100"):
             output_path(model_dir, str(bad), "x.json")
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"label": 7}, "line 2: 'label' must be 0..3, got 7"),
+    ({"endings": ["a", "b"]}, "line 2: 'endings' must be a list of 4 strings"),
+])
+def test_lm_eval_run_refuses_a_malformed_hellaswag_file(export_dir, tmp_path, shared_data, capsys, change, expected):
+    """A row with label 7 was scored by lm-eval as a wrong answer (acc 0, rc 0); now the file is checked as
+    eval.hellaswag checks it, before the model is loaded, and nothing is written."""
+    from eval.lm_eval_run import main
+
+    rows = [json.loads(line) for line in shared_data("hellaswag/hellaswag_val.jsonl").open()][:3]
+    rows[1].update(change)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "lm_eval.json"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--model", str(export_dir), "--data", str(path), "--limit", "3", "--output", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err and str(path) in err
+    assert not out.exists()
