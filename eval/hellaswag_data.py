@@ -117,7 +117,8 @@ def find_hellaswag_file(how: str) -> Path:
 
 def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwagExample]:
     """Read the first `limit` rows (all if None) of a HellaSwag jsonl file (the original `hellaswag_val.jsonl`
-    format, also what `datasets` writes for Rowan/hellaswag). Raises `EvalInputError` naming file and line."""
+    format, also what `datasets` writes for Rowan/hellaswag). Raises `EvalInputError` naming file and line
+    (not UTF-8, not JSON, a missing or wrong field)."""
     path = Path(path)
     if not path.is_file():
         raise EvalInputError(
@@ -127,10 +128,17 @@ def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwag
     if limit is not None and limit < 1:
         raise EvalInputError(f"--limit must be >= 1, got {limit}")
     examples = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # decoded line by line: a file that is not UTF-8 is reported with its line
+        for line_no, raw in enumerate(fh, start=1):
             if limit is not None and len(examples) >= limit:
                 break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise EvalInputError(
+                    f"{path}, line {line_no}: not UTF-8 text (a binary or UTF-16 file?); expected a HellaSwag "
+                    ".jsonl file such as the original hellaswag_val.jsonl"
+                ) from None
             if not line.strip():
                 continue
             examples.append(_parse_row(line, path, line_no))

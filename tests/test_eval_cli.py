@@ -288,3 +288,23 @@ def test_lm_eval_run_refuses_a_malformed_hellaswag_file(export_dir, tmp_path, sh
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and expected in err and str(path) in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("encode", ["utf-16", "binary"])
+def test_a_hellaswag_file_that_is_not_utf8_is_a_message(export_dir, tmp_path, shared_data, capsys, encode):
+    """A UTF-16 or binary file gave a UnicodeDecodeError traceback from read_hellaswag (also train.py's
+    --hellaswag_file, so the message names the file, not --data)."""
+    from eval.hellaswag import main
+    from eval.hellaswag_data import read_hellaswag
+
+    text = "".join(shared_data("hellaswag/hellaswag_val.jsonl").open().readlines()[:2])
+    path = tmp_path / "hs.jsonl"
+    path.write_bytes(text.encode("utf-16") if encode == "utf-16" else bytes(range(255, -1, -1)) * 4)
+    with pytest.raises(EvalInputError, match="line 1: not UTF-8 text") as err:
+        read_hellaswag(path)
+    assert str(path) in str(err.value) and "--data" not in str(err.value)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--model", str(export_dir), "--data", str(path)])
+    assert exit_info.value.code == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"error: {path}, line 1: not UTF-8 text") and printed.count("\n") == 1
