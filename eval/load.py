@@ -109,10 +109,12 @@ def _refuse_inside_model(model_dir: Path, out: Path, target: Path, filename: str
 def load_model(path: str | Path, dtype=None):
     """Return `(model, tokenizer)` for an export / checkpoint / run folder or a Hub id; fp32 (or `dtype`), eval mode.
 
-    Tokenizer: the folder's own; if it has none and the config is ours (`gpt2repro`), our offline
+    A model folder that cannot be loaded (no or damaged weights, shapes that do not match its config) raises
+    `EvalInputError` naming the folder. Tokenizer: the folder's own; if it has none and the config is ours (`gpt2repro`), our offline
     `data.tokenizer.gpt2_tokenizer()` (a message says so); otherwise an error.
     """
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from modeling_gpt2repro import register_auto_classes
@@ -129,6 +131,12 @@ def load_model(path: str | Path, dtype=None):
         model, info = AutoModelForCausalLM.from_pretrained(
             model_dir, config=config, dtype=dtype or torch.float32, output_loading_info=True
         )
+    except SafetensorError as err:  # a truncated or garbled weights file (a Hub id's download is checked)
+        files = sorted(p.name for p in Path(model_dir).glob("*.safetensors")) if isinstance(model_dir, Path) else []
+        raise EvalInputError(
+            f"{model_dir}: the weights file {', '.join(files) or '(*.safetensors)'} is damaged or incomplete "
+            f"({_first_line(err)}): copy or export the model again (a checkpoint: use an earlier one)"
+        ) from None
     except (OSError, ValueError, RuntimeError) as err:
         if "mismatched" in str(err).lower() or "size mismatch" in str(err).lower():
             raise EvalInputError(

@@ -67,13 +67,14 @@ def test_stock_gpt2_without_tokenizer_is_an_error(tmp_path):
         load_model(tmp_path)
 
 
-@pytest.mark.parametrize("case", ["missing", "no_config", "bad_json", "other_arch", "wrong_weights", "empty_run"])
+@pytest.mark.parametrize("case", ["missing", "no_config", "bad_json", "other_arch", "wrong_weights", "empty_run",
+                                  "truncated_weights", "garbled_weights", "empty_weights"])
 def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
     import shutil
 
     expected = {"missing": "not found", "no_config": "no config.json", "bad_json": "not valid JSON",
                 "other_arch": "'llama' model", "wrong_weights": "another architecture",
-                "empty_run": "without a complete checkpoint"}[case]
+                "empty_run": "without a complete checkpoint"}.get(case, "weights file model.safetensors is damaged")
     path = tmp_path / "m"
     if case == "no_config":
         path.mkdir()
@@ -90,5 +91,12 @@ def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
         (path / "config.json").write_text(json.dumps(config))
     elif case == "empty_run":
         (path / "checkpoints" / "step_00000010").mkdir(parents=True)
-    with pytest.raises(EvalInputError, match=expected):
+    elif case.endswith("_weights"):  # a copy cut short, overwritten by something else, or empty
+        shutil.copytree(export_dir, path)
+        weights = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes({"truncated_weights": weights[:len(weights) // 2],
+                                                  "garbled_weights": weights[:8] + b"x" * 64 + weights[72:],
+                                                  "empty_weights": b""}[case])
+    with pytest.raises(EvalInputError, match=expected) as err:
         load_model(path)
+    assert str(path) in str(err.value)
