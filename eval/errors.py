@@ -6,6 +6,7 @@ that says what is wrong and what to do, not a traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -25,6 +26,27 @@ def hyphenated(argv: list[str] | None) -> list[str]:
             token = name.replace("_", "-") + eq + value
         out.append(token)
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts and sizes: an integer >= 1 (0 is an error, never "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def positive_int_or_auto(text: str) -> int | str:
+    """argparse `type=` for lm-eval's batch size: an integer >= 1 or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}") from None
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:

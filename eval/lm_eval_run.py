@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from eval.errors import EvalInputError, hyphenated, run_cli
+from eval.errors import EvalInputError, hyphenated, positive_int_or_auto, run_cli
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 RESULTS_FILE = "lm_eval.json"  # what export looks for in <run>/eval_results/step_N/
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "lm-eval's own Hub download)")
     parser.add_argument("--mc", action="store_true", help="also run the multiple-choice HellaSwag formulation")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--batch-size", default="16", help="int or 'auto'")
+    parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/; not "
                         "elsewhere in the model's or run's folder)")
@@ -130,10 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     path = output_path(model_dir, args.output, RESULTS_FILE, keep=(data,))  # a bad --output fails before the work
     model, tokenizer = load_model(model_dir)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     t0 = time.perf_counter()
     out = run_lm_eval(model, tokenizer, [t for t in args.tasks.split(",") if t], data, args.mc, args.limit,
-                      batch_size, args.num_fewshot)
+                      args.batch_size, args.num_fewshot)
     seconds = time.perf_counter() - t0
     from lm_eval.utils import make_table
 

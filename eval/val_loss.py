@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from eval.errors import EvalInputError, hyphenated, run_cli
+from eval.errors import EvalInputError, hyphenated, positive_int, run_cli
 
 DEFAULT_VAL_TOKENS = 10_485_760  # the speedrun's validation set (train.py's val_tokens default)
 _CE_CHUNK_ROWS = 4  # rows upcast to fp32 at a time: bounds the extra memory to 4 x T x V floats
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
     parser.add_argument("--data", help="folder written by `python -m data.prepare` (default for a checkpoint or "
                         "run folder: the data_dir it trained on)")
-    parser.add_argument("--seq-len", type=int, help="window length (default: the checkpoint's training seq_len, "
-                        "else the model's context, at most 1024)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, help="val tokens to read (default: the checkpoint's val_tokens, "
-                        f"else {DEFAULT_VAL_TOKENS:,}, the speedrun's)")
+    parser.add_argument("--seq-len", type=positive_int, help="window length (default: the checkpoint's training "
+                        "seq_len, else the model's context, at most 1024)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--max-tokens", type=positive_int, help="val tokens to read (default: the checkpoint's "
+                        f"val_tokens, else {DEFAULT_VAL_TOKENS:,}, the speedrun's)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/; not "
                         "elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     context = int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
-    seq_len = args.seq_len or trained.get("seq_len") or min(1024, context)
-    max_tokens = args.max_tokens or trained.get("val_tokens") or DEFAULT_VAL_TOKENS
+    # `is None`, not `or`: a given value is used as given (0 is refused by positive_int, never "the default")
+    seq_len = args.seq_len if args.seq_len is not None else trained.get("seq_len") or min(1024, context)
+    max_tokens = args.max_tokens if args.max_tokens is not None else trained.get("val_tokens") or DEFAULT_VAL_TOKENS
     if seq_len > context:
         raise EvalInputError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens")
     try:

@@ -308,3 +308,31 @@ def test_a_hellaswag_file_that_is_not_utf8_is_a_message(export_dir, tmp_path, sh
     assert exit_info.value.code == 2
     printed = capsys.readouterr().err
     assert printed.startswith(f"error: {path}, line 1: not UTF-8 text") and printed.count("\n") == 1
+
+
+@pytest.mark.parametrize("command,flag,value,expected", [
+    ("eval.hellaswag", "--batch-size", "0", "must be an integer >= 1, got 0"),
+    ("eval.val_loss", "--batch-size", "0", "must be an integer >= 1, got 0"),
+    ("eval.val_loss", "--max-tokens", "0", "must be an integer >= 1, got 0"),  # was taken as "the default"
+    ("eval.val_loss", "--seq-len", "0", "must be an integer >= 1, got 0"),  # was taken as "the default"
+    ("eval.val_loss", "--seq_len", "-3", "must be an integer >= 1, got -3"),
+    ("eval.lm_eval_run", "--batch-size", "abc", "expected an integer >= 1 or 'auto', got 'abc'"),
+    ("eval.lm_eval_run", "--batch-size", "0", "expected an integer >= 1 or 'auto', got '0'"),
+])
+def test_sizes_below_one_are_refused_before_any_work(tmp_path, capsys, command, flag, value, expected):
+    """`--batch-size 0` gave a ValueError traceback, `--batch-size abc` (lm_eval_run) an int() traceback, and
+    val_loss took `--max-tokens 0` / `--seq-len 0` as "not given"; now argparse says which flag is wrong."""
+    import importlib
+
+    main = importlib.import_module(command).main
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--model", str(tmp_path / "nope"), "--data", str(tmp_path), flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag.replace('_', '-')}: {expected}" in err and "Traceback" not in err
+
+
+def test_lm_eval_batch_size_takes_auto_or_a_positive_int():
+    from eval.errors import positive_int_or_auto
+
+    assert positive_int_or_auto("auto") == "auto" and positive_int_or_auto("8") == 8
