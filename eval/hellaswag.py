@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward (default 32)")
     parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; ignored on a CPU, "
+                        "with a note, and recorded as false)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/; not "
                         "elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
@@ -448,14 +449,17 @@ def main(argv: list[str] | None = None) -> dict:
     formulations = DEFAULT_FORMULATIONS + (("mc",) if args.mc else ())
     scorer = HellaSwagScorer(examples, tokenizer, max_length=max_length, formulations=formulations)
     scored = torch.compile(model) if args.compile else model
+    bf16 = bool(args.bf16) and device.type == "cuda"  # what runs, and what the record says
+    if args.bf16 and not bf16:
+        print(f"note: --bf16 ignored: bf16 autocast is CUDA only; scoring in fp32 on {device}")
     t0 = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         result = scorer.evaluate(scored, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0
     print(format_report(result))
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
     out = save_results(model_dir, result, data=data, limit=args.limit, output=output,
-                       batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bool(args.bf16),
+                       batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bf16,
                        seconds=round(seconds, 3))
     print(f"saved {out}")
     return result

@@ -336,3 +336,19 @@ def test_lm_eval_batch_size_takes_auto_or_a_positive_int():
     from eval.errors import positive_int_or_auto
 
     assert positive_int_or_auto("auto") == "auto" and positive_int_or_auto("8") == 8
+
+
+def test_bf16_on_a_cpu_is_recorded_as_not_used(export_dir, tmp_path, shared_data, capsys, monkeypatch):
+    """--bf16 is CUDA only: on a CPU the scores are fp32, so the saved JSON said "bf16": true for a run without
+    it. It now records what ran and says the flag was ignored."""
+    import torch
+
+    from eval.hellaswag import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "hs.json"
+    main(["--model", str(export_dir), "--data", str(shared_data("hellaswag/hellaswag_val.jsonl")), "--limit", "2",
+          "--bf16", "--output", str(out)])
+    assert json.loads(out.read_text())["bf16"] is False
+    notes = [line for line in capsys.readouterr().out.splitlines() if "--bf16" in line]
+    assert notes == ["note: --bf16 ignored: bf16 autocast is CUDA only; scoring in fp32 on cpu"]
