@@ -98,10 +98,11 @@ def _refuse_inside_model(model_dir: Path, out: Path, target: Path, filename: str
         src.checkpoint_dir or src.model_dir)
     allowed = src.eval_results_dir.resolve()
     if (protected.resolve() == target or protected.resolve() in target.parents) and allowed not in target.parents:
-        what = "run folder" if protected == src.run_dir else "checkpoint" if protected == src.checkpoint_dir else \
-            "model folder"
+        what = ("run folder" if protected == src.run_dir else "checkpoint" if protected == src.checkpoint_dir
+                else "model folder")
+        where = "" if target == protected.resolve() else "inside "
         raise EvalInputError(
-            f"--output {out} is {'' if target == protected.resolve() else 'inside '}the {what} {protected}, where it could overwrite the model or its data: "
+            f"--output {out} is {where}the {what} {protected}, where it could overwrite the model or its data: "
             f"pass a path outside it, or under {src.eval_results_dir}/ (or leave --output out: "
             f"{src.eval_results_dir / filename})")
 
@@ -110,8 +111,8 @@ def load_model(path: str | Path, dtype=None):
     """Return `(model, tokenizer)` for an export / checkpoint / run folder or a Hub id; fp32 (or `dtype`), eval mode.
 
     A model folder that cannot be loaded (no or damaged weights, shapes that do not match its config) raises
-    `EvalInputError` naming the folder. Tokenizer: the folder's own; if it has none and the config is ours (`gpt2repro`), our offline
-    `data.tokenizer.gpt2_tokenizer()` (a message says so); otherwise an error.
+    `EvalInputError` naming the folder. Tokenizer: the folder's own; if it has none and the config is ours
+    (`gpt2repro`), our offline `data.tokenizer.gpt2_tokenizer()` (a message says so); otherwise an error.
     """
     import torch
     from safetensors import SafetensorError
