@@ -355,6 +355,54 @@ def test_when_every_checkpoint_is_damaged_resume_refuses_and_deletes_nothing(set
     assert _listing(out / "checkpoints") == before
 
 
+def _reseal(checkpoint: Path) -> None:
+    """Seal a checkpoint again after editing it, as if it had been written so (checksums then pass)."""
+    import hashlib
+
+    files = {str(f.relative_to(checkpoint)): {"size": f.stat().st_size, "sha256": ckpt._sha256(f)}
+             for f in ckpt._files(checkpoint)}
+    manifest = json.dumps({"files": files}, indent=1, sort_keys=True).encode()
+    (checkpoint / ckpt.MANIFEST).write_bytes(manifest)
+    (checkpoint / ckpt.COMPLETE).write_text(hashlib.sha256(manifest).hexdigest() + "\n")
+
+
+def _drop_meta_key(folder):
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["data_manifest_hash"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _wrong_shape_weights(folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model" / "model.safetensors")
+    state["transformer.wpe.weight"] = state["transformer.wpe.weight"][:64].contiguous()
+    save_file(state, folder / "model" / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (_drop_meta_key, "lacks ['data_manifest_hash']"),
+    (lambda folder: (folder / "meta.json").write_text("{oops"), "meta.json cannot be read"),
+    (lambda folder: (folder / "rank_00000.pt").unlink(), "rank_00000.pt is missing"),
+    (lambda folder: (folder / "optimizer.pt").write_bytes(b"not a pickle"), "optimizer or data state cannot be"),
+    (_wrong_shape_weights, "could not build the model"),
+], ids=["meta-key", "meta-json", "rank-file", "optimizer", "weights-shape"])
+def test_a_checkpoint_with_wrong_contents_is_refused_with_a_message(setup, reference, tmp_path, in_process, capsys,
+                                                                    damage, expected):
+    """Contents train.py would not write (another tool or version, or edited and sealed again) pass the
+    checksums: each used to end in a traceback (KeyError, JSONDecodeError, UnpicklingError, ...)."""
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    newest = out / "checkpoints" / "step_00000008"
+    damage(newest)
+    _reseal(newest)
+    before = _listing(out / "checkpoints")
+    assert train.main(_args(setup, out, "--max_steps", "10")) == 2
+    assert expected in capsys.readouterr().err
+    assert _listing(out / "checkpoints") == before
+
+
 def test_resuming_an_older_checkpoint_into_a_folder_with_newer_ones_is_refused(setup, reference, tmp_path,
                                                                                 in_process, capsys):
     """Retention keeps the newest steps: the session would have deleted each checkpoint it saved."""

@@ -299,6 +299,26 @@ def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
 # compatibility
 
 
+# what resume reads from meta.json (checkpoint_state.save_checkpoint writes more)
+META_FIELDS = {"step": int, "tokens": int, "world_size": int, "run_config": dict, "model_config": dict,
+               "data_manifest_hash": str}
+
+
+def read_meta(folder: Path) -> dict:
+    """A checkpoint's meta.json, checked to hold what resume reads (CheckpointError naming what is missing: a
+    checkpoint another tool or version wrote, or one edited and sealed again)."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+    wrong = [key for key, kind in META_FIELDS.items()
+             if not isinstance(meta, dict) or not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+    if wrong:
+        raise CheckpointError(f"{path} lacks {wrong} (or has another type): not a checkpoint train.py wrote")
+    return meta
+
+
 def arch_dict(model_config) -> dict:
     d = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
     return {k: v for k, v in d.items() if k not in NON_ARCH_KEYS}

@@ -13,8 +13,8 @@ infinite iterator with its own resumable position, so it is not handed to `accel
 
 import dataclasses
 import itertools
-import json
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -200,7 +200,10 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 return fail([f"resume checkpoint {cfg.resume}: {problem}"])
         # The run's saves go to output_dir; checkpoints of a later step there would outrank them in retention
         # (keep_last deletes the oldest steps), so the session would delete each of its own saves.
-        resume_step = json.loads((resume_dir / "meta.json").read_text())["step"]  # verified with the checkpoint
+        try:
+            resume_step = ckpt.read_meta(resume_dir)["step"]
+        except ckpt.CheckpointError as err:
+            return fail([f"resume checkpoint {resume_dir}: {err}"], heading="cannot resume")
         ahead = [c for c in ckpt.committed_checkpoints(cfg.output_dir) if ckpt.step_of(c) > resume_step]
         if ahead:
             return fail([f"output_dir {cfg.output_dir!r} already holds checkpoints beyond step "
@@ -213,8 +216,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
 
     try:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
-    except (OSError, ValueError, ImportError, SafetensorError) as err:  # ImportError: an attention backend that is
-        # not installed; SafetensorError: a damaged weights file in an init_from folder
+    except (OSError, ValueError, ImportError, RuntimeError, SafetensorError) as err:  # ImportError: an attention
+        # backend that is not installed; RuntimeError: weights of other shapes; SafetensorError: a damaged file
         return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
     if cfg.init_from != "scratch":
         # The loaded model (or, resuming, the checkpoint of such a run) fixes the architecture: record its values,
@@ -244,7 +247,10 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     if resume_dir is not None:
         from data.tokenizer import TOKENIZER_FINGERPRINT
 
-        meta = json.loads((resume_dir / "meta.json").read_text())
+        try:
+            meta = ckpt.read_meta(resume_dir)
+        except ckpt.CheckpointError as err:
+            return fail([str(err)], heading=f"cannot resume from {resume_dir}")
         expected = build_model_config(cfg) if cfg.init_from == "scratch" else None
         problems = ckpt.compat_errors(meta, model_config=expected, run_config=cfg.to_dict(), world_size=world,
                                       data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
@@ -315,8 +321,14 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     loader = TrainBatches(cfg.data_dir, cfg.micro_batch_size, cfg.seq_len, rank, world, cfg.data_seed,
                           pin_memory=device.type == "cuda")
     if resume_dir is not None:
-        load_optimizer(accelerator, raw_model, optimizer, resume_dir)
-        load_grad_scaler(accelerator, resume_dir)
+        try:  # the weights loaded; a damaged state file (checksums passed: written so) ends here, not in a traceback
+            load_optimizer(accelerator, raw_model, optimizer, resume_dir)
+            load_grad_scaler(accelerator, resume_dir)
+            rank_state = ckpt.load_rank_state(resume_dir, rank if rank < meta["world_size"] else 0)
+        except (ckpt.CheckpointError, OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as err:
+            return fail([f"its optimizer or data state cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
+                         "resume from an earlier checkpoint (--resume PATH)"],
+                        heading=f"cannot resume from {resume_dir}")
         resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
         if resized:
             saved_micro, saved_accum = meta["run_config"]["micro_batch_size"], meta.get("grad_accum", "?")
@@ -325,8 +337,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 f"x grad_accum {saved_accum}): each step reads the same {cfg.total_batch_size:,} tokens as it "
                 "would have, split another way")
         # A rank the checkpoint did not have starts from rank 0's data position (all ranks save the same global
-        # one) and keeps its own fresh RNG seed.
-        rank_state = ckpt.load_rank_state(resume_dir, rank if rank < meta["world_size"] else 0)
+        # one, loaded above) and keeps its own fresh RNG seed.
         if not cfg.overfit_single_batch:
             loader.load_state_dict(rank_state["data"], allow_resize=resized)
         if rank < meta["world_size"]:
