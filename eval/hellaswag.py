@@ -2,8 +2,8 @@
 
     python -m eval.hellaswag --model PATH [--data FILE] [--limit N] [--batch-size 32] [--mc]
 
-`PATH` is an export, a checkpoint or a run folder (see eval/load.py); without `--data` the Rowan/hellaswag
-validation split is fetched from the Hub. Prints the scores next to OpenAI GPT-2 124M's under the same scorer and
+`PATH` is an export, a checkpoint or a run folder (see eval/load.py); without `--data` the file is $HELLASWAG_FILE,
+else an earlier download, else the Rowan/hellaswag validation split from the Hub (eval.hellaswag_data). Prints the scores next to OpenAI GPT-2 124M's under the same scorer and
 saves JSON beside the model (`<model dir>/eval_results/hellaswag_scorer.json`; for a run's checkpoint
 `<run>/eval_results/step_N/hellaswag_scorer.json`; or `--output`, which may not overwrite the model, a
 checkpoint or the data: see eval.load.output_path).
@@ -431,8 +431,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; ignored on a CPU, "
                         "with a note, and recorded as false)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a checkpoint <run>/eval_results/step_N/; not "
-                        "elsewhere in the model's or run's folder)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a "
+                        "checkpoint <run>/eval_results/step_N/; not elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model, model_dir_of, output_path

@@ -77,9 +77,14 @@ def downloaded_file() -> Path:
 
 
 def local_hellaswag_file() -> Path | None:
-    """$HELLASWAG_FILE if set, else an earlier download if there is one, else None."""
+    """$HELLASWAG_FILE if set (it must exist: EvalInputError), else an earlier download if there is one, else
+    None."""
     if os.environ.get("HELLASWAG_FILE"):
-        return Path(os.environ["HELLASWAG_FILE"])  # read_hellaswag says so if it is not there
+        path = Path(os.environ["HELLASWAG_FILE"])
+        if not path.is_file():
+            raise EvalInputError(f"$HELLASWAG_FILE is {str(path)!r}, which is not a file: point it at "
+                                 "hellaswag_val.jsonl, or unset it")
+        return path
     return downloaded_file() if downloaded_file().is_file() else None
 
 

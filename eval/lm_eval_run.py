@@ -116,14 +116,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint <run>/eval_results/step_N/; not "
-                        "elsewhere in the model's or run's folder)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint "
+                        "<run>/eval_results/step_N/; not elsewhere in the model's or run's folder)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.hellaswag_data import local_hellaswag_file, read_hellaswag
     from eval.load import load_model, model_dir_of, output_path
 
-    data = args.data or local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself
+    tasks = [t for t in args.tasks.split(",") if t]
+    data = args.data
+    if data is None and ("hellaswag" in tasks or args.mc):
+        data = local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself (and keeps no copy of ours)
     if data is not None:
         read_hellaswag(data)  # every row (lm-eval's loader reads them all): a bad file fails before the model loads
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = load_model(model_dir)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     t0 = time.perf_counter()
-    out = run_lm_eval(model, tokenizer, [t for t in args.tasks.split(",") if t], data, args.mc, args.limit,
+    out = run_lm_eval(model, tokenizer, tasks, data, args.mc, args.limit,
                       args.batch_size, args.num_fewshot)
     seconds = time.perf_counter() - t0
     from lm_eval.utils import make_table

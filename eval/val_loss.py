@@ -5,7 +5,7 @@
 `DIR` is a folder written by `python -m data.prepare` (manifest.json + uint16 shards); its val split is read with
 `data.loader.val_batches` (the same fixed windows for any world size). For a checkpoint or run folder the
 defaults are the settings it was trained with (data_dir, seq_len, val_tokens), so the number equals the
-training log's validation loss at that step. Prints the mean per-token loss and saves
+training log's validation loss at that step (for fp32 runs; this runs fp32, a bf16 run logged it under autocast). Prints the mean per-token loss and saves
 JSON beside the model (`<model dir>/eval_results/val_loss.json`; for a run's checkpoint
 `<run>/eval_results/step_N/val_loss.json`; or `--output`, which may not overwrite the model, a checkpoint or
 the data: see eval.load.output_path).

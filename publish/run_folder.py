@@ -83,12 +83,9 @@ def resolve_source(path: str | Path) -> RunSource:
     if (path / "model" / "config.json").is_file() or _STEP_DIR.match(path.name):
         return _from_checkpoint(path)
     if (path / "checkpoints").is_dir():
-        committed = sorted(
-            ((int(m.group(1)), d) for d in (path / "checkpoints").iterdir()
-             if (m := _STEP_DIR.match(d.name)) and (d / COMPLETE_MARKER).is_file()),
-            reverse=True,
-        )
-        for _, checkpoint in committed:  # newest first; a corrupted one is skipped, loudly
+        from training.checkpoint import committed_checkpoints
+
+        for checkpoint in reversed(committed_checkpoints(path)):  # newest first; a corrupted one is skipped, loudly
             problem = checkpoint_problem(checkpoint)
             if problem is None:
                 return _from_checkpoint(checkpoint)

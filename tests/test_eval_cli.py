@@ -187,8 +187,17 @@ def test_lm_eval_task_without_local_data_fails_clearly_offline(export_dir, monke
     # empty caches: a copy of arc_easy cached by an earlier online run must not make this pass for another reason
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HELLASWAG_FILE", str(tmp_path / "gone.jsonl"))  # a HellaSwag setting: not this task's
     with pytest.raises(EvalInputError, match="Hub is not reachable.*--data"):
         main(["--model", str(export_dir), "--tasks", "arc_easy", "--limit", "2"])
+
+
+def test_a_stale_hellaswag_file_variable_is_named_in_the_message(export_dir, tmp_path, monkeypatch):
+    from eval.hellaswag import main
+
+    monkeypatch.setenv("HELLASWAG_FILE", str(tmp_path / "gone.jsonl"))
+    with pytest.raises(EvalInputError, match=r"\$HELLASWAG_FILE is .*gone.jsonl', which is not a file"):
+        main(["--model", str(export_dir), "--limit", "2"])
 
 
 def test_eval_commands_take_the_underscore_spelling_of_their_flags(export_dir, capsys):

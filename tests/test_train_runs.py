@@ -294,6 +294,24 @@ def test_two_processes_match_one_process(runs, reference):
     assert ckpt.load_rank_state(out / "checkpoints" / "step_00000004", 1)["data"]["world_size"] == 2
 
 
+def test_a_rank_local_resume_problem_stops_every_rank_with_its_message(runs, tmp_path):
+    """Each rank reads its own rank file: a damaged rank_00001.pt used to stop rank 1 alone (silently: only the
+    main process prints) and leave rank 0 to die in a collective with a gloo traceback."""
+    proc = _get(runs, "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "two"
+    shutil.copytree(Path(re.search(r"output_dir += '([^']+)'", proc.stdout).group(1)), out)
+    newest = out / "checkpoints" / "step_00000004"
+    (newest / "rank_00001.pt").write_bytes(b"not a pickle")
+    ckpt.seal(newest)  # sealed again after the edit: its checksums pass
+    config = out / "run_config.yaml"
+    again = _run(["--config", str(config), "--output_dir", str(out), "--max_steps", "6"],
+                 launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
+    assert again.returncode != 0
+    assert "rank 1: its optimizer or data state cannot be loaded" in again.stderr, again.stderr[-3000:]
+    assert "Connection closed by peer" not in again.stderr
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # in-process runs (one thread, like the subprocesses, so the numbers are comparable bit for bit)
 
@@ -329,6 +347,8 @@ def test_corrupted_newest_checkpoint_falls_back_with_warning(setup, reference, t
     printed = capsys.readouterr().out
     assert "WARNING: checkpoint" in printed and "resuming from" in printed and "step_00000006" in printed
     assert ckpt.verify(out / "checkpoints" / "step_00000008") is None  # re-trained and re-committed
+    kept = list((out / "checkpoints").glob("damaged-step_00000008-*"))  # the damaged one, set aside, not deleted
+    assert len(kept) == 1 and (kept[0] / "model" / "model.safetensors").read_bytes() == bytes(data)
     assert not stray.exists()
     ref, got = _train_losses(ref_out), _train_losses(out)
     assert [got[7], got[8]] == [ref[7], ref[8]]
@@ -353,17 +373,6 @@ def test_when_every_checkpoint_is_damaged_resume_refuses_and_deletes_nothing(set
         assert train.main(_args(setup, out)) == 2
     assert "none of its 2 committed checkpoints is intact" in capsys.readouterr().err
     assert _listing(out / "checkpoints") == before
-
-
-def _reseal(checkpoint: Path) -> None:
-    """Seal a checkpoint again after editing it, as if it had been written so (checksums then pass)."""
-    import hashlib
-
-    files = {str(f.relative_to(checkpoint)): {"size": f.stat().st_size, "sha256": ckpt._sha256(f)}
-             for f in ckpt._files(checkpoint)}
-    manifest = json.dumps({"files": files}, indent=1, sort_keys=True).encode()
-    (checkpoint / ckpt.MANIFEST).write_bytes(manifest)
-    (checkpoint / ckpt.COMPLETE).write_text(hashlib.sha256(manifest).hexdigest() + "\n")
 
 
 def _drop_meta_key(folder):
@@ -396,11 +405,35 @@ def test_a_checkpoint_with_wrong_contents_is_refused_with_a_message(setup, refer
     shutil.copytree(ref_out, out)
     newest = out / "checkpoints" / "step_00000008"
     damage(newest)
-    _reseal(newest)
+    ckpt.seal(newest)  # sealed again after the edit: its checksums pass
     before = _listing(out / "checkpoints")
     assert train.main(_args(setup, out, "--max_steps", "10")) == 2
     assert expected in capsys.readouterr().err
     assert _listing(out / "checkpoints") == before
+
+
+def test_two_damaged_newest_checkpoints_are_set_aside_so_new_saves_survive(setup, reference, tmp_path, in_process,
+                                                                            capsys):
+    """Falling back past damaged checkpoints more than one save ahead: retention (newest steps kept) would have
+    deleted every save of the session in their favour. They are renamed aside; --resume OUTPUT_DIR does the same
+    as auto (the explicit form used to be refused for a damaged newer checkpoint)."""
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    assert [c.name for c in ckpt.committed_checkpoints(out)] == ["step_00000006", "step_00000008"]
+    shutil.copytree(out / "checkpoints" / "step_00000006", out / "checkpoints" / "step_00000004")  # the good one
+    for step in (6, 8):
+        with open(out / "checkpoints" / f"step_{step:08d}" / "optimizer.pt", "r+b") as f:
+            f.truncate(10)
+    (out / "checkpoints" / "step_00000004" / "meta.json").write_text(
+        (out / "checkpoints" / "step_00000004" / "meta.json").read_text().replace('"step": 6', '"step": 4'))
+    ckpt.seal(out / "checkpoints" / "step_00000004")
+    with pytest.warns(UserWarning, match="is unusable"):
+        assert train.main(_args(setup, out, "--resume", str(out), "--max_steps", "5", "--save_every", "1")) == 0
+    printed = capsys.readouterr().out
+    assert "set aside the damaged checkpoint step_00000006" in printed and "step_00000008" in printed
+    assert [c.name for c in ckpt.committed_checkpoints(out)] == ["step_00000004", "step_00000005"]
+    assert len(list((out / "checkpoints").glob("damaged-step_*"))) == 2
 
 
 def test_resuming_an_older_checkpoint_into_a_folder_with_newer_ones_is_refused(setup, reference, tmp_path,
@@ -810,11 +843,15 @@ def test_init_from_a_stock_gpt2_folder(setup, tmp_path, in_process, capsys):
 
 
 def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monkeypatch):
+    import datasets.config
     import huggingface_hub.constants
 
     from training import evaluator
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # and no download (conftest)
+    # empty caches: a copy cached by an earlier online run must not make this machine-dependent
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     lines = []
     assert evaluator.resolve_hellaswag("auto", log=lines.append) is None
     assert len(lines) == 1 and lines[0].startswith("HellaSwag skipped") and "--hellaswag_file" in lines[0]

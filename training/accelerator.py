@@ -1,5 +1,6 @@
 """The Accelerator a run trains with, made from the run config (precision, compile, trackers, FSDP2 plugin),
-and the one cross-rank helper the setup needs (`broadcast`: the main process decides, every rank follows)."""
+and the cross-rank helpers the setup needs: `broadcast` (the main process decides, every rank follows) and
+`first_error` (a problem found on any one rank stops every rank, with its message)."""
 
 import os
 
@@ -58,3 +59,14 @@ def broadcast(accelerator, value):
     box = [value]
     broadcast_object_list(box, from_process=0)
     return box[0]
+
+
+def first_error(accelerator, error: str | None) -> str | None:
+    """Every rank passes its own finding (None: fine); every rank gets the first one found on any rank, so all
+    stop together (a rank that returned alone would leave the others waiting in a collective)."""
+    if accelerator.num_processes == 1:
+        return error
+    from accelerate.utils import gather_object
+
+    found = [e for e in gather_object([error]) if e]
+    return found[0] if found else None

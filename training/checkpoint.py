@@ -182,22 +182,26 @@ def prepare_staging(output_dir, step: int) -> Path:
     return stage
 
 
+def seal(folder: Path) -> None:
+    """Write MANIFEST.json (size + sha256 of every file, each fsynced) and then COMPLETE (the manifest's sha256)."""
+    files = {}
+    for path in _files(folder):
+        _fsync(path)
+        files[str(path.relative_to(folder))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest_bytes = json.dumps({"files": files}, indent=1, sort_keys=True).encode()
+    (folder / MANIFEST).write_bytes(manifest_bytes)
+    _fsync(folder / MANIFEST)
+    (folder / COMPLETE).write_text(hashlib.sha256(manifest_bytes).hexdigest() + "\n")
+    _fsync(folder / COMPLETE)
+
+
 def commit(stage: Path, keep_last: int, log=print) -> Path:
     """Seal `stage` (manifest + COMPLETE), rename it into place, then apply retention. Returns the final path."""
     if keep_last < 2:
         raise CheckpointError("keep_last must be >= 2")
     stage = Path(stage)
     default_file_modes(stage)
-    files = {}
-    for path in _files(stage):
-        _fsync(path)
-        files[str(path.relative_to(stage))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-    manifest_bytes = json.dumps({"files": files}, indent=1, sort_keys=True).encode()
-    (stage / MANIFEST).write_bytes(manifest_bytes)
-    _fsync(stage / MANIFEST)
-    (stage / COMPLETE).write_text(hashlib.sha256(manifest_bytes).hexdigest() + "\n")
-    _fsync(stage / COMPLETE)
-
+    seal(stage)
     final = stage.parent / stage.name[len(STAGING_PREFIX):]
     trash = None
     if final.exists():  # e.g. re-saving a step after falling back past a corrupted copy of it

@@ -24,7 +24,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training import fsdp, trackers
-from training.accelerator import broadcast, compile_desc, make_accelerator
+from training.accelerator import broadcast, compile_desc, first_error, make_accelerator
 from training.checkpoint_state import load_grad_scaler, load_optimizer, save_checkpoint
 from training.evaluator import Evaluator
 from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
@@ -198,18 +198,23 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             problem = broadcast(accelerator, ckpt.verify(resume_dir) if main else None)
             if problem:
                 return fail([f"resume checkpoint {cfg.resume}: {problem}"])
-        # The run's saves go to output_dir; checkpoints of a later step there would outrank them in retention
-        # (keep_last deletes the oldest steps), so the session would delete each of its own saves.
+    # The run's saves go to output_dir. Checkpoints there of a later step would outrank them in retention
+    # (keep_last deletes the oldest steps), so the session would delete each of its own saves: intact ones refuse
+    # an explicit --resume; damaged ones (which auto, or --resume OUTPUT_DIR, fell back past) are set aside.
+    set_aside: list[Path] = []
+    if resume_dir is not None:
         try:
             resume_step = ckpt.read_meta(resume_dir)["step"]
         except ckpt.CheckpointError as err:
-            return fail([f"resume checkpoint {resume_dir}: {err}"], heading="cannot resume")
-        ahead = [c for c in ckpt.committed_checkpoints(cfg.output_dir) if ckpt.step_of(c) > resume_step]
-        if ahead:
-            return fail([f"output_dir {cfg.output_dir!r} already holds checkpoints beyond step "
-                         f"{resume_step} of {resume_dir} (up to {ahead[-1].name}): this session's "
-                         "checkpoints would be deleted as old ones; resume into a new --output_dir, or continue "
-                         "that folder with --resume auto"], heading="cannot resume")
+            return fail([str(err)], heading="cannot resume")
+        newer = [c for c in ckpt.committed_checkpoints(cfg.output_dir) if ckpt.step_of(c) > resume_step]
+        intact = broadcast(accelerator, [c.name for c in newer if ckpt.verify(c) is None] if main else None)
+        if intact:
+            return fail([f"output_dir {cfg.output_dir!r} already holds checkpoints beyond step {resume_step} of "
+                         f"{resume_dir} (up to {intact[-1]}): this session's checkpoints would be deleted as old "
+                         "ones; resume into a new --output_dir, or continue that folder with --resume auto"],
+                        heading="cannot resume")
+        set_aside = newer
 
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     from safetensors import SafetensorError
@@ -321,14 +326,17 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     loader = TrainBatches(cfg.data_dir, cfg.micro_batch_size, cfg.seq_len, rank, world, cfg.data_seed,
                           pin_memory=device.type == "cuda")
     if resume_dir is not None:
+        problem = None
         try:  # the weights loaded; a damaged state file (checksums passed: written so) ends here, not in a traceback
             load_optimizer(accelerator, raw_model, optimizer, resume_dir)
             load_grad_scaler(accelerator, resume_dir)
             rank_state = ckpt.load_rank_state(resume_dir, rank if rank < meta["world_size"] else 0)
         except (ckpt.CheckpointError, OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as err:
-            return fail([f"its optimizer or data state cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
-                         "resume from an earlier checkpoint (--resume PATH)"],
-                        heading=f"cannot resume from {resume_dir}")
+            problem = (f"rank {rank}: its optimizer or data state cannot be loaded ({type(err).__name__}: "
+                       f"{str(err)[:300]}); resume from an earlier checkpoint (--resume PATH)")
+        problem = first_error(accelerator, problem)  # each rank reads its own rank file
+        if problem:
+            return fail([problem], heading=f"cannot resume from {resume_dir}")
         resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
         if resized:
             saved_micro, saved_accum = meta["run_config"]["micro_batch_size"], meta.get("grad_accum", "?")
@@ -385,6 +393,11 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         metrics = MetricsLog(out / "metrics.jsonl")
         if resume_dir is not None:
             metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
+        for damaged in set_aside:  # renamed, not deleted: the user may want to look at them
+            kept = damaged.with_name(f"damaged-{damaged.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+            damaged.rename(kept)
+            log(f"set aside the damaged checkpoint {damaged.name} as {kept} (retention would have kept it over "
+                "this session's saves); delete it when you no longer need it")
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = cfg.peak_flops or default_peak_flops(device_name)
