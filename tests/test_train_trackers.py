@@ -40,6 +40,10 @@ def test_tensorboard_receives_the_logged_metrics(setup, tmp_path):  # noqa: F811
     texts = [events.Tensors(f"samples/{i}/text_summary")[-1] for i in range(len(samples["texts"]))]
     assert [(t.step, t.tensor_proto.string_val[0].decode()) for t in texts] == [
         (4, as_verbatim_markdown(x)) for x in samples["texts"]]
+    # the run config as text, in the run itself (Accelerate's hparams added timestamped subfolders per session)
+    config_text = events.Tensors("run_config/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "    max_steps: 4\n" in config_text and "    log_with: tensorboard\n" in config_text
+    assert [p.name for p in (out / "gpt2repro").iterdir() if p.is_dir()] == []
 
     # An interrupted session logged steps 3-4 after its last checkpoint (step 2): the resumed session's
     # values replace them, each step shows once.

@@ -4,8 +4,9 @@ what the start-up banner says about it.
 `log_with`: 'auto' = TensorBoard if installed, else trackio, else none (both keep their data locally, no
 account); 'tensorboard', 'trackio' or 'wandb' by name (the package must be installed: checked with the run
 config). Accelerate starts them on the main process only.
-- TensorBoard: OUTPUT_DIR/gpt2repro/. A resumed training purges the steps after its checkpoint that an
-  interrupted session had logged, so each step shows once (SummaryWriter's purge_step).
+- TensorBoard: OUTPUT_DIR/gpt2repro/, the run config as text (tag run_config). A resumed training purges the
+  steps after its checkpoint that an interrupted session had logged, so each step shows once (SummaryWriter's
+  purge_step).
 - W&B: OUTPUT_DIR/wandb/, a run named and grouped after the run folder, in the project $WANDB_PROJECT (default
   "gpt2repro"). Online, its id is kept in OUTPUT_DIR/wandb_run_id and a resumed training continues the same
   W&B run; steps it logs again after an interruption are dropped by W&B, which keeps the first values (a
@@ -77,13 +78,21 @@ def start(accelerator, config: dict, out_dir: Path, start_step: int) -> str | No
         return None
     had_id = (out_dir / WANDB_ID_FILE).is_file()
     try:
-        accelerator.init_trackers(project_name(trackers), config=config,
+        # Not TensorBoard's: Accelerate writes its config as hparams into two new timestamped subfolders per
+        # session (extra "runs" in TensorBoard, with no metrics); it gets the config as text below instead.
+        accelerator.init_trackers(project_name(trackers), config=None if trackers == ["tensorboard"] else config,
                                   init_kwargs=init_kwargs(trackers, out_dir, start_step)
                                   if accelerator.is_main_process else {})
     except Exception as err:  # e.g. W&B without an API key or network: said before step 1, not as a traceback
         if not had_id:
             (out_dir / WANDB_ID_FILE).unlink(missing_ok=True)
         return start_error(trackers, err)
+    if trackers == ["tensorboard"] and accelerator.is_main_process:
+        import yaml
+
+        text = yaml.safe_dump(config, sort_keys=False)
+        accelerator.get_tracker("tensorboard", unwrap=True).add_text("run_config", as_verbatim_markdown(text),
+                                                                     start_step)
     return None
 
 
