@@ -74,10 +74,11 @@ def test_damaged_newest_falls_back_with_warning(tmp_path, damage, reason):
         (newest / "MANIFEST.json").write_text((newest / "MANIFEST.json").read_text().replace("optimizer", "optimiser"))
     assert reason in ckpt.verify(newest)
     logged = []
-    with pytest.warns(UserWarning, match="step_00000004 is unusable"):
-        found = ckpt.find_resumable(tmp_path, log=logged.append)
+    found = ckpt.find_resumable(tmp_path, log=logged.append)  # train.py's way: its log
     assert found == tmp_path / "checkpoints" / "step_00000002"
-    assert reason in logged[0]
+    assert "step_00000004 is unusable" in logged[0] and reason in logged[0]
+    with pytest.warns(UserWarning, match="step_00000004 is unusable"):  # the library's way: a warning
+        assert ckpt.find_resumable(tmp_path) == found
 
 
 def test_killed_save_leaves_stray_staging_that_is_ignored_then_cleaned(tmp_path):

@@ -157,15 +157,18 @@ def verify(ckpt: Path) -> Optional[str]:
     return None
 
 
-def find_resumable(output_dir, log=print) -> Optional[Path]:
-    """Newest checkpoint that verifies; every newer one that does not is reported with a warning."""
+def find_resumable(output_dir, log=None) -> Optional[Path]:
+    """Newest checkpoint that verifies; every newer one that does not is reported: through `log` (a line
+    "WARNING: ..."; train.py's log) when given, else as a UserWarning (once, not both)."""
     for ckpt in reversed(list_checkpoints(output_dir)):
         problem = verify(ckpt)
         if problem is None:
             return ckpt
         message = f"checkpoint {ckpt} is unusable: {problem}; falling back to the previous one"
-        warnings.warn(message, stacklevel=2)
-        log(f"WARNING: {message}")
+        if log is None:
+            warnings.warn(message, stacklevel=2)
+        else:
+            log(f"WARNING: {message}")
     return None
 
 
