@@ -69,8 +69,9 @@ def output_path(model_dir: Path | str, output: str | Path | None, filename: str,
     `model_dir` is the resolved model (`model_dir_of`). `--output` is refused (`EvalInputError`) when it is an
     existing directory, when a folder on its way is a file, or when it lies inside the model's folder (for a
     run's checkpoint: anywhere in the run folder) other than under the model's eval_results folder
-    (`results_path`'s): a results file there would overwrite the weights, the config, a checkpoint (whose
-    checksums it would also break) or the run's logs. `keep` names the user's input data (a file, or a folder
+    (`results_path`'s) or, for a run, directly in <run>/eval_results/: a results file elsewhere would overwrite
+    the weights, the config, a checkpoint (whose checksums it would also break), the run's logs or another
+    step's results. `keep` names the user's input data (a file, or a folder
     such as a prepared data dir): the output may not be it or lie inside it.
     """
     if output is None or str(output) == "":
@@ -97,13 +98,16 @@ def _refuse_inside_model(model_dir: Path, out: Path, target: Path, filename: str
     protected = src.run_dir if src.run_dir is not None and src.checkpoint_dir is not None else (
         src.checkpoint_dir or src.model_dir)
     allowed = src.eval_results_dir.resolve()
-    if (protected.resolve() == target or protected.resolve() in target.parents) and allowed not in target.parents:
+    # also a file directly in a run's eval_results/ (export reads only its step_N/ folders, so nothing is hidden)
+    loose = src.run_dir is not None and target.parent == (src.run_dir / "eval_results").resolve()
+    inside = protected.resolve() == target or protected.resolve() in target.parents
+    if inside and allowed not in target.parents and not loose:
         what = ("run folder" if protected == src.run_dir else "checkpoint" if protected == src.checkpoint_dir
                 else "model folder")
         where = "" if target == protected.resolve() else "inside "
         raise EvalInputError(
             f"--output {out} is {where}the {what} {protected}, where it could overwrite the model or its data: "
-            f"pass a path outside it, or under {src.eval_results_dir}/ (or leave --output out: "
+            f"pass a path outside it, or in {src.eval_results_dir}/ (or leave --output out: "
             f"{src.eval_results_dir / filename})")
 
 

@@ -249,8 +249,9 @@ def test_output_that_would_overwrite_the_model_or_the_data_is_refused(export_dir
 
 
 def test_output_check_allows_eval_results_and_guards_a_run_folder(tmp_path, export_dir):
-    """An export may be written under its eval_results/; a run's checkpoint only under <run>/eval_results/step_N/
-    (anywhere else in the run folder: a checkpoint, its checksums, run_config.yaml or metrics.jsonl)."""
+    """An export may be written under its eval_results/; a run's checkpoint under <run>/eval_results/step_N/ or as
+    a file directly in <run>/eval_results/ (anywhere else in the run folder: a checkpoint, its checksums,
+    run_config.yaml, metrics.jsonl or another step's results, which its export would report)."""
     import shutil
 
     from eval.load import output_path
@@ -270,9 +271,10 @@ def test_output_check_allows_eval_results_and_guards_a_run_folder(tmp_path, expo
     (ckpt / "COMPLETE").touch()
     (run / "metrics.jsonl").write_text("{}\n")
     model_dir = ckpt / "model"
-    ok = run / "eval_results" / "step_00000100" / "y.json"
-    assert output_path(model_dir, str(ok), "x.json") == ok
-    for bad in (model_dir / "eval_results" / "y.json", ckpt / "y.json", run / "metrics.jsonl", run / "y.json"):
+    for ok in (run / "eval_results" / "step_00000100" / "y.json", run / "eval_results" / "full_hellaswag.json"):
+        assert output_path(model_dir, str(ok), "x.json") == ok
+    for bad in (model_dir / "eval_results" / "y.json", ckpt / "y.json", run / "metrics.jsonl", run / "y.json",
+                run / "eval_results" / "step_00000050" / "y.json"):  # another step's results, read by its export
         with pytest.raises(EvalInputError, match=f"inside the run folder {run}.*eval_results/step_00000100"):
             output_path(model_dir, str(bad), "x.json")
 
