@@ -14,7 +14,6 @@ never exported or evaluated; in a run folder the newest good one is used, with a
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import warnings
@@ -109,23 +108,10 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     marker = (checkpoint / COMPLETE_MARKER).read_text(errors="replace").strip()
     if (checkpoint / "MANIFEST.json").is_file() or re.fullmatch(r"[0-9a-f]{64}", marker):
         # train.py's COMPLETE holds the manifest's sha256: such a checkpoint without its manifest is damaged
-        return _verify_once(str(checkpoint.resolve()), _fingerprint(checkpoint))
+        from training.checkpoint import verify
+
+        return verify(checkpoint)
     return None
-
-
-def _fingerprint(checkpoint: Path) -> tuple:
-    """(size, mtime) of every file: a changed file means a new verification."""
-    return tuple(sorted((str(f.relative_to(checkpoint)), f.stat().st_size, f.stat().st_mtime_ns)
-                        for f in checkpoint.rglob("*") if f.is_file()))
-
-
-@functools.lru_cache(maxsize=32)
-def _verify_once(checkpoint: str, fingerprint: tuple) -> str | None:
-    """sha256 of a 124M checkpoint is ~1.5 GB of reading: once per process and state, not once per lookup
-    (an eval command resolves its model path for loading, for its record and for its output file)."""
-    from training.checkpoint import verify
-
-    return verify(Path(checkpoint))
 
 
 def _from_checkpoint(checkpoint: Path) -> RunSource:

@@ -25,10 +25,15 @@ def is_fsdp(accelerator) -> bool:
     return getattr(accelerator, "is_fsdp2", False) or accelerator.distributed_type.name == "FSDP"
 
 
+def launched_with_fsdp() -> bool:
+    """`accelerate launch` with an FSDP config (it exports its settings as environment variables)."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_FSDP")
+
+
 def launched_with_fsdp2() -> bool:
-    """`accelerate launch` with an FSDP2 config (it exports its settings as environment variables)."""
-    return (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-            and os.environ.get("FSDP_VERSION") == "2")
+    return launched_with_fsdp() and os.environ.get("FSDP_VERSION") == "2"
 
 
 def plugin_for_launch(mixed_precision: str):

@@ -13,7 +13,6 @@ infinite iterator with its own resumable position, so it is not handed to `accel
 
 import dataclasses
 import itertools
-import os
 import pickle
 import sys
 import time
@@ -43,7 +42,7 @@ def _strategy(accelerator) -> str:
     (Accelerate uses FSDP on GPUs only: on CPU processes it runs DDP)."""
     if fsdp.is_fsdp(accelerator):
         return " (FSDP)"
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+    if fsdp.launched_with_fsdp():
         return f" ({'DDP' if accelerator.num_processes > 1 else 'one process'}: the launcher's FSDP config is not " \
                f"applied on {accelerator.device.type.upper()})"
     return " (DDP)" if accelerator.num_processes > 1 else ""
@@ -202,11 +201,14 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     # (keep_last deletes the oldest steps), so the session would delete each of its own saves: intact ones refuse
     # an explicit --resume; damaged ones (which auto, or --resume OUTPUT_DIR, fell back past) are set aside.
     set_aside: list[Path] = []
+    meta = None
     if resume_dir is not None:
         try:
-            resume_step = ckpt.read_meta(resume_dir)["step"]
+            meta = ckpt.read_meta(resume_dir)
         except ckpt.CheckpointError as err:
-            return fail([str(err)], heading="cannot resume")
+            return fail([str(err)], heading=f"cannot resume from {resume_dir}")
+        resume_step = meta["step"]
+        # verify() is cached: the checkpoints find_resumable checked are not read again
         newer = [c for c in ckpt.committed_checkpoints(cfg.output_dir) if ckpt.step_of(c) > resume_step]
         intact = broadcast(accelerator, [c.name for c in newer if ckpt.verify(c) is None] if main else None)
         if intact:
@@ -248,14 +250,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     problems = broadcast(accelerator, problems) or problems  # every rank stops if the main one found a problem
     if problems:
         return fail(problems)
-    meta = None
     if resume_dir is not None:
         from data.tokenizer import TOKENIZER_FINGERPRINT
 
-        try:
-            meta = ckpt.read_meta(resume_dir)
-        except ckpt.CheckpointError as err:
-            return fail([str(err)], heading=f"cannot resume from {resume_dir}")
         expected = build_model_config(cfg) if cfg.init_from == "scratch" else None
         problems = ckpt.compat_errors(meta, model_config=expected, run_config=cfg.to_dict(), world_size=world,
                                       data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)

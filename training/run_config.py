@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+import numpy as np
 import yaml
 
 from training.trackers import BY_NAME, is_installed
@@ -336,7 +337,7 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     for name in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_every", "hellaswag_every",
                  "sample_every", "save_every", "num_samples", "loss_chunk_tokens"):
         positive(name, allow_zero=True)
-    float32_max = 3.4028234663852886e38  # the optimizer's hyperparameters become fp32 tensors
+    float32_max = float(np.finfo(np.float32).max)  # the optimizer's hyperparameters become fp32 tensors
     for name in ("max_lr", "min_lr", "weight_decay", "grad_clip", "adam_eps", "beta1", "beta2", "peak_flops"):
         v = getattr(cfg, name)
         if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= float32_max):
