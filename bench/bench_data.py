@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from data.encode import tiktoken_gpt2  # noqa: E402
+from data.tokenizer import tiktoken_gpt2  # noqa: E402
 from data.prepare import prepare  # noqa: E402
 from data.tokenizer import EOT_ID, gpt2_tokenizer  # noqa: E402
 

@@ -11,40 +11,16 @@ documents; tests check the two backends and tiktoken's own `encode_ordinary` agr
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 from datasets import Features, List, Value
 
-from data.tokenizer import EOT_ID, TOKENIZER_VOCAB_SIZE, gpt2_bpe_files, gpt2_tokenizer
+from data.tokenizer import EOT_ID, gpt2_tokenizer, tiktoken_gpt2
 
 BACKENDS = ("tiktoken", "hf")
 # The output schema of the map: one uint16 list per document (datasets defaults to int64 lists, 4x the bytes).
 TOKEN_FEATURES = Features({"ids": List(Value("uint16"))})
-try:  # GPT-2's pre-tokenizer regex as tiktoken's own `gpt2` encoding defines it
-    from tiktoken_ext.openai_public import r50k_pat_str as GPT2_PATTERN
-except ImportError:  # older tiktoken: the original GPT-2 regex (HF's ByteLevel pre-tokenizer uses it too)
-    GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-@lru_cache(maxsize=1)
-def tiktoken_gpt2():
-    """tiktoken's `gpt2` encoding, built offline from the project's checked BPE files (one per process)."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-    encoder_json, vocab_bpe = gpt2_bpe_files()
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
-    return tiktoken.Encoding(
-        name="gpt2-local",
-        pat_str=GPT2_PATTERN,
-        mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": EOT_ID},
-        explicit_n_vocab=TOKENIZER_VOCAB_SIZE,
-    )
-
-
 def encode_batch(texts: list[str | None], backend: str = "tiktoken", threads: int = 1) -> list:
     """Token ids of each text WITHOUT the leading EOT (a sequence of ints per text); None is an empty document.
     `threads` > 1 runs tiktoken's Rust encoder on that many threads (it releases the GIL)."""

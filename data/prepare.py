@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.encode import BACKENDS, TOKEN_FEATURES, tiktoken_gpt2, tokenize_batch
+from data.encode import BACKENDS, TOKEN_FEATURES, tokenize_batch
 from data.shards import (
     FORMAT,
     FORMAT_VERSION,
@@ -60,7 +60,7 @@ from data.shards import (
     write_shard,
 )
 from data.sources import Source, resolve_source
-from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE
+from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
 from eval.errors import hyphenated
 
 log = logging.getLogger("data.prepare")

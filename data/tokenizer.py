@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -73,6 +74,54 @@ def gpt2_tokenizer():
     if len(tok) != TOKENIZER_VOCAB_SIZE or tok.eos_token_id != EOT_ID:
         raise RuntimeError(f"GPT-2 tokenizer came out wrong: {len(tok)} ids, eos {tok.eos_token_id}")
     return tok
+
+
+@lru_cache(maxsize=1)
+def tiktoken_gpt2():
+    """tiktoken's `gpt2` encoding, built offline from the project's checked BPE files (one per process)."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    try:  # GPT-2's pre-tokenizer regex as tiktoken's own `gpt2` encoding defines it
+        from tiktoken_ext.openai_public import r50k_pat_str as gpt2_pattern
+    except ImportError:  # older tiktoken: the original GPT-2 regex (HF's ByteLevel pre-tokenizer uses it too)
+        gpt2_pattern = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    encoder_json, vocab_bpe = gpt2_bpe_files()
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
+    return tiktoken.Encoding(
+        name="gpt2-local",
+        pat_str=gpt2_pattern,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": EOT_ID},
+        explicit_n_vocab=TOKENIZER_VOCAB_SIZE,
+    )
+
+
+def _tokenization_spec(tokenizer) -> dict | None:
+    """What decides a tokenizer's ids (normalizer, pre-tokenizer, BPE vocabulary and merges, added tokens,
+    post-processor), as its Rust backend serialises it, without the call-time truncation and padding settings;
+    None for a tokenizer without a Rust backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return spec
+
+
+@lru_cache(maxsize=1)
+def _gpt2_spec() -> dict:
+    return _tokenization_spec(gpt2_tokenizer())
+
+
+def is_gpt2_tokenizer(tokenizer) -> bool:
+    """Whether `tokenizer` gives exactly `gpt2_tokenizer()`'s ids (then tiktoken's GPT-2 encoding gives them too,
+    faster). A tokenizer saved by one of our exports is; any other vocabulary, merges or added token is not."""
+    if tokenizer is gpt2_tokenizer():
+        return True
+    spec = _tokenization_spec(tokenizer)
+    return spec is not None and spec == _gpt2_spec()
 
 
 def encode_document(tokenizer, text: str) -> list[int]:

@@ -182,3 +182,19 @@ def test_guard_against_context_longer_than_model(hellaswag_file, gpt2_tokenizer,
                                        formulations=("cloze",))
     with pytest.raises(ValueError, match="max_length=128"):
         scorer.evaluate(model)
+
+
+def test_tiktoken_tokenising_gives_the_requests_the_tokenizer_gives(hellaswag_file, gpt2_tokenizer, monkeypatch):
+    """For GPT-2's tokenizer the scorer tokenises with tiktoken (faster); forcing the tokenizer's own path must
+    build the very same rows, requests and divisors (every formulation, the first 2,000 examples)."""
+    import eval.hellaswag as hs
+
+    args = dict(limit=2000, max_length=1024, formulations=("cloze", "tokennorm", "mc"))
+    fast = HellaSwagScorer.from_file(hellaswag_file, gpt2_tokenizer, **args)
+    monkeypatch.setattr(hs, "is_gpt2_tokenizer", lambda tokenizer: False)
+    plain = HellaSwagScorer.from_file(hellaswag_file, gpt2_tokenizer, **args)
+    assert fast._rows == plain._rows and fast._requests == plain._requests
+    for name in args["formulations"]:
+        assert torch.equal(fast.request_index[name], plain.request_index[name]), name
+    for name in fast.divisor:
+        assert torch.equal(fast.divisor[name], plain.divisor[name]), name

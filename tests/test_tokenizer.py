@@ -28,7 +28,7 @@ def test_vocabulary(gpt2_tokenizer):
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_ids_equal_tiktoken(gpt2_tokenizer, tiktoken_gpt2, text):
-    from data.encode import tiktoken_gpt2 as prepare_backend  # data.prepare's default (fast) tokenizer
+    from data.tokenizer import tiktoken_gpt2 as prepare_backend  # data.prepare's default (fast) tokenizer
 
     ours = encode_document(gpt2_tokenizer, text)
     assert ours == [EOT_ID] + tiktoken_gpt2.encode_ordinary(text)
@@ -39,3 +39,35 @@ def test_ids_equal_tiktoken(gpt2_tokenizer, tiktoken_gpt2, text):
 def test_literal_endoftext_in_text_is_ordinary_text(gpt2_tokenizer):
     ids = encode_document(gpt2_tokenizer, "x <|endoftext|> y")
     assert ids.count(EOT_ID) == 1 and ids[0] == EOT_ID
+
+
+def test_literal_endoftext_as_a_plain_call_gives_it_id_in_both_tokenizers(gpt2_tokenizer):
+    """`tokenizer(s)` (lm-eval's call, so our HellaSwag scorer's) maps a literal <|endoftext|> to its id; tiktoken with
+    that special token allowed, which the scorer uses for GPT-2's tokenizer, gives the same ids on every text."""
+    from data.tokenizer import tiktoken_gpt2
+
+    texts = TEXTS + ["<|endoftext|>", "x<|endoftext|><|endoftext|>y", "<|endoftext", " <|endoftext|> x"]
+    assert gpt2_tokenizer(texts)["input_ids"] == tiktoken_gpt2().encode_batch(texts, allowed_special="all")
+    assert gpt2_tokenizer("a<|endoftext|>b")["input_ids"].count(EOT_ID) == 1
+
+
+def test_is_gpt2_tokenizer_knows_copies_and_refuses_changed_ones(gpt2_tokenizer, tmp_path):
+    import copy
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from data.tokenizer import is_gpt2_tokenizer, tokenizer_for_context
+
+    assert is_gpt2_tokenizer(gpt2_tokenizer)
+    tokenizer_for_context(128).save_pretrained(tmp_path / "export")  # what an export carries
+    assert is_gpt2_tokenizer(AutoTokenizer.from_pretrained(tmp_path / "export"))
+    gpt2_tokenizer(["a " * 50], truncation=True, max_length=8)  # call-time settings are not the tokenizer
+    assert is_gpt2_tokenizer(tokenizer_for_context(64))
+    extended = copy.deepcopy(gpt2_tokenizer)
+    extended.add_tokens(["<pad>"])
+    assert not is_gpt2_tokenizer(extended)
+    other = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    other.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert not is_gpt2_tokenizer(PreTrainedTokenizerFast(tokenizer_object=other))
+    assert not is_gpt2_tokenizer(object())  # no Rust backend at all
