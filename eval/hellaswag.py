@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; ignored on a CPU, "
                         "with a note, and recorded as false)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/hellaswag_scorer.json; for a "
-                        "checkpoint <run>/eval_results/step_N/; not elsewhere in the model's or run's folder)")
+                        "checkpoint <run>/eval_results/step_N/; in the model's or run's folder only under those, or "
+                        "directly in <run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model, model_dir_of, output_path

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint "
-                        "<run>/eval_results/step_N/; not elsewhere in the model's or run's folder)")
+                        "<run>/eval_results/step_N/; in the model's or run's folder only under those, or directly in "
+                        "<run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.hellaswag_data import local_hellaswag_file, read_hellaswag

@@ -107,7 +107,9 @@ def _refuse_inside_model(model_dir: Path, out: Path, target: Path, filename: str
         where = "" if target == protected.resolve() else "inside "
         raise EvalInputError(
             f"--output {out} is {where}the {what} {protected}, where it could overwrite the model or its data: "
-            f"pass a path outside it, or in {src.eval_results_dir}/ (or leave --output out: "
+            f"pass a path outside it, or in {src.eval_results_dir}/"
+            + (f" or directly in {src.run_dir / 'eval_results'}/" if src.run_dir is not None else "")
+            + " (or leave --output out: "
             f"{src.eval_results_dir / filename})")
 
 

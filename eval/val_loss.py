@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--max-tokens", type=positive_int, help="val tokens to read (default: the checkpoint's "
                         f"val_tokens, else {DEFAULT_VAL_TOKENS:,}, the speedrun's)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint <run>/eval_results/step_N/; not "
-                        "elsewhere in the model's or run's folder)")
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint "
+                        "<run>/eval_results/step_N/; in the model's or run's folder only under those, or directly "
+                        "in <run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from data.loader import TokenDataset, val_batches

@@ -275,7 +275,9 @@ def test_output_check_allows_eval_results_and_guards_a_run_folder(tmp_path, expo
         assert output_path(model_dir, str(ok), "x.json") == ok
     for bad in (model_dir / "eval_results" / "y.json", ckpt / "y.json", run / "metrics.jsonl", run / "y.json",
                 run / "eval_results" / "step_00000050" / "y.json"):  # another step's results, read by its export
-        with pytest.raises(EvalInputError, match=f"inside the run folder {run}.*eval_results/step_00000100"):
+        # the message names both places a file may go
+        with pytest.raises(EvalInputError, match=f"inside the run folder {run}.*eval_results/step_00000100/ or "
+                                                 f"directly in {run}/eval_results/ "):
             output_path(model_dir, str(bad), "x.json")
 
 
