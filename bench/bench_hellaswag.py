@@ -2,8 +2,8 @@
 
     python bench/bench_hellaswag.py [--data ../shared/data/hellaswag/hellaswag_val.jsonl] [--limit N]
 
-1. trains (once, cached in out/bench_hellaswag/model) a tiny GPT2Repro (2 layers, n_embd 32, 128 positions) for a
-   few hundred steps on FineWeb-Edu text, so its predictions are not uniform;
+1. trains (once, cached in out/bench_hellaswag/model_e32_s120) a tiny GPT2Repro (2 layers, n_embd 32, 128
+   positions) for 120 steps (--train-steps) on FineWeb-Edu text, so its predictions are not uniform;
 2. picks each method's batch size on the first examples (lm-eval gets the same tuning as ours);
 3. scores all examples with (a) `HellaSwagScorer` (lm-eval formulation only), (b) lm-eval `HFLM` +
    `simple_evaluate` on eval/tasks/hellaswag_local.yaml, (c) one example (its 4 rows) per forward, full logits;

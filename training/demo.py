@@ -27,7 +27,9 @@ def _banner(text: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n\n")[0],
+                                 epilog="Any other flags go to train.py, e.g. `python -m training.demo --max_steps 20` "
+                                        "for a faster smoke run (`python train.py --help` lists them).")
     ap.add_argument("--data", default="out/data/pydocs", help="prepared data folder (made if missing)")
     ap.add_argument("--out", default="runs/demo", help="run folder")
     ap.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"), help="run-config preset")
