@@ -217,7 +217,7 @@ def test_reference_run_logs_and_run_folder(reference):
     val = [r for r in rows if r["type"] == "val"]
     assert [r["step"] for r in val] == [0, 4, 8] and all(r["val_tokens"] == 640 for r in val)
     assert val[-1]["val_loss"] < val[0]["val_loss"]  # it learns
-    assert rows[-1]["type"] == "summary" and rows[-1]["steps"] == 8
+    assert rows[-1]["type"] == "summary" and rows[-1]["steps"] == 8 and rows[-1]["last_checkpoint"] == 8
     hs = [r for r in rows if r["type"] == "hellaswag"]
     assert [r["step"] for r in hs] == [4, 8] and all(r["n"] == 6 for r in hs)
     samples = [r for r in rows if r["type"] == "sample"]
@@ -374,6 +374,8 @@ def test_when_every_checkpoint_is_damaged_resume_refuses_and_deletes_nothing(set
     assert train.main(_args(setup, out)) == 2
     captured = capsys.readouterr()
     assert "is unusable" in captured.out and "none of its 2 committed checkpoints is intact" in captured.err
+    assert captured.out.count("falling back to the previous one") == 1  # the oldest has no previous one
+    assert "it was the oldest: no intact checkpoint is left" in captured.out
     assert _listing(out / "checkpoints") == before
 
 

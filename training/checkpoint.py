@@ -171,11 +171,14 @@ def _verify_state(path: str, state: tuple) -> Optional[str]:
 def find_resumable(output_dir, log=None) -> Optional[Path]:
     """Newest checkpoint that verifies; every newer one that does not is reported: through `log` (a line
     "WARNING: ..."; train.py's log) when given, else as a UserWarning (once, not both)."""
-    for ckpt in reversed(list_checkpoints(output_dir)):
+    checkpoints = list_checkpoints(output_dir)
+    for i in range(len(checkpoints) - 1, -1, -1):
+        ckpt = checkpoints[i]
         problem = verify(ckpt)
         if problem is None:
             return ckpt
-        message = f"checkpoint {ckpt} is unusable: {problem}; falling back to the previous one"
+        then = "falling back to the previous one" if i > 0 else "it was the oldest: no intact checkpoint is left"
+        message = f"checkpoint {ckpt} is unusable: {problem}; {then}"
         if log is None:
             warnings.warn(message, stacklevel=2)
         else:

@@ -413,7 +413,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f"tokens/step {tokens_per_step:,} = micro_batch {cfg.micro_batch_size} x seq_len {cfg.seq_len} x "
             f"grad_accum {grad_accum} x world {world}",
             f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
-            f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, ends at step {cfg.lr_decay_steps or cfg.max_steps})",
+            f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, reaches min_lr after step {cfg.lr_decay_steps or cfg.max_steps})",
             f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
             *([_validation_line(cfg)] if cfg.eval_every > 0 or cfg.eval_at_end else []),
             f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
@@ -574,7 +574,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                            device=device_name, world_size=world,
                            precision=precision, mean_tok_per_s=(sum(tok_rates) / len(tok_rates)) if tok_rates else None,
                            mfu=mfu(fpt, sum(tok_rates) / len(tok_rates), peak, world) if tok_rates else None,
-                           flops_formula=FLOPS_FORMULA, last_checkpoint=str(last_saved))
+                           flops_formula=FLOPS_FORMULA, last_checkpoint=last_saved)
             metrics.write("summary", **summary)
             session = f" in {wall:.1f}s" if start_step == 0 else f" ({step - start_step} this session, in {wall:.1f}s)"
             log(f"done: {step} steps, {tokens:,} tokens{session}")

@@ -67,7 +67,9 @@ class RunConfig:
     max_lr: float = _f(6e-4, "peak learning rate, reached after warmup_steps")
     min_lr: float = _f(6e-5, "learning rate at the end of the cosine decay")
     warmup_steps: int = _f(715, "linear warmup steps")
-    lr_decay_steps: Optional[int] = _f(None, "step at which the cosine reaches min_lr (default: max_steps)")
+    lr_decay_steps: Optional[int] = _f(None, "the cosine reaches min_lr after this many steps (default: max_steps; "
+                                           "counted as in build-nanogpt, so a run that decays to its last step ends "
+                                           "just above min_lr)")
     weight_decay: float = _f(0.1, "AdamW decay, applied to tensors with dim >= 2 only")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.95, "AdamW beta2")
