@@ -631,6 +631,40 @@ def test_an_evaluation_error_keeps_the_step_it_followed(setup, tmp_path, in_proc
     assert ckpt.verify(out / "checkpoints" / "step_00000003") is None
 
 
+def test_a_checkpoint_that_cannot_be_written_stops_with_a_message_and_frees_its_space(setup, tmp_path, in_process,
+                                                                                    capsys, monkeypatch):
+    """Disk full while saving (here: optimizer.pt of the second save half written, then torch.save's own error,
+    as seen on a full tmpfs: "unexpected pos"): not a C++ traceback but a line naming the step, the error and
+    the free space, exit 5; the half-written staging folder is removed (it held the disk full), the committed
+    checkpoint stays, and a resume continues from it."""
+    real_save = torch.save
+    calls = {"optimizer": 0}
+
+    def disk_full_save(obj, f, *args, **kwargs):
+        if Path(str(f)).name == "optimizer.pt":
+            calls["optimizer"] += 1
+            if calls["optimizer"] == 2:
+                Path(f).write_bytes(b"half")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6784 vs 6676")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_save)
+    out = tmp_path / "run"
+    args = _args(setup, out, "--max_steps", "6", "--save_every", "2", "--eval_every", "0", "--hellaswag_every", "0",
+                 "--sample_every", "0", "--eval_at_end", "false")
+    assert train.main(args) == 5
+    err = capsys.readouterr().err
+    assert "could not write checkpoint step 4" in err and "unexpected pos" in err and "free on" in err
+    assert "committed checkpoints are intact (newest: step_00000002)" in err
+    assert "Traceback" not in err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002"]  # no half-written .tmp-step_4
+    assert read_metrics(out / "metrics.jsonl")[-1]["type"] == "error"
+    monkeypatch.undo()
+    assert train.main(args) == 0  # space again: the run continues from step 2
+    assert "resuming from" in capsys.readouterr().out
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002", "step_00000004", "step_00000006"][-2:]
+
+
 def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_path, in_process, capsys):
     """A second training in a folder another one holds exits 2 and writes nothing (two runs would commit the same
     step folders over each other and interleave metrics.jsonl); once the holder is gone the folder is free."""

@@ -54,6 +54,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class SaveError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions, quota); the message says what and what is kept."""
+
+
 def step_dir_name(step: int) -> str:
     return f"step_{step:08d}"
 
@@ -252,6 +256,23 @@ def apply_retention(output_dir, keep_last: int, log=print) -> list[Path]:
         shutil.rmtree(gone, ignore_errors=True)
         log(f"deleted old checkpoint {path}")
     return doomed
+
+
+def save_failure(stage: Path, step: int, err: BaseException) -> str:
+    """What to tell the user when writing checkpoint `step` into `stage` failed with `err` (disk full shows up as
+    OSError, or as torch.save's own RuntimeError "unexpected pos ..."): the error, the free space, what is kept."""
+    root = Path(stage).parent
+    try:
+        free = shutil.disk_usage(root).free
+        free = f"{free / 2**30:.2f} GiB" if free >= 2**30 else f"{free / 2**20:.1f} MiB"
+        free = f"{free} free on {root}"
+    except OSError:
+        free = f"free space on {root} unknown"
+    kept = [c for c in committed_checkpoints(root.parent) if c.name != step_dir_name(step)]
+    return (f"could not write checkpoint step {step} ({type(err).__name__}: {str(err).strip()[:300]}; {free}): "
+            "disk full, quota or permissions? Its partial files are removed; the committed checkpoints are intact "
+            f"(newest: {kept[-1].name if kept else 'none'}). Free space (each checkpoint needs room for one more "
+            "next to the kept ones) and continue with --resume auto")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 fp16 loss scale, meta.json. The folder mechanics (staging, checksums, COMPLETE, retention) are checkpoint.py's."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -9,45 +10,74 @@ import torch
 
 from training import checkpoint as ckpt
 from training import fsdp
+from training.accelerator import first_error
 from training.optim import with_this_runs_groups
 
 
 def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, log) -> Path:
-    """Every rank writes its part into the staging folder; the main process seals and renames it."""
+    """Every rank writes its part into the staging folder; the main process seals and renames it. A write that
+    fails on any rank (disk full, quota, permissions) raises `checkpoint.SaveError` on every rank, with the
+    staging folder removed (a full disk gets its space back) and the committed checkpoints untouched."""
     from data.tokenizer import TOKENIZER_FINGERPRINT, tokenizer_for_context
 
     main = accelerator.is_main_process
     stage = ckpt.staging_dir(cfg.output_dir, step)
+    final = stage.parent / ckpt.step_dir_name(step)
+    problem = None
     if main:
-        ckpt.prepare_staging(cfg.output_dir, step)
-    accelerator.wait_for_everyone()
+        try:
+            ckpt.prepare_staging(cfg.output_dir, step)
+        except OSError as err:
+            problem = ckpt.save_failure(stage, step, err)
+    problem = first_error(accelerator, problem)  # also the barrier before the ranks write into the folder
+    if problem:
+        _give_up(main, stage, problem)
     if fsdp.is_fsdp(accelerator):  # gather full tensors (collective: every rank takes part)
         model_state, optim_state = fsdp.gather_full_state(raw_model, optimizer.optimizer)
         saver = fsdp.plain_twin(raw_model) if main else None
     else:
         model_state, optim_state = raw_model.state_dict(), optimizer.state_dict()
         saver = raw_model
+    try:
+        if main:
+            saver.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
+            tokenizer_for_context(raw_model.config.n_positions).save_pretrained(stage / "model")
+            torch.save(optim_state, stage / "optimizer.pt")
+            save_grad_scaler(accelerator, stage)
+            meta = {
+                "step": step, "tokens": tokens, "world_size": accelerator.num_processes,
+                "grad_accum": accelerator.gradient_accumulation_steps, "run_config": cfg.to_dict(),
+                "model_config": raw_model.config.to_dict(), "data_manifest_hash": manifest_hash,
+                "tokenizer_fingerprint": TOKENIZER_FINGERPRINT,
+                "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (stage / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        ckpt.save_rank_state(stage, accelerator.process_index, data_state)
+    except Exception as err:  # noqa: BLE001 - disk full is an OSError, or torch.save's RuntimeError "unexpected pos"
+        problem = ckpt.save_failure(stage, step, err)
+    problem = first_error(accelerator, problem)  # every rank has written its part, or every rank stops
+    if problem:
+        _give_up(main, stage, problem)
     if main:
-        saver.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
-        tokenizer_for_context(raw_model.config.n_positions).save_pretrained(stage / "model")
-        torch.save(optim_state, stage / "optimizer.pt")
-        save_grad_scaler(accelerator, stage)
-        meta = {
-            "step": step, "tokens": tokens, "world_size": accelerator.num_processes,
-            "grad_accum": accelerator.gradient_accumulation_steps, "run_config": cfg.to_dict(),
-            "model_config": raw_model.config.to_dict(), "data_manifest_hash": manifest_hash,
-            "tokenizer_fingerprint": TOKENIZER_FINGERPRINT,
-            "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        (stage / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-    ckpt.save_rank_state(stage, accelerator.process_index, data_state)
-    accelerator.wait_for_everyone()
-    final = ckpt.staging_dir(cfg.output_dir, step).parent / ckpt.step_dir_name(step)
-    if main:
-        final = ckpt.commit(stage, cfg.keep_last, log=log)
-        log(f"checkpoint committed: {final}")
-    accelerator.wait_for_everyone()
+        try:
+            final = ckpt.commit(stage, cfg.keep_last, log=log)
+        except Exception as err:  # noqa: BLE001 - sealing writes the manifest and fsyncs: a full disk shows here
+            if not (final.is_dir() and ckpt.verify(final) is None):  # renamed into place: only retention failed
+                problem = ckpt.save_failure(stage, step, err)
+            else:
+                log(f"WARNING: checkpoint {final} is committed, but deleting old checkpoints failed: {err}")
+        if problem is None:
+            log(f"checkpoint committed: {final}")
+    problem = first_error(accelerator, problem)
+    if problem:
+        _give_up(main, stage, problem)
     return final
+
+
+def _give_up(main: bool, stage: Path, problem: str):
+    if main:
+        shutil.rmtree(stage, ignore_errors=True)  # a half-written checkpoint is never resumed, and holds space
+    raise ckpt.SaveError(problem)
 
 
 GRAD_SCALER_FILE = "grad_scaler.pt"

@@ -4,7 +4,8 @@ the schedule, the checks, and checkpoints that resume to the bit.
     exit_code = train(load_run_config(argv))
 
 Exit codes: 0 done (or stopped cleanly by SIGTERM/SIGINT after a checkpoint), 2 bad config or incompatible
-resume (nothing written), 3 non-finite loss or grad norm (stopped; that step's update not applied), 4 out of memory.
+resume (nothing written), 3 non-finite loss or grad norm (stopped; that step's update not applied), 4 out of memory,
+5 a checkpoint could not be written (disk full, quota, permissions; the committed ones are kept).
 (train.py adds 130: interrupted by a second Ctrl-C.)
 
 Each rank builds its own `data.loader.TrainBatches(rank, world_size)` and feeds batches itself: the loader is an
@@ -34,7 +35,7 @@ from training.run_lock import folder_in_use, lock_run_folder
 from training.signals import StopRequest
 from training.step import NonFiniteError, optimizer_step
 
-EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM = 0, 2, 3, 4
+EXIT_OK, EXIT_CONFIG, EXIT_NONFINITE, EXIT_OOM, EXIT_SAVE = 0, 2, 3, 4, 5
 
 
 def _strategy(accelerator) -> str:
@@ -552,8 +553,18 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             if world == 1 and stop.requested:  # a signal during this step or its evaluation: stop after it (one
                 stop_now = True                # process: no other rank to agree with first)
             if stop_now or done or _due(step, cfg.save_every):
-                saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
-                                        manifest_hash, log)
+                try:
+                    saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
+                                            manifest_hash, log)
+                except ckpt.SaveError as err:  # every rank gets it: stop together, with the message, not a traceback
+                    if main:
+                        print(str(err), file=sys.stderr, flush=True)
+                        try:
+                            metrics.write("error", step=step, message=str(err))
+                        except OSError:
+                            pass  # the same full disk: the message above is what the user sees
+                    finish_uploads(uploader, metrics, log)
+                    return EXIT_SAVE
                 last_saved = step
                 if uploader is not None:  # hard-links the files and returns; the upload runs in a thread
                     branch = uploader.submit(saved, out / "metrics.jsonl", step=step)
