@@ -236,6 +236,27 @@ def test_eta_format():
         "0s", "45s", "1m00s", "12m05s", "59m59s", "1h00m", "3h07m", "111h06m"]
 
 
+def test_a_resumed_run_drops_the_truncated_last_line_a_killed_session_left(tmp_path):
+    """A session killed mid-write (or on a full disk) leaves a last line without its newline, which readers skip.
+    The next session must not append to that fragment: the merged line would sit mid-file, where plots and
+    export refuse it (not valid JSON), for good. The fragment is dropped, said once, and the file stays JSONL."""
+    from publish.metrics import load_metrics
+    from training.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"type": "train", "step": 1, "loss": 2.5}) + "\n" + '{"type": "train", "step": 2, "lo')
+    said = []
+    log = MetricsLog(path, log=said.append)
+    log.write("resume", step=1, checkpoint="x")
+    log.write("train", step=2, loss=2.25)
+    log.close()
+    assert len(said) == 1 and "truncated last line" in said[0] and '{"type": "train", "step": 2, "lo' in said[0]
+    assert [r["type"] for r in read_metrics(path)] == ["train", "resume", "train"]
+    assert load_metrics(path).train_loss == [(1, 2.5), (2, 2.25)]
+    MetricsLog(path, log=said.append).close()  # an intact file is left as it is
+    assert len(said) == 1 and len(read_metrics(path)) == 3
+
+
 def test_sigkill_then_resume_is_bit_exact(runs, reference):
     ref_out, _ = reference
     killed, found, resumed = _get(runs, "kill")

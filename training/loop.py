@@ -388,7 +388,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         # resume: auto in the saved copy: relaunched with it, the run continues from its own checkpoints (not
         # again from the folder this session may have started from)
         save_run_config(dataclasses.replace(cfg, resume="auto"), out / "run_config.yaml")
-        metrics = MetricsLog(out / "metrics.jsonl")
+        metrics = MetricsLog(out / "metrics.jsonl", log=log)
         if resume_dir is not None:
             metrics.write("resume", step=start_step, checkpoint=str(resume_dir))
         for damaged in set_aside:  # renamed, not deleted: the user may want to look at them

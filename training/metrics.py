@@ -9,6 +9,7 @@ The default peaks are bf16 dense matmul rates *measured* on our lent machines (8
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -73,9 +74,37 @@ class MetricsLog:
     Every row also gets `time`: wall-clock seconds since the epoch when it was written (elapsed-time curves,
     throughput over any window of steps)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, log=None):
         self.path = Path(path)
+        self._drop_truncated_tail(log)
         self._file = open(self.path, "a", buffering=1)
+
+    def _drop_truncated_tail(self, log) -> None:
+        """A session killed mid-write (or stopped by a full disk) can leave a last line without its newline.
+        Readers skip it while it is last; appended to, it would merge with the next record into a bad line in
+        the middle of the file, which plots and export refuse. So it is cut off (the resumed session logs those
+        steps again), and said through `log` (else a warning)."""
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb+") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            f.seek(max(0, size - (1 << 20)))  # a record is far shorter than 1 MiB
+            tail = f.read()
+            keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else max(0, size - len(tail))
+            f.seek(keep)
+            fragment = f.read().decode("utf-8", errors="replace")
+            f.truncate(keep)
+        message = (f"{self.path}: dropped a truncated last line left by a session killed mid-write "
+                   f"({fragment[:120]!r}{'...' if len(fragment) > 120 else ''})")
+        if log is None:
+            warnings.warn(message, stacklevel=3)
+        else:
+            log(f"WARNING: {message}")
 
     def write(self, type: str, **fields) -> dict:
         record = {"type": type, **{k: _clean(v) for k, v in fields.items()}, "time": round(time.time(), 3)}
