@@ -120,7 +120,9 @@ def export_model(
         _write_tokenizer(tmp, context=model.config.n_positions)
         _write_generation_config(model, tmp)
 
-        run_config = src.run_config()
+        # what this checkpoint trained with (its meta.json); run_config.yaml is the latest session's, which may
+        # have resumed with another schedule (or been stopped before its first checkpoint)
+        run_config = src.trained_with() or src.run_config()
         metrics = load_metrics(src.metrics_path, name=model_name or out.name) if src.metrics_path else None
         lm_eval_results = _results_after_training(src, metrics, lm_eval_results)
         datasets = datasets if datasets is not None else guess_datasets(run_config)

@@ -189,6 +189,29 @@ def test_evaluations_run_after_training_reach_the_model_card(tiny_run, tmp_path)
         assert "0.3100" not in card and "0.2700" not in card
 
 
+def test_the_card_describes_the_training_of_the_exported_checkpoint_not_a_later_sessions_config(tiny_run, tmp_path):
+    """run_config.yaml is rewritten when a session starts: a resume launched with another schedule (here stopped
+    before its first checkpoint) left max_lr 0.01 there, but the exported weights trained with 0.003. The card
+    takes the run config saved in the checkpoint's meta.json (what that step trained with)."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    trained = yaml.safe_load((run / "run_config.yaml").read_text())
+    meta_path = run / "checkpoints" / f"step_{LAST:08d}" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "run_config": trained}))
+    later = {**trained, "max_lr": 0.01, "warmup_steps": 7, "max_steps": 2 * trained["max_steps"]}
+    (run / "run_config.yaml").write_text(yaml.safe_dump(later, sort_keys=False))
+    export_model(run, tmp_path / "export")
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert f"linear warmup 5 steps to 0.003, cosine to 0.0003 at step {trained['max_steps']}" in card
+    assert f"{LAST:,} of {trained['max_steps']:,} planned" in card
+    assert "0.01" not in card.split("## Training")[1].split("## Curves")[0]
+
+
 def test_plots_exist_and_mark_the_exported_step(exports):
     for export in exports:
         for name in ("loss", "hellaswag"):
