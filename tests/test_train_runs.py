@@ -848,6 +848,17 @@ def test_resume_with_a_smaller_micro_batch_reads_the_same_data(reference, setup,
         assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
 
 
+def test_resume_with_another_validation_set_says_the_curves_do_not_compare(reference, setup, tmp_path, in_process,
+                                                                           capsys):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    shutil.rmtree(out / "checkpoints" / "step_00000008")
+    assert train.main(_args(setup, out, "--val_tokens", "320")) == 0
+    assert ("note: resuming with another validation set (val_tokens 640 -> 320: 20 -> 10 windows): val losses from "
+            "step 7 on are not comparable") in capsys.readouterr().out
+
+
 def test_init_from_a_folder_with_damaged_weights_is_a_config_error(setup, reference, tmp_path, in_process, capsys):
     ref_out, _ = reference
     model = tmp_path / "model"

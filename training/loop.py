@@ -279,6 +279,14 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         adamw = _changes(trained, cfg, ("weight_decay", "beta1", "beta2", "adam_eps"))
         if adamw:  # this run's settings go into the loaded optimizer state (load_optimizer)
             log(f"note: resuming with other AdamW settings ({', '.join(adamw)}): applied from step {meta['step'] + 1}")
+        if trained.get("val_tokens", cfg.val_tokens) != cfg.val_tokens:
+            from data.loader import val_window_count
+
+            windows = [val_window_count(cfg.data_dir, cfg.seq_len, n) for n in (trained["val_tokens"], cfg.val_tokens)]
+            if windows[0] != windows[1]:  # another set of windows: the val curve is not one series across the resume
+                log(f"note: resuming with another validation set (val_tokens {trained['val_tokens']} -> "
+                    f"{cfg.val_tokens}: {windows[0]} -> {windows[1]} windows): val losses from step {meta['step'] + 1} "
+                    "on are not comparable with the earlier ones")
 
     uploader, problem = None, None
     if cfg.push_checkpoints_to and main:  # one Hub call now: offline / no token / no access stop the run here
