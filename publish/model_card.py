@@ -81,6 +81,21 @@ def results_at_step(metrics: RunMetrics | None, step: int | None) -> dict:
     return out
 
 
+def _schedule_changed(cfg: dict, train: list[dict]) -> bool:
+    """Whether any logged step's lr differs from what `cfg`'s schedule gives for it (a resume that extended the
+    run or changed max_lr/warmup: the card's one-line schedule then describes only the last part)."""
+    from types import SimpleNamespace
+
+    from training.optim import lr_at
+
+    keys = ("max_lr", "min_lr", "warmup_steps", "max_steps", "lr_decay_steps")
+    if any(key not in cfg for key in keys[:4]):
+        return False
+    schedule = SimpleNamespace(**{key: cfg.get(key) for key in keys})
+    return any(not math.isclose(rec["lr"], lr_at(rec["step"] - 1, schedule), rel_tol=1e-6)  # logged steps are 1-based
+               for rec in train if isinstance(rec.get("lr"), (int, float)) and isinstance(rec.get("step"), int))
+
+
 def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None) -> list[tuple[str, str]]:
     """The training summary as (label, value) rows, from the run config, the summary record and the train lines."""
     cfg, summary = run_config, (metrics.summary if metrics else None) or {}
@@ -112,8 +127,12 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
         rows.append(("batch", batch))
     if cfg.get("max_lr") is not None:
         decay = cfg.get("lr_decay_steps") or cfg.get("max_steps")
-        rows.append(("learning rate", f"linear warmup {cfg.get('warmup_steps', '?')} steps to {cfg['max_lr']:g}, "
-                                      f"cosine to {cfg.get('min_lr', '?'):g} at step {decay}"))
+        schedule = (f"linear warmup {cfg.get('warmup_steps', '?')} steps to {cfg['max_lr']:g}, "
+                    f"cosine to {cfg.get('min_lr', '?'):g} at step {decay}")
+        if _schedule_changed(cfg, train):
+            schedule += (" (this checkpoint's settings; earlier steps followed another schedule: the run was resumed "
+                         "with other settings, see the per-step lr in metrics.jsonl)")
+        rows.append(("learning rate", schedule))
     if cfg.get("weight_decay") is not None:
         rows.append(("optimizer", f"AdamW betas ({cfg.get('beta1', 0.9)}, {cfg.get('beta2', 0.95)}), eps "
                                   f"{cfg.get('adam_eps', 1e-8):g}, weight decay {cfg['weight_decay']} on tensors with "

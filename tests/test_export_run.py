@@ -210,6 +210,7 @@ def test_the_card_describes_the_training_of_the_exported_checkpoint_not_a_later_
     assert f"linear warmup 5 steps to 0.003, cosine to 0.0003 at step {trained['max_steps']}" in card
     assert f"{LAST:,} of {trained['max_steps']:,} planned" in card
     assert "0.01" not in card.split("## Training")[1].split("## Curves")[0]
+    assert "another schedule" not in card  # every logged lr follows the checkpoint's schedule
 
 
 def test_plots_exist_and_mark_the_exported_step(exports):

@@ -157,3 +157,28 @@ def test_a_hellaswag_subset_is_shown_with_its_standard_error_and_a_warning(tmp_p
     card = str(build_model_card(CardInputs(model_name="m", metrics=load_metrics(path), step=10,
                                            run_config={"val_tokens": 8192})))
     assert "**6.1000** nats/token over 2,048 tokens" in card and "8,192" not in card
+
+
+def test_a_schedule_changed_by_a_resume_is_said_next_to_the_last_sessions_schedule(tmp_path):
+    """Steps 1-12 decayed to step 12, then the run was resumed with max_steps 16: the config (the checkpoint's)
+    describes only steps 13-16, so the card says the earlier steps followed another schedule; an unchanged run
+    gets no such note."""
+    from types import SimpleNamespace
+
+    from publish.model_card import training_rows
+    from training.optim import lr_at
+
+    first = dict(max_lr=3e-3, min_lr=3e-4, warmup_steps=2, max_steps=12, lr_decay_steps=None)
+    extended = {**first, "max_steps": 16}
+
+    def card_lr(sessions, cfg):
+        rows = [{"type": "train", "step": step + 1, "loss": 5.0, "lr": lr_at(step, SimpleNamespace(**schedule))}
+                for schedule, steps in sessions for step in steps]
+        path = tmp_path / "metrics.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return dict(training_rows(cfg, load_metrics(path), None))["learning rate"]
+
+    changed = card_lr([(first, range(12)), (extended, range(12, 16))], extended)
+    assert changed.startswith("linear warmup 2 steps to 0.003, cosine to 0.0003 at step 16 (this checkpoint's")
+    assert "earlier steps followed another schedule" in changed
+    assert "another schedule" not in card_lr([(extended, range(16))], extended)
