@@ -11,9 +11,9 @@ HellaSwag is eval's business and would cost minutes here.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import yaml
@@ -40,6 +40,7 @@ def make_tiny_run(root: Path, data_dir: str = "data/fineweb-edu-tiny") -> Path:
     from configuration_gpt2repro import GPT2ReproConfig
     from data.tokenizer import gpt2_tokenizer
     from modeling_gpt2repro import GPT2ReproForCausalLM
+    from training.optim import lr_at
 
     run = Path(root)
     (run / "checkpoints").mkdir(parents=True)
@@ -65,7 +66,7 @@ def make_tiny_run(root: Path, data_dir: str = "data/fineweb-edu-tiny") -> Path:
     lines, t_start = [], time.time()
     for step in range(1, STEPS + 1):
         t0 = time.time()
-        lr = cfg["min_lr"] + 0.5 * (cfg["max_lr"] - cfg["min_lr"]) * (1 + math.cos(math.pi * step / STEPS))
+        lr = lr_at(step - 1, SimpleNamespace(**cfg))  # train.py's schedule (its steps are 0-based, the log's 1-based)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batch(train_ids)
