@@ -36,6 +36,17 @@ def launched_with_fsdp2() -> bool:
     return launched_with_fsdp() and os.environ.get("FSDP_VERSION") == "2"
 
 
+def compile_problem() -> str | None:
+    """Why compiling under FSDP2 cannot work with this torch, else None. Accelerate's per-block compile sets
+    torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint, which torch 2.9 lacks (an AttributeError
+    inside accelerator.prepare on every rank); the torch 2.13 and 2.14 we test on have it."""
+    if hasattr(torch._dynamo.config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):
+        return None
+    return (f"compile under FSDP2 needs a newer torch than {torch.__version__} (Accelerate's per-block compile sets "
+            "torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint, which it lacks): upgrade torch "
+            "(2.13 is tested), or pass --compile false")
+
+
 def plugin_for_launch(mixed_precision: str):
     """The plugin for `Accelerator(fsdp_plugin=...)` when launched with FSDP2 and bf16/fp16, else None (FSDP1
     keeps Accelerate's own). Its other settings come from the launcher's FSDP_* environment (the accelerate
