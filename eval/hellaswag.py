@@ -17,13 +17,13 @@ What it computes (text side in eval/hellaswag_data.py):
 - `acc_mc` (optional): the multiple-choice formulation (endings labelled A-D in the prompt, likelihood of the
   letter), the same as `eval/tasks/hellaswag_mc.yaml` under lm-eval. Meaningful for large models only.
 
-How it is fast: text is tokenised once (`from_file`; by tiktoken for GPT-2's tokenizer, same ids); identical inputs are scored once; every input row is
-`(context + continuation)[:-1]`, rows are sorted by where their scored span starts and packed `batch_size` rows
-per forward, right padded to a multiple of 32 (few distinct shapes: torch.compile compiles them once, not on
-every call); the LM head runs only on the scored positions (GPT-2 / ours, uncompiled: body, then the head on the
-gathered hidden states) or on a window around them (`logits_to_keep`, e.g. a compiled model), and the
-log-probabilities of the scored positions are taken in cache-sized chunks (head matmul, then fp32
-`cross_entropy`, i.e. log-softmax at the target, while the chunk is still in cache).
+How it is fast: text is tokenised once (`from_file`; by tiktoken for GPT-2's tokenizer, same ids); identical inputs
+are scored once; every input row is `(context + continuation)[:-1]`, rows are sorted by where their scored span
+starts and packed `batch_size` rows per forward, right padded to a multiple of 32 (few distinct shapes:
+torch.compile compiles them once, not on every call); the LM head runs only on the scored positions (GPT-2 / ours,
+uncompiled: body, then the head on the gathered hidden states) or on a window around them (`logits_to_keep`, e.g. a
+compiled model), and the log-probabilities of the scored positions are taken in cache-sized chunks (head matmul,
+then fp32 `cross_entropy`, i.e. log-softmax at the target, while the chunk is still in cache).
 
 Distributed: the batches are planned globally (independent of world size); rank r scores batches r, r+W, ...;
 the per-choice log-likelihoods are summed across ranks with `reduce_fn` (each is computed by exactly one rank,

@@ -424,7 +424,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f"tokens/step {tokens_per_step:,} = micro_batch {cfg.micro_batch_size} x seq_len {cfg.seq_len} x "
             f"grad_accum {grad_accum} x world {world}",
             f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
-            f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, reaches min_lr after step {cfg.lr_decay_steps or cfg.max_steps})",
+            f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, reaches min_lr "
+            f"after step {cfg.lr_decay_steps or cfg.max_steps})",
             f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
             *([_validation_line(cfg)] if cfg.eval_every > 0 or cfg.eval_at_end else []),
             f"flops/token {fpt / 1e6:.1f}M [{FLOPS_FORMULA}] | peak "
