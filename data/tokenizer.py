@@ -120,6 +120,8 @@ def is_gpt2_tokenizer(tokenizer) -> bool:
     faster). A tokenizer saved by one of our exports is; any other vocabulary, merges or added token is not."""
     if tokenizer is gpt2_tokenizer():
         return True
+    if getattr(tokenizer, "split_special_tokens", False):  # a Python-side setting, not in the backend's spec:
+        return False  # a literal "<|endoftext|>" is then encoded as text, where tiktoken (all allowed) gives its id
     spec = _tokenization_spec(tokenizer)
     return spec is not None and spec == _gpt2_spec()
 

@@ -71,3 +71,20 @@ def test_is_gpt2_tokenizer_knows_copies_and_refuses_changed_ones(gpt2_tokenizer,
     other.pre_tokenizer = pre_tokenizers.Whitespace()
     assert not is_gpt2_tokenizer(PreTrainedTokenizerFast(tokenizer_object=other))
     assert not is_gpt2_tokenizer(object())  # no Rust backend at all
+
+
+def test_is_gpt2_tokenizer_refuses_one_that_splits_special_tokens(gpt2_tokenizer, tmp_path):
+    """split_special_tokens (a tokenizer_config.json setting) lives outside the Rust backend's spec: such a tokenizer
+    encodes a literal <|endoftext|> as text, while tiktoken with it allowed gives its id."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from data.tokenizer import is_gpt2_tokenizer, tiktoken_gpt2
+
+    gpt2_tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "split_special_tokens": True}))
+    splitting = AutoTokenizer.from_pretrained(tmp_path)
+    assert splitting(["<|endoftext|>"])["input_ids"] != [tiktoken_gpt2().encode("<|endoftext|>", allowed_special="all")]
+    assert not is_gpt2_tokenizer(splitting)
