@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +54,11 @@ def run(workdir: Path) -> dict:
     prepare(str(SOURCE), data, val_tokens=VAL_TOKENS, num_proc=1, progress=False)
     out = workdir / "run"
     threads = torch.get_num_threads()
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU")
     torch.set_num_threads(1)  # one summation order for every matmul, whatever the machine's core count
+    # On the CPU where a GPU is present too: the stored numbers are fp32 CPU ones, and on CUDA the run would use
+    # other kernels and TF32 matmuls (tf32 defaults to on), which move the losses far beyond the tolerances.
+    os.environ["ACCELERATE_USE_CPU"] = "1"
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     try:
@@ -62,6 +67,10 @@ def run(workdir: Path) -> dict:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         torch.set_num_threads(threads)
+        if use_cpu is None:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        else:
+            os.environ["ACCELERATE_USE_CPU"] = use_cpu
     if code != 0:
         raise RuntimeError(f"the golden run's train.py exited with {code}")
     metrics = out / "metrics.jsonl"

@@ -60,3 +60,38 @@ def test_the_comparison_catches_a_small_real_change(golden_numbers):
     nudged = [dict(r) for r in golden_numbers["train"]]
     nudged[4]["loss"] += 1e-3
     assert _first_difference(nudged, stored["train"], {"loss": ("abs", LOSS_ABS)}).startswith("step 5: loss")
+
+
+def test_the_golden_run_trains_on_the_cpu_with_one_thread_and_restores_both(tmp_path, monkeypatch):
+    """The stored numbers are fp32 CPU ones: on a machine with a GPU the run must not go to CUDA (other kernels,
+    TF32), and what it sets for itself is put back for the tests after it."""
+    import os
+
+    import torch
+
+    import data.prepare
+    import golden_run
+    import train
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    seen = {}
+
+    def fake_train(argv):
+        from accelerate import Accelerator
+
+        seen["device"] = Accelerator().device.type  # what train.py's Accelerator gets
+        seen["threads"] = torch.get_num_threads()
+        out = argv[argv.index("--output_dir") + 1]
+        os.makedirs(out)
+        with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+            f.write('{"type": "train", "step": 1, "loss": 1.0, "lr": 0.1, "grad_norm": 1.0}\n')
+        return 0
+
+    monkeypatch.setattr(golden_run, "SOURCE", tmp_path)  # exists; prepare is not run
+    monkeypatch.setattr(data.prepare, "prepare", lambda *a, **k: None)
+    monkeypatch.setattr(train, "main", fake_train)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    threads = torch.get_num_threads()
+    golden_run.run(tmp_path)
+    assert seen == {"device": "cpu", "threads": 1}
+    assert "ACCELERATE_USE_CPU" not in os.environ and torch.get_num_threads() == threads
