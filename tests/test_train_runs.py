@@ -257,6 +257,33 @@ def test_a_resumed_run_drops_the_truncated_last_line_a_killed_session_left(tmp_p
     assert len(said) == 1 and len(read_metrics(path)) == 3
 
 
+def test_the_truncated_tail_cut_finds_the_line_start_past_1_mib_and_keeps_a_complete_last_record(tmp_path):
+    """A crash can leave a tail of NUL bytes longer than 1 MiB: the cut must still go back to the last newline
+    (not to 1 MiB before the end, which left a bad line mid-file). A last line that is a whole record without its
+    newline is kept, not dropped as a fragment."""
+    import warnings
+
+    from training.metrics import MetricsLog
+
+    first = json.dumps({"type": "train", "step": 1, "loss": 2.5}) + "\n"
+    path = tmp_path / "nul.jsonl"
+    path.write_bytes(first.encode() + b"\0" * ((1 << 20) + 10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log = MetricsLog(path)
+    log.write("train", step=2, loss=2.25)
+    log.close()
+    assert [r["step"] for r in read_metrics(path)] == [1, 2] and len(caught) == 1
+    for text in ("", first):  # the record alone, and after another line
+        path = tmp_path / "whole.jsonl"
+        path.write_text(text + json.dumps({"type": "summary", "steps": 8}))
+        said = []
+        log = MetricsLog(path, log=said.append)
+        log.write("resume", step=8, checkpoint="x")
+        log.close()
+        assert said == [] and [r["type"] for r in read_metrics(path)][-2:] == ["summary", "resume"]
+
+
 def test_sigkill_then_resume_is_bit_exact(runs, reference):
     ref_out, _ = reference
     killed, found, resumed = _get(runs, "kill")

@@ -93,11 +93,26 @@ class MetricsLog:
             f.seek(size - 1)
             if f.read(1) == b"\n":
                 return
-            f.seek(max(0, size - (1 << 20)))  # a record is far shorter than 1 MiB
-            tail = f.read()
-            keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else max(0, size - len(tail))
+            keep = size  # the start of the last line: after the last newline (backwards, a chunk at a time: a
+            while keep > 0:  # crash can leave a tail of NUL bytes longer than any record)
+                start = max(0, keep - (1 << 20))
+                f.seek(start)
+                newline = f.read(keep - start).rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                keep = start
             f.seek(keep)
-            fragment = f.read().decode("utf-8", errors="replace")
+            last = f.read()
+            try:
+                whole = isinstance(json.loads(last), dict)
+            except ValueError:  # UnicodeDecodeError included
+                whole = False
+            if whole:  # a complete record that only lacks its newline (written in two pieces): keep it
+                f.seek(size)
+                f.write(b"\n")
+                return
+            fragment = last.decode("utf-8", errors="replace")
             f.truncate(keep)
         message = (f"{self.path}: dropped a truncated last line left by a session killed mid-write "
                    f"({fragment[:120]!r}{'...' if len(fragment) > 120 else ''})")
