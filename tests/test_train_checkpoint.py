@@ -207,3 +207,25 @@ def test_weights_load_refuses_a_different_model(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="missing"):
         ckpt.load_weights(bigger, tmp_path / "m")
     shutil.rmtree(tmp_path / "m")
+
+
+def test_save_failure_tells_a_disk_error_from_a_bug_and_never_raises(tmp_path, monkeypatch):
+    """The exit-5 message must not send the user to free space for an error that is not the disk's (a bug repeats
+    at the next save, after save_every more steps of training); and it is computed on a failing rank while the
+    others wait for it, so it may not raise itself."""
+    stage = ckpt.prepare_staging(tmp_path, 4)
+    for err in (OSError(28, "No space left on device"),
+                RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6784 vs 6676"),
+                RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+                Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space" })')):
+        assert ckpt.looks_like_storage(err), err
+        assert "disk full, quota or permissions?" in ckpt.save_failure(stage, 4, err)
+    bug = ckpt.save_failure(stage, 4, TypeError("Object of type Foo is not JSON serializable"))
+    assert "not a disk error" in bug and "disk full" not in bug and "Free space (" not in bug
+    assert "committed checkpoints are intact (newest: none)" in bug
+
+    def unlistable(output_dir):
+        raise PermissionError(13, "Permission denied", str(output_dir))
+
+    monkeypatch.setattr(ckpt, "committed_checkpoints", unlistable)
+    assert "cannot be listed" in ckpt.save_failure(stage, 4, PermissionError(13, "Permission denied"))

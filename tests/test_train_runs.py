@@ -713,6 +713,27 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_a_message_and_frees_its_
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002", "step_00000004", "step_00000006"][-2:]
 
 
+def test_a_checkpoint_save_that_fails_for_a_bug_says_so_with_its_traceback(setup, tmp_path, in_process, capsys,
+                                                                           monkeypatch):
+    """A save that fails for another reason than the disk (here a bug in what goes into meta.json) still stops
+    every rank with exit 5 and removes its staging folder, but says it is not the disk and prints the traceback:
+    'free space and resume' would only repeat it one save later."""
+    from training import checkpoint_state
+
+    def broken_versions():
+        raise KeyError("accelerate")
+
+    monkeypatch.setattr(checkpoint_state, "versions", broken_versions)
+    out = tmp_path / "run"
+    args = _args(setup, out, "--max_steps", "2", "--save_every", "2", "--eval_every", "0", "--hellaswag_every", "0",
+                 "--sample_every", "0", "--eval_at_end", "false")
+    assert train.main(args) == 5
+    err = capsys.readouterr().err
+    assert "could not write checkpoint step 2 (KeyError: 'accelerate'" in err and "not a disk error" in err
+    assert "disk full" not in err and "Traceback" in err and "broken_versions" in err
+    assert list((out / "checkpoints").iterdir()) == []
+
+
 def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_path, in_process, capsys):
     """A second training in a folder another one holds exits 2 and writes nothing (two runs would commit the same
     step folders over each other and interleave metrics.jsonl); once the holder is gone the folder is free."""

@@ -258,9 +258,20 @@ def apply_retention(output_dir, keep_last: int, log=print) -> list[Path]:
     return doomed
 
 
+STORAGE_ERROR_HINTS = ("unexpected pos", "PytorchStreamWriter", "file write failed", "No space left", "StorageFull",
+                       "quota", "Read-only file system", "Permission denied")
+
+
+def looks_like_storage(err: BaseException) -> bool:
+    """Whether `err` is the file system's doing (an OSError, or a library's wrapping of one: torch.save's
+    "unexpected pos" / "PytorchStreamWriter failed", safetensors' "IoError(Os { ... StorageFull ... })"), not a bug."""
+    return isinstance(err, OSError) or any(hint.lower() in str(err).lower() for hint in STORAGE_ERROR_HINTS)
+
+
 def save_failure(stage: Path, step: int, err: BaseException) -> str:
     """What to tell the user when writing checkpoint `step` into `stage` failed with `err` (disk full shows up as
-    OSError, or as torch.save's own RuntimeError "unexpected pos ..."): the error, the free space, what is kept."""
+    OSError, or as torch.save's own RuntimeError "unexpected pos ..."): the error, the free space, what is kept.
+    Never raises: every rank waits for this message (a rank that raised here would leave the others hanging)."""
     root = Path(stage).parent
     try:
         free = shutil.disk_usage(root).free
@@ -268,11 +279,18 @@ def save_failure(stage: Path, step: int, err: BaseException) -> str:
         free = f"{free} free on {root}"
     except OSError:
         free = f"free space on {root} unknown"
-    kept = [c for c in committed_checkpoints(root.parent) if c.name != step_dir_name(step)]
-    return (f"could not write checkpoint step {step} ({type(err).__name__}: {str(err).strip()[:300]}; {free}): "
-            "disk full, quota or permissions? Its partial files are removed; the committed checkpoints are intact "
-            f"(newest: {kept[-1].name if kept else 'none'}). Free space (each checkpoint needs room for one more "
-            "next to the kept ones) and continue with --resume auto")
+    try:
+        kept = [c for c in committed_checkpoints(root.parent) if c.name != step_dir_name(step)]
+        newest = kept[-1].name if kept else "none"
+    except OSError:  # the checkpoints folder cannot even be listed (permissions)
+        newest = "unknown: the checkpoints folder cannot be listed"
+    what = f"could not write checkpoint step {step} ({type(err).__name__}: {str(err).strip()[:300]}; {free})"
+    kept_line = (f"Its partial files are removed; the committed checkpoints are intact (newest: {newest})")
+    if not looks_like_storage(err):
+        return (f"{what}: not a disk error as far as can be told, rather a bug (its traceback is printed above). "
+                f"{kept_line}. Freeing space will not help: resuming with --resume auto repeats it at the next save")
+    return (f"{what}: disk full, quota or permissions? {kept_line}. Free space (each checkpoint needs room for one "
+            "more next to the kept ones) and continue with --resume auto")
 
 
 # ---------------------------------------------------------------------------------------------------------------

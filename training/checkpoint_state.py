@@ -3,7 +3,9 @@ fp16 loss scale, meta.json. The folder mechanics (staging, checksums, COMPLETE, 
 
 import json
 import shutil
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -54,6 +56,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
             (stage / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         ckpt.save_rank_state(stage, accelerator.process_index, data_state)
     except Exception as err:  # noqa: BLE001 - disk full is an OSError, or torch.save's RuntimeError "unexpected pos"
+        _traceback_unless_storage(err)
         problem = ckpt.save_failure(stage, step, err)
     problem = first_error(accelerator, problem)  # every rank has written its part, or every rank stops
     if problem:
@@ -63,6 +66,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
             final = ckpt.commit(stage, cfg.keep_last, log=log)
         except Exception as err:  # noqa: BLE001 - sealing writes the manifest and fsyncs: a full disk shows here
             if not (final.is_dir() and ckpt.verify(final) is None):  # renamed into place: only retention failed
+                _traceback_unless_storage(err)
                 problem = ckpt.save_failure(stage, step, err)
             else:
                 log(f"WARNING: checkpoint {final} is committed, but deleting old checkpoints failed: {err}")
@@ -72,6 +76,14 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
     if problem:
         _give_up(main, stage, problem)
     return final
+
+
+def _traceback_unless_storage(err: BaseException) -> None:
+    """A save that failed for another reason than the disk is a bug: its traceback goes to stderr (this rank's),
+    or the one-line message would be all there is to find it by."""
+    if not ckpt.looks_like_storage(err):
+        traceback.print_exception(err, file=sys.stderr)
+        sys.stderr.flush()
 
 
 def _give_up(main: bool, stage: Path, problem: str):
