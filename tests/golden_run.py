@@ -27,13 +27,14 @@ VAL_TOKENS = 4096
 # grad_clip 0.5: below the unclipped norms (0.8-1.6 here), so clipping acts on every step and is checked too.
 # Every flag that decides a number, spelled out so a changed default in RunConfig cannot move the run silently.
 TRAIN_ARGS = [
-    "--init_from", "scratch", "--seed", "1337",
+    "--init_from", "scratch", "--seed", "1337", "--data_seed", "1337", "--attn_implementation", "sdpa",
     "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--n_positions", "64", "--vocab_size", "50304",
     "--seq_len", "64", "--micro_batch_size", "4", "--total_batch_size", "512",  # grad_accum 2
     "--max_steps", "12", "--lr_decay_steps", "12", "--warmup_steps", "3",
     "--max_lr", "3e-3", "--min_lr", "3e-4", "--weight_decay", "0.1", "--grad_clip", "0.5",
-    "--mixed_precision", "no", "--compile", "false",
-    "--eval_every", "6", "--val_tokens", str(VAL_TOKENS), "--eval_at_end", "true",
+    "--beta1", "0.9", "--beta2", "0.95", "--adam_eps", "1e-8",
+    "--mixed_precision", "no", "--compile", "false", "--loss_chunk_tokens", "0",
+    "--eval_every", "6", "--val_tokens", str(VAL_TOKENS), "--val_batch_size", "4", "--eval_at_end", "true",
     "--hellaswag_every", "0", "--hellaswag_file", "off", "--sample_every", "0", "--num_samples", "0",
     "--save_every", "0", "--log_with", "none", "--progress_bar", "false",
 ]
