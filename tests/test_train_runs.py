@@ -679,6 +679,29 @@ def test_an_evaluation_error_keeps_the_step_it_followed(setup, tmp_path, in_proc
     assert ckpt.verify(out / "checkpoints" / "step_00000003") is None
 
 
+def test_an_evaluation_error_then_a_failing_save_raises_the_evaluation_error_with_both_said(setup, tmp_path,
+                                                                                           in_process, capsys,
+                                                                                           monkeypatch):
+    from training import evaluator
+
+    def broken_samples(self, model, step, metrics):
+        raise RuntimeError("sampling broke")
+
+    def disk_full_save(obj, f, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluator.Evaluator, "samples", broken_samples)
+    monkeypatch.setattr(torch, "save", disk_full_save)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="sampling broke"):  # not the SaveError raised while handling it
+        train.main(_args(setup, out, "--max_steps", "3", "--save_every", "0", "--eval_every", "0",
+                         "--hellaswag_every", "0", "--sample_every", "0"))
+    err = capsys.readouterr().err
+    assert "the evaluation after step 3 failed (below), and step 3 could not be checkpointed either: could not " \
+           "write checkpoint step 3 (OSError" in err
+    assert ckpt.list_checkpoints(out) == [] and not any((out / "checkpoints").iterdir())  # staging removed
+
+
 def test_a_checkpoint_that_cannot_be_written_stops_with_a_message_and_frees_its_space(setup, tmp_path, in_process,
                                                                                     capsys, monkeypatch):
     """Disk full while saving (here: optimizer.pt of the second save half written, then torch.save's own error,

@@ -556,10 +556,14 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 # Any other evaluation error: the step itself trained fine, so keep it (one process: no other rank
                 # to agree with) before the error propagates; a resume then continues after it.
                 if world == 1 and last_saved != step:
-                    save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
-                                    manifest_hash, log)
-                    print(f"the evaluation after step {step} failed (below); step {step} is checkpointed",
-                          file=sys.stderr, flush=True)
+                    try:
+                        save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
+                                        manifest_hash, log)
+                        print(f"the evaluation after step {step} failed (below); step {step} is checkpointed",
+                              file=sys.stderr, flush=True)
+                    except ckpt.SaveError as err:  # the evaluation's error stays the one raised
+                        print(f"the evaluation after step {step} failed (below), and step {step} could not be "
+                              f"checkpointed either: {err}", file=sys.stderr, flush=True)
                 raise
             if world == 1 and stop.requested:  # a signal during this step or its evaluation: stop after it (one
                 stop_now = True                # process: no other rank to agree with first)
