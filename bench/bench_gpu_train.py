@@ -335,8 +335,13 @@ def main(argv=None) -> dict:
     result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__,
                           "accelerate": accelerate.__version__, "python": platform.python_version()}
 
-    def save() -> None:
-        """Written after every stage, so a run cut short (a device time limit) still leaves what it measured."""
+    started = time.perf_counter()
+
+    def save(stage: str) -> None:
+        """Written after every stage, so a run cut short (a device time limit) still leaves what it measured;
+        `elapsed_s` says when each stage ended (seconds after the matmul peak: compiles included), to plan the
+        next run within a device's time limit."""
+        result.setdefault("elapsed_s", {})[stage] = round(time.perf_counter() - started, 1)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1) + "\n")
@@ -374,7 +379,7 @@ def main(argv=None) -> dict:
                         run["over_reference"] = round(run["tok_per_s"] / runs["reference"]["tok_per_s"], 4)
                 result["ours_over_reference"] = runs["ours"]["over_reference"]
             print(f"{name}: {runs[name]}", flush=True)
-            save()
+            save(name)
 
         record("ours", ours["stamps"], final_loss=ours["final_loss"])
         if "reference" not in args.skip:  # right after ours: the comparison that matters comes first
@@ -384,7 +389,7 @@ def main(argv=None) -> dict:
         if "evals" not in args.skip and args.hellaswag:
             free_memory()
             result["evals"] = run_evals(args, cfg, device)
-            save()
+            save("evals")
         for variant, (run_overrides, inductor) in variants.items():
             free_memory()
             name = f"ours[{variant}]"
@@ -395,7 +400,7 @@ def main(argv=None) -> dict:
             except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing variant must not cost the others
                 runs[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
                 print(f"{name} failed: {runs[name]['error']}", flush=True)
-                save()
+                save(name)
                 continue
             record(name, run["stamps"], final_loss=run["final_loss"])
     finally:

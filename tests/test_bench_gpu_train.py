@@ -81,6 +81,8 @@ def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path)
     assert json.loads((tmp_path / "result.json").read_text()) == result
     variant = "ours[loss_chunk_tokens=50]"
     assert list(result["runs"]) == ["ours", "reference", variant]
+    stages = result["elapsed_s"]  # when each stage ended, in the order they ran
+    assert list(stages) == ["ours", "reference", "evals", variant] and list(stages.values()) == sorted(stages.values())
     for name in ("ours", variant, "reference"):
         run = result["runs"][name]
         assert run["tok_per_s"] > 0 and len(run["tok_per_s_windows"]) == 2 and run["mfu"] > 0
