@@ -180,11 +180,20 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
     at = results_at_step(inputs.metrics, inputs.step)
     hella, lm_eval = at.get("hellaswag"), inputs.lm_eval_results
     results = []
+    subset = []  # the example count of the HellaSwag entry (the first metric's)
 
     def hellaswag(metric_type, name, value, n=None):
+        n = int(n) if n and int(n) != HELLASWAG_EXAMPLES else None  # None: all 10,042 (or not said)
+        # huggingface_hub merges metrics of one task + dataset into one model-index entry under the FIRST one's
+        # dataset args (`limit` is not part of EvalResult.unique_identifier): a metric measured on another number
+        # of examples would be shown with the wrong count, e.g. a 40-example in-loop number as all 10,042. It is
+        # left out of the index; the card's text reports it with its own count.
+        if subset and subset[0] != n:
+            return
+        subset.append(n)
         args = {"num_fewshot": 0}
-        if n and int(n) != HELLASWAG_EXAMPLES:
-            args["limit"] = int(n)  # a subset of the 10,042 rows: say so
+        if n:
+            args["limit"] = n  # a subset of the 10,042 rows: say so
         results.append(EvalResult(
             task_type="text-generation", task_name="Text Generation", dataset_type=HELLASWAG_DATASET,
             dataset_name="HellaSwag", dataset_split="validation", dataset_args=args,

@@ -182,3 +182,23 @@ def test_a_schedule_changed_by_a_resume_is_said_next_to_the_last_sessions_schedu
     assert changed.startswith("linear warmup 2 steps to 0.003, cosine to 0.0003 at step 16 (this checkpoint's")
     assert "earlier steps followed another schedule" in changed
     assert "another schedule" not in card_lr([(extended, range(16))], extended)
+
+
+def test_the_model_index_never_files_a_hellaswag_number_under_another_example_count(metrics, tmp_path):
+    """huggingface_hub merges the HellaSwag metrics into one model-index entry with the first one's args: an
+    in-loop number on 40 examples next to an lm-eval run on all 10,042 must not be shown as on all 10,042."""
+    records = [{"type": "hellaswag", "step": 10, "acc": 0.25, "acc_norm": 0.31, "acc_tokennorm": 0.30, "n": 40}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    lm_eval = tmp_path / "results.json"
+    lm_eval.write_text(json.dumps({
+        "results": {"hellaswag": {"acc,none": 0.2891, "acc_norm,none": 0.3113}},
+        "n-samples": {"hellaswag": {"original": 10042, "effective": 10042}},
+    }))
+    card = ModelCard(str(build_model_card(CardInputs(model_name="m", step=10, metrics=load_metrics(path),
+                                                     lm_eval_results=load_lm_eval_results(lm_eval)))))
+    hella = {r.metric_name: r for r in card.data.eval_results if r.dataset_type == "Rowan/hellaswag"}
+    assert hella[METRIC_ACC_NORM].metric_value == 0.3113 and "limit" not in hella[METRIC_ACC_NORM].dataset_args
+    assert METRIC_ACC_TOKENNORM not in hella  # 40 examples: not in an entry that says 10,042
+    assert "| **this model** | 0.3000 |" in card.text  # the text still reports it, with its count
+    assert "in-loop, step 10, 40 examples" in card.text
