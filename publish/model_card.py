@@ -435,6 +435,11 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         hellaswag = "- HellaSwag: not measured in training up to this checkpoint; the command below scores it.\n"
     command = ("Reproduce the lm-eval number on this export" if hella or lm_eval
                else "Score HellaSwag on this export with lm-eval")
+    # the number above may be on the first n examples: the command that reproduces it scores those, not all 10,042
+    n = (lm_eval or hella or {}).get("n")
+    limit = f" --limit {int(n)}" if n and int(n) < HELLASWAG_EXAMPLES else ""
+    if limit:
+        command += f" (the first {int(n):,} examples, as above; without `--limit` all {HELLASWAG_EXAMPLES:,})"
     return (
         "## Evaluation\n\n"
         + hellaswag
@@ -442,5 +447,5 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         "number of GPUs).\n"
         + f"- {command}:\n\n"
         + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{remote},dtype=float32 --tasks hellaswag "
-        "--batch_size 32\n```\n"
+        f"--batch_size 32{limit}\n```\n"
     )

@@ -151,6 +151,7 @@ def test_a_hellaswag_subset_is_shown_with_its_standard_error_and_a_warning(tmp_p
                                            run_config={"val_tokens": 8192})))
     assert "±0.0462 (100 examples)" in card  # sqrt(0.31 * 0.69 / 100)
     assert "first 100 of the 10,042 examples" in card and "within about two standard errors are noise" in card
+    assert "--tasks hellaswag --batch_size 32 --limit 100\n" in card  # reproduces the 100, not all 10,042
     assert "over (at most) 8,192 tokens (`val_tokens`)" in card  # the row does not say how many
     records[1]["val_tokens"] = 2048  # train.py's rows do: a val split smaller than val_tokens gives fewer
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
