@@ -101,6 +101,11 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     cfg, summary = run_config, (metrics.summary if metrics else None) or {}
     train = [rec for s, rec in (metrics.train_records.items() if metrics else []) if step is None or s <= step]
     rows: list[tuple[str, str]] = []
+    # train.py logs every step: a log that starts later belongs to a run resumed from another run folder's
+    # checkpoint, whose earlier steps (their times, their schedule) are not in this metrics.jsonl
+    first = min((rec["step"] for rec in train if isinstance(rec.get("step"), int)), default=1)
+    elsewhere = f"steps 1-{first - 1:,} were trained in another run folder (resumed from its checkpoint)" \
+        if first > 1 else None
 
     def get(*keys, source=None):
         for key in keys:
@@ -129,7 +134,9 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
         decay = cfg.get("lr_decay_steps") or cfg.get("max_steps")
         schedule = (f"linear warmup {cfg.get('warmup_steps', '?')} steps to {cfg['max_lr']:g}, "
                     f"cosine to {cfg.get('min_lr', '?'):g} at step {decay}")
-        if _schedule_changed(cfg, train):
+        if elsewhere:
+            schedule += f" (this checkpoint's settings; {elsewhere} and may have followed another schedule)"
+        elif _schedule_changed(cfg, train):
             schedule += (" (this checkpoint's settings; earlier steps followed another schedule: the run was resumed "
                          "with other settings, see the per-step lr in metrics.jsonl)")
         rows.append(("learning rate", schedule))
@@ -147,7 +154,9 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     step_seconds = sum(float(rec["dt_ms"]) for rec in timed) / 1000
     if step_seconds:
         text = f"{step_seconds / 3600:.2f} h" if step_seconds >= 3600 else f"{step_seconds:.0f} s"
-        rows.append(("training time", f"{text} (sum of the optimizer steps' times; evaluations and saves not counted)"))
+        what = f"steps {first:,}-{train[-1]['step']:,} only: {elsewhere}; " if elsewhere else ""
+        rows.append(("training time", f"{text} (sum of the optimizer steps' times; {what}evaluations and saves not "
+                                      "counted)"))
     device, world = get("device", "hardware"), get("world_size")
     if device:
         rows.append(("hardware", f"{world} x {device}" if world else str(device)))

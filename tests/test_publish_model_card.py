@@ -203,3 +203,21 @@ def test_the_model_index_never_files_a_hellaswag_number_under_another_example_co
     assert METRIC_ACC_TOKENNORM not in hella  # 40 examples: not in an entry that says 10,042
     assert "| **this model** | 0.3000 |" in card.text  # the text still reports it, with its count
     assert "in-loop, step 10, 40 examples" in card.text
+
+
+def test_a_run_resumed_from_another_run_folder_says_its_first_steps_are_not_in_its_log(tmp_path):
+    """Resumed into a new --output_dir from another run's step-4 checkpoint: this metrics.jsonl starts at step 5,
+    so its times are those of steps 5-12 and the config's schedule may not be the one steps 1-4 followed."""
+    from publish.model_card import training_rows
+
+    rows = [{"type": "resume", "step": 4, "checkpoint": "/runs/a/checkpoints/step_00000004"}]
+    rows += [{"type": "train", "step": s, "loss": 5.0, "lr": 1e-3, "dt_ms": 500.0, "tokens": 256 * s}
+             for s in range(5, 13)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = dict(max_lr=1e-3, min_lr=6e-5, warmup_steps=2, max_steps=12, total_batch_size=256)
+    table = dict(training_rows(cfg, load_metrics(path), 12))
+    assert table["optimizer steps"] == "12 of 12 planned" and table["tokens seen"].startswith("3,072")
+    assert table["training time"].startswith("4 s (sum of the optimizer steps' times; steps 5-12 only: steps 1-4 "
+                                             "were trained in another run folder")
+    assert "steps 1-4 were trained in another run folder" in table["learning rate"]
