@@ -109,6 +109,7 @@ def export_model(
         raise FileExistsError(problem)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} holds an earlier export: choose another --out or pass --overwrite to replace it")
+    _check_lm_eval_results_are_of(src, lm_eval_results)
     model = _load_source_model(src.model_dir)
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -207,6 +208,23 @@ def describe_local_data(run_config: dict) -> str | None:
 
 
 # ---- pieces ----------------------------------------------------------------------------------------------
+
+
+def _check_lm_eval_results_are_of(src, lm_eval_results: dict | None) -> None:
+    """The card calls passed lm-eval results a run "on this export": refuse a file that eval.lm_eval_run wrote
+    for another checkpoint (its `model` is a checkpoint of another step). An export folder or a path that is
+    gone says nothing about its step, and is taken as given."""
+    scored = (lm_eval_results or {}).get("model")
+    if not scored or src.step is None:
+        return
+    try:
+        other = resolve_source(scored)
+    except (OSError, ValueError):
+        return
+    if other.step is not None and (other.step != src.step or other.model_dir.resolve() != src.model_dir.resolve()):
+        raise ValueError(f"--lm-eval-results was measured on {scored} (step {other.step:,}), not on the exported "
+                         f"checkpoint {src.model_dir} (step {src.step:,}): its numbers would be published as this "
+                         "model's; run `python -m eval.lm_eval_run --model` on the checkpoint you export")
 
 
 def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict | None:

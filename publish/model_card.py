@@ -276,6 +276,8 @@ def load_lm_eval_results(path: str | Path) -> dict:
            "version": version, "lm_eval_version": data.get("lm_eval_version")}
     if n:
         out["n"] = n
+    if isinstance(data.get("model"), str):  # eval.lm_eval_run records the model folder it scored
+        out["model"] = data["model"]
     return out
 
 

@@ -303,3 +303,20 @@ def test_overwrite_never_deletes_the_source_or_any_training_state(tiny_run, tmp_
     assert "holds an earlier export" in capsys.readouterr().err
     assert export_cli.main([str(run), "--out", str(run / "export"), "--overwrite", "--dtype", "bfloat16"]) == 0
     assert "bfloat16" in (run / "export" / "config.json").read_text()
+
+
+def test_lm_eval_results_of_another_checkpoint_are_refused(tiny_run, tmp_path):
+    """eval.lm_eval_run names the checkpoint it scored: passing the file of step FIRST to the export of step LAST
+    would publish FIRST's HellaSwag as 'lm-eval run on this export'."""
+    from publish.model_card import load_lm_eval_results
+
+    first = tiny_run / "checkpoints" / f"step_{FIRST:08d}"
+    results = tmp_path / "lm_eval.json"
+    record = {"model": str(first / "model"), "results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}}
+    results.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=f"measured on .*step {FIRST}.*not on the exported checkpoint"):
+        export_model(tiny_run, tmp_path / "export", lm_eval_results=load_lm_eval_results(results))
+    assert not (tmp_path / "export").exists()
+    card = (export_model(first, tmp_path / "export", lm_eval_results=load_lm_eval_results(results)).out_dir
+            / "README.md").read_text()  # the checkpoint it was measured on: accepted
+    assert "| **this model** | 0.3000 | 0.3100 |" in card
