@@ -133,7 +133,7 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     if cfg.get("max_lr") is not None:
         decay = cfg.get("lr_decay_steps") or cfg.get("max_steps")
         schedule = (f"linear warmup {cfg.get('warmup_steps', '?')} steps to {cfg['max_lr']:g}, "
-                    f"cosine to {cfg.get('min_lr', '?'):g} at step {decay}")
+                    f"cosine to {cfg.get('min_lr', '?'):g}, reached after step {decay}")
         if elsewhere:
             schedule += f" (this checkpoint's settings; {elsewhere} and may have followed another schedule)"
         elif _schedule_changed(cfg, train):
@@ -373,8 +373,9 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
                 else f" over (at most) {int(planned):,} tokens (`val_tokens`)" if planned else "")
         lines.append(f"Validation loss at step {val['step']:,}: **{val['value']:.4f}** nats/token{over}"
                      + (f" ({', '.join(inputs.datasets)} held-out tokens)" if inputs.datasets else "")
-                     + f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
-                     "val split (comparable only on that data).\n")
+                     + (f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
+                        "val split (comparable only on that data)" if val_loss_reference_applies(inputs.datasets)
+                        else "") + ".\n")
     if hella or lm_eval:
         lines.append("Never compare HellaSwag numbers across scorers: the same OpenAI GPT-2 scores 0.3114 acc_norm "
                      "under lm-eval and 0.2955 under build-nanogpt's scorer.\n")

@@ -207,7 +207,7 @@ def test_the_card_describes_the_training_of_the_exported_checkpoint_not_a_later_
     (run / "run_config.yaml").write_text(yaml.safe_dump(later, sort_keys=False))
     export_model(run, tmp_path / "export")
     card = (tmp_path / "export" / "README.md").read_text()
-    assert f"linear warmup 5 steps to 0.003, cosine to 0.0003 at step {trained['max_steps']}" in card
+    assert f"linear warmup 5 steps to 0.003, cosine to 0.0003, reached after step {trained['max_steps']}" in card
     assert f"{LAST:,} of {trained['max_steps']:,} planned" in card
     assert "0.01" not in card.split("## Training")[1].split("## Curves")[0]
     assert "another schedule" not in card  # every logged lr follows the checkpoint's schedule

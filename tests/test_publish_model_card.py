@@ -180,7 +180,7 @@ def test_a_schedule_changed_by_a_resume_is_said_next_to_the_last_sessions_schedu
         return dict(training_rows(cfg, load_metrics(path), None))["learning rate"]
 
     changed = card_lr([(first, range(12)), (extended, range(12, 16))], extended)
-    assert changed.startswith("linear warmup 2 steps to 0.003, cosine to 0.0003 at step 16 (this checkpoint's")
+    assert changed.startswith("linear warmup 2 steps to 0.003, cosine to 0.0003, reached after step 16 (this checkpoint's")
     assert "earlier steps followed another schedule" in changed
     assert "another schedule" not in card_lr([(extended, range(16))], extended)
 
@@ -221,3 +221,13 @@ def test_a_run_resumed_from_another_run_folder_says_its_first_steps_are_not_in_i
     assert table["training time"].startswith("4 s (sum of the optimizer steps' times; steps 5-12 only: steps 1-4 "
                                              "were trained in another run folder")
     assert "steps 1-4 were trained in another run folder" in table["learning rate"]
+
+
+def test_gpt2s_fineweb_edu_val_loss_is_quoted_only_for_fineweb_edu_data(metrics):
+    """references.VAL_LOSS was measured on FineWeb-Edu's val split: the card quotes it for that data only."""
+    def card(datasets):
+        return build_model_card(CardInputs(model_name="m", metrics=metrics, step=100, datasets=datasets)).text
+
+    assert "Validation loss at step 100: **3.0000**" in card([])
+    assert "For scale" not in card([]) and "For scale" not in card(["HuggingFaceFW/fineweb"])
+    assert "For scale: OpenAI GPT-2 124M (FineWeb-Edu val) scores 3.2924" in card(["HuggingFaceFW/fineweb-edu"])
