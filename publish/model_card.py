@@ -271,6 +271,10 @@ def load_lm_eval_results(path: str | Path) -> dict:
     if shots:
         raise ValueError(f"{path}: HellaSwag was scored {shots}-shot; the model card reports 0-shot (the references "
                          "are 0-shot): run lm-eval without --num_fewshot")
+    if not n:  # an lm-eval without `n-samples`: its --limit (also in `config`), else it scored every example
+        limit = data.get("limit") or (data.get("config") or {}).get("limit")
+        if isinstance(limit, (int, float)) and limit > 0:  # lm-eval: a limit below 1 is a fraction of the task
+            n = min(HELLASWAG_EXAMPLES, math.ceil(HELLASWAG_EXAMPLES * limit) if limit < 1 else int(limit))
     out = {"acc": acc, "acc_norm": acc_norm,
            "acc_stderr": task.get("acc_stderr,none"), "acc_norm_stderr": task.get("acc_norm_stderr,none"),
            "version": version, "lm_eval_version": data.get("lm_eval_version")}

@@ -231,3 +231,16 @@ def test_gpt2s_fineweb_edu_val_loss_is_quoted_only_for_fineweb_edu_data(metrics)
     assert "Validation loss at step 100: **3.0000**" in card([])
     assert "For scale" not in card([]) and "For scale" not in card(["HuggingFaceFW/fineweb"])
     assert "For scale: OpenAI GPT-2 124M (FineWeb-Edu val) scores 3.2924" in card(["HuggingFaceFW/fineweb-edu"])
+
+
+@pytest.mark.parametrize("extra,n", [
+    ({"n-samples": {"hellaswag": {"original": 10042, "effective": 40}}, "config": {"limit": 40}}, 40),
+    ({"config": {"limit": 20}}, 20),            # an lm-eval that writes no n-samples: its --limit says it
+    ({"limit": 30}, 30),                        # eval.lm_eval_run's own record
+    ({"config": {"limit": 0.01}}, 101),         # a fraction of the task, as lm-eval reads a limit below 1
+    ({"config": {"limit": None}}, None),        # all 10,042
+], ids=["n-samples", "config-limit", "our-limit", "fraction", "no-limit"])
+def test_the_example_count_of_lm_eval_results_comes_from_n_samples_or_the_limit(tmp_path, extra, n):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}, **extra}))
+    assert load_lm_eval_results(path).get("n") == n
