@@ -57,6 +57,8 @@ mixed_precision: 'no'
 log_with: none
 progress_bar: false
 """
+# no validation, HellaSwag or samples, during or after the run (tests about the training loop itself)
+NO_EVALS = ("--eval_every", "0", "--hellaswag_every", "0", "--sample_every", "0", "--eval_at_end", "false")
 STEP_LINE = re.compile(r"^step +(\d+)/(\d+) \| loss (\S+) \| lr (\S+) \| grad_norm (\S+) \| dt (\S+)ms \| "
                        r"tok/s (\S+) \| mfu (\S+)(?: \| eta (\d+s|\d+m\d\ds|\d+h\d\dm))?$")
 
@@ -595,8 +597,7 @@ def test_non_finite_stops_without_applying_the_update(setup, tmp_path, in_proces
             model.transformer.wpe.weight.register_hook(grad_hook)
 
     build, seen = _model_with(inject)
-    cfg = load_run_config(_args(setup, out, "--eval_every", "0", "--hellaswag_every", "0", "--sample_every", "0",
-                                "--eval_at_end", "false", "--fused_adamw", fused))
+    cfg = load_run_config(_args(setup, out, *NO_EVALS, "--fused_adamw", fused))
     assert run_train(cfg, hooks={"build_model": build}) == 3
     err = capsys.readouterr().err
     assert f"non-finite {where} at step 3" in err and "stopped, this step's update not applied" in err
@@ -721,8 +722,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_a_message_and_frees_its_
 
     monkeypatch.setattr(torch, "save", disk_full_save)
     out = tmp_path / "run"
-    args = _args(setup, out, "--max_steps", "6", "--save_every", "2", "--eval_every", "0", "--hellaswag_every", "0",
-                 "--sample_every", "0", "--eval_at_end", "false")
+    args = _args(setup, out, "--max_steps", "6", "--save_every", "2", *NO_EVALS)
     assert train.main(args) == 5
     err = capsys.readouterr().err
     assert "could not write checkpoint step 4" in err and "unexpected pos" in err and "free on" in err
@@ -748,8 +748,7 @@ def test_a_checkpoint_save_that_fails_for_a_bug_says_so_with_its_traceback(setup
 
     monkeypatch.setattr(checkpoint_state, "versions", broken_versions)
     out = tmp_path / "run"
-    args = _args(setup, out, "--max_steps", "2", "--save_every", "2", "--eval_every", "0", "--hellaswag_every", "0",
-                 "--sample_every", "0", "--eval_at_end", "false")
+    args = _args(setup, out, "--max_steps", "2", "--save_every", "2", *NO_EVALS)
     assert train.main(args) == 5
     err = capsys.readouterr().err
     assert "could not write checkpoint step 2 (KeyError: 'accelerate'" in err and "not a disk error" in err
@@ -765,8 +764,7 @@ def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_pa
     out = tmp_path / "run"
     holder, problem = lock_run_folder(out)  # stands in for the other training (flock: per open file)
     assert problem is None
-    args = _args(setup, out, "--max_steps", "2", "--eval_every", "0", "--hellaswag_every", "0",
-                 "--sample_every", "0", "--eval_at_end", "false")
+    args = _args(setup, out, "--max_steps", "2", *NO_EVALS)
     assert train.main(args) == 2
     err = capsys.readouterr().err
     assert f"cannot start:\n  - {out} is in use by another training (pid {os.getpid()})" in err and "--output_dir" in err
@@ -794,8 +792,7 @@ def test_a_signal_during_a_step_checkpoints_that_step(setup, tmp_path, in_proces
 
     build, _ = _model_with(inject)
     out = tmp_path / "run"
-    cfg = load_run_config(_args(setup, out, "--save_every", "0", "--eval_every", "0", "--hellaswag_every", "0",
-                                "--sample_every", "0", "--eval_at_end", "false"))
+    cfg = load_run_config(_args(setup, out, "--save_every", "0", *NO_EVALS))
     assert run_train(cfg, hooks={"build_model": build}) == 0
     assert "received SIGTERM: will checkpoint when this step ends" in capsys.readouterr().err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000003"]
@@ -818,8 +815,7 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
     build, _ = _model_with(inject)
     monkeypatch.setattr(loop, "build_model", build)
     out = tmp_path / "run"
-    assert train.main(_args(setup, out, "--save_every", "2", "--eval_every", "0", "--hellaswag_every", "0",
-                            "--sample_every", "0", "--eval_at_end", "false")) == 130
+    assert train.main(_args(setup, out, "--save_every", "2", *NO_EVALS)) == 130
     err = capsys.readouterr().err
     assert "received SIGINT" in err and "interrupted (Ctrl-C)" in err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]  # step 3 was not saved

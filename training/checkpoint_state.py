@@ -25,15 +25,23 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
     main = accelerator.is_main_process
     stage = ckpt.staging_dir(cfg.output_dir, step)
     final = stage.parent / ckpt.step_dir_name(step)
+
+    def agree(problem: str | None) -> None:
+        """Every rank gets the first problem any rank had (a collective, so also a barrier); then all stop
+        together, the staging folder removed (a half-written checkpoint is never resumed, and holds space)."""
+        problem = first_error(accelerator, problem)
+        if problem:
+            if main:
+                shutil.rmtree(stage, ignore_errors=True)
+            raise ckpt.SaveError(problem)
+
     problem = None
     if main:
         try:
             ckpt.prepare_staging(cfg.output_dir, step)
         except OSError as err:
-            problem = ckpt.save_failure(stage, step, err)
-    problem = first_error(accelerator, problem)  # also the barrier before the ranks write into the folder
-    if problem:
-        _give_up(main, stage, problem)
+            problem = _failure(stage, step, err)
+    agree(problem)  # before the ranks write into the folder
     if fsdp.is_fsdp(accelerator):  # gather full tensors (collective: every rank takes part)
         model_state, optim_state = fsdp.gather_full_state(raw_model, optimizer.optimizer)
         saver = fsdp.plain_twin(raw_model) if main else None
@@ -56,40 +64,30 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
             (stage / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         ckpt.save_rank_state(stage, accelerator.process_index, data_state)
     except Exception as err:  # noqa: BLE001 - disk full is an OSError, or torch.save's RuntimeError "unexpected pos"
-        _traceback_unless_storage(err)
-        problem = ckpt.save_failure(stage, step, err)
-    problem = first_error(accelerator, problem)  # every rank has written its part, or every rank stops
-    if problem:
-        _give_up(main, stage, problem)
+        problem = _failure(stage, step, err)
+    agree(problem)  # every rank has written its part, or every rank stops
     if main:
         try:
             final = ckpt.commit(stage, cfg.keep_last, log=log)
         except Exception as err:  # noqa: BLE001 - sealing writes the manifest and fsyncs: a full disk shows here
-            if not (final.is_dir() and ckpt.verify(final) is None):  # renamed into place: only retention failed
-                _traceback_unless_storage(err)
-                problem = ckpt.save_failure(stage, step, err)
+            if not (final.is_dir() and ckpt.verify(final) is None):  # renamed into place: only what followed failed
+                problem = _failure(stage, step, err)
             else:
-                log(f"WARNING: checkpoint {final} is committed, but deleting old checkpoints failed: {err}")
+                log(f"WARNING: checkpoint {final} is committed, but what follows a commit failed (directory sync or "
+                    f"deleting old checkpoints): {err}")
         if problem is None:
             log(f"checkpoint committed: {final}")
-    problem = first_error(accelerator, problem)
-    if problem:
-        _give_up(main, stage, problem)
+    agree(problem)
     return final
 
 
-def _traceback_unless_storage(err: BaseException) -> None:
-    """A save that failed for another reason than the disk is a bug: its traceback goes to stderr (this rank's),
-    or the one-line message would be all there is to find it by."""
+def _failure(stage: Path, step: int, err: BaseException) -> str:
+    """The message for a save that failed with `err`. One that failed for another reason than the disk is a bug:
+    its traceback goes to stderr (this rank's), or the one-line message would be all there is to find it by."""
     if not ckpt.looks_like_storage(err):
         traceback.print_exception(err, file=sys.stderr)
         sys.stderr.flush()
-
-
-def _give_up(main: bool, stage: Path, problem: str):
-    if main:
-        shutil.rmtree(stage, ignore_errors=True)  # a half-written checkpoint is never resumed, and holds space
-    raise ckpt.SaveError(problem)
+    return ckpt.save_failure(stage, step, err)
 
 
 GRAD_SCALER_FILE = "grad_scaler.pt"

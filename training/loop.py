@@ -170,8 +170,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
 
     # ---- everything that can refuse the run happens before anything is written ------------------------------
     errors = validate(cfg, world)
-    if cfg.compile and getattr(accelerator, "is_fsdp2", False) and fsdp.compile_problem():
-        errors.append(fsdp.compile_problem())
+    if cfg.compile and getattr(accelerator, "is_fsdp2", False) and (compile_problem := fsdp.compile_problem()):
+        errors.append(compile_problem)
     if errors:
         return fail(errors)
     busy = broadcast(accelerator, folder_in_use(cfg.output_dir) if main else None)
