@@ -3,8 +3,10 @@
 #   1. bench/bench_gpu_train.py: train.py's loop vs a build-nanogpt-style PyTorch GPT-2, MFU against the
 #      measured bf16 peak, peak memory, in-loop eval costs (val 10.5M tokens, HellaSwag 10,042, samples);
 #      plus one more run of ours per entry of BENCH_VARIANTS (run-config overrides or inductor.NAME settings,
-#      space-separated; default: the fused chunked loss in one chunk per micro-batch, inductor's coordinate-descent
-#      tuning alone, then compile's max-autotune mode, whose compile takes longest, last)
+#      space-separated, a comma joins settings into one variant; default: the fused chunked loss in one chunk per
+#      micro-batch, the same with inductor's coordinate-descent tuning (the loss kernels are reductions over 50,304
+#      ids, which that tuning re-tiles), the tuning alone, then compile's max-autotune mode, whose compile takes
+#      longest, last)
 #   2. bench/bench_padded_vocab.py (124M, bf16, compile): cost of the padded-ids -inf bias (SKIP_PADDED=0 to run;
 #      measured on an H200 already)
 set -uo pipefail
@@ -18,7 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee 
 python3 -c "import torch, transformers, accelerate; print(torch.__version__, transformers.__version__, accelerate.__version__)" \
   | tee -a "$OUT/gpu.txt"
 VARIANT_ARGS=()
-for variant in ${BENCH_VARIANTS-loss_chunk_tokens=65536 inductor.coordinate_descent_tuning=True compile_mode=max-autotune-no-cudagraphs}; do
+for variant in ${BENCH_VARIANTS-loss_chunk_tokens=65536 loss_chunk_tokens=65536,inductor.coordinate_descent_tuning=True inductor.coordinate_descent_tuning=True compile_mode=max-autotune-no-cudagraphs}; do
   VARIANT_ARGS+=(--variant "$variant")
 done
 # BENCH_ARGS: extra arguments (e.g. "--tiny ..." for a CPU smoke run of this script, "--skip evals")
