@@ -437,6 +437,7 @@ def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, 
             except Exception as err:  # a malformed row or file surfaces here, mid-stream
                 raise src.explain_read_error(err) from err
             texts = batch[src.text_column]
+            _check_texts(texts, doc, src)
             flat, lens = _tokenize_chunk(texts, num_proc, backend)
             skip = p.skip_tokens if doc == first else 0
             if skip:  # resuming inside a document: its first `skip` tokens are in the last kept shard
@@ -456,6 +457,20 @@ def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, 
         raise DataError(f"{src.facts.get('name') or [f['path'] for f in src.facts.get('files', [])]} contains no "
                         "documents: check the source (and --split / --config for a Hub dataset).")
     return doc
+
+
+def _check_texts(texts: list, first_doc: int, src: Source) -> None:
+    """Refuse a text column that does not hold strings (numbers, bytes, lists: a wrong --text-column, a binary
+    parquet column, a JSON field that is a number in some rows); the tokenizer would fail with a traceback.
+    None (a null value, a JSON record without the key) is an empty document, as encode_batch says."""
+    bad = next((i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)), None)
+    if bad is not None:
+        where = src.facts.get("name") or [f["path"] for f in src.facts.get("files", [])]
+        value = repr(texts[bad])
+        value = value if len(value) <= 60 else value[:57] + "..."
+        raise DataError(f"document {first_doc + bad} of {where} holds a value of type {type(texts[bad]).__name__} "
+                        f"in column {src.text_column!r} ({value}), not text: pass --text-column NAME of the column "
+                        "that holds the document text as strings, or fix that row.")
 
 
 def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict], backend: str) -> dict:

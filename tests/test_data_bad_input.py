@@ -163,3 +163,19 @@ def test_rerun_with_another_txt_sample_by_names_that_setting(tmp_path):
     (out / "manifest.json").unlink()  # shards alone: what made them is unknown, said as such
     with pytest.raises(DataError, match=r"holds shards but neither manifest.json nor prepare_state.json"):
         run(src, out, txt_sample_by="paragraph")
+
+
+def test_a_text_column_that_is_not_strings_is_refused_with_the_row(tmp_path, capsys):
+    """Numbers, bytes or lists in the text column used to reach the tokenizer: a TypeError traceback mid-run."""
+    pq.write_table(pa.table({"text": pa.array([b"abc", b"def"], pa.binary())}), tmp_path / "bytes.parquet")
+    pq.write_table(pa.table({"text": ["one", "two"], "n": [1, 2]}), tmp_path / "n.parquet")
+    # a JSON field that is a string in the first rows and a number further down (past the cheap first-line check)
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(40))
+                                          + '{"text": 7}\n')
+    for source, column, found in (("bytes.parquet", "text", r"document 0 .* type bytes in column 'text' \(b'abc'\)"),
+                                  ("n.parquet", "n", r"document 0 .* type int in column 'n' \(1\)"),
+                                  ("mixed.jsonl", "text", r"document 40 .* type int in column 'text' \(7\)")):
+        with pytest.raises(DataError, match=found + r", not text: pass --text-column NAME"):
+            run(tmp_path / source, tmp_path / "out", text_column=column, val_tokens=1)
+    assert main([str(tmp_path / "bytes.parquet"), "--out", str(tmp_path / "cli"), "--no-progress"]) == 2
+    assert "holds a value of type bytes in column 'text'" in capsys.readouterr().err
