@@ -50,7 +50,7 @@ from data.shards import (
     NPY_HEADER_BYTES,
     SHARD_DTYPE,
     SHARD_RE,
-    TMP_MARK,
+    STATE_NAME,
     DataError,
     check_shard_file,
     read_manifest,
@@ -58,6 +58,7 @@ from data.shards import (
     shard_name,
     write_json,
     write_shard,
+    written_by_prepare,
 )
 from data.sources import Source, resolve_source
 from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
@@ -68,7 +69,6 @@ log = logging.getLogger("data.prepare")
 DEFAULT_SHARD_TOKENS = 100_000_000  # build-nanogpt's shard size: 200 MB of uint16 per file
 DEFAULT_VAL_TOKENS = 10_485_760  # 20 x 524,288: build-nanogpt evaluates 20 steps of its 0.5M-token batch
 DEFAULT_CHUNK_DOCS = 50_000  # documents per map() call: ~50M FineWeb-Edu tokens, keeps pool start-up < 5%
-STATE_NAME = "prepare_state.json"
 VAL_RULE = ("val = the first documents of the source, whole, until the val token count reaches val_tokens "
             "(the document crossing it included); train = every later document, in source order")
 
@@ -235,7 +235,7 @@ def _describe(diff: list[tuple[str, object, object]]) -> str:
 
 
 def _ours(p: Path) -> bool:
-    return p.name in (MANIFEST_NAME, STATE_NAME) or bool(SHARD_RE.match(p.name)) or TMP_MARK in p.name
+    return written_by_prepare(p.name)
 
 
 def _clear(out: Path) -> None:

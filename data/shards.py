@@ -26,10 +26,16 @@ import numpy as np
 FORMAT = "gpt2repro-tokens"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+STATE_NAME = "prepare_state.json"  # data.prepare's resume record in an unfinished folder
 SHARD_DTYPE = np.dtype("<u2")  # uint16: every GPT-2 id (< 50257) fits, half the bytes of int32
 SHARD_RE = re.compile(r"^(train|val)_(\d{6})\.npy$")
 TMP_MARK = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>"
 SPLITS = ("train", "val")
+
+
+def written_by_prepare(name: str) -> bool:
+    """Whether a file name is one data.prepare writes into its output folder (shard, manifest, state, temporary)."""
+    return name in (MANIFEST_NAME, STATE_NAME) or bool(SHARD_RE.match(name)) or TMP_MARK in name
 
 
 class DataError(ValueError):

@@ -4,7 +4,8 @@ SOURCE is one of:
 - `builtin:pydocs`: the offline corpus of `data.builtin_corpus` (in-memory `Dataset`);
 - a local file, glob or folder of `.parquet`, `.jsonl`/`.json` (optionally `.gz`) or `.txt` files, read with
   `load_dataset("parquet" | "json" | "text", data_files=...)`. A folder means every supported file under it,
-  recursively, sorted by path; all files must share one format. A `.txt` file is ONE document by default
+  recursively, sorted by path (the files data.prepare wrote into a prepared folder inside it, such as an --out
+  there, are not documents and are left out); all files must share one format. A `.txt` file is ONE document by default
   (`txt_sample_by="document"`; "paragraph" and "line" are the other `datasets` text modes);
 - a Hub dataset name, e.g. `HuggingFaceFW/fineweb-edu` (config `sample-10BT` unless another is given),
   read with `load_dataset(name, config, split=..., revision=..., streaming=...)`.
@@ -22,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.shards import DataError, sha256_file
+from data.shards import FORMAT, MANIFEST_NAME, STATE_NAME, DataError, sha256_file, written_by_prepare
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,12 @@ def _suffix(path: Path) -> str | None:
 def _local_source(source: str, text_column: str, txt_sample_by: str) -> Source:
     path = Path(source).expanduser()
     if any(c in source for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        files = _without_prepared_folders(sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                                                 if Path(p).is_file()))
         if not files:
             raise DataError(f"the glob {source!r} matches no files: check the pattern (quote it in the shell).")
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p))
+        files = _without_prepared_folders(sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p)))
         if not files:
             raise DataError(f"folder {path} holds no {sorted(LOCAL_FORMATS)} files: point SOURCE at the data files.")
     elif path.is_file():
@@ -182,6 +184,27 @@ def _local_source(source: str, text_column: str, txt_sample_by: str) -> Source:
     if rows is not None:
         facts["rows"] = rows
     return Source("local", facts, text_column)
+
+
+def _without_prepared_folders(files: list[Path]) -> list[Path]:
+    """`files` less those data.prepare wrote into a prepared folder found inside a source folder or glob (e.g. an
+    --out inside the source folder). Read as documents, its manifest.json / prepare_state.json made every re-run
+    of that --out (resume, verify) fail with "malformed JSON" or "mixes formats"."""
+    prepared = {folder for folder in {f.parent for f in files} if _is_prepared_folder(folder)}
+    kept = [f for f in files if not (f.parent in prepared and written_by_prepare(f.name))]
+    for folder in sorted(prepared):
+        log.info("ignoring the files data.prepare wrote in %s (a prepared folder, not source data)", folder)
+    return kept
+
+
+def _is_prepared_folder(folder: Path) -> bool:
+    """Whether `folder` is a data.prepare output, finished (a manifest.json of our format) or not (a state file)."""
+    if (folder / STATE_NAME).is_file():
+        return True
+    try:
+        return json.loads((folder / MANIFEST_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):  # none, unreadable, not JSON, not an object: not ours
+        return False
 
 
 def _check_local_file(path: Path, fmt: str, text_column: str) -> int | None:

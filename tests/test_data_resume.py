@@ -154,3 +154,26 @@ def test_crash_anywhere_then_resume_equals_uninterrupted(shared_data, tmp_path, 
     restore()
     resumed = prepare(src, tmp_path / "out", **{**args, "chunk_docs": 50})
     assert resumed["shards"] == ref["shards"] and resumed["splits"] == ref["splits"]
+
+
+def test_out_inside_the_source_folder_resumes_and_reverifies(tmp_path, monkeypatch, caplog):
+    """`prepare data/ --out data/tok`: the re-run read data/tok's prepare_state.json / manifest.json as documents
+    ("line 1 is malformed JSON"; "mixes formats" for parquet), so the folder could be neither resumed nor verified."""
+    src = tmp_path / "data"
+    src.mkdir()
+    for part in range(2):
+        (src / f"part{part}.jsonl").write_text("".join(json.dumps({"text": f"document {part}-{i} " * 20}) + "\n"
+                                                       for i in range(20)))
+    args = dict(shard_tokens=500, val_tokens=100, num_proc=1, progress=False)
+    ref = prepare(str(src), tmp_path / "ref", **args)
+    restore = crash_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(src), src / "tok", **args)
+    restore()
+    assert (src / "tok" / "prepare_state.json").exists()
+    assert prepare(str(src), src / "tok", **args)["shards"] == ref["shards"]  # resumed
+    caplog.set_level("INFO", logger="data.prepare")
+    assert prepare(str(src), src / "tok", **args)["shards"] == ref["shards"]  # verified
+    assert "already complete" in caplog.text
+    # another --out beside it (and a glob reaching into it) reads the same documents
+    assert prepare(str(src / "**" / "*"), src / "tok2", **args)["shards"] == ref["shards"]
