@@ -62,11 +62,12 @@ class Source:
         if self.kind == "builtin":
             return Dataset.from_dict({"text": list(self._docs)})
         if self.kind == "local":
+            # datasets reads data_files as glob patterns: escaped, "part[1].jsonl" is that file, not "part1.jsonl"
             paths = [f["path"] for f in self.facts["files"]]
             kwargs = {"sample_by": self.facts["txt_sample_by"]} if self.facts["format"] == "text" else {}
             try:
-                ds = load_dataset(self.facts["format"], data_files=paths, split="train", streaming=streaming,
-                                  cache_dir=cache_dir, **kwargs)
+                ds = load_dataset(self.facts["format"], data_files=[glob.escape(p) for p in paths], split="train",
+                                  streaming=streaming, cache_dir=cache_dir, **kwargs)
             except Exception as err:
                 raise DataError(f"datasets could not read {paths}: {err}") from err
         else:
@@ -145,17 +146,18 @@ def _suffix(path: Path) -> str | None:
 
 def _local_source(source: str, text_column: str, txt_sample_by: str) -> Source:
     path = Path(source).expanduser()
-    if any(c in source for c in "*?["):
-        files = _without_prepared_folders(sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                                                 if Path(p).is_file()))
-        if not files:
-            raise DataError(f"the glob {source!r} matches no files: check the pattern (quote it in the shell).")
-    elif path.is_dir():
+    # An existing file or folder is taken as it is, even when its name holds glob characters ("part[1].jsonl").
+    if path.is_dir():
         files = _without_prepared_folders(sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p)))
         if not files:
             raise DataError(f"folder {path} holds no {sorted(LOCAL_FORMATS)} files: point SOURCE at the data files.")
     elif path.is_file():
         files = [path]
+    elif any(c in source for c in "*?["):
+        files = _without_prepared_folders(sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                                                 if Path(p).is_file()))
+        if not files:
+            raise DataError(f"the glob {source!r} matches no files: check the pattern (quote it in the shell).")
     else:
         raise DataError(f"{path} does not exist: check the path (relative paths start from {Path.cwd()}).")
     unknown = [str(f) for f in files if not _suffix(f)]

@@ -179,3 +179,9 @@ def test_a_text_column_that_is_not_strings_is_refused_with_the_row(tmp_path, cap
             run(tmp_path / source, tmp_path / "out", text_column=column, val_tokens=1)
     assert main([str(tmp_path / "bytes.parquet"), "--out", str(tmp_path / "cli"), "--no-progress"]) == 2
     assert "holds a value of type bytes in column 'text'" in capsys.readouterr().err
+
+
+def test_an_existing_file_whose_name_looks_like_a_glob_is_read(tmp_path):
+    """"part[1].jsonl" exists, but was taken as a glob (matching "part1.jsonl"): "matches no files"."""
+    (tmp_path / "part[1].jsonl").write_text('{"text": "one two three"}\n{"text": "four five six"}\n')
+    assert run(tmp_path / "part[1].jsonl", tmp_path / "out", val_tokens=1)["documents"] == 2
