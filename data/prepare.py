@@ -425,6 +425,7 @@ def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, 
     bar = tqdm(total=total, initial=first, unit="doc", unit_scale=True, disable=not show_progress, desc="prepare",
                dynamic_ncols=True)
     t0, tokens_done, doc = time.perf_counter(), 0, first
+    no_text, first_no_text = 0, None  # documents whose text is null / missing (written as empty documents)
     try:
         batches = iter(ds.iter(batch_size=chunk_docs))
         while not writer.done:
@@ -437,7 +438,8 @@ def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, 
             except Exception as err:  # a malformed row or file surfaces here, mid-stream
                 raise src.explain_read_error(err) from err
             texts = batch[src.text_column]
-            _check_texts(texts, doc, src)
+            missing = _check_texts(texts, doc, src)
+            no_text, first_no_text = no_text + len(missing), first_no_text if no_text else next(iter(missing), None)
             flat, lens = _tokenize_chunk(texts, num_proc, backend)
             skip = p.skip_tokens if doc == first else 0
             if skip:  # resuming inside a document: its first `skip` tokens are in the last kept shard
@@ -453,16 +455,22 @@ def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, 
         bar.close()
         if not bars_were_off:
             datasets.utils.enable_progress_bars()
+    if no_text:
+        log.warning("%d of the %d documents read have no text (a null value, or a record without the key %r), the "
+                    "first at index %d: each was written as an empty document (only the EOT token). If that is "
+                    "not right, check --text-column and the source.", no_text, doc - first, src.text_column,
+                    first_no_text)
     if doc == 0:
         raise DataError(f"{src.facts.get('name') or [f['path'] for f in src.facts.get('files', [])]} contains no "
                         "documents: check the source (and --split / --config for a Hub dataset).")
     return doc
 
 
-def _check_texts(texts: list, first_doc: int, src: Source) -> None:
+def _check_texts(texts: list, first_doc: int, src: Source) -> list[int]:
     """Refuse a text column that does not hold strings (numbers, bytes, lists: a wrong --text-column, a binary
     parquet column, a JSON field that is a number in some rows); the tokenizer would fail with a traceback.
-    None (a null value, a JSON record without the key) is an empty document, as encode_batch says."""
+    None (a null value, a JSON record without the key) is an empty document, as encode_batch says: returns the
+    indices of those, for a warning (datasets gives a JSON-lines record that lacks the key a null)."""
     bad = next((i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)), None)
     if bad is not None:
         where = src.facts.get("name") or [f["path"] for f in src.facts.get("files", [])]
@@ -471,6 +479,7 @@ def _check_texts(texts: list, first_doc: int, src: Source) -> None:
         raise DataError(f"document {first_doc + bad} of {where} holds a value of type {type(texts[bad]).__name__} "
                         f"in column {src.text_column!r} ({value}), not text: pass --text-column NAME of the column "
                         "that holds the document text as strings, or fix that row.")
+    return [first_doc + i for i, t in enumerate(texts) if t is None]
 
 
 def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict], backend: str) -> dict:

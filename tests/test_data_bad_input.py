@@ -185,3 +185,14 @@ def test_an_existing_file_whose_name_looks_like_a_glob_is_read(tmp_path):
     """"part[1].jsonl" exists, but was taken as a glob (matching "part1.jsonl"): "matches no files"."""
     (tmp_path / "part[1].jsonl").write_text('{"text": "one two three"}\n{"text": "four five six"}\n')
     assert run(tmp_path / "part[1].jsonl", tmp_path / "out", val_tokens=1)["documents"] == 2
+
+
+def test_documents_without_text_are_counted_in_a_warning(tmp_path, caplog):
+    """Records that lack the text key (here every other line uses "content") were silently written as empty
+    documents: half the corpus lost without a word."""
+    (tmp_path / "keys.jsonl").write_text("".join(json.dumps({"text" if i % 2 == 0 else "content": f"doc {i}"}) + "\n"
+                                                 for i in range(10)))
+    caplog.set_level("WARNING", logger="data.prepare")
+    assert run(tmp_path / "keys.jsonl", tmp_path / "out", val_tokens=1)["documents"] == 10
+    assert "5 of the 10 documents read have no text (a null value, or a record without the key 'text'), the " \
+           "first at index 1" in caplog.text
