@@ -64,7 +64,11 @@ class Source:
         if self.kind == "local":
             # datasets reads data_files as glob patterns: escaped, "part[1].jsonl" is that file, not "part1.jsonl"
             paths = [f["path"] for f in self.facts["files"]]
-            kwargs = {"sample_by": self.facts["txt_sample_by"]} if self.facts["format"] == "text" else {}
+            kwargs = {"text": {"sample_by": self.facts.get("txt_sample_by")},
+                      # only the text column is read: files whose other columns differ (a folder mixing exports
+                      # with other metadata) are read together, where datasets refused them ("column names don't
+                      # match"), and the other columns' bytes are never decoded
+                      "parquet": {"columns": [self.text_column]}}.get(self.facts["format"], {})
             try:
                 ds = load_dataset(self.facts["format"], data_files=[glob.escape(p) for p in paths], split="train",
                                   streaming=streaming, cache_dir=cache_dir, **kwargs)

@@ -171,3 +171,15 @@ def test_num_proc_is_threads_for_tiktoken_and_processes_for_hf_as_log_and_help_s
     num_proc = text[text.index("--num-proc NUM_PROC tokenizer"):text.index("--chunk-docs CHUNK_DOCS documents")]
     assert "threads in this one process for --tokenizer tiktoken" in num_proc and "processes" in num_proc
     assert num_proc.count("(default:") == 1 and "None" not in num_proc
+
+
+def test_parquet_files_with_different_other_columns_are_read_together(tmp_path, tiktoken_gpt2):
+    """datasets refused the folder ("Couldn't cast ... because column names don't match"): only text is read now."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    texts = [f"document {i} " * (i + 3) for i in range(6)]
+    pq.write_table(pa.table({"text": texts[:3], "id": [1, 2, 3]}), folder / "a.parquet")
+    pq.write_table(pa.table({"url": ["u", "v", "w"], "text": texts[3:]}), folder / "b.parquet")
+    prepare(str(folder), tmp_path / "out", shard_tokens=50, val_tokens=10, progress=False)
+    tokens, _ = stream(tmp_path / "out")
+    np.testing.assert_array_equal(tokens.astype(np.int64), reference(tiktoken_gpt2, texts))
