@@ -256,8 +256,9 @@ def _check_out(out: Path) -> None:
                         "whose parents are folders (or do not exist yet).")
 
 
-def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict]]:
-    """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from)."""
+def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict], bool]:
+    """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from, whether
+    --overwrite is to replace what is there). Removes nothing: prepare() replaces only once the source opened."""
     _check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -277,14 +278,13 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
         except DataError:
             if not overwrite:
                 raise
-            _clear(out)  # an unreadable manifest says nothing worth keeping: start again
-            log.info("--overwrite: %s had an unreadable manifest; preparing it again from the source", out)
-            return None, []
+            log.info("--overwrite: %s has an unreadable manifest; preparing it again from the source", out)
+            return None, [], True  # an unreadable manifest says nothing worth keeping: start again
         previous_settings = previous.get("settings", {})
     elif state_path.exists():
         state = json.loads(state_path.read_text())
         if not state.get("shards") and not has_shards:  # a run that failed before its first shard binds nothing
-            return None, []
+            return None, [], False
         previous_settings = state.get("settings", {})
     elif has_shards:
         if not overwrite:
@@ -293,21 +293,19 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
                             "--overwrite to replace them.")
         previous_settings = {"unknown": "shards without manifest or prepare_state.json"}
     else:
-        return None, []
+        return None, [], False
     diff = _differences(previous_settings, settings)
     if diff and not overwrite:
         raise DataError(
             f"{out} already holds data prepared with other settings ({_describe(diff)}); nothing was changed. "
             "Use another --out, or pass --overwrite to replace it."
         )
-    if diff:  # overwrite: remove only what prepare writes
-        _clear(out)
-        log.info("--overwrite: removed the previous contents of %s", out)
-        return None, []
+    if diff:
+        return None, [], True
     if previous is not None:
         state_path.unlink(missing_ok=True)  # killed between writing the manifest and removing the state
-        return previous, []
-    return None, state["shards"]
+        return previous, [], False
+    return None, state["shards"], False
 
 
 def _verified_prefix(out: Path, records: list[dict]) -> list[dict]:
@@ -360,7 +358,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
     src = resolve_source(source, config=config, split=split, text_column=text_column, revision=revision,
                          txt_sample_by=txt_sample_by)
     settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
-    manifest, records = _claim_folder(out, settings, overwrite)
+    manifest, records, replace = _claim_folder(out, settings, overwrite)
     if manifest is not None:
         try:
             for r in manifest["shards"]:
@@ -369,15 +367,18 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
             if not overwrite:
                 raise
             # A finished folder keeps no resume points, so a damaged one is prepared again from the start.
-            for path in out.iterdir():
-                if _ours(path):
-                    path.unlink()
-            log.info("--overwrite: %s had a damaged shard (%s); preparing it again from the source", out, err)
-            manifest = None
+            log.info("--overwrite: %s has a damaged shard (%s); preparing it again from the source", out, err)
+            replace = True
         else:
             log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
                      len(manifest["shards"]))
             return manifest
+    # Opened before anything in `out` is removed: with --overwrite, a source that cannot be read (a mistyped Hub
+    # name, no network) leaves the previous dataset as it was.
+    ds = src.open(streaming=streaming, cache_dir=cache_dir)
+    if replace:
+        _clear(out)  # only what prepare writes
+        log.info("--overwrite: removed the previous contents of %s", out)
     for stale in remove_stale_temporaries(out):
         log.info("removed %s, a partial file from an interrupted run", stale.name)
     records = _verified_prefix(out, records)
@@ -394,7 +395,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
 
     next_doc = p.next_doc
     if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
-        next_doc = _run(src, writer, p, streaming, cache_dir, max_documents, chunk_docs, num_proc, tokenizer, progress)
+        next_doc = _run(src, ds, writer, p, max_documents, chunk_docs, num_proc, tokenizer, progress)
     if not p.val_done and val_tokens > 0:
         raise DataError(
             f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
@@ -404,13 +405,13 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
     return _write_manifest(out, src, settings, writer.records, tokenizer)
 
 
-def _run(src: Source, writer: _ShardWriter, p: _Progress, streaming, cache_dir, max_documents, chunk_docs,
-         num_proc, backend, show_progress) -> int:
-    """Stream the documents not yet written through map() into the writer; returns the next document index."""
+def _run(src: Source, ds, writer: _ShardWriter, p: _Progress, max_documents, chunk_docs, num_proc, backend,
+         show_progress) -> int:
+    """Stream the documents of `ds` (src opened) not yet written through map() into the writer; returns the next
+    document index."""
     import datasets
     from tqdm.auto import tqdm
 
-    ds = src.open(streaming=streaming, cache_dir=cache_dir)
     first = p.next_doc
     if first:
         ds = ds.skip(first)

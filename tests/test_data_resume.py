@@ -177,3 +177,15 @@ def test_out_inside_the_source_folder_resumes_and_reverifies(tmp_path, monkeypat
     assert "already complete" in caplog.text
     # another --out beside it (and a glob reaching into it) reads the same documents
     assert prepare(str(src / "**" / "*"), src / "tok2", **args)["shards"] == ref["shards"]
+
+
+def test_overwrite_with_a_source_that_cannot_be_read_keeps_the_previous_data(tmp_path):
+    """--overwrite removed the previous dataset before the new source was opened: a mistyped Hub name (or no
+    network) left an empty folder and an error."""
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 10}) + "\n" for i in range(20)))
+    out = tmp_path / "out"
+    prepare(str(tmp_path / "docs.jsonl"), out, shard_tokens=100, val_tokens=30, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(DataError, match=r"could not load Hub dataset 'someone/mistyped-name'"):  # offline in tests
+        prepare("someone/mistyped-name", out, overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
