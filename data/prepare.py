@@ -282,7 +282,17 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
             return None, [], True  # an unreadable manifest says nothing worth keeping: start again
         previous_settings = previous.get("settings", {})
     elif state_path.exists():
-        state = json.loads(state_path.read_text())
+        try:
+            state = json.loads(state_path.read_text())
+            if not (isinstance(state, dict) and isinstance(state.get("shards", []), list)):
+                raise ValueError(f"a JSON {type(state).__name__}, not prepare's record")
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # written atomically: an edit or a disk fault
+            if not overwrite:
+                raise DataError(f"{state_path}, the record of an interrupted run, is unreadable ({err}), so its "
+                                "shards cannot be resumed; nothing was changed. Re-run with --overwrite to prepare "
+                                "the folder again from the source.") from err
+            log.info("--overwrite: %s has an unreadable %s; preparing it again from the source", out, STATE_NAME)
+            return None, [], True
         if not state.get("shards") and not has_shards:  # a run that failed before its first shard binds nothing
             return None, [], False
         previous_settings = state.get("settings", {})

@@ -189,3 +189,20 @@ def test_overwrite_with_a_source_that_cannot_be_read_keeps_the_previous_data(tmp
     with pytest.raises(DataError, match=r"could not load Hub dataset 'someone/mistyped-name'"):  # offline in tests
         prepare("someone/mistyped-name", out, overwrite=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_unreadable_state_file_is_refused_with_the_fix(tmp_path, monkeypatch):
+    """A damaged prepare_state.json used to end the re-run in a JSONDecodeError traceback."""
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 10}) + "\n" for i in range(20)))
+    args = dict(shard_tokens=100, val_tokens=30, num_proc=1, progress=False)
+    ref = prepare(str(tmp_path / "docs.jsonl"), tmp_path / "ref", **args)
+    out = tmp_path / "out"
+    restore = crash_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(tmp_path / "docs.jsonl"), out, **args)
+    restore()
+    (out / "prepare_state.json").write_text('{"settings": ')
+    with pytest.raises(DataError, match=r"prepare_state.json, the record of an interrupted run, is unreadable .*"
+                                        r"nothing was changed. Re-run with --overwrite"):
+        prepare(str(tmp_path / "docs.jsonl"), out, **args)
+    assert prepare(str(tmp_path / "docs.jsonl"), out, overwrite=True, **args)["shards"] == ref["shards"]
