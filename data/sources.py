@@ -113,7 +113,14 @@ class Source:
                     except UnicodeDecodeError as bad:
                         return DataError(f"{path} is not UTF-8 text ({bad}): convert it with iconv first.")
             files = [f["path"] for f in self.facts["files"]]
-            return DataError(f"reading {files} failed ({type(err).__name__}: {err}): check those files.")
+            hint = "check those files."
+            if self.facts["format"] == "json" and "column names don't match" in str(err):
+                # datasets' JSON reader wants one set of fields in every file (it has no column selection)
+                hint = (f"their records have different fields, and datasets reads a set of JSON files only when "
+                        f"every record has the same ones: keep only {self.text_column!r} in each (e.g. `jq -c "
+                        f"'{{{self.text_column}}}' IN > OUT`), or convert them to parquet, which is read by that "
+                        "column alone.")
+            return DataError(f"reading {files} failed ({type(err).__name__}: {err}): {hint}")
         name = self.facts.get("name")
         return DataError(f"reading {name} failed ({type(err).__name__}: {err}): check the source and network.")
 

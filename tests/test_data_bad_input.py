@@ -196,3 +196,12 @@ def test_documents_without_text_are_counted_in_a_warning(tmp_path, caplog):
     assert run(tmp_path / "keys.jsonl", tmp_path / "out", val_tokens=1)["documents"] == 10
     assert "5 of the 10 documents read have no text (a null value, or a record without the key 'text'), the " \
            "first at index 1" in caplog.text
+
+
+def test_json_files_with_different_fields_say_how_to_read_them(tmp_path):
+    # datasets' JSON reader takes the first file's fields for all; other fields in a later file fail to cast
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jsonl").write_text("".join(f'{{"text": "doc {i}", "id": {i}}}\n' for i in range(20)))
+    (tmp_path / "src" / "b.jsonl").write_text("".join(f'{{"text": "doc {i}", "url": "u{i}"}}\n' for i in range(20)))
+    with pytest.raises(DataError, match=r"different fields.*keep only 'text'.*parquet"):
+        run(tmp_path / "src", tmp_path / "out", val_tokens=10)
