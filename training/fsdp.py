@@ -39,7 +39,7 @@ def launched_with_fsdp2() -> bool:
 def compile_problem() -> str | None:
     """Why compiling under FSDP2 cannot work with this torch, else None. Accelerate's per-block compile sets
     torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint, which torch 2.9 lacks (an AttributeError
-    inside accelerator.prepare on every rank); the torch 2.13 and 2.14 we test on have it."""
+    inside accelerator.prepare on every rank); 2.10, 2.13 and 2.14 (tested) have it."""
     if hasattr(torch._dynamo.config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):
         return None
     return (f"compile under FSDP2 needs a newer torch than {torch.__version__} (Accelerate's per-block compile sets "
