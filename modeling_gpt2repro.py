@@ -33,12 +33,14 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple
+from transformers.utils import can_return_tuple, logging
 
 try:  # inside an exported folder (loaded as a package by transformers' remote-code machinery)
     from .configuration_gpt2repro import GPT2ReproConfig
 except ImportError:  # imported from the repository root
     from configuration_gpt2repro import GPT2ReproConfig
+
+logger = logging.get_logger(__name__)
 
 # transformers 5.17 names the KV-cache argument/output `past_key_values`; 5.24+ names it `cache` (the old name is
 # deprecated until 5.40). We accept both on input and use the installed version's name for outputs and masks.
@@ -213,6 +215,7 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([GPT2ReproBlock(config, i) for i in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.gradient_checkpointing = False  # set by gradient_checkpointing_enable(), as on the blocks
         self.post_init()
 
     def get_input_embeddings(self):
@@ -244,6 +247,12 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         B, T = inputs_embeds.shape[:2]
 
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and (use_cache or cache is not None):
+            # A checkpointed block runs again in backward and would write its keys/values into the cache a second time
+            # (transformers 5.17 drops only a `past_key_values=` argument there, 5.24 drops `cache=` but we still
+            # returned the empty cache): no cache at all, as stock GPT-2 does.
+            logger.warning_once("`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`.")
+            use_cache, cache = False, None
         # Training never needs a cache; generation and explicit use_cache=True do.
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training

@@ -56,6 +56,31 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=0, msg=name)
 
 
+def test_gradient_checkpointing_with_a_cache_uses_none_as_stock_gpt2_does():
+    """A checkpointed block runs again in backward: a cache it wrote to would hold every token twice (transformers
+    5.17), or come back empty as if it were a real cache (5.24). Stock GPT-2 turns the cache off, with a warning."""
+    from transformers import DynamicCache
+
+    from modeling_gpt2repro import CACHE_NAME
+
+    x = torch.randint(0, REAL, (2, 8))
+    reference = tiny_model().train()
+    reference(x, labels=x).loss.backward()
+    model = tiny_model().train()
+    model.gradient_checkpointing_enable()
+    out = model(x, labels=x, use_cache=True)
+    out.loss.backward()
+    assert getattr(out, CACHE_NAME) is None
+    given = DynamicCache(config=model.config)
+    out = model(x, **{CACHE_NAME: given})
+    out.logits.sum().backward()
+    assert getattr(out, CACHE_NAME) is None and given.get_seq_length() == 0  # never written, not even in backward
+    model.zero_grad()
+    model(x, labels=x, use_cache=True).loss.backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+
+
 def test_resized_embeddings_make_new_ids_predictable_and_reload(tmp_path):
     """A token added to the tokenizer (e.g. a pad token) gets a finite logit and loss, as in stock GPT-2, and the
     resized model saves and loads."""
