@@ -234,8 +234,11 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
         use_cache: bool | None = None,
         cache: Cache | None = None,
         past_key_values: Cache | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """`token_type_ids` (B, T), optional: stock GPT-2's segment embeddings, looked up in the token embedding
+        `wte` and added to the input (GPT-2 was not trained with them; accepted so that they are not ignored)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         output_hidden_states = kwargs.pop("output_hidden_states", None)
@@ -269,7 +272,10 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
             raise ValueError(
                 f"Sequence of {past + T} tokens is longer than the model's n_positions ({self.config.n_positions})."
             )
-        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))  # (B, T, C)
+        hidden_states = inputs_embeds + self.wpe(position_ids)  # (B, T, C)
+        if token_type_ids is not None:
+            hidden_states = hidden_states + self.wte(token_type_ids)  # as stock GPT-2 does
+        hidden_states = self.drop(hidden_states)
 
         if (attention_mask is None and explicit_positions is None and past == 0
                 and (cache is None or type(cache) is DynamicCache)  # a StaticCache's keys are longer than T
@@ -340,6 +346,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         loss_chunk_tokens: int | None = None,
         return_logits: bool = True,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`labels` are the inputs (transformers shifts them); `shift_labels=` (a keyword, read from kwargs so that
@@ -355,7 +362,9 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         `return_logits=False` (with labels or shift_labels): the output carries the loss and `logits` is None. A
         training step wants only the loss; a returned (B, T, V) logits tensor is a graph output under
         torch.compile (Accelerate's bf16 wrapper even writes it again in fp32), and autograd then fills and reads
-        a zero gradient of that size in backward. Same loss and gradients either way."""
+        a zero gradient of that size in backward. Same loss and gradients either way.
+
+        `token_type_ids`: stock GPT-2's, added as token embeddings (`GPT2ReproModel.forward`)."""
         shift_labels = kwargs.pop("shift_labels", None)
         if use_cache is None and cache is None and past_key_values is None and (
                 labels is not None or shift_labels is not None):
@@ -369,6 +378,7 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             cache=_pick_cache(cache, past_key_values),
+            token_type_ids=token_type_ids,
             **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
         )
         hidden_states = outputs.last_hidden_state  # (B, T, C)

@@ -33,6 +33,24 @@ def test_hidden_states_and_attentions_match_transformers_gpt2(impl):
     assert plain.hidden_states is None and plain.attentions is None  # only when asked
 
 
+def test_token_type_ids_are_used_as_stock_gpt2_uses_them():
+    """Stock GPT-2 adds `wte(token_type_ids)` to its input; ours ignored the argument without a word."""
+    ours = tiny_model()
+    stock = to_stock_gpt2(ours).eval()
+    x = torch.randint(0, REAL, (2, 6))
+    types = torch.zeros_like(x)
+    types[:, 3:] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, token_type_ids=types).logits[..., :REAL],
+                                   stock(x, token_type_ids=types).logits, rtol=1e-5, atol=1e-5)
+    mask = torch.ones_like(x)
+    ours_ids = ours.generate(x, attention_mask=mask, token_type_ids=types, max_new_tokens=4, do_sample=False,
+                             pad_token_id=50256)
+    stock_ids = stock.generate(x, attention_mask=mask, token_type_ids=types, max_new_tokens=4, do_sample=False,
+                               pad_token_id=50256)
+    assert torch.equal(ours_ids, stock_ids)
+
+
 def test_return_dict_false_gives_tuples():
     model = tiny_model()
     x = torch.randint(0, REAL, (1, 5))
