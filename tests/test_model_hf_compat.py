@@ -97,6 +97,12 @@ def test_gradient_checkpointing_with_a_cache_uses_none_as_stock_gpt2_does():
     model(x, labels=x, use_cache=True).loss.backward()
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+    with torch.no_grad():  # a cache that holds a prefix: dropping it would silently lose that context
+        model.eval()
+        model(x[:, :4], **{CACHE_NAME: given}, use_cache=True)
+        model.train()
+    with pytest.raises(ValueError, match="cache holding 4 tokens cannot be used with gradient checkpointing"):
+        model(x[:, 4:], **{CACHE_NAME: given})
 
 
 def test_resized_embeddings_make_new_ids_predictable_and_reload(tmp_path):
