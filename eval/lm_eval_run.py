@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from eval.errors import EvalInputError, hyphenated, positive_int_or_auto, run_cli
+from eval.errors import EvalInputError, hyphenated, positive_int, positive_int_or_auto, run_cli
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 RESULTS_FILE = "lm_eval.json"  # what export looks for in <run>/eval_results/step_N/
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "$HELLASWAG_FILE or the copy eval.hellaswag / train.py downloaded, if there is one; else "
                         "lm-eval's own Hub download)")
     parser.add_argument("--mc", action="store_true", help="also run the multiple-choice HellaSwag formulation")
-    parser.add_argument("--limit", type=int)
+    # >= 1: lm-eval fails on 0 ("did not find any docs") and on a negative limit (islice) with a traceback, after
+    # the model has loaded
+    parser.add_argument("--limit", type=positive_int, help="score only the first N examples of each task")
     parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
     parser.add_argument("--num-fewshot", type=int)
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint "
@@ -124,7 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
     from eval.hellaswag_data import local_hellaswag_file, read_hellaswag
     from eval.load import load_model, model_dir_of, output_path
 
-    tasks = [t for t in args.tasks.split(",") if t]
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:  # lm-eval would fail with a traceback after the model has loaded
+        raise EvalInputError(f"--tasks {args.tasks!r} names no task: pass lm-eval task names such as "
+                             "hellaswag or hellaswag,arc_easy")
     data = args.data
     if data is None and ("hellaswag" in tasks or args.mc):
         data = local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself (and keeps no copy of ours)

@@ -331,6 +331,8 @@ def test_a_hellaswag_file_that_is_not_utf8_is_a_message(export_dir, tmp_path, sh
     ("eval.val_loss", "--seq_len", "-3", "must be an integer >= 1, got -3"),
     ("eval.lm_eval_run", "--batch-size", "abc", "expected an integer >= 1 or 'auto', got 'abc'"),
     ("eval.lm_eval_run", "--batch-size", "0", "expected an integer >= 1 or 'auto', got '0'"),
+    ("eval.lm_eval_run", "--limit", "0", "must be an integer >= 1, got 0"),  # lm-eval: "did not find any docs"
+    ("eval.lm_eval_run", "--limit", "-1", "must be an integer >= 1, got -1"),  # lm-eval: an islice traceback
 ])
 def test_sizes_below_one_are_refused_before_any_work(tmp_path, capsys, command, flag, value, expected):
     """`--batch-size 0` gave a ValueError traceback, `--batch-size abc` (lm_eval_run) an int() traceback, and
@@ -343,6 +345,15 @@ def test_sizes_below_one_are_refused_before_any_work(tmp_path, capsys, command, 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag.replace('_', '-')}: {expected}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tasks", ["", ",", " , "])
+def test_lm_eval_run_without_a_task_name_is_a_message(export_dir, tasks):
+    """`--tasks ""` reached lm-eval, which raised "No tasks specified" with a traceback after loading the model."""
+    from eval.lm_eval_run import main
+
+    with pytest.raises(EvalInputError, match="names no task"):
+        main(["--model", str(export_dir), "--tasks", tasks])
 
 
 def test_lm_eval_batch_size_takes_auto_or_a_positive_int():
