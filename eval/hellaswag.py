@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from data.tokenizer import is_gpt2_tokenizer, tiktoken_gpt2
-from eval.errors import hyphenated, positive_int, run_cli
+from eval.errors import EvalInputError, hyphenated, positive_int, run_cli
 from eval.hellaswag_data import (
     MC_LETTERS,
     HellaSwagExample,
@@ -138,26 +138,33 @@ class HellaSwagScorer:
                 index = []
                 for i, ctx in enumerate(ctx_ids):
                     # lm-eval `_encode_pair`: encode context+continuation whole, split at len(encode(context)).
-                    index.append([self._add_request(ctx, whole_ids[4 * i + j][len(ctx):]) for j in range(4)])
+                    index.append([self._add_request(ctx, whole_ids[4 * i + j][len(ctx):], i) for j in range(4)])
                 self.request_index[name] = torch.tensor(index, dtype=torch.long).reshape(n, 4)
         if "tokennorm" in self.formulations:
             # build-nanogpt: raw ctx and " " + raw ending, tokenised separately and concatenated.
             ctx_ids = encode([ex.ctx for ex in examples])
             end_ids = encode([" " + e for ex in examples for e in ex.endings])
             self.request_index["tokennorm"] = torch.tensor(
-                [[self._add_request(ctx, end_ids[4 * i + j]) for j in range(4)] for i, ctx in enumerate(ctx_ids)],
+                [[self._add_request(ctx, end_ids[4 * i + j], i) for j in range(4)] for i, ctx in enumerate(ctx_ids)],
                 dtype=torch.long,
             ).reshape(n, 4)
             self.divisor["tokennorm"] = torch.tensor(
                 [float(len(end_ids[k])) for k in range(4 * n)], dtype=torch.float64
             ).reshape(n, 4)
 
-    def _add_request(self, context: list[int], continuation: list[int]) -> int:
-        """Register one log-likelihood request; identical (input, continuation) pairs share one id."""
+    def _add_request(self, context: list[int], continuation: list[int], example: int) -> int:
+        """Register one log-likelihood request (of the 0-based `example`); identical (input, continuation) pairs
+        share one id."""
         if not continuation:
             raise ValueError("empty continuation after tokenisation")
         if len(continuation) > self.max_length:
-            raise ValueError(f"continuation of {len(continuation)} tokens exceeds max_length {self.max_length}")
+            # An ending that does not fit the context cannot be scored (lm-eval stops on an assertion there too).
+            # The longest validation ending is 96 tokens (build-nanogpt's raw form): 96 positions score the whole set.
+            raise EvalInputError(
+                f"HellaSwag example {example + 1} has an ending of {len(continuation)} tokens, longer than the "
+                f"model's context of {self.max_length} positions: scoring all of HellaSwag needs a model with at "
+                f"least 96 (n_positions); score only the first {example} examples (--limit; train.py: "
+                "--hellaswag_limit), or turn HellaSwag off in training (--hellaswag_file off)")
         # lm-eval: left-truncate to max_length + 1 tokens, the model input drops the last one.
         row = tuple((context + continuation)[-(self.max_length + 1):][:-1])
         row_id = self._row_ids.setdefault(row, len(self._rows))

@@ -63,11 +63,15 @@ def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    from eval.hellaswag import HellaSwagScorer
     from eval.hellaswag_data import read_hellaswag
 
-    if data_file is not None:
-        read_hellaswag(data_file)  # EvalInputError naming the file and line
+    examples = read_hellaswag(data_file) if data_file is not None else None  # EvalInputError naming file and line
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    if examples is not None:
+        # an ending longer than the model's context stops lm-eval on a bare AssertionError; the scorer's
+        # tokenisation is lm-eval's and says which example, and what to do (EvalInputError)
+        HellaSwagScorer(examples[:limit], tokenizer, max_length=lm.max_length, formulations=("cloze",))
     with tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as tmp:
         include = write_local_tasks(data_file, tmp) if data_file is not None else TASKS_DIR
         task_names = resolve_tasks(tasks, data_file is not None, mc)

@@ -376,3 +376,33 @@ def test_bf16_on_a_cpu_is_recorded_as_not_used(export_dir, tmp_path, shared_data
     assert json.loads(out.read_text())["bf16"] is False
     notes = [line for line in capsys.readouterr().out.splitlines() if "--bf16" in line]
     assert notes == ["note: --bf16 ignored: bf16 autocast is CUDA only; scoring in fp32 on cpu"]
+
+
+@pytest.fixture(scope="module")
+def short_context_export(tmp_path_factory, gpt2_tokenizer):
+    """A tiny export with 64 positions: HellaSwag example 581 has a 72-token ending (cloze form), longer."""
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    path = tmp_path_factory.mktemp("ctx64")
+    GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(path)
+    gpt2_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["eval.hellaswag", "eval.lm_eval_run"])
+def test_an_ending_longer_than_the_context_is_a_message(short_context_export, shared_data, tmp_path, capsys,
+                                                        command):
+    """A model with fewer positions than a HellaSwag ending has tokens ended in a ValueError traceback from the
+    scorer (eval.hellaswag, and train.py at start-up) or a bare AssertionError inside lm-eval (eval.lm_eval_run)."""
+    import importlib
+
+    main = importlib.import_module(command).main
+    data = shared_data("hellaswag/hellaswag_val.jsonl")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--model", str(short_context_export), "--data", str(data), "--limit", "600",
+                       "--output", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: HellaSwag example 581 has an ending of 72 tokens" in err and "--limit" in err
+    assert not (tmp_path / "out.json").exists()
