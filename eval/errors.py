@@ -39,6 +39,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse `type=` for counts that may be 0 (lm-eval's --num-fewshot)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
 def positive_int_or_auto(text: str) -> int | str:
     """argparse `type=` for lm-eval's batch size: an integer >= 1 or 'auto'."""
     if text == "auto":

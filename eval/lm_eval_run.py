@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
-from eval.errors import EvalInputError, hyphenated, positive_int, positive_int_or_auto, run_cli
+from eval.errors import EvalInputError, hyphenated, non_negative_int, positive_int, positive_int_or_auto, run_cli
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 RESULTS_FILE = "lm_eval.json"  # what export looks for in <run>/eval_results/step_N/
+LOCAL_TASKS = ("hellaswag_local", "hellaswag_mc_local")  # eval/tasks/: the validation split of a local file only
 
 
 def write_local_tasks(data_file: str | Path, folder: str | Path) -> Path:
@@ -79,6 +80,15 @@ def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None
         unknown = [t for t in task_names if t not in manager.all_tasks]
         if unknown:
             raise EvalInputError(f"unknown lm-eval task(s) {unknown}; see `lm_eval ls tasks`")
+        local = [t for t in task_names if t in LOCAL_TASKS]
+        if num_fewshot and local:
+            # lm-eval's hellaswag draws its examples from the train split; a local file has only the validation
+            # split, so lm-eval would draw them from the very rows it scores and file a number under
+            # "hellaswag" that is not lm-eval's k-shot hellaswag
+            raise EvalInputError(
+                f"--num-fewshot {num_fewshot} with {local}: the local HellaSwag file has no train split to draw "
+                "few-shot examples from (lm-eval's hellaswag uses train): run 0-shot, or few-shot without --data "
+                "(and with HELLASWAG_FILE unset) so that lm-eval reads Rowan/hellaswag from the Hub")
         try:
             return lm_eval.simple_evaluate(model=lm, tasks=task_names, task_manager=manager, limit=limit,
                                            num_fewshot=num_fewshot, log_samples=log_samples)
@@ -121,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     # the model has loaded
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples of each task")
     parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
-    parser.add_argument("--num-fewshot", type=int)
+    parser.add_argument("--num-fewshot", type=non_negative_int, help="few-shot examples per prompt (default 0 for "
+                        "hellaswag; with a local HellaSwag file only 0)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint "
                         "<run>/eval_results/step_N/; in the model's or run's folder only under those, or directly in "
                         "<run>/eval_results/)")
