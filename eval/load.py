@@ -168,7 +168,10 @@ def _model_type(model_dir: Path | str) -> str:
         try:
             return AutoConfig.from_pretrained(model_dir).model_type
         except (OSError, ValueError) as err:
-            raise EvalInputError(f"could not get {model_dir} from the Hub: {_first_line(err)}") from None
+            # `runs/demo` is a Hub id by its form too: a mistyped local path must not read as a network problem
+            raise EvalInputError(
+                f"{model_dir} is not a local folder (no such path here: check it), and as a Hub model id it could "
+                f"not be loaded: {_first_line(err)}") from None
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except json.JSONDecodeError as err:

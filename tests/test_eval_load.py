@@ -100,3 +100,12 @@ def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
     with pytest.raises(EvalInputError, match=expected) as err:
         load_model(path)
     assert str(path) in str(err.value)
+
+
+def test_a_mistyped_relative_path_is_not_reported_as_a_hub_problem(tmp_path, monkeypatch):
+    """`--model runs/demoo` (a typo of a local run folder) has the form of a Hub id; offline the message said only
+    "could not get runs/demoo from the Hub: We couldn't connect to 'https://huggingface.co'", a network problem."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    with pytest.raises(EvalInputError, match="runs/demoo is not a local folder .*check it"):
+        load_model("runs/demoo")
