@@ -7,7 +7,8 @@
 With `--data`, `hellaswag` becomes our `hellaswag_local` task (eval/tasks/hellaswag_local.yaml: lm-eval's own
 hellaswag task reading FILE) and `--mc` adds the multiple-choice form (`hellaswag_mc[_local]`). Saves lm-eval's
 results as JSON beside the model (`<model dir>/eval_results/lm_eval.json`; for a run's checkpoint
-`<run>/eval_results/step_N/lm_eval.json`; or `--output`, which may not overwrite the model, a checkpoint or the
+`<run>/eval_results/step_N/lm_eval.json`; a task list without hellaswag goes to `lm_eval_<task>+<task>.json`
+there instead, leaving the HellaSwag results the model card reads in place; or `--output`, which may not overwrite the model, a checkpoint or the
 data: see eval.load.output_path).
 The same from a shell, in a fresh process, on an exported folder (remote code):
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True --tasks hellaswag
@@ -44,6 +45,15 @@ def write_local_tasks(data_file: str | Path, folder: str | Path) -> Path:
             f"dataset_kwargs:\n  data_files:\n    validation: {json.dumps(str(data_file))}\n"
         )
     return folder
+
+
+def results_file(tasks: list[str]) -> str:
+    """The default JSON name: `lm_eval.json` (what export reads into the model card) when HellaSwag is run, else
+    one per task list (`lm_eval_arc_easy+piqa.json`), so that running other tasks never replaces the HellaSwag
+    results of the same checkpoint."""
+    if any(t in ("hellaswag", "hellaswag_local") for t in tasks):
+        return RESULTS_FILE
+    return f"lm_eval_{'+'.join(tasks)}.json"
 
 
 def resolve_tasks(tasks: list[str], local: bool, mc: bool) -> list[str]:
@@ -133,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
     parser.add_argument("--num-fewshot", type=non_negative_int, help="few-shot examples per prompt (default 0 for "
                         "hellaswag; with a local HellaSwag file only 0)")
-    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json; for a checkpoint "
+    parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json, or "
+                        "lm_eval_<tasks>.json for tasks without hellaswag; for a checkpoint "
                         "<run>/eval_results/step_N/; in the model's or run's folder only under those, or directly in "
                         "<run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     if data is not None:
         read_hellaswag(data)  # every row (lm-eval's loader reads them all): a bad file fails before the model loads
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
-    path = output_path(model_dir, args.output, RESULTS_FILE, keep=(data,))  # a bad --output fails before the work
+    path = output_path(model_dir, args.output, results_file(tasks), keep=(data,))  # a bad --output: before the work
     model, tokenizer = load_model(model_dir)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     t0 = time.perf_counter()

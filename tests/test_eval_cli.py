@@ -407,3 +407,20 @@ def test_an_ending_longer_than_the_context_is_a_message(short_context_export, sh
     err = capsys.readouterr().err
     assert "error: HellaSwag example 581 has an ending of 72 tokens" in err and "--limit" in err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_other_lm_eval_tasks_leave_the_hellaswag_results_in_place(export_dir, shared_data, tmp_path):
+    """Both runs wrote <model>/eval_results/lm_eval.json: running another task list after HellaSwag replaced the
+    HellaSwag results, the ones export puts into the model card."""
+    import shutil
+
+    from eval.lm_eval_run import main
+
+    model = tmp_path / "export"
+    shutil.copytree(export_dir, model, ignore=shutil.ignore_patterns("eval_results"))
+    data = str(shared_data("hellaswag/hellaswag_val.jsonl"))
+    main(["--model", str(model), "--data", data, "--limit", "2"])
+    main(["--model", str(model), "--data", data, "--limit", "2", "--tasks", "hellaswag_mc_local"])
+    assert "hellaswag" in json.loads((model / "eval_results" / "lm_eval.json").read_text())["results"]
+    other = json.loads((model / "eval_results" / "lm_eval_hellaswag_mc_local.json").read_text())
+    assert list(other["results"]) == ["hellaswag_mc_local"]
