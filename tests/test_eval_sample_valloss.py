@@ -66,7 +66,8 @@ def test_val_loss_equals_token_weighted_mean_of_model_losses(model):
     assert not model.training
 
 
-def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer):
+def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, monkeypatch):
+    import data.shards
     from data.prepare import prepare
     from eval.val_loss import main
 
@@ -79,6 +80,11 @@ def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer):
     torch.manual_seed(0)
     GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128)).save_pretrained(tmp_path / "m")
     gpt2_tokenizer.save_pretrained(tmp_path / "m")
+    hashed = []  # the shards whose sha256 the command computes
+    monkeypatch.setattr(data.shards, "sha256_file", lambda path, _hash=data.shards.sha256_file: hashed.append(
+        path.name) or _hash(path))
     record = main(["--model", str(tmp_path / "m"), "--data", str(tmp_path / "data"), "--max-tokens", "2048"])
     assert record["val_tokens"] == 2048 - 2048 % 128 and 10 < record["val_loss"] < 12  # ~ln(50257) untrained
+    # only the val shards it reads are verified (it hashed every train shard too: ~40 s for 10B tokens)
+    assert hashed and all(name.startswith("val_") for name in hashed), hashed
     assert (tmp_path / "m" / "eval_results" / "val_loss.json").is_file()
