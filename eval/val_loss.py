@@ -95,8 +95,12 @@ def main(argv: list[str] | None = None) -> dict:
     if seq_len > context:
         raise EvalInputError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens")
     try:
+        dataset = TokenDataset(data)
+        # the val split the training log measured: the same folder, unchanged since (its manifest hash)
+        as_logged = bool(trained) and str(data) == str(trained.get("data_dir")) and (
+            _trained_manifest_hash(model_dir) in (None, dataset.manifest_hash))
         # the val shards only: the train shards are not read (hashing them would cost ~40 s per 10B tokens)
-        TokenDataset(data).verify(vocab_size=model.config.vocab_size, eot_id=EOT_ID, splits=("val",))
+        dataset.verify(vocab_size=model.config.vocab_size, eot_id=EOT_ID, splits=("val",))
         t0 = time.perf_counter()
         loss, n_tokens = evaluate_val_loss(model, val_batches(data, args.batch_size, seq_len, max_tokens))
     except (DataError, FileNotFoundError) as err:
@@ -105,14 +109,31 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     settings = [] if not trained else [name for name, given in (("data", args.data), ("seq_len", args.seq_len),
                                                                  ("val_tokens", args.max_tokens)) if not given]
+    if trained and not as_logged and str(data) == str(trained.get("data_dir")):
+        settings = []
+        print(f"note: {data} is not the folder this checkpoint trained on any more (its manifest.json differs "
+              "from the one training read: prepared again?): this loss may not repeat the training log's")
     print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s"
           + (f" ({', '.join(settings)} as in training)" if settings else ""))
     record = {"model": str(model_dir), "data": str(data), "seq_len": seq_len,
-              "max_tokens": max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3)}
+              "max_tokens": max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3),
+              "data_as_in_training": as_logged}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {out}")
     return record
+
+
+def _trained_manifest_hash(model_dir) -> str | None:
+    """The data manifest hash a checkpoint's meta.json records (None: not a checkpoint, or not recorded)."""
+    from publish.run_folder import resolve_source
+
+    source = resolve_source(model_dir)
+    meta = source.checkpoint_dir / "meta.json" if source.checkpoint_dir else None
+    try:
+        return json.loads(meta.read_text()).get("data_manifest_hash") if meta and meta.is_file() else None
+    except (ValueError, AttributeError):  # a damaged meta.json: nothing known
+        return None
 
 
 if __name__ == "__main__":

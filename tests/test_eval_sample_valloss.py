@@ -88,3 +88,33 @@ def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, 
     # only the val shards it reads are verified (it hashed every train shard too: ~40 s for 10B tokens)
     assert hashed and all(name.startswith("val_") for name in hashed), hashed
     assert (tmp_path / "m" / "eval_results" / "val_loss.json").is_file()
+
+
+def test_val_loss_says_when_the_training_data_folder_was_prepared_again(tmp_path, shared_data, gpt2_tokenizer, capsys):
+    """With the checkpoint's own data_dir (the default) the command printed "(data, seq_len, val_tokens as in
+    training)" even when that folder had been prepared again since: its number need not repeat the log's."""
+    import json
+
+    from data.prepare import prepare
+    from eval.val_loss import main
+
+    prepare(str(shared_data("tinyshakespeare/input.txt")), tmp_path / "data", txt_sample_by="paragraph",
+            shard_tokens=20_000, val_tokens=5_000, max_tokens=20_000)
+    from configuration_gpt2repro import GPT2ReproConfig
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000001"
+    GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128)).save_pretrained(
+        checkpoint / "model")
+    gpt2_tokenizer.save_pretrained(checkpoint / "model")
+    (checkpoint / "COMPLETE").write_text("done\n")  # a hand-made checkpoint (no MANIFEST.json): taken as it is
+    run_config = {"data_dir": str(tmp_path / "data"), "seq_len": 128, "val_tokens": 1024}
+    for recorded, as_logged in (("f" * 64, False), (None, True)):  # another manifest; then the folder's own
+        from data.loader import TokenDataset
+
+        recorded = recorded or TokenDataset(tmp_path / "data").manifest_hash
+        (checkpoint / "meta.json").write_text(json.dumps({"run_config": run_config, "data_manifest_hash": recorded}))
+        record = main(["--model", str(checkpoint)])
+        printed = capsys.readouterr().out
+        assert record["data_as_in_training"] is as_logged
+        assert ("as in training" in printed) is as_logged and ("may not repeat" in printed) is not as_logged
