@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "directly in <run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
-    from eval.load import load_model, model_dir_of, output_path
+    from eval.load import environment, load_model, model_dir_of, output_path
 
     # Resolved once: a run folder's newest checkpoint may change while this runs; the score stays with this one.
     model_dir = model_dir_of(args.model)  # a wrong model path is reported before any download
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
     out = save_results(model_dir, result, data=data, limit=args.limit, output=output,
                        batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bf16,
-                       seconds=round(seconds, 3))
+                       seconds=round(seconds, 3), environment=environment(device, data))
     print(f"saved {out}")
     return result
 

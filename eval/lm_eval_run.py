@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.hellaswag_data import local_hellaswag_file, read_hellaswag
-    from eval.load import load_model, model_dir_of, output_path
+    from eval.load import environment, load_model, model_dir_of, output_path
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:  # lm-eval would fail with a traceback after the model has loaded
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     path = output_path(model_dir, args.output, results_file(tasks), keep=(data,))  # a bad --output: before the work
     model, tokenizer = load_model(model_dir)
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     t0 = time.perf_counter()
     out = run_lm_eval(model, tokenizer, tasks, data, args.mc, args.limit,
                       args.batch_size, args.num_fewshot)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
               "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
               "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
               "n-shot": dict(out.get("n-shot") or {}), "n-samples": dict(out.get("n-samples") or {}),
-              "lm_eval_config": out.get("config")}
+              "lm_eval_config": out.get("config"), "environment": environment(device, data)}
     if "hellaswag_local" in record["results"]:
         # the same task as lm-eval's `hellaswag`, on a local copy: also filed under that name, so readers of
         # lm-eval output (publish/model_card.py) find it; "data" says where it came from.

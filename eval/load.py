@@ -199,6 +199,23 @@ def _load_tokenizer(model_dir: Path | str, model_type: str):
     )
 
 
+def environment(device, data_file: str | Path | None = None) -> dict:
+    """What a result JSON records besides its numbers, so that a number quoted later can be traced: library
+    versions, the device, and the sha256 of the data file (e.g. the original hellaswag_val.jsonl is 0aa3b888...)."""
+    import hashlib
+    import platform
+
+    import torch
+    import transformers
+
+    record = {"torch": torch.__version__, "transformers": transformers.__version__,
+              "python": platform.python_version(),
+              "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else str(device)}
+    if data_file is not None:
+        record["data_sha256"] = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
+    return record
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

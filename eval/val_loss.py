@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     from data.loader import TokenDataset, val_batches
     from data.shards import DataError
     from data.tokenizer import EOT_ID
-    from eval.load import load_model, model_dir_of, output_path, trained_with
+    from eval.load import environment, load_model, model_dir_of, output_path, trained_with
 
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     trained = trained_with(model_dir)  # {} unless a checkpoint of a run
@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
           + (f" ({', '.join(settings)} as in training)" if settings else ""))
     record = {"model": str(model_dir), "data": str(data), "seq_len": seq_len,
               "max_tokens": max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3),
-              "data_as_in_training": as_logged}
+              "data_as_in_training": as_logged, "data_manifest_hash": dataset.manifest_hash,
+              "batch_size": args.batch_size, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+              "environment": environment(device)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {out}")

@@ -1,11 +1,14 @@
 """The eval/ commands end to end: lm_eval CLI on an export in a fresh process, our CLIs, bad-input messages."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
+import transformers
 
 from eval.errors import EvalInputError, run_cli
 
@@ -55,6 +58,10 @@ def test_hellaswag_cli_saves_json_beside_model(export_dir, shared_data, capsys):
     result = main(["--model", str(export_dir), "--data", str(data), "--limit", "8", "--mc"])
     saved = json.loads((export_dir / "eval_results" / "hellaswag_scorer.json").read_text())
     assert saved["results"] == result and result["n"] == 8
+    # what the number was measured with: the original rowanz file (sha256 in ../shared/data/SOURCES.md), versions
+    env = saved["environment"]
+    assert env["data_sha256"] == "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
+    assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__
     assert {"acc", "acc_norm", "acc_tokennorm", "acc_mc"} <= set(result)
     printed = capsys.readouterr().out
     assert "OpenAI GPT-2 124M: acc 0.2892  acc_norm 0.3114" in printed and "0.2955" in printed
@@ -70,6 +77,7 @@ def test_lm_eval_run_in_process_saves_json(export_dir, shared_data, monkeypatch)
     main(["--model", str(export_dir), "--limit", "4", "--batch-size", "8"])
     saved = json.loads((export_dir / "eval_results" / "lm_eval.json").read_text())
     assert saved["data"] == str(data)
+    assert saved["environment"]["data_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert saved["results"]["hellaswag"]["acc,none"] == saved["results"]["hellaswag_local"]["acc,none"]
     from publish.model_card import load_lm_eval_results  # the model card reads this file
 

@@ -1,8 +1,11 @@
 """eval.sample.generate_samples and eval.val_loss against direct computations."""
 
+import json
+
 import pytest
 import torch
 
+from data.loader import TokenDataset
 from eval.sample import generate_samples
 from eval.val_loss import evaluate_val_loss
 
@@ -87,7 +90,10 @@ def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, 
     assert record["val_tokens"] == 2048 - 2048 % 128 and 10 < record["val_loss"] < 12  # ~ln(50257) untrained
     # only the val shards it reads are verified (it hashed every train shard too: ~40 s for 10B tokens)
     assert hashed and all(name.startswith("val_") for name in hashed), hashed
-    assert (tmp_path / "m" / "eval_results" / "val_loss.json").is_file()
+    saved = json.loads((tmp_path / "m" / "eval_results" / "val_loss.json").read_text())
+    assert saved["val_loss"] == record["val_loss"] and saved["dtype"] == "float32" and saved["batch_size"] == 8
+    assert saved["data_manifest_hash"] == TokenDataset(tmp_path / "data").manifest_hash
+    assert saved["environment"]["torch"] == torch.__version__ and saved["environment"]["device"] == "cpu"
 
 
 def test_val_loss_says_when_the_training_data_folder_was_prepared_again(tmp_path, shared_data, gpt2_tokenizer, capsys):
@@ -110,8 +116,6 @@ def test_val_loss_says_when_the_training_data_folder_was_prepared_again(tmp_path
     (checkpoint / "COMPLETE").write_text("done\n")  # a hand-made checkpoint (no MANIFEST.json): taken as it is
     run_config = {"data_dir": str(tmp_path / "data"), "seq_len": 128, "val_tokens": 1024}
     for recorded, as_logged in (("f" * 64, False), (None, True)):  # another manifest; then the folder's own
-        from data.loader import TokenDataset
-
         recorded = recorded or TokenDataset(tmp_path / "data").manifest_hash
         (checkpoint / "meta.json").write_text(json.dumps({"run_config": run_config, "data_manifest_hash": recorded}))
         record = main(["--model", str(checkpoint)])
