@@ -232,3 +232,23 @@ def test_a_file_as_data_dir_says_it_is_a_source_not_a_prepared_folder(tmp_path):
     text.write_text("hello\n")
     with pytest.raises(ConfigError, match="is a file, not a prepared data folder"):
         load_run_config(["--data_dir", str(text), "--output_dir", str(tmp_path / "run")])
+
+
+def test_output_dir_in_a_checkpoint_is_refused(tmp_path):
+    """A run written into another run's checkpoint (or its checkpoints/ folder) went unnoticed (its files are
+    not in the checksums), and the other run's retention would delete it with that checkpoint."""
+    data = _fake_data_dir(tmp_path)
+    run = tmp_path / "A"
+    ckpt = run / "checkpoints" / "step_00000004"
+    ckpt.mkdir(parents=True)
+    (run / "run_config.yaml").write_text("max_steps: 4\n")
+    (ckpt / "MANIFEST.json").write_text("{}")
+    (ckpt / "COMPLETE").write_text("x")
+    for out, message in ((ckpt, f"is inside the checkpoint {ckpt}"),
+                         (ckpt / "sub", f"is inside the checkpoint {ckpt}"),
+                         (run / "checkpoints", f"is inside the checkpoints folder of the run {run}")):
+        with pytest.raises(ConfigError, match="pick a new output_dir") as err:
+            load_run_config(["--data_dir", str(data), "--output_dir", str(out)])
+        assert message in str(err.value)
+    load_run_config(["--data_dir", str(data), "--output_dir", str(run)])  # the run folder itself: fine
+    load_run_config(["--data_dir", str(data), "--output_dir", str(tmp_path / "B")])

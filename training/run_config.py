@@ -306,6 +306,21 @@ def _did_you_mean(name: str, prefix: str = "") -> str:
     return "; did you mean " + " or ".join(prefix + c for c in close) + "?"
 
 
+def _inside_a_checkpoint(out: Path) -> Optional[str]:
+    """Why `out` cannot be a run folder because it is (inside) a checkpoint or a run's checkpoints/ folder, or
+    None. A run there overwrote nothing the checksums cover, so it went unnoticed, but the other run's retention
+    deletes that checkpoint with this run's checkpoints in it. The names are training.checkpoint's (CHECKPOINTS,
+    COMPLETE, MANIFEST), written out: importing it would load torch before a config error could be printed."""
+    for p in (out.absolute(), *out.absolute().parents):
+        if (p / "COMPLETE").is_file() and (p / "MANIFEST.json").is_file():
+            return (f"output_dir {str(out)!r} is inside the checkpoint {p}: a run folder of its own would be deleted "
+                    f"with it; pick a new output_dir (to start from that checkpoint: --resume {p} or --init_from {p})")
+        if p.name == "checkpoints" and (p.parent / "run_config.yaml").is_file():
+            return (f"output_dir {str(out)!r} is inside the checkpoints folder of the run {p.parent}: pick a new "
+                    f"output_dir (to continue that run: --output_dir {p.parent})")
+    return None
+
+
 def _output_dir_problems(out: Path) -> list[str]:
     """A run folder must be a folder we can create and write, and not a model folder (tools that take both
     would read the folder's model instead of its checkpoints)."""
@@ -317,6 +332,8 @@ def _output_dir_problems(out: Path) -> list[str]:
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not existing.is_dir():
         return [f"output_dir {str(out)!r} cannot be created: {existing} is a file"]
+    if problem := _inside_a_checkpoint(out):
+        return [problem]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"output_dir {str(out)!r} cannot be written: no write permission in {existing}"]
     return []
