@@ -362,6 +362,13 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
         if isinstance(v, float) and not (math.isfinite(v) and abs(v) <= float32_max):
             e.append(f"{name} must be a finite number, got {v}")
 
+    # seeds: found out of range only once the model was built (a traceback): torch.manual_seed takes 64 bits
+    # (seed, and seed + step for the samples), the data order's numpy SeedSequence no negative numbers
+    if not -2**63 <= cfg.seed < 2**63:
+        e.append(f"seed must be in [-2**63, 2**63) (torch.manual_seed's range), got {cfg.seed}")
+    if cfg.data_seed < 0:
+        e.append(f"data_seed must be >= 0 (a numpy SeedSequence seed), got {cfg.data_seed}")
+
     # data / paths
     if not cfg.data_dir:
         e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir out/data/pydocs)")
