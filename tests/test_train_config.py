@@ -100,6 +100,9 @@ BAD_CONFIGS = [
     ("output_dir is a file", None, ["--output_dir", __file__], "is a file: pick a folder for the run"),
     ("output_dir under a file", None, ["--output_dir", __file__ + "/run"], "cannot be created: "),
     ("config is a folder", None, ["--config", str(REPO / "configs")], "is a folder, not a YAML file"),
+    # the last --config was read and the first one's values silently dropped
+    ("two presets", "max_steps: 5\n", ["--config", str(REPO / "configs/demo.yaml")], "config: one preset per run"),
+    ("--config without a path", None, ["--config"], "argument --config: expected one argument"),
     # both stopped the run with a traceback once the model was built (numpy / torch refusing the seed)
     ("negative data_seed", None, ["--data_seed", "-1"], "data_seed must be >= 0"),
     ("seed beyond 64 bits", "seed: 99999999999999999999\n", [], "seed must be in [-2**63, 2**63)"),

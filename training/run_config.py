@@ -251,18 +251,30 @@ def _drop_flag(argv: list[str], names: list[str]) -> Optional[list[str]]:
     return None
 
 
+def _preset_path(argv: list[str], errors: list[str]) -> Optional[str]:
+    """The --config preset to read first, or None. Presets do not stack: with two, argparse kept the last and
+    every value of the first was silently dropped, so a second --config is an error."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--config", action="append", default=[])
+    try:
+        presets = pre.parse_known_args(argv)[0].config
+    except argparse.ArgumentError:  # `--config` without a path: the full parser reports it with the other errors
+        return None
+    if len(presets) > 1:
+        errors.append(f"config: one preset per run, got --config {' and --config '.join(presets)} (presets do not "
+                      "stack: pass the other's values as flags, which override the preset, or merge the files)")
+    return presets[0] if presets else None
+
+
 def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
     """Parse `--config PRESET.yaml` and flags into a RunConfig; raise ConfigError listing every problem that
     can be seen without knowing the world size (call `validate(cfg, world_size)` for the rest)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     errors: list[str] = []
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-
+    preset = _preset_path(argv, errors)
     parser = _build_parser()
-    if known.config:
-        parser.set_defaults(**_read_yaml(known.config, errors))
+    if preset:
+        parser.set_defaults(**_read_yaml(preset, errors))
     while True:  # a bad value stops argparse: note it, drop that flag, parse the rest for more errors
         try:
             namespace, remaining = parser.parse_known_args(argv)
