@@ -1000,6 +1000,26 @@ def test_hellaswag_is_skipped_with_one_line_when_there_is_no_data(tmp_path, monk
     assert evaluator.resolve_hellaswag("off", log=lines.append) is None and len(lines) == 1
 
 
+def test_hellaswag_that_is_never_scored_is_not_looked_for(tmp_path):
+    """--hellaswag_every 0 --eval_at_end false scores no HellaSwag: its file was still resolved (a Hub download
+    when online) and read, and a "HellaSwag skipped: ... to enable it" line printed."""
+    from types import SimpleNamespace
+
+    from eval.errors import EvalInputError
+    from training.evaluator import Evaluator
+    from training.run_config import RunConfig
+
+    damaged = tmp_path / "hellaswag_val.jsonl"
+    damaged.write_text("not json\n")  # read, it would be refused
+    one_process = SimpleNamespace(is_main_process=True, num_processes=1)
+    lines = []
+    cfg = RunConfig(hellaswag_file=str(damaged), hellaswag_every=0, eval_at_end=False)
+    assert Evaluator(cfg, one_process, tokenizer=None, log=lines.append).hellaswag is None
+    assert lines == []
+    with pytest.raises(EvalInputError):  # scored at the end: read (and refused) as before
+        Evaluator(RunConfig(hellaswag_file=str(damaged), hellaswag_every=0), one_process, None, lines.append)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints pushed to the Hub during training (publish.checkpoint_sync wired into the loop)
 

@@ -38,7 +38,11 @@ class Evaluator:
     def __init__(self, cfg, accelerator, tokenizer, log, context: int = 1024):
         self.cfg, self.acc, self.tok, self.log = cfg, accelerator, tokenizer, log
         self.hellaswag = None
-        path = resolve_hellaswag(cfg.hellaswag_file, log=log) if accelerator.is_main_process else None
+        # Not scored in this run (never during it, not at the end): not looked for either, which downloaded it
+        # from the Hub, tokenized 10,042 examples and said "HellaSwag skipped: ... to enable it" for nothing.
+        never = cfg.hellaswag_every <= 0 and not cfg.eval_at_end
+        path = (resolve_hellaswag("off" if never else cfg.hellaswag_file, log=log)
+                if accelerator.is_main_process else None)
         path = broadcast(accelerator, path)
         if path:
             from eval.hellaswag import HellaSwagScorer
