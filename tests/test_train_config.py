@@ -258,3 +258,15 @@ def test_output_dir_in_a_checkpoint_is_refused(tmp_path):
         assert message in str(err.value)
     load_run_config(["--data_dir", str(data), "--output_dir", str(run)])  # the run folder itself: fine
     load_run_config(["--data_dir", str(data), "--output_dir", str(tmp_path / "B")])
+
+
+def test_a_key_given_twice_in_a_preset_is_refused(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: a preset edited by appending a line silently
+    overrode the earlier value."""
+    data = _fake_data_dir(tmp_path)
+    preset = tmp_path / "p.yaml"
+    preset.write_text("max_lr: 6.0e-4\nmax_steps: 5\nmax_lr: 1.8e-3\n")
+    with pytest.raises(ConfigError, match=r"(?s)key 'max_lr' is given twice.*p.yaml\", line 3"):
+        load_run_config(["--config", str(preset), "--data_dir", str(data)])
+    preset.write_text("max_lr: 6.0e-4\nmax_steps: 5\nwarmup_steps: 1\n")  # each key once: fine
+    assert load_run_config(["--config", str(preset), "--data_dir", str(data)]).max_lr == 6.0e-4

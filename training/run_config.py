@@ -210,6 +210,23 @@ def _build_parser():
     return parser
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping: PyYAML keeps the last one without a word, so a
+    preset edited by appending `max_lr: ...` at the end silently overrode the line above."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):  # an unhashable key: safe_load's own error follows
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (keep one)",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: str, errors: list[str]) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -217,7 +234,8 @@ def _read_yaml(path: str, errors: list[str]) -> dict:
         errors.append(f"config: preset file {path!r} {what} (presets live in configs/)")
         return {}
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        with p.open(encoding="utf-8") as text:  # a stream, so that YAML's error marks name the file
+            raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         errors.append(f"config: {path} is not valid YAML text: {err}")
         return {}
