@@ -270,3 +270,11 @@ def test_a_key_given_twice_in_a_preset_is_refused(tmp_path):
         load_run_config(["--config", str(preset), "--data_dir", str(data)])
     preset.write_text("max_lr: 6.0e-4\nmax_steps: 5\nwarmup_steps: 1\n")  # each key once: fine
     assert load_run_config(["--config", str(preset), "--data_dir", str(data)]).max_lr == 6.0e-4
+
+
+def test_help_shows_no_empty_or_misleading_defaults():
+    from training.run_config import _build_parser
+
+    text = _build_parser().format_help()
+    assert "(default: )" not in text and "(default: None)" not in text
+    assert "(default: 1337)" in text  # real defaults still shown

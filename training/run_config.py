@@ -201,11 +201,11 @@ def _build_parser():
     )
     # argparse appends "(default: ...)" unless the help mentions %(default) itself; an empty "%(default).0s" stops
     # it where that would mislead: on the generated --no_X flags ("(default: False)"), and where the help already
-    # says what the default means ("(default: max_steps) (default: None)").
+    # says what the default means ("(default: max_steps) (default: None)"), or where there is none ("(default: )").
     for action in parser._actions:
         if any(opt.startswith("--no_") for opt in action.option_strings):
             action.help = f"same as --{action.dest} false%(default).0s"
-        elif action.help and "default" in action.help and action.default is None:
+        elif action.help and ("default" in action.help and action.default is None or action.default == ""):
             action.help += "%(default).0s"
     return parser
 
