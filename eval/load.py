@@ -29,9 +29,13 @@ def resolve_model_dir(path: str | Path) -> Path | str:
 
     p = Path(path)
     if not p.exists():
-        if re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) and not str(path).startswith((".", "/")):
+        # `owner/name` is a Hub id, unless `owner` is a folder here: then it is a mistyped local path (runs/demoo),
+        # which must fail now, not after huggingface_hub's retries (~30 s offline) as a network problem
+        if (re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) and not str(path).startswith((".", "/"))
+                and not p.parent.is_dir()):
             return str(path)  # Hub id
-        raise EvalInputError(f"model path not found: {p}")
+        raise EvalInputError(f"model path not found: {p}" + (f" ({p.parent}/ holds no {p.name}: check the name)"
+                                                             if p.parent.is_dir() else ""))
     try:
         return resolve_source(p).model_dir
     except (FileNotFoundError, ValueError) as err:

@@ -107,5 +107,14 @@ def test_a_mistyped_relative_path_is_not_reported_as_a_hub_problem(tmp_path, mon
     "could not get runs/demoo from the Hub: We couldn't connect to 'https://huggingface.co'", a network problem."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "demo").mkdir(parents=True)
-    with pytest.raises(EvalInputError, match="runs/demoo is not a local folder .*check it"):
+    # runs/ is a folder here: a local path, refused at once (no Hub request: offline, huggingface_hub retried for
+    # ~30 s before the message)
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("asked the Hub"))
+    with pytest.raises(EvalInputError, match=r"model path not found: runs/demoo \(runs/ holds no demoo"):
         load_model("runs/demoo")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EvalInputError, match="nuns/demo is not a local folder .*check it"):  # no such folder: Hub
+        load_model("nuns/demo")
