@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eval.errors import hyphenated
+from eval.errors import cli_output, hyphenated
 from publish.export_model import DTYPES, FORMATS, export_model
 from publish.hub import PublishError, plan_upload, push, token_available
 from publish.model_card import load_lm_eval_results
@@ -96,4 +96,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with cli_output():
+        sys.exit(main())

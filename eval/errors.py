@@ -7,8 +7,13 @@ that says what is wrong and what to do, not a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class EvalInputError(ValueError):
@@ -60,10 +65,36 @@ def positive_int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}") from None
 
 
+@contextlib.contextmanager
+def cli_output():
+    """What a command line prints besides its own lines: this project's warnings (a damaged checkpoint skipped, a
+    file left out of the card) as one `warning: ...` line, without Python's source location; other warnings as
+    usual; no transformers progress bars (a 'Loading weights' bar per model and 'Writing model shards')."""
+    from transformers.utils import logging as hf_logging
+
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if category is UserWarning and Path(filename).resolve().is_relative_to(REPO_ROOT):
+                print(f"warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            hf_logging.enable_progress_bar()
+
+
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
-    """Run `main(argv)`; an `EvalInputError` becomes `error: <message>` on stderr and exit status 2."""
+    """Run `main(argv)` under `cli_output()`; an `EvalInputError` becomes `error: <message>` on stderr and exit
+    status 2."""
     try:
-        main(argv)
+        with cli_output():
+            main(argv)
     except EvalInputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -118,3 +118,23 @@ def test_a_mistyped_relative_path_is_not_reported_as_a_hub_problem(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(EvalInputError, match="nuns/demo is not a local folder .*check it"):  # no such folder: Hub
         load_model("nuns/demo")
+
+
+def test_cli_output_prints_our_warnings_as_one_line_and_hides_progress_bars(capsys):
+    """A damaged checkpoint skipped by eval/export was reported as Python's `file:line: UserWarning: ...` plus the
+    source line, and every model load drew a 'Loading weights' bar."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from eval.errors import cli_output
+
+    with cli_output():
+        warnings.warn("checkpoint step_00000008 is unusable; using the previous one")  # from this project's code
+        warnings.warn_explicit("a library's warning", UserWarning, "/elsewhere/lib.py", 7)
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    err = capsys.readouterr().err
+    assert "warning: checkpoint step_00000008 is unusable; using the previous one\n" in err
+    assert "UserWarning" not in err and "warnings.warn(" not in err
+    assert "warning: a library's warning" not in err  # others go where Python (here: pytest) sends them
