@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +79,15 @@ def run_lm_eval(model, tokenizer, tasks: list[str], data_file: str | Path | None
     from eval.hellaswag_data import read_hellaswag
 
     examples = read_hellaswag(data_file) if data_file is not None else None  # EvalInputError naming file and line
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # lm-eval warns that a model object (not a name) ignores its other model arguments and runs one process: both
+    # are how this command runs it, and the two warnings read as if something were wrong
+    hflm_log = logging.getLogger("lm_eval.models.huggingface")
+    level = hflm_log.level
+    hflm_log.setLevel(logging.ERROR)
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    finally:
+        hflm_log.setLevel(level)
     if examples is not None:
         # an ending longer than the model's context stops lm-eval on a bare AssertionError; the scorer's
         # tokenisation is lm-eval's and says which example, and what to do (EvalInputError)
