@@ -278,3 +278,13 @@ def test_help_shows_no_empty_or_misleading_defaults():
     text = _build_parser().format_help()
     assert "(default: )" not in text and "(default: None)" not in text
     assert "(default: 1337)" in text  # real defaults still shown
+
+
+def test_the_warmup_hint_names_the_demo_preset_only_when_no_preset_is_in_use(tmp_path):
+    data = _fake_data_dir(tmp_path)
+    with pytest.raises(ConfigError, match="configs/demo.yaml is a small preset"):
+        load_run_config(["--data_dir", str(data), "--max_steps", "4"])  # the 124M defaults: warmup 715
+    with pytest.raises(ConfigError, match="warmup_steps \\(5\\) must not exceed") as err:
+        load_run_config(["--config", str(Path(train.__file__).parent / "configs" / "demo.yaml"), "--data_dir", str(data),
+                         "--max_steps", "4"])
+    assert "demo.yaml is a small preset" not in str(err.value)  # it is the preset in use

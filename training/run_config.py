@@ -455,8 +455,10 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     if cfg.warmup_steps > decay_end > 0:
         e.append(f"warmup_steps ({cfg.warmup_steps}) must not exceed the decay end "
                  f"(lr_decay_steps or max_steps = {decay_end}): lower --warmup_steps (e.g. "
-                 f"{max(0, decay_end // 10)}) for a short run; the defaults are the 124M recipe's, and "
-                 "configs/demo.yaml is a small preset to start from")
+                 f"{max(0, decay_end // 10)}) for a short run"
+                 # the preset hint only without one: with configs/demo.yaml itself in use it misled
+                 + ("" if cfg.config else "; the defaults are the 124M recipe's, and configs/demo.yaml is a small "
+                    "preset to start from"))
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             e.append(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
