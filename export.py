@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of model.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     card = parser.add_argument_group("model card")
-    card.add_argument("--name", help="model name in the card (default: the --out folder name)")
+    card.add_argument("--name", help="model name in the card (default: the name of the --push-to-hub repo, else of "
+                      "the --out folder)")
     card.add_argument("--dataset", action="append", help="Hub dataset id of the training data (repeatable; "
                       "default: guessed from the run's data_dir)")
     card.add_argument("--license", default="mit", help="Hub license id of the weights in the card (default mit, as "
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.name is None and args.push_to_hub:  # the card's title is the name the model is published under
+        args.name = args.push_to_hub.split("/")[-1]
     try:
         lm_eval = load_lm_eval_results(args.lm_eval_results) if args.lm_eval_results else None
         result = export_model(

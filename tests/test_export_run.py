@@ -234,6 +234,8 @@ def test_cli_dry_run_lists_exactly_the_folder(tiny_run, tmp_path, capsys):
     listed = [line.split()[-1] for line in printed.splitlines() if line.startswith("  ") and line.split()[0][0].isdigit()]
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert listed == on_disk and len(listed) == 14
+    # the card is titled with the name it is published under, not the local folder's ("# dry")
+    assert (out / "README.md").read_text().count("# tiny\n") == 1 and "# dry\n" not in (out / "README.md").read_text()
 
 
 def test_cli_refuses_a_bad_repo_id_before_exporting(tiny_run, tmp_path, capsys):
