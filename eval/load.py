@@ -13,6 +13,7 @@ folders load without `trust_remote_code`. Accepted architectures: ours (`gpt2rep
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def output_path(model_dir: Path | str, output: str | Path | None, filename: str,
     such as a prepared data dir): the output may not be it or lie inside it.
     """
     if output is None or str(output) == "":
-        return results_path(model_dir, filename)
+        return _writable(results_path(model_dir, filename))
     out = Path(output)
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
@@ -92,6 +93,16 @@ def output_path(model_dir: Path | str, output: str | Path | None, filename: str,
         _refuse_inside_model(model_dir, out, target, filename)
     if out.is_dir():
         raise EvalInputError(f"--output {out} is a directory: pass a file path such as {out / filename}")
+    return _writable(out)
+
+
+def _writable(out: Path) -> Path:
+    """`out`, if it can be written (its nearest existing folder, or the file itself); else EvalInputError now:
+    found only when saving, the failure came after all the scoring (a read-only model folder, a shared export)."""
+    existing = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | (0 if existing.is_file() else os.X_OK)):
+        raise EvalInputError(f"cannot write the results to {out}: {existing} is not writable; pass --output PATH "
+                             "somewhere you can write")
     return out
 
 

@@ -1,6 +1,7 @@
 """eval.load.load_model on export / checkpoint / run folders, and clear errors for bad model folders."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,16 @@ def test_cli_output_prints_our_warnings_as_one_line_and_hides_progress_bars(caps
     assert "warning: checkpoint step_00000008 is unusable; using the previous one\n" in err
     assert "UserWarning" not in err and "warnings.warn(" not in err
     assert "warning: a library's warning" not in err  # others go where Python (here: pytest) sends them
+
+
+def test_results_that_cannot_be_written_are_refused_before_the_work(tmp_path, export_dir, monkeypatch):
+    """A read-only model folder (a shared export) failed only when the results were saved, after all the scoring."""
+    import os
+
+    from eval.load import output_path
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == export_dir else real_access(path, mode))
+    with pytest.raises(EvalInputError, match=f"{export_dir} is not writable; pass --output PATH"):
+        output_path(export_dir, None, "val_loss.json")  # <export>/eval_results/ does not exist yet: the export
+    assert output_path(export_dir, tmp_path / "elsewhere" / "r.json", "val_loss.json") == tmp_path / "elsewhere" / "r.json"
