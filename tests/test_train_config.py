@@ -270,6 +270,10 @@ def test_a_key_given_twice_in_a_preset_is_refused(tmp_path):
         load_run_config(["--config", str(preset), "--data_dir", str(data)])
     preset.write_text("max_lr: 6.0e-4\nmax_steps: 5\nwarmup_steps: 1\n")  # each key once: fine
     assert load_run_config(["--config", str(preset), "--data_dir", str(data)]).max_lr == 6.0e-4
+    # a YAML merge key is not a key given twice: safe_load merges it, the keys written after it override
+    preset.write_text("<<: {max_lr: 1.0e-3, max_steps: 5}\nmax_lr: 6.0e-4\nwarmup_steps: 1\n")
+    cfg = load_run_config(["--config", str(preset), "--data_dir", str(data)])
+    assert (cfg.max_lr, cfg.max_steps) == (6.0e-4, 5)
 
 
 def test_help_shows_no_empty_or_misleading_defaults():
