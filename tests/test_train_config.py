@@ -258,6 +258,12 @@ def test_output_dir_in_a_checkpoint_is_refused(tmp_path):
         assert message in str(err.value)
     load_run_config(["--data_dir", str(data), "--output_dir", str(run)])  # the run folder itself: fine
     load_run_config(["--data_dir", str(data), "--output_dir", str(tmp_path / "B")])
+    # paths as the filesystem follows them: a link to the checkpoints folder is that folder, and a `..` that
+    # climbs out of a checkpoint is not inside it
+    (tmp_path / "link").symlink_to(run / "checkpoints")
+    with pytest.raises(ConfigError, match="is inside the checkpoints folder of the run"):
+        load_run_config(["--data_dir", str(data), "--output_dir", str(tmp_path / "link" / "new")])
+    load_run_config(["--data_dir", str(data), "--output_dir", str(ckpt / ".." / ".." / "B")])
 
 
 def test_a_key_given_twice_in_a_preset_is_refused(tmp_path):

@@ -343,7 +343,8 @@ def _inside_a_checkpoint(out: Path) -> Optional[str]:
     None. A run there overwrote nothing the checksums cover, so it went unnoticed, but the other run's retention
     deletes that checkpoint with this run's checkpoints in it. The names are training.checkpoint's (CHECKPOINTS,
     COMPLETE, MANIFEST), written out: importing it would load torch before a config error could be printed."""
-    for p in (out.absolute(), *out.absolute().parents):
+    real = out.resolve()  # `..` and symlinks as the filesystem follows them: ck/new with ck -> run/checkpoints
+    for p in (real, *real.parents):
         if (p / "COMPLETE").is_file() and (p / "MANIFEST.json").is_file():
             return (f"output_dir {str(out)!r} is inside the checkpoint {p}: a run folder of its own would be deleted "
                     f"with it; pick a new output_dir (to start from that checkpoint: --resume {p} or --init_from {p})")
