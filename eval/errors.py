@@ -69,24 +69,41 @@ def positive_int_or_auto(text: str) -> int | str:
 def cli_output():
     """What a command line prints besides its own lines: this project's warnings (a damaged checkpoint skipped, a
     file left out of the card) as one `warning: ...` line, without Python's source location; other warnings as
-    usual; no transformers progress bars (a 'Loading weights' bar per model and 'Writing model shards')."""
+    usual; no transformers progress bars (a 'Loading weights' bar per model and 'Writing model shards').
+
+    Only the text of a printed warning changes (`warnings.formatwarning`): a warning that is recorded instead
+    (pytest.warns, catch_warnings(record=True)) is still recorded. On exit the previous formatter and progress-bar
+    state come back (bars that were off, e.g. HF_HUB_DISABLE_PROGRESS_BARS=1, stay off)."""
+    from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
-    with warnings.catch_warnings():
-        default = warnings.showwarning
+    default = warnings.formatwarning
 
-        def show(message, category, filename, lineno, file=None, line=None):
-            if category is UserWarning and Path(filename).resolve().is_relative_to(REPO_ROOT):
-                print(f"warning: {message}", file=sys.stderr)
-            else:
-                default(message, category, filename, lineno, file, line)
+    def formatted(message, category, filename, lineno, line=None):
+        if category is UserWarning and _from_this_project(filename):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
 
-        warnings.showwarning = show
+    bars_on, hub_bars_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
+    warnings.formatwarning = formatted
+    if bars_on:
         hf_logging.disable_progress_bar()
-        try:
-            yield
-        finally:
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
+        if bars_on:
             hf_logging.enable_progress_bar()
+            if hub_bars_off:
+                hub_utils.disable_progress_bars()
+
+
+def _from_this_project(filename: str) -> bool:
+    """Whether a warning comes from this repository's code, not from a library installed in a virtual environment
+    inside it (scripts/setup.sh makes `.venv` in the repository root)."""
+    path = Path(filename).resolve()
+    return (path.is_file() and path.is_relative_to(REPO_ROOT) and "site-packages" not in path.parts
+            and not path.is_relative_to(Path(sys.prefix).resolve()))
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:

@@ -1,6 +1,9 @@
 """eval.load.load_model on export / checkpoint / run folders, and clear errors for bad model folders."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,8 @@ import torch
 
 from eval.errors import EvalInputError
 from eval.load import load_model, resolve_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny(seed=0):
@@ -121,24 +126,62 @@ def test_a_mistyped_relative_path_is_not_reported_as_a_hub_problem(tmp_path, mon
         load_model("nuns/demo")
 
 
-def test_cli_output_prints_our_warnings_as_one_line_and_hides_progress_bars(capsys):
+def test_cli_output_prints_our_warnings_as_one_line_and_hides_progress_bars():
     """A damaged checkpoint skipped by eval/export was reported as Python's `file:line: UserWarning: ...` plus the
-    source line, and every model load drew a 'Loading weights' bar."""
+    source line, and every model load drew a 'Loading weights' bar. Run as a command (pytest records warnings
+    instead of printing them)."""
+    code = ("import warnings\n"
+            "from transformers.utils import logging as hf_logging\n"
+            "from eval.errors import cli_output\n"
+            "with cli_output():\n"
+            "    exec(compile('import warnings; warnings.warn(\"checkpoint step_00000008 is unusable\")',"
+            " 'eval/load.py', 'exec'))\n"
+            "    warnings.warn_explicit(\"a library's warning\", UserWarning, '/elsewhere/lib.py', 7)\n"
+            "    assert not hf_logging.is_progress_bar_enabled()\n"
+            "assert hf_logging.is_progress_bar_enabled()\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "warning: checkpoint step_00000008 is unusable\n" in done.stderr
+    assert "eval/load.py" not in done.stderr and "warnings.warn(" not in done.stderr
+    assert "/elsewhere/lib.py:7: UserWarning: a library's warning" in done.stderr  # others as Python prints them
+
+
+def test_cli_output_keeps_recorded_warnings_library_warnings_and_progress_bar_state(tmp_path, monkeypatch):
+    """cli_output replaced warnings.showwarning, so a project warning inside it bypassed pytest.warns /
+    catch_warnings(record=True); it took every UserWarning under the repository for its own, also those of the
+    libraries in a `.venv` there (where scripts/setup.sh puts it); and it turned progress bars on at the end
+    even when they had been off (HF_HUB_DISABLE_PROGRESS_BARS=1: huggingface_hub then warned on every exit)."""
     import warnings
 
+    from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
+    import eval.errors
     from eval.errors import cli_output
 
+    with pytest.warns(UserWarning, match="unusable"), cli_output():  # as around run_cli(main, argv)
+        exec(compile("import warnings; warnings.warn('step_00000008 is unusable')", eval.errors.__file__, "exec"))
+
+    repo = tmp_path / "repo"
+    ours, lib = repo / "eval" / "x.py", repo / ".venv" / "lib" / "python3" / "site-packages" / "lib" / "x.py"
+    for f in (ours, lib):
+        f.parent.mkdir(parents=True)
+        f.write_text("")
+    monkeypatch.setattr(eval.errors, "REPO_ROOT", repo)
     with cli_output():
-        warnings.warn("checkpoint step_00000008 is unusable; using the previous one")  # from this project's code
-        warnings.warn_explicit("a library's warning", UserWarning, "/elsewhere/lib.py", 7)
-        assert not hf_logging.is_progress_bar_enabled()
-    assert hf_logging.is_progress_bar_enabled()
-    err = capsys.readouterr().err
-    assert "warning: checkpoint step_00000008 is unusable; using the previous one\n" in err
-    assert "UserWarning" not in err and "warnings.warn(" not in err
-    assert "warning: a library's warning" not in err  # others go where Python (here: pytest) sends them
+        assert warnings.formatwarning("ours", UserWarning, str(ours), 1) == "warning: ours\n"
+        assert "x.py:1: UserWarning: theirs" in warnings.formatwarning("theirs", UserWarning, str(lib), 1)
+
+    were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with cli_output():
+            pass
+        assert not hf_logging.is_progress_bar_enabled() and hub_utils.are_progress_bars_disabled()
+    finally:
+        if were_on:
+            hf_logging.enable_progress_bar()
 
 
 def test_results_that_cannot_be_written_are_refused_before_the_work(tmp_path, export_dir, monkeypatch):
