@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -96,9 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise EvalInputError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens")
     try:
         dataset = TokenDataset(data)
-        # the val split the training log measured: the same folder, unchanged since (its manifest hash)
-        as_logged = bool(trained) and str(data) == str(trained.get("data_dir")) and (
-            _trained_manifest_hash(model_dir) in (None, dataset.manifest_hash))
+        # the val split the training log measured: data with the manifest training read (its hash), in whatever
+        # folder and spelling (data/, an absolute path); the same folder if the checkpoint records no hash
+        trained_dir, trained_hash = trained.get("data_dir"), _trained_manifest_hash(model_dir) if trained else None
+        same_folder = bool(trained_dir) and Path(data).resolve() == Path(trained_dir).resolve()
+        as_logged = bool(trained) and (dataset.manifest_hash == trained_hash if trained_hash else same_folder)
         # the val shards only: the train shards are not read (hashing them would cost ~40 s per 10B tokens)
         dataset.verify(vocab_size=model.config.vocab_size, eot_id=EOT_ID, splits=("val",))
         t0 = time.perf_counter()
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     settings = [] if not trained else [name for name, given in (("data", args.data), ("seq_len", args.seq_len),
                                                                  ("val_tokens", args.max_tokens)) if not given]
-    if trained and not as_logged and str(data) == str(trained.get("data_dir")):
+    if trained and not as_logged and same_folder:
         settings = []
         print(f"note: {data} is not the folder this checkpoint trained on any more (its manifest.json differs "
               "from the one training read: prepared again?): this loss may not repeat the training log's")

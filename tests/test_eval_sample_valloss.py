@@ -122,3 +122,6 @@ def test_val_loss_says_when_the_training_data_folder_was_prepared_again(tmp_path
         printed = capsys.readouterr().out
         assert record["data_as_in_training"] is as_logged
         assert ("as in training" in printed) is as_logged and ("may not repeat" in printed) is not as_logged
+    # the same data under another spelling of its path (given with --data): still the data training read
+    record = main(["--model", str(checkpoint), "--data", f"{tmp_path}/run/../data/"])
+    assert record["data_as_in_training"] is True and "may not repeat" not in capsys.readouterr().out
