@@ -163,8 +163,10 @@ class HellaSwagScorer:
             raise EvalInputError(
                 f"HellaSwag example {example + 1} has an ending of {len(continuation)} tokens, longer than the "
                 f"model's context of {self.max_length} positions: scoring all of HellaSwag needs a model with at "
-                f"least 96 (n_positions); score only the first {example} examples (--limit; train.py: "
-                "--hellaswag_limit), or turn HellaSwag off in training (--hellaswag_file off)")
+                f"least 96 (n_positions); "
+                + (f"score only the first {example} examples (--limit; train.py: --hellaswag_limit), or " if example
+                   else "")  # the first example itself: no limit helps
+                + "turn HellaSwag off in training (--hellaswag_file off)")
         # lm-eval: left-truncate to max_length + 1 tokens, the model input drops the last one.
         row = tuple((context + continuation)[-(self.max_length + 1):][:-1])
         row_id = self._row_ids.setdefault(row, len(self._rows))

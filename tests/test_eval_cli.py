@@ -438,3 +438,13 @@ def test_other_lm_eval_tasks_leave_the_hellaswag_results_in_place(export_dir, sh
     assert "hellaswag" in json.loads((model / "eval_results" / "lm_eval.json").read_text())["results"]
     other = json.loads((model / "eval_results" / "lm_eval_hellaswag_mc_local.json").read_text())
     assert list(other["results"]) == ["hellaswag_mc_local"]
+
+
+def test_a_first_example_too_long_suggests_no_limit(shared_data, gpt2_tokenizer):
+    from eval.hellaswag import HellaSwagScorer
+    from eval.hellaswag_data import read_hellaswag
+
+    examples = read_hellaswag(shared_data("hellaswag/hellaswag_val.jsonl"), limit=2)
+    with pytest.raises(EvalInputError, match="HellaSwag example 1 has an ending") as err:
+        HellaSwagScorer(examples, gpt2_tokenizer, max_length=4, formulations=("cloze",))
+    assert "first 0 examples" not in str(err.value) and "--hellaswag_file off" in str(err.value)
