@@ -33,26 +33,24 @@ def hyphenated(argv: list[str] | None) -> list[str]:
     return out
 
 
-def positive_int(text: str) -> int:
-    """argparse `type=` for counts and sizes: an integer >= 1 (0 is an error, never "the default")."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts and sizes: an integer >= 1 (0 is an error, never "the default")."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse `type=` for counts that may be 0 (lm-eval's --num-fewshot)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def positive_int_or_auto(text: str) -> int | str:
