@@ -250,16 +250,18 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         B, T = inputs_embeds.shape[:2]
 
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and (use_cache or cache is not None):
-            # A checkpointed block runs again in backward and would write its keys/values into the cache a second time
-            # (transformers 5.17 drops only a `past_key_values=` argument there, 5.24 drops `cache=` but we still
-            # returned the empty cache): no cache at all, as stock GPT-2 does. A cache that already holds tokens
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if checkpointing and (use_cache or cache is not None):
+            # A checkpointed block runs again in backward and would write its keys/values into the cache a second
+            # time (transformers 5.17 drops only a `past_key_values=` argument there, 5.24 drops `cache=` but we
+            # still returned the empty cache): no cache at all, as stock GPT-2 does. A cache that already holds tokens
             # cannot be dropped without silently losing them as context (stock GPT-2 fails there on a shape).
             if cache is not None and cache.get_seq_length() > 0:
                 raise ValueError(f"a KV cache holding {cache.get_seq_length()} tokens cannot be used with gradient "
                                  "checkpointing in training (the recomputed blocks would write into it again): call "
                                  "model.gradient_checkpointing_disable(), or model.eval(), or pass the tokens as input")
-            logger.warning_once("`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`.")
+            logger.warning_once("`use_cache=True` is incompatible with gradient checkpointing. "
+                                "Setting `use_cache=False`.")
             use_cache, cache = False, None
         # Training never needs a cache; generation and explicit use_cache=True do.
         if use_cache is None:

@@ -8,8 +8,8 @@ With `--data`, `hellaswag` becomes our `hellaswag_local` task (eval/tasks/hellas
 hellaswag task reading FILE) and `--mc` adds the multiple-choice form (`hellaswag_mc[_local]`). Saves lm-eval's
 results as JSON beside the model (`<model dir>/eval_results/lm_eval.json`; for a run's checkpoint
 `<run>/eval_results/step_N/lm_eval.json`; a task list without hellaswag goes to `lm_eval_<task>+<task>.json`
-there instead, leaving the HellaSwag results the model card reads in place; or `--output`, which may not overwrite the model, a checkpoint or the
-data: see eval.load.output_path).
+there instead, leaving the HellaSwag results the model card reads in place; or `--output`, which may not
+overwrite the model, a checkpoint or the data: see eval.load.output_path).
 The same from a shell, in a fresh process, on an exported folder (remote code):
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True --tasks hellaswag
     lm_eval --model hf --model_args pretrained=EXPORT_DIR,trust_remote_code=True \
