@@ -48,13 +48,13 @@ def write_local_tasks(data_file: str | Path, folder: str | Path) -> Path:
     return folder
 
 
-def results_file(tasks: list[str]) -> str:
+def results_file(tasks: list[str], mc: bool = False) -> str:
     """The default JSON name: `lm_eval.json` (what export reads into the model card) when HellaSwag is run, else
-    one per task list (`lm_eval_arc_easy+piqa.json`), so that running other tasks never replaces the HellaSwag
-    results of the same checkpoint."""
+    one per task list (`lm_eval_arc_easy+piqa.json`; `--mc` adds hellaswag_mc to it), so that running other tasks
+    never replaces the HellaSwag results of the same checkpoint."""
     if any(t in ("hellaswag", "hellaswag_local") for t in tasks):
         return RESULTS_FILE
-    return f"lm_eval_{'+'.join(tasks)}.json"
+    return f"lm_eval_{'+'.join(tasks + (['hellaswag_mc'] if mc else []))}.json"
 
 
 def resolve_tasks(tasks: list[str], local: bool, mc: bool) -> list[str]:
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     if data is not None:
         read_hellaswag(data)  # every row (lm-eval's loader reads them all): a bad file fails before the model loads
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
-    path = output_path(model_dir, args.output, results_file(tasks), keep=(data,))  # a bad --output: before the work
+    # a bad --output fails before the work
+    path = output_path(model_dir, args.output, results_file(tasks, args.mc), keep=(data,))
     model, tokenizer = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

@@ -438,6 +438,11 @@ def test_other_lm_eval_tasks_leave_the_hellaswag_results_in_place(export_dir, sh
     assert "hellaswag" in json.loads((model / "eval_results" / "lm_eval.json").read_text())["results"]
     other = json.loads((model / "eval_results" / "lm_eval_hellaswag_mc_local.json").read_text())
     assert list(other["results"]) == ["hellaswag_mc_local"]
+    from eval.lm_eval_run import results_file
+
+    # --mc adds hellaswag_mc to a list without hellaswag: the name says the file holds it
+    assert results_file(["arc_easy"], mc=True) == "lm_eval_arc_easy+hellaswag_mc.json"
+    assert results_file(["hellaswag"], mc=True) == results_file(["hellaswag_local"]) == "lm_eval.json"
 
 
 def test_a_first_example_too_long_suggests_no_limit(shared_data, gpt2_tokenizer):
