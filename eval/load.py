@@ -30,10 +30,11 @@ def resolve_model_dir(path: str | Path) -> Path | str:
 
     p = Path(path)
     if not p.exists():
-        # `owner/name` is a Hub id, unless `owner` is a folder here: then it is a mistyped local path (runs/demoo),
-        # which must fail now, not after huggingface_hub's retries (~30 s offline) as a network problem
+        # `owner/name` is a Hub id, unless `owner` is a folder here and the Hub cache has no such model: then it is
+        # a mistyped local path (runs/demoo), which must fail now, not after huggingface_hub's retries (~30 s
+        # offline) as a network problem
         if (re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) and not str(path).startswith((".", "/"))
-                and not p.parent.is_dir()):
+                and (not p.parent.is_dir() or _in_hub_cache(str(path)))):
             return str(path)  # Hub id
         raise EvalInputError(f"model path not found: {p}" + (f" ({p.parent}/ holds no {p.name}: check the name)"
                                                              if p.parent.is_dir() else ""))
@@ -41,6 +42,12 @@ def resolve_model_dir(path: str | Path) -> Path | str:
         return resolve_source(p).model_dir
     except (FileNotFoundError, ValueError) as err:
         raise EvalInputError(str(err)) from None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)  # a path when cached
 
 
 def model_dir_of(path: str | Path) -> Path | str:

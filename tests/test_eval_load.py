@@ -124,6 +124,14 @@ def test_a_mistyped_relative_path_is_not_reported_as_a_hub_problem(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(EvalInputError, match="nuns/demo is not a local folder .*check it"):  # no such folder: Hub
         load_model("nuns/demo")
+    # a Hub model whose owner is also a folder name here is still a Hub id when the Hub cache holds it
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo_id, filename: f"/cache/{repo_id}/{filename}" if repo_id == "runs/model" else None)
+    assert resolve_model_dir("runs/model") == "runs/model"
+    with pytest.raises(EvalInputError, match="model path not found: runs/demoo"):
+        resolve_model_dir("runs/demoo")
 
 
 def test_cli_output_prints_our_warnings_as_one_line_and_hides_progress_bars():
