@@ -234,14 +234,10 @@ def _describe(diff: list[tuple[str, object, object]]) -> str:
     return f"differing: {[path for path, _, _ in diff]} ({details})"
 
 
-def _ours(p: Path) -> bool:
-    return written_by_prepare(p.name)
-
-
 def _clear(out: Path) -> None:
     """Remove what data.prepare wrote into `out` (and nothing else)."""
     for p in out.iterdir():
-        if _ours(p):
+        if written_by_prepare(p.name):
             p.unlink()
 
 
@@ -265,7 +261,7 @@ def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | No
     except OSError as err:  # a parent is a file, no permission, read-only file system, ...
         raise DataError(f"cannot create the output folder {out} ({err.strerror or err}): pass a folder path "
                         "that can be created for --out.") from err
-    foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
+    foreign = sorted(p.name for p in out.iterdir() if not written_by_prepare(p.name))
     if foreign:
         raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): "
                         "use an empty or new --out.")
@@ -450,7 +446,9 @@ def _run(src: Source, ds, writer: _ShardWriter, p: _Progress, max_documents, chu
                 raise src.explain_read_error(err) from err
             texts = batch[src.text_column]
             missing = _check_texts(texts, doc, src)
-            no_text, first_no_text = no_text + len(missing), first_no_text if no_text else next(iter(missing), None)
+            if missing and first_no_text is None:
+                first_no_text = missing[0]
+            no_text += len(missing)
             flat, lens = _tokenize_chunk(texts, num_proc, backend)
             skip = p.skip_tokens if doc == first else 0
             if skip:  # resuming inside a document: its first `skip` tokens are in the last kept shard
@@ -472,7 +470,7 @@ def _run(src: Source, ds, writer: _ShardWriter, p: _Progress, max_documents, chu
                     "not right, check --text-column and the source.", no_text, doc - first, src.text_column,
                     first_no_text)
     if doc == 0:
-        raise DataError(f"{src.facts.get('name') or [f['path'] for f in src.facts.get('files', [])]} contains no "
+        raise DataError(f"{src.where} contains no "
                         "documents: check the source (and --split / --config for a Hub dataset).")
     return doc
 
@@ -484,10 +482,9 @@ def _check_texts(texts: list, first_doc: int, src: Source) -> list[int]:
     indices of those, for a warning (datasets gives a JSON-lines record that lacks the key a null)."""
     bad = next((i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)), None)
     if bad is not None:
-        where = src.facts.get("name") or [f["path"] for f in src.facts.get("files", [])]
         value = repr(texts[bad])
         value = value if len(value) <= 60 else value[:57] + "..."
-        raise DataError(f"document {first_doc + bad} of {where} holds a value of type {type(texts[bad]).__name__} "
+        raise DataError(f"document {first_doc + bad} of {src.where} holds a value of type {type(texts[bad]).__name__} "
                         f"in column {src.text_column!r} ({value}), not text: pass --text-column NAME of the column "
                         "that holds the document text as strings, or fix that row.")
     return [first_doc + i for i, t in enumerate(texts) if t is None]

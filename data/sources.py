@@ -52,6 +52,11 @@ class Source:
             f.pop("path", None)
         return facts
 
+    @property
+    def where(self):
+        """How messages name the source: its name (Hub, built-in), else its list of file paths."""
+        return self.facts.get("name") or [f["path"] for f in self.facts.get("files", [])]
+
     def known_length(self) -> int | None:
         return self.facts.get("documents") or self.facts.get("rows")
 

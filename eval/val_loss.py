@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     from data.shards import DataError
     from data.tokenizer import EOT_ID
     from eval.load import environment, load_model, model_dir_of, output_path, trained_with
+    from publish.run_folder import resolve_source
 
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     trained = trained_with(model_dir)  # {} unless a checkpoint of a run
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = TokenDataset(data)
         # the val split the training log measured: data with the manifest training read (its hash), in whatever
         # folder and spelling (data/, an absolute path); the same folder if the checkpoint records no hash
-        trained_dir, trained_hash = trained.get("data_dir"), _trained_manifest_hash(model_dir) if trained else None
+        trained_dir = trained.get("data_dir")
+        trained_hash = resolve_source(model_dir).meta().get("data_manifest_hash") if trained else None
         same_folder = bool(trained_dir) and Path(data).resolve() == Path(trained_dir).resolve()
         as_logged = bool(trained) and (dataset.manifest_hash == trained_hash if trained_hash else same_folder)
         # the val shards only: the train shards are not read (hashing them would cost ~40 s per 10B tokens)
@@ -128,17 +130,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"saved {out}")
     return record
 
-
-def _trained_manifest_hash(model_dir) -> str | None:
-    """The data manifest hash a checkpoint's meta.json records (None: not a checkpoint, or not recorded)."""
-    from publish.run_folder import resolve_source
-
-    source = resolve_source(model_dir)
-    meta = source.checkpoint_dir / "meta.json" if source.checkpoint_dir else None
-    try:
-        return json.loads(meta.read_text()).get("data_manifest_hash") if meta and meta.is_file() else None
-    except (ValueError, AttributeError):  # a damaged meta.json: nothing known
-        return None
 
 
 if __name__ == "__main__":

@@ -46,16 +46,22 @@ class RunSource:
         path = self.run_dir / "metrics.jsonl" if self.run_dir else None
         return path if path and path.is_file() else None
 
+    def meta(self) -> dict:
+        """This checkpoint's meta.json (run config, data manifest hash, ...); empty for a model folder that is not
+        a checkpoint, or a damaged meta.json: nothing known (the checksums vouch for it)."""
+        path = self.checkpoint_dir / "meta.json" if self.checkpoint_dir else None
+        if not path or not path.is_file():
+            return {}
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
     def trained_with(self) -> dict:
         """The run config this checkpoint was trained with (its meta.json: right for this step even if a later
         session changed run_config.yaml); empty for a model folder that is not a checkpoint."""
-        meta = self.checkpoint_dir / "meta.json" if self.checkpoint_dir else None
-        if not meta or not meta.is_file():
-            return {}
-        try:
-            trained = json.loads(meta.read_text(encoding="utf-8")).get("run_config")
-        except (ValueError, AttributeError):  # a damaged meta.json: nothing known (the checksums vouch for it)
-            return {}
+        trained = self.meta().get("run_config")
         return trained if isinstance(trained, dict) else {}
 
     def run_config(self) -> dict:

@@ -175,9 +175,7 @@ def _verify_state(path: str, state: tuple) -> Optional[str]:
 def find_resumable(output_dir, log=None) -> Optional[Path]:
     """Newest checkpoint that verifies; every newer one that does not is reported: through `log` (a line
     "WARNING: ..."; train.py's log) when given, else as a UserWarning (once, not both)."""
-    checkpoints = list_checkpoints(output_dir)
-    for i in range(len(checkpoints) - 1, -1, -1):
-        ckpt = checkpoints[i]
+    for i, ckpt in reversed(list(enumerate(list_checkpoints(output_dir)))):  # newest first; i == 0: the oldest
         problem = verify(ckpt)
         if problem is None:
             return ckpt
