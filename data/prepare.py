@@ -26,12 +26,15 @@ Resume: after every shard, `prepare_state.json` records the shards done (size, s
 (next document, tokens of it already written). A re-run with the same settings re-checks those shards, keeps
 them, skips the documents they hold and continues, producing byte-identical shards. Shards and state are
 written atomically; `manifest.json` is written last, so a folder without it is never mistaken for complete.
-A re-run with other settings is refused (listing what differs) unless `overwrite=True`.
+A re-run with other settings is refused (listing what differs) unless `overwrite=True`. While a run writes,
+it holds `out/.lock` (an OS lock, released however the run ends): a second data.prepare into the same folder is
+refused with the first one's pid.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -63,12 +66,15 @@ from data.shards import (
 from data.sources import Source, resolve_source
 from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
 from eval.errors import hyphenated
+from training.run_lock import LOCK_FILE, Holder, lock_run_folder
 
 log = logging.getLogger("data.prepare")
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # build-nanogpt's shard size: 200 MB of uint16 per file
 DEFAULT_VAL_TOKENS = 10_485_760  # 20 x 524,288: build-nanogpt evaluates 20 steps of its 0.5M-token batch
 DEFAULT_CHUNK_DOCS = 50_000  # documents per map() call: ~50M FineWeb-Edu tokens, keeps pool start-up < 5%
+PREPARING = Holder("another data.prepare", "wait for it to finish or stop it (a re-run resumes it)",
+                   "pick another --out")
 VAL_RULE = ("val = the first documents of the source, whole, until the val token count reaches val_tokens "
             "(the document crossing it included); train = every later document, in source order")
 
@@ -252,19 +258,36 @@ def _check_out(out: Path) -> None:
                         "whose parents are folders (or do not exist yet).")
 
 
-def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict], bool]:
-    """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from, whether
-    --overwrite is to replace what is there). Removes nothing: prepare() replaces only once the source opened."""
+@contextlib.contextmanager
+def _holding(out: Path):
+    """Create `out` if needed, refuse it if it holds files that are not ours, and hold it (an OS lock on
+    out/.lock, released when this run ends however it ends) while the block runs. A folder this process cannot
+    write to (a read-only copy of a finished dataset, which is only verified) is not locked."""
     _check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a parent is a file, no permission, read-only file system, ...
         raise DataError(f"cannot create the output folder {out} ({err.strerror or err}): pass a folder path "
                         "that can be created for --out.") from err
-    foreign = sorted(p.name for p in out.iterdir() if not written_by_prepare(p.name))
-    if foreign:
+    foreign = sorted(p.name for p in out.iterdir() if not (written_by_prepare(p.name) or p.name == LOCK_FILE))
+    if foreign:  # refused before the lock file too: the folder is left exactly as it was
         raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): "
                         "use an empty or new --out.")
+    handle = None
+    if os.access(out, os.W_OK):
+        handle, busy = lock_run_folder(out, PREPARING)
+        if busy:
+            raise DataError(f"{busy}; nothing was changed.")
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict], bool]:
+    """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from, whether
+    --overwrite is to replace what is there). Removes nothing: prepare() replaces only once the source opened."""
     manifest_path, state_path = out / MANIFEST_NAME, out / STATE_NAME
     has_shards = any(SHARD_RE.match(p.name) for p in out.iterdir())
     previous = None
@@ -364,51 +387,52 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
     src = resolve_source(source, config=config, split=split, text_column=text_column, revision=revision,
                          txt_sample_by=txt_sample_by)
     settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
-    manifest, records, replace = _claim_folder(out, settings, overwrite)
-    if manifest is not None:
-        try:
-            for r in manifest["shards"]:
-                check_shard_file(out / r["file"], r["tokens"], r["sha256"])
-        except DataError as err:
-            if not overwrite:
-                raise
-            # A finished folder keeps no resume points, so a damaged one is prepared again from the start.
-            log.info("--overwrite: %s has a damaged shard (%s); preparing it again from the source", out, err)
-            replace = True
-        else:
-            log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
-                     len(manifest["shards"]))
-            return manifest
-    # Opened before anything in `out` is removed: with --overwrite, a source that cannot be read (a mistyped Hub
-    # name, no network) leaves the previous dataset as it was.
-    ds = src.open(streaming=streaming, cache_dir=cache_dir)
-    if replace:
-        _clear(out)  # only what prepare writes
-        log.info("--overwrite: removed the previous contents of %s", out)
-    for stale in remove_stale_temporaries(out):
-        log.info("removed %s, a partial file from an interrupted run", stale.name)
-    records = _verified_prefix(out, records)
-    p = _progress_from(records)
-    if records:
-        log.info("resuming: %d finished shards verified and kept; continuing at document %d (+%d tokens)",
-                 len(records), p.next_doc, p.skip_tokens)
-    writer = _ShardWriter(out, settings, records, p)
-    writer.save_state()  # exists before any new shard, so shards never lie around without a state file
-    if val_tokens == 0:
-        p.val_done = True
-    log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s", source,
-             "resuming" if records else "writing", shard_tokens, val_tokens, _workers(tokenizer, num_proc))
+    with _holding(out):  # a second data.prepare into the same folder is refused until this one ends
+        manifest, records, replace = _claim_folder(out, settings, overwrite)
+        if manifest is not None:
+            try:
+                for r in manifest["shards"]:
+                    check_shard_file(out / r["file"], r["tokens"], r["sha256"])
+            except DataError as err:
+                if not overwrite:
+                    raise
+                # A finished folder keeps no resume points, so a damaged one is prepared again from the start.
+                log.info("--overwrite: %s has a damaged shard (%s); preparing it again from the source", out, err)
+                replace = True
+            else:
+                log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
+                         len(manifest["shards"]))
+                return manifest
+        # Opened before anything in `out` is removed: with --overwrite, a source that cannot be read (a mistyped Hub
+        # name, no network) leaves the previous dataset as it was.
+        ds = src.open(streaming=streaming, cache_dir=cache_dir)
+        if replace:
+            _clear(out)  # only what prepare writes
+            log.info("--overwrite: removed the previous contents of %s", out)
+        for stale in remove_stale_temporaries(out):
+            log.info("removed %s, a partial file from an interrupted run", stale.name)
+        records = _verified_prefix(out, records)
+        p = _progress_from(records)
+        if records:
+            log.info("resuming: %d finished shards verified and kept; continuing at document %d (+%d tokens)",
+                     len(records), p.next_doc, p.skip_tokens)
+        writer = _ShardWriter(out, settings, records, p)
+        writer.save_state()  # exists before any new shard, so shards never lie around without a state file
+        if val_tokens == 0:
+            p.val_done = True
+        log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s", source,
+                 "resuming" if records else "writing", shard_tokens, val_tokens, _workers(tokenizer, num_proc))
 
-    next_doc = p.next_doc
-    if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
-        next_doc = _run(src, ds, writer, p, max_documents, chunk_docs, num_proc, tokenizer, progress)
-    if not p.val_done and val_tokens > 0:
-        raise DataError(
-            f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
-            f"{val_tokens}: lower --val-tokens (and re-run with --overwrite)."
-        )
-    writer.finish(next_doc)
-    return _write_manifest(out, src, settings, writer.records, tokenizer)
+        next_doc = p.next_doc
+        if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
+            next_doc = _run(src, ds, writer, p, max_documents, chunk_docs, num_proc, tokenizer, progress)
+        if not p.val_done and val_tokens > 0:
+            raise DataError(
+                f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
+                f"{val_tokens}: lower --val-tokens (and re-run with --overwrite)."
+            )
+        writer.finish(next_doc)
+        return _write_manifest(out, src, settings, writer.records, tokenizer)
 
 
 def _run(src: Source, ds, writer: _ShardWriter, p: _Progress, max_documents, chunk_docs, num_proc, backend,

@@ -103,9 +103,10 @@ def test_resume_rewrites_damaged_shards_and_ignores_partial_files(shared_data, t
 def test_finished_folder_is_verified_and_left_alone(shared_data, tmp_path):
     src = str(shared_data(EDU_150))
     prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
-    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    data_files = lambda: {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != ".lock"}  # noqa: E731
+    before = data_files()  # (.lock gets the pid of each run that holds the folder)
     prepare(src, tmp_path, shard_tokens=30_000, val_tokens=5_000, progress=False)
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    assert data_files() == before
     hashes = shard_hashes(tmp_path)
     shard = tmp_path / "train_000000.npy"
     shard.write_bytes(shard.read_bytes()[:-2])  # truncated: a finished folder re-run must notice
@@ -206,3 +207,41 @@ def test_an_unreadable_state_file_is_refused_with_the_fix(tmp_path, monkeypatch)
                                         r"nothing was changed. Re-run with --overwrite"):
         prepare(str(tmp_path / "docs.jsonl"), out, **args)
     assert prepare(str(tmp_path / "docs.jsonl"), out, overwrite=True, **args)["shards"] == ref["shards"]
+
+
+def test_a_folder_another_prepare_is_writing_is_refused_untouched(tmp_path):
+    """Two data.prepare runs into one --out (a second terminal, a re-submitted job) wrote the same shards and
+    resume records over each other; the second is now refused while the first holds the folder."""
+    from data.prepare import PREPARING
+    from training.run_lock import lock_run_folder
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 10}) + "\n" for i in range(20)))
+    args = dict(shard_tokens=100, val_tokens=30, num_proc=1, progress=False)
+    out = tmp_path / "out"
+    holder, busy = lock_run_folder(out, PREPARING)  # stands in for the other run (flock: per open file)
+    assert busy is None
+    with pytest.raises(DataError, match=rf"{out} is in use by another data.prepare \(pid {os.getpid()}\): wait for "
+                                        r"it to finish .*, or pick another --out; nothing was changed"):
+        prepare(str(tmp_path / "docs.jsonl"), out, **args)
+    assert [p.name for p in out.iterdir()] == [".lock"]
+    holder.close()
+    first = prepare(str(tmp_path / "docs.jsonl"), out, **args)
+    assert prepare(str(tmp_path / "docs.jsonl"), out, **args) == first  # the lock file is not a foreign file
+    _, busy = lock_run_folder(out, PREPARING)  # released when prepare returned
+    assert busy is None
+
+
+def test_a_finished_folder_that_cannot_be_written_is_verified_without_a_lock(tmp_path, monkeypatch):
+    """A read-only copy of a prepared dataset (a shared mount) has no room for a lock file; checking it writes
+    nothing, so it is verified as before."""
+    import data.prepare as prep
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 10}) + "\n" for i in range(20)))
+    args = dict(shard_tokens=100, val_tokens=30, num_proc=1, progress=False)
+    out = tmp_path / "out"
+    first = prepare(str(tmp_path / "docs.jsonl"), out, **args)
+    (out / ".lock").unlink()
+    real_access = os.access
+    monkeypatch.setattr(prep.os, "access", lambda path, mode: False if Path(path) == out else real_access(path, mode))
+    assert prepare(str(tmp_path / "docs.jsonl"), out, **args) == first
+    assert not (out / ".lock").exists()
