@@ -49,6 +49,7 @@ from eval.hellaswag_data import (
     HellaSwagExample,
     cloze_choices,
     cloze_query,
+    file_fingerprint,
     find_hellaswag_file,
     mc_prompt,
     read_hellaswag,
@@ -480,7 +481,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
     out = save_results(model_dir, result, data=data, limit=args.limit, output=output,
                        batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bf16,
-                       seconds=round(seconds, 3), environment=environment(device, data))
+                       seconds=round(seconds, 3), data_fingerprint=file_fingerprint(data),
+                       environment=environment(device, data))
     print(f"saved {out}")
     return result
 

@@ -7,7 +7,9 @@ Owns the text side only (no tokenizer, no model):
 - `preprocess` / `cloze_query` mirror lm-eval's `hellaswag` task (`lm_eval/tasks/hellaswag/utils.py`) so the
   in-loop scorer needs no lm-eval at run time; tests/test_eval_hellaswag.py checks them against lm-eval's own
   `process_docs` on all 10,042 validation rows;
-- `mc_prompt` is the multiple-choice formulation, the same text as `eval/tasks/hellaswag_mc.yaml` renders.
+- `mc_prompt` is the multiple-choice formulation, the same text as `eval/tasks/hellaswag_mc.yaml` renders;
+- `file_fingerprint(path)` identifies a file's rows by content, so results can say whether they were scored on
+  the published validation set (`ORIGINAL_VAL_FINGERPRINT`) in whatever JSON layout it was saved.
 
 The three formulations:
     cloze      lm-eval `hellaswag`: context `activity_label: ctx_a Ctx_b` (preprocessed), continuation
@@ -18,6 +20,7 @@ The three formulations:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +30,11 @@ from pathlib import Path
 from eval.errors import EvalInputError
 
 MC_LETTERS = ("A", "B", "C", "D")
+# `file_fingerprint` of the published validation set (rowanz/hellaswag data/hellaswag_val.jsonl, 10,042 rows; file
+# sha256 0aa3b888..., the checksum huggingface/datasets records for it), computed from ../shared/data's copy and
+# checked against it by tests/test_eval_hellaswag.py. The copy `datasets` writes for Rowan/hellaswag has other bytes
+# (key order, spacing, labels as strings) but the same rows, hence the same fingerprint.
+ORIGINAL_VAL_FINGERPRINT = "9bfeb176d4a3f8322629389ca51be9f0fe5bf75c24a78ea45ea7ceb1315bf920"
 _REQUIRED = {"activity_label": str, "ctx_a": str, "ctx_b": str, "ctx": str, "endings": list, "label": (int, str)}
 
 
@@ -150,6 +158,16 @@ def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwag
     if not examples:
         raise EvalInputError(f"{path} holds no HellaSwag rows (empty file?)")
     return examples
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 over every row's scored fields (activity_label, ctx_a, ctx_b, ctx, endings, label), row by row:
+    equal for any JSON layout of the same rows, different for an edited, reordered or shortened file."""
+    digest = hashlib.sha256()
+    for ex in read_hellaswag(path):
+        digest.update(json.dumps([ex.activity_label, ex.ctx_a, ex.ctx_b, ex.ctx, list(ex.endings), ex.label])
+                      .encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _parse_row(line: str, path: Path, line_no: int) -> HellaSwagExample:

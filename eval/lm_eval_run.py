@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "<run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
-    from eval.hellaswag_data import local_hellaswag_file, read_hellaswag
+    from eval.hellaswag_data import file_fingerprint, local_hellaswag_file, read_hellaswag
     from eval.load import environment, load_model, model_dir_of, output_path
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(make_table(out))
     import lm_eval
 
-    record = {"model": str(model_dir), "data": data and str(data), "limit": args.limit,
+    # data None: lm-eval read Rowan/hellaswag from the Hub, the published set; a local file says what it holds
+    record = {"model": str(model_dir), "data": data and str(data),
+              "data_fingerprint": data and file_fingerprint(data), "limit": args.limit,
               "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
               "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
               "n-shot": dict(out.get("n-shot") or {}), "n-samples": dict(out.get("n-samples") or {}),

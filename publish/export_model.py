@@ -251,13 +251,14 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
     scorer = folder / hellaswag.RESULTS_FILE
     if metrics is not None and src.step is not None and src.step not in metrics.hellaswag_records and scorer.is_file():
         try:
-            result = json.loads(scorer.read_text())["results"]
+            saved = json.loads(scorer.read_text())
+            result = saved["results"]
             float(result["acc_norm"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             skip(scorer, f"no usable results: {err}")
         else:
             metrics.hellaswag_records[src.step] = {
-                **result, "step": src.step,
+                **result, "step": src.step, "data_fingerprint": saved.get("data_fingerprint"),
                 "measured": f"measured with eval.hellaswag on checkpoint step {src.step:,} after training"}
     return lm_eval_results
 

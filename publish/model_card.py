@@ -209,13 +209,15 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
             metric_type=metric_type, metric_name=name, metric_value=round(float(value), 4),
         ))
 
+    # Filed under Rowan/hellaswag: numbers scored on another file are in the text only.
     if lm_eval:  # a full lm-eval run on the export beats the in-loop numbers for the lm-eval scorer
-        hellaswag("acc", METRIC_ACC, lm_eval["acc"], lm_eval.get("n"))
-        hellaswag("acc_norm", METRIC_ACC_NORM, lm_eval["acc_norm"], lm_eval.get("n"))
-    elif hella and hella.get("acc") is not None:
+        if _published_set(lm_eval):
+            hellaswag("acc", METRIC_ACC, lm_eval["acc"], lm_eval.get("n"))
+            hellaswag("acc_norm", METRIC_ACC_NORM, lm_eval["acc_norm"], lm_eval.get("n"))
+    elif hella and hella.get("acc") is not None and _published_set(hella):
         hellaswag("acc", METRIC_ACC, hella["acc"], hella.get("n"))
         hellaswag("acc_norm", METRIC_ACC_NORM, hella["acc_norm"], hella.get("n"))
-    if hella and hella.get("acc_tokennorm") is not None:
+    if hella and hella.get("acc_tokennorm") is not None and _published_set(hella):
         hellaswag("acc_norm", METRIC_ACC_TOKENNORM, hella["acc_tokennorm"], hella.get("n"))
     if "val_loss" in at:
         dataset = inputs.datasets[0] if inputs.datasets else "custom"
@@ -282,6 +284,8 @@ def load_lm_eval_results(path: str | Path) -> dict:
         out["n"] = n
     if isinstance(data.get("model"), str):  # eval.lm_eval_run records the model folder it scored
         out["model"] = data["model"]
+    if isinstance(data.get("data_fingerprint"), str):  # ... and what its local HellaSwag file holds
+        out["data_fingerprint"] = data["data_fingerprint"]
     return out
 
 
@@ -338,6 +342,22 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     return "\n".join(parts)
 
 
+def _published_set(record: dict | None) -> bool:
+    """Whether a HellaSwag record was scored on the published validation set: yes for records that do not say
+    (lm-eval reading Rowan/hellaswag from the Hub; runs from before fingerprints were recorded)."""
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT
+
+    return (record or {}).get("data_fingerprint") in (None, ORIGINAL_VAL_FINGERPRINT)
+
+
+def _other_set(record: dict | None) -> str:
+    """What the results text adds for a record scored on another file (else nothing)."""
+    if _published_set(record):
+        return ""
+    return (f" (**not the published HellaSwag validation set**: a file with other rows, content fingerprint "
+            f"{record['data_fingerprint'][:12]}; not comparable with the references below)")
+
+
 def _measured(hella: dict) -> str:
     """Where a HellaSwag record comes from: the training loop, or a scorer run on the checkpoint afterwards."""
     return hella.get("measured") or f"in-loop, step {hella['step']:,}"
@@ -355,7 +375,7 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
                  .replace("  ", " ") if lm_eval else _measured(hella))
         n = (lm_eval or hella).get("n")
         lines.append(f"HellaSwag validation, 0-shot, {SCORER_DESCRIPTIONS[SCORER_LM_EVAL]}; {where}"
-                     + (f", {int(n):,} examples" if n else "") + ":\n")
+                     + (f", {int(n):,} examples" if n else "") + _other_set(lm_eval or hella) + ":\n")
         lines.append("| model | acc | acc_norm |\n|---|---|---|")
         lines.append(f"| {ours} | {_fmt(acc)} | {_fmt(acc_norm)} |")
         gpt2, gpt3 = HELLASWAG_ACC_NORM[SCORER_LM_EVAL]
@@ -365,7 +385,7 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         lines.append(_uncertainty_note(n, acc_norm, stderr))
     if hella and hella.get("acc_tokennorm") is not None:
         lines.append(f"HellaSwag validation, {SCORER_DESCRIPTIONS[SCORER_BUILD_NANOGPT]}; {_measured(hella)}"
-                     + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + ":\n")
+                     + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + _other_set(hella) + ":\n")
         gpt2, gpt3 = HELLASWAG_ACC_NORM[SCORER_BUILD_NANOGPT]
         lines.append("| model | acc_norm |\n|---|---|")
         lines.append(f"| {ours} | {_fmt(hella['acc_tokennorm'])} |")
@@ -436,10 +456,12 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     lm_eval = inputs.lm_eval_results
     if hella:
         n = int(hella.get("n") or HELLASWAG_EXAMPLES)
-        examples = f"the first {n:,} of the 10,042" if n != HELLASWAG_EXAMPLES else "the 10,042"
+        examples = (f"{n:,} examples of a file that is not the published validation set" if not _published_set(hella)
+                    else f"the first {n:,} of the 10,042 validation examples" if n != HELLASWAG_EXAMPLES
+                    else "the 10,042 validation examples")
         hellaswag = (
-            f"- HellaSwag ({hella.get('measured') or 'in training, every `hellaswag_every` steps'}): {examples} "
-            "validation examples, 0-shot, each ending scored by the sum of its token log-probabilities after the "
+            f"- HellaSwag ({hella.get('measured') or 'in training, every `hellaswag_every` steps'}): {examples}, "
+            "0-shot, each ending scored by the sum of its token log-probabilities after the "
             "context. `acc` takes the best sum; `acc_norm` (lm-eval) divides by the ending's length in characters, "
             "exactly as lm-evaluation-harness's `hellaswag` task; build-nanogpt's `acc_norm` uses the raw context "
             "and divides by the token count.\n")

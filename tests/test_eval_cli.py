@@ -62,6 +62,9 @@ def test_hellaswag_cli_saves_json_beside_model(export_dir, shared_data, capsys):
     # what the number was measured with: the original rowanz file (sha256 in ../shared/data/SOURCES.md), versions
     env = saved["environment"]
     assert env["data_sha256"] == "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT  # ... the published set, by content (model card)
+
+    assert saved["data_fingerprint"] == ORIGINAL_VAL_FINGERPRINT
     assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__
     assert {"acc", "acc_norm", "acc_tokennorm", "acc_mc"} <= set(result)
     printed = capsys.readouterr().out
@@ -87,7 +90,10 @@ def test_lm_eval_run_in_process_saves_json(export_dir, shared_data, monkeypatch,
     assert saved["results"]["hellaswag"]["acc,none"] == saved["results"]["hellaswag_local"]["acc,none"]
     from publish.model_card import load_lm_eval_results  # the model card reads this file
 
-    assert load_lm_eval_results(export_dir / "eval_results" / "lm_eval.json")["n"] == 4
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT
+
+    read_back = load_lm_eval_results(export_dir / "eval_results" / "lm_eval.json")
+    assert read_back["n"] == 4 and read_back["data_fingerprint"] == ORIGINAL_VAL_FINGERPRINT
     assert saved["n-shot"]["hellaswag"] == 0
     # few-shot on the local file is refused: lm-eval drew the examples from the validation rows it scores (its
     # hellaswag uses the train split) and the number was filed as "hellaswag"

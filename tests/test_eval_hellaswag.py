@@ -198,3 +198,29 @@ def test_tiktoken_tokenising_gives_the_requests_the_tokenizer_gives(hellaswag_fi
         assert torch.equal(fast.request_index[name], plain.request_index[name]), name
     for name in fast.divisor:
         assert torch.equal(fast.divisor[name], plain.divisor[name]), name
+
+
+def test_the_original_validation_set_is_recognised_by_content_in_any_json_layout(hellaswag_file, tmp_path):
+    """The model card says when HellaSwag was scored on another file than the published validation set. Bytes
+    cannot tell: the copy `datasets` writes for Rowan/hellaswag (other key order and spacing, labels as strings)
+    is the same set in another layout. The fingerprint is of the rows' content."""
+    import json
+
+    from datasets import load_dataset
+
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT, file_fingerprint
+
+    assert file_fingerprint(hellaswag_file) == ORIGINAL_VAL_FINGERPRINT
+    rows = load_dataset("json", data_files=str(hellaswag_file), split="train")
+    rows = rows.cast_column("label", __import__("datasets").Value("string"))  # as on the Hub
+    rows.to_json(str(tmp_path / "from_datasets.jsonl"), lines=True)
+    assert (tmp_path / "from_datasets.jsonl").read_bytes() != hellaswag_file.read_bytes()
+    assert file_fingerprint(tmp_path / "from_datasets.jsonl") == ORIGINAL_VAL_FINGERPRINT
+
+    lines = hellaswag_file.read_text().splitlines()
+    row = json.loads(lines[5000])
+    row["endings"][0] += " (edited)"
+    (tmp_path / "edited.jsonl").write_text("\n".join(lines[:5000] + [json.dumps(row)] + lines[5001:]) + "\n")
+    assert file_fingerprint(tmp_path / "edited.jsonl") != ORIGINAL_VAL_FINGERPRINT
+    (tmp_path / "first_100.jsonl").write_text("\n".join(lines[:100]) + "\n")  # a subset is another file too
+    assert file_fingerprint(tmp_path / "first_100.jsonl") != ORIGINAL_VAL_FINGERPRINT

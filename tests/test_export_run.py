@@ -187,6 +187,11 @@ def test_evaluations_run_after_training_reach_the_model_card(tiny_run, tmp_path)
         with pytest.warns(UserWarning, match="not in the model card"):
             card = (export_model(run, tmp_path / "export", overwrite=True).out_dir / "README.md").read_text()
         assert "0.3100" not in card and "0.2700" not in card
+    # scored on another file than the published validation set (eval.hellaswag records what it held): said
+    (saved.parent / "lm_eval.json").unlink()
+    save_results(run, scored, data="my_hellaswag.jsonl", limit=100, data_fingerprint="f" * 64)
+    card = (export_model(run, tmp_path / "export", overwrite=True).out_dir / "README.md").read_text()
+    assert "0.2700" in card and "not the published HellaSwag validation set" in card and "ffffffffffff" in card
 
 
 def test_the_card_describes_the_training_of_the_exported_checkpoint_not_a_later_sessions_config(tiny_run, tmp_path):

@@ -244,3 +244,42 @@ def test_the_example_count_of_lm_eval_results_comes_from_n_samples_or_the_limit(
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}, **extra}))
     assert load_lm_eval_results(path).get("n") == n
+
+
+@pytest.mark.parametrize("where", ["in-loop", "lm-eval"])
+def test_hellaswag_scored_on_another_file_is_said_and_kept_out_of_the_model_index(tmp_path, where):
+    """A run pointed at another HellaSwag file (edited, translated, a subset) still writes "HellaSwag": the card
+    says it is not the published validation set, and files no number under Rowan/hellaswag."""
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT
+
+    def card_for(fingerprint):
+        record = {"type": "hellaswag", "step": 10, "acc": 0.25, "acc_norm": 0.31, "acc_tokennorm": 0.30,
+                  "n": 10042, "data_fingerprint": fingerprint}
+        if where == "lm-eval":
+            record.pop("data_fingerprint")
+        path = tmp_path / "metrics.jsonl"
+        path.write_text(json.dumps(record) + "\n" + json.dumps({"type": "val", "step": 10, "val_loss": 6.1}) + "\n")
+        lm_eval = None
+        if where == "lm-eval":
+            results = tmp_path / "results.json"
+            results.write_text(json.dumps({
+                "results": {"hellaswag": {"acc,none": 0.2891, "acc_norm,none": 0.3113}},
+                "n-samples": {"hellaswag": {"original": 10042, "effective": 10042}},
+                "data_fingerprint": fingerprint}))
+            lm_eval = load_lm_eval_results(results)
+        return ModelCard(str(build_model_card(CardInputs(model_name="m", step=10, metrics=load_metrics(path),
+                                                         lm_eval_results=lm_eval))))
+
+    other = card_for("0" * 64)
+    assert "not the published HellaSwag validation set" in other.text
+    assert "content fingerprint 000000000000" in other.text
+    if where == "in-loop":
+        assert "10,042 examples of a file that is not the published validation set, 0-shot" in other.text
+    indexed = {r.metric_name for r in other.data.eval_results if r.dataset_type == "Rowan/hellaswag"}
+    assert indexed == ({METRIC_ACC_TOKENNORM} if where == "lm-eval" else set())  # only the in-loop file is the original there
+    assert {r.metric_name for r in other.data.eval_results if r.metric_type == "loss"}  # the rest stays
+
+    original = card_for(ORIGINAL_VAL_FINGERPRINT)
+    assert "not the published" not in original.text
+    assert {r.metric_name for r in original.data.eval_results if r.dataset_type == "Rowan/hellaswag"} == {
+        METRIC_ACC, METRIC_ACC_NORM, METRIC_ACC_TOKENNORM}

@@ -196,7 +196,7 @@ def reference(runs):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_reference_run_logs_and_run_folder(reference):
+def test_reference_run_logs_and_run_folder(reference, setup):
     out, proc = reference
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]
     parsed = [STEP_LINE.match(ln) for ln in lines]
@@ -222,6 +222,10 @@ def test_reference_run_logs_and_run_folder(reference):
     assert rows[-1]["type"] == "summary" and rows[-1]["steps"] == 8 and rows[-1]["last_checkpoint"] == 8
     hs = [r for r in rows if r["type"] == "hellaswag"]
     assert [r["step"] for r in hs] == [4, 8] and all(r["n"] == 6 for r in hs)
+    # which rows were scored, by content (6 made-up rows: the model card will say they are not the published set)
+    from eval.hellaswag_data import file_fingerprint
+
+    assert all(r["data_fingerprint"] == file_fingerprint(setup[0].parent / "hellaswag.jsonl") for r in hs)
     samples = [r for r in rows if r["type"] == "sample"]
     assert [r["step"] for r in samples] == [4, 8] and all(len(r["texts"]) == 2 for r in samples)
     assert all(t.startswith("Hello, I'm a language model,") for r in samples for t in r["texts"])

@@ -46,9 +46,11 @@ class Evaluator:
         path = broadcast(accelerator, path)
         if path:
             from eval.hellaswag import HellaSwagScorer
+            from eval.hellaswag_data import file_fingerprint
 
             self.hellaswag = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
                                                        max_length=min(1024, context))
+            self.hellaswag_fingerprint = file_fingerprint(path)  # the card says if it is not the published set
             log(f"HellaSwag: {path} ({cfg.hellaswag_limit or 'all'} examples)")
 
     def _reduce(self, tensor):
@@ -103,7 +105,7 @@ class Evaluator:
                  f"OpenAI GPT-2 124M: acc_norm {ref['acc_norm']:.4f}, acc_tokennorm {ref['acc_tokennorm']:.4f}")
         if metrics:
             metrics.write("hellaswag", step=step, acc=res["acc"], acc_norm=res["acc_norm"],
-                          acc_tokennorm=res["acc_tokennorm"], n=res["n"])
+                          acc_tokennorm=res["acc_tokennorm"], n=res["n"], data_fingerprint=self.hellaswag_fingerprint)
         self.acc.log({f"hellaswag/{name}": res[name] for name in ("acc_norm", "acc", "acc_tokennorm")}, step=step)
         return res
 
