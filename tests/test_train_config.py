@@ -62,6 +62,38 @@ def test_recipe_preset_numbers(tmp_path):
     assert validate(demo, world_size=1) == []
 
 
+def _launch_args(accelerate_config: Path) -> list[str]:
+    """The train.py arguments of the launch command in an accelerate config's header comment."""
+    comment = " ".join(line.lstrip("# ").rstrip("\\ ") for line in accelerate_config.read_text().splitlines()
+                       if line.startswith("#"))
+    assert "train.py " in comment, f"{accelerate_config.name}: no launch command in its comment"
+    return comment.split("train.py ", 1)[1].split()
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "multi_node", "fsdp2"])
+def test_each_accelerate_configs_launch_line_starts_the_recipe(tmp_path, name):
+    """The command in each configs/accelerate/*.yaml, at its num_processes, passes the batch checks: with 2 x 8
+    GPUs the preset's micro batch 64 made 1,048,576 tokens per step, so multi_node.yaml's command refused to start."""
+    import yaml
+
+    path = REPO / "configs/accelerate" / f"{name}.yaml"
+    world = yaml.safe_load(path.read_text())["num_processes"]
+    args = _launch_args(path)
+    assert "..." not in args, f"{path.name}: its launch command must be complete, got {args}"
+    cfg = load_run_config(args + ["--data_dir", str(_fake_data_dir(tmp_path)), "--output_dir", str(tmp_path / "r")])
+    assert validate(cfg, world_size=world) == []
+    assert grad_accum_steps(cfg, world) * cfg.micro_batch_size * cfg.seq_len * world == 524288
+
+
+def test_a_batch_that_does_not_split_over_the_world_size_names_the_micro_batch_that_does(tmp_path):
+    cfg = load_run_config(["--config", str(REPO / "configs/gpt2_124m_fineweb_edu.yaml"),
+                           "--data_dir", str(_fake_data_dir(tmp_path))])
+    (sixteen,) = validate(cfg, world_size=16)
+    assert "use --micro_batch_size 32 (grad_accum 1; total_batch_size stays 524,288)" in sixteen
+    (six,) = validate(cfg, world_size=6)
+    assert "no micro_batch_size fits, as its 512 sequences per step cannot be split evenly over 6 processes" in six
+
+
 # (name, YAML preset text or None, extra CLI args, expected fragment of the message)
 BAD_CONFIGS = [
     ("unknown yaml key", "lerning_rate: 0.1\n", [], "unknown key 'lerning_rate'"),

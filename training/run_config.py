@@ -491,8 +491,24 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
             e.append(
                 f"total_batch_size ({cfg.total_batch_size}) must be divisible by micro_batch_size "
                 f"({cfg.micro_batch_size}) x seq_len ({cfg.seq_len}){where} = {per_micro}"
+                + _batch_split_hint(cfg, world_size or 1)
             )
     return e
+
+
+def _batch_split_hint(cfg: RunConfig, world_size: int) -> str:
+    """How to make the batch split whole: the largest micro_batch_size below the current one that divides it
+    (more processes than grad_accum allows, e.g. the preset on 2 x 8 GPUs: 64 -> 32), else why none can."""
+    per_rank, rest = divmod(cfg.total_batch_size, cfg.seq_len * world_size)  # sequences per rank per step
+    if rest == 0:
+        fits = next(m for m in range(min(cfg.micro_batch_size, per_rank), 0, -1) if per_rank % m == 0)
+        return (f": use --micro_batch_size {fits} (grad_accum {per_rank // fits}; total_batch_size stays "
+                f"{cfg.total_batch_size:,})")
+    if cfg.total_batch_size % cfg.seq_len:
+        return ": no micro_batch_size fits; make total_batch_size a multiple of seq_len x world_size"
+    return (f": no micro_batch_size fits, as its {cfg.total_batch_size // cfg.seq_len:,} sequences per step cannot be "
+            f"split evenly over {world_size} processes; use a world size that divides that count (a power of two "
+            "for the 524,288-token recipe), or change total_batch_size")
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:
