@@ -366,6 +366,31 @@ def test_a_rank_local_resume_problem_stops_every_rank_with_its_message(runs, tmp
     assert "Connection closed by peer" not in again.stderr
 
 
+def test_hellaswag_found_on_the_main_machine_only_is_scored_by_every_rank(setup, tmp_path):
+    """Several machines: the file HellaSwag 'auto' finds (a download into the main machine's $HF_HOME; here
+    $HELLASWAG_FILE, relative) is not there for the other machine's ranks. Each rank opened it itself, so those
+    ranks stopped alone, without a message, and took the launch down. Rank 1 runs in another working directory
+    (a sitecustomize), where the relative path reaches nothing; the main process's rows must reach it."""
+    preset, _ = setup
+    work, elsewhere, site = (tmp_path / name for name in ("work", "elsewhere", "site"))
+    for folder in (work, elsewhere, site):
+        folder.mkdir()
+    shutil.copy(Path(preset).parent / "hellaswag.jsonl", work / "hs.jsonl")
+    (site / "sitecustomize.py").write_text("import os\nif os.environ.get('RANK') == '1':\n"
+                                           "    os.chdir(os.environ['RANK1_CWD'])\n")
+    env = {**_env(), "ACCELERATE_USE_CPU": "1", "HELLASWAG_FILE": "hs.jsonl", "RANK1_CWD": str(elsewhere),
+           "PYTHONPATH": str(site)}
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"),
+         *_args(setup, out, "--max_steps", "2", "--hellaswag_file", "auto", "--eval_every", "0",
+                "--hellaswag_every", "0", "--sample_every", "0", "--num_samples", "0")],
+        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (hellaswag,) = read_metrics(out / "metrics.jsonl", "hellaswag")
+    assert (hellaswag["step"], hellaswag["n"]) == (2, 6)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # in-process runs (one thread, like the subprocesses, so the numbers are comparable bit for bit)
 

@@ -41,16 +41,28 @@ class Evaluator:
         # Not scored in this run (never during it, not at the end): not looked for either, which downloaded it
         # from the Hub, tokenized 10,042 examples and said "HellaSwag skipped: ... to enable it" for nothing.
         never = cfg.hellaswag_every <= 0 and not cfg.eval_at_end
-        path = (resolve_hellaswag("off" if never else cfg.hellaswag_file, log=log)
-                if accelerator.is_main_process else None)
-        path = broadcast(accelerator, path)
+        # Found and read by the main process only, its rows sent to every rank: on several machines the file (a
+        # download into the main machine's $HF_HOME, a relative path) exists where the main process runs, and a
+        # rank of another machine that looked for it failed alone, without a message, and the launch with it.
+        from eval.errors import EvalInputError
+        from eval.hellaswag_data import file_fingerprint, read_hellaswag
+
+        path, examples, problem = None, None, None
+        self.hellaswag_fingerprint = None  # which rows: the model card says if they are not the published set
+        if accelerator.is_main_process:
+            path = resolve_hellaswag("off" if never else cfg.hellaswag_file, log=log)
+            try:
+                examples = read_hellaswag(path, cfg.hellaswag_limit) if path else None
+                self.hellaswag_fingerprint = file_fingerprint(path) if path else None
+            except EvalInputError as err:
+                problem = str(err)
+        path, examples, problem = broadcast(accelerator, (path, examples, problem))
+        if problem:
+            raise EvalInputError(problem)
         if path:
             from eval.hellaswag import HellaSwagScorer
-            from eval.hellaswag_data import file_fingerprint
 
-            self.hellaswag = HellaSwagScorer.from_file(path, tokenizer, limit=cfg.hellaswag_limit,
-                                                       max_length=min(1024, context))
-            self.hellaswag_fingerprint = file_fingerprint(path)  # the card says if it is not the published set
+            self.hellaswag = HellaSwagScorer(examples, tokenizer, max_length=min(1024, context))
             log(f"HellaSwag: {path} ({cfg.hellaswag_limit or 'all'} examples)")
 
     def _reduce(self, tensor):
