@@ -366,28 +366,46 @@ def test_a_rank_local_resume_problem_stops_every_rank_with_its_message(runs, tmp
     assert "Connection closed by peer" not in again.stderr
 
 
-def test_hellaswag_found_on_the_main_machine_only_is_scored_by_every_rank(setup, tmp_path):
+def _two_ranks_in_two_folders(setup, tmp_path, *extra) -> subprocess.CompletedProcess:
+    """train.py on two processes, rank 0 in tmp_path/work, rank 1 in tmp_path/elsewhere (a sitecustomize changes its
+    working directory first): relative paths reach different files, as on two machines."""
+    work, elsewhere, site = (tmp_path / name for name in ("work", "elsewhere", "site"))
+    for folder in (work, elsewhere, site):
+        folder.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import os\nif os.environ.get('RANK') == '1':\n"
+                                           "    os.chdir(os.environ['RANK1_CWD'])\n")
+    env = {**_env(), "ACCELERATE_USE_CPU": "1", "RANK1_CWD": str(elsewhere), "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"),
+         *_args(setup, tmp_path / "run", "--max_steps", "2", *extra)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_data_damaged_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
+    """The data checks run on every rank, but only the main process printed, and only its problems were shared:
+    a rank whose copy of the data was damaged (another machine's disk) stopped alone without a message."""
+    for folder in ("work", "elsewhere"):
+        shutil.copytree(setup[1], tmp_path / folder / "data")
+    shard = sorted((tmp_path / "elsewhere" / "data").glob("train_*.npy"))[0]
+    shard.write_bytes(shard.read_bytes()[:-2])  # one token short, on rank 1's machine only
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--data_dir", "data", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: data_dir 'data': " in proc.stderr and shard.name in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_hellaswag_found_on_the_main_machine_only_is_scored_by_every_rank(setup, tmp_path, monkeypatch):
     """Several machines: the file HellaSwag 'auto' finds (a download into the main machine's $HF_HOME; here
     $HELLASWAG_FILE, relative) is not there for the other machine's ranks. Each rank opened it itself, so those
     ranks stopped alone, without a message, and took the launch down. Rank 1 runs in another working directory
     (a sitecustomize), where the relative path reaches nothing; the main process's rows must reach it."""
-    preset, _ = setup
-    work, elsewhere, site = (tmp_path / name for name in ("work", "elsewhere", "site"))
-    for folder in (work, elsewhere, site):
-        folder.mkdir()
-    shutil.copy(Path(preset).parent / "hellaswag.jsonl", work / "hs.jsonl")
-    (site / "sitecustomize.py").write_text("import os\nif os.environ.get('RANK') == '1':\n"
-                                           "    os.chdir(os.environ['RANK1_CWD'])\n")
-    env = {**_env(), "ACCELERATE_USE_CPU": "1", "HELLASWAG_FILE": "hs.jsonl", "RANK1_CWD": str(elsewhere),
-           "PYTHONPATH": str(site)}
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"),
-         *_args(setup, out, "--max_steps", "2", "--hellaswag_file", "auto", "--eval_every", "0",
-                "--hellaswag_every", "0", "--sample_every", "0", "--num_samples", "0")],
-        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    (tmp_path / "work").mkdir()
+    shutil.copy(Path(setup[0]).parent / "hellaswag.jsonl", tmp_path / "work" / "hs.jsonl")
+    monkeypatch.setenv("HELLASWAG_FILE", "hs.jsonl")  # relative: reaches the file from rank 0's folder only
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--hellaswag_file", "auto", "--eval_every", "0",
+                                     "--hellaswag_every", "0", "--sample_every", "0", "--num_samples", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (hellaswag,) = read_metrics(out / "metrics.jsonl", "hellaswag")
+    (hellaswag,) = read_metrics(tmp_path / "run" / "metrics.jsonl", "hellaswag")
     assert (hellaswag["step"], hellaswag["n"]) == (2, 6)
 
 

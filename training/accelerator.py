@@ -1,6 +1,6 @@
 """The Accelerator a run trains with, made from the run config (precision, compile, trackers, FSDP2 plugin),
 and the cross-rank helpers the setup needs: `broadcast` (the main process decides, every rank follows) and
-`first_error` (a problem found on any one rank stops every rank, with its message)."""
+`first_error` / `every_ranks_errors` (a problem found on any one rank stops every rank, with its message)."""
 
 import os
 
@@ -70,3 +70,26 @@ def first_error(accelerator, error: str | None) -> str | None:
 
     found = [e for e in gather_object([error]) if e]
     return found[0] if found else None
+
+
+def every_ranks_errors(accelerator, errors: list[str]) -> list[str]:
+    """Every rank passes the problems it found; every rank gets the main process's, then those only other ranks
+    found, each named by its ranks (`rank 8-15: data_dir ... does not exist`). A rank on another machine can see
+    other files (a data_dir only the main machine has): alone, it stopped silently (only the main process prints)
+    and the main one died in the next collective."""
+    if accelerator.num_processes == 1:
+        return list(errors)
+    from accelerate.utils import gather_object
+
+    per_rank = gather_object([list(errors)])  # rank order, on every rank
+    merged = list(per_rank[0])
+    elsewhere: dict[str, list[int]] = {}  # message -> ranks that found it, the main process not among them
+    for rank, found in enumerate(per_rank[1:], start=1):
+        for error in found:
+            if error not in per_rank[0]:
+                elsewhere.setdefault(error, []).append(rank)
+    for error, ranks in elsewhere.items():
+        which = f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 and ranks == list(range(ranks[0], ranks[-1] + 1)) \
+            else ", ".join(map(str, ranks))
+        merged.append(f"rank{'s' if len(ranks) > 1 else ''} {which}: {error}")
+    return merged

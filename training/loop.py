@@ -24,7 +24,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training import fsdp, trackers
-from training.accelerator import broadcast, compile_desc, first_error, make_accelerator
+from training.accelerator import broadcast, compile_desc, every_ranks_errors, first_error, make_accelerator
 from training.checkpoint_state import load_grad_scaler, load_optimizer, save_checkpoint
 from training.evaluator import Evaluator
 from training.metrics import (FLOPS_FORMULA, MetricsLog, default_peak_flops, flops_per_token, mfu, step_line)
@@ -172,6 +172,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     errors = validate(cfg, world)
     if cfg.compile and getattr(accelerator, "is_fsdp2", False) and (compile_problem := fsdp.compile_problem()):
         errors.append(compile_problem)
+    errors = every_ranks_errors(accelerator, errors)  # paths are checked on every machine
     if errors:
         return fail(errors)
     busy = broadcast(accelerator, folder_in_use(cfg.output_dir) if main else None)
@@ -250,7 +251,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                          f"({cfg.sample_max_new_tokens}) exceed the model's context of "
                          f"{raw_model.config.n_positions} tokens: lower --sample_max_new_tokens or shorten the prompt"])
     manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=main)
-    problems = broadcast(accelerator, problems) or problems  # every rank stops if the main one found a problem
+    problems = every_ranks_errors(accelerator, problems)  # every rank stops if any one found a problem
     if problems:
         return fail(problems)
     if resume_dir is not None:
