@@ -1175,7 +1175,10 @@ def test_a_train_py_run_exports_in_both_formats_loads_fresh_and_generates(refere
     hs8 = next(r for r in rows if r["type"] == "hellaswag" and r["step"] == 8)
     card = ModelCard.load(tmp_path / "gpt2repro" / "README.md")
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
-    assert results[METRIC_VAL_LOSS] == round(val8, 4) and results[METRIC_ACC_NORM] == round(hs8["acc_norm"], 4)
+    assert results[METRIC_VAL_LOSS] == round(val8, 4)
+    # its HellaSwag rows are made up: in the text with that said, not filed in the model-index as Rowan/hellaswag
+    assert METRIC_ACC_NORM not in results and "not the published HellaSwag validation set" in card.text
+    assert f"| **this model** | {hs8['acc']:.4f} | {hs8['acc_norm']:.4f} |" in card.text
     assert (tmp_path / "gpt2repro" / "plots" / "loss.png").is_file()
 
 
