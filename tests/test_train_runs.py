@@ -207,6 +207,8 @@ def test_reference_run_logs_and_run_folder(reference, setup):
     assert "params 3,327,744 (decayed 3,325,952, not decayed 1,792)" in proc.stdout
     assert "attention sdpa" in proc.stdout and "precision no" in proc.stdout
     assert "validation 640 tokens, every 4 steps" in proc.stdout
+    assert re.search(r"total 8 steps = 2,048 tokens \(0\.\d\d passes over the [\d,]+-token train split\) \|",
+                     proc.stdout)
     # a checkpoint's model/ is a loadable model folder: its tokenizer truncates at the model's context (128)
     tokenizer_config = json.loads((out / "checkpoints" / "step_00000008" / "model" / "tokenizer_config.json").read_text())
     assert tokenizer_config["model_max_length"] == 128
@@ -235,6 +237,18 @@ def test_reference_run_logs_and_run_folder(reference, setup):
     meta = json.loads((out / "checkpoints/step_00000008/meta.json").read_text())
     assert meta["step"] == 8 and meta["world_size"] == 1 and len(meta["data_manifest_hash"]) == 64
     assert (out / "run_config.yaml").is_file()
+
+
+def test_the_banner_says_when_the_train_split_repeats():
+    """sample-10BT holds about as many train tokens as the recipe's 19,073 steps read, and a smaller prepared
+    folder is read many times over: the loader starts another reshuffled pass silently, so the banner says so."""
+    from training.loop import _passes
+
+    assert _passes(10, 100, 1000) == "1.00 passes over the 1,000-token train split"
+    assert _passes(10, 100, 999) == "1.00 passes over the 999-token train split; the data repeats from step 10"
+    # the recipe on a folder prepared with --max-tokens 1B: 1,907 steps per pass
+    assert _passes(19_073, 524_288, 1_000_000_000) == ("10.00 passes over the 1,000,000,000-token train split; the "
+                                                        "data repeats from step 1,908")
 
 
 def test_eta_format():

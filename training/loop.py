@@ -60,6 +60,14 @@ def _validation_line(cfg: RunConfig) -> str:
     return f"validation {tokens:,} tokens{short}, {when}"
 
 
+def _passes(steps: int, tokens_per_step: int, split_tokens: int) -> str:
+    """How many times the run reads its train split, and from which step it reads it again (the loader then
+    starts a new, reshuffled pass without a word, as build-nanogpt wraps around its shards)."""
+    text = f"{steps * tokens_per_step / split_tokens:.2f} passes over the {split_tokens:,}-token train split"
+    again = split_tokens // tokens_per_step + 1  # the first step whose batch holds a window of the second pass
+    return text + (f"; the data repeats from step {again:,}" if again <= steps else "")
+
+
 def _changes(before: dict, after, keys) -> list[str]:
     """`key old -> new` for each of `keys` that `before` (a dict) has and `after` (an object) changes."""
     return [f"{key} {before[key]} -> {getattr(after, key)}" for key in keys
@@ -424,7 +432,8 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             f" | loss {'chunked, ' + format(cfg.loss_chunk_tokens, ',') + ' tokens' if cfg.loss_chunk_tokens else 'full logits'}",
             f"tokens/step {tokens_per_step:,} = micro_batch {cfg.micro_batch_size} x seq_len {cfg.seq_len} x "
             f"grad_accum {grad_accum} x world {world}",
-            f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens | warmup {cfg.warmup_steps} "
+            f"total {cfg.max_steps:,} steps = {cfg.max_steps * tokens_per_step:,} tokens"
+            f" ({_passes(cfg.max_steps, tokens_per_step, loader.tokens_per_epoch)}) | warmup {cfg.warmup_steps} "
             f"| lr {cfg.max_lr:g} -> {cfg.min_lr:g} (cosine, reaches min_lr "
             f"after step {cfg.lr_decay_steps or cfg.max_steps})",
             f"params {decayed + not_decayed:,} (decayed {decayed:,}, not decayed {not_decayed:,})",
