@@ -263,11 +263,14 @@ def load_lm_eval_results(path: str | Path) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}): {what}") from None
     try:
-        task = data["results"]["hellaswag"]
+        # `hellaswag`, or our `hellaswag_local` (eval/tasks: lm-eval's task on a local copy of the file), which
+        # the README's offline `lm_eval ... --include_path eval/tasks --tasks hellaswag_local` writes
+        name = next((t for t in ("hellaswag", "hellaswag_local") if t in data["results"]), "hellaswag")
+        task = data["results"][name]
         acc, acc_norm = float(task["acc,none"]), float(task["acc_norm,none"])
-        shots = (data.get("n-shot") or {}).get("hellaswag")
-        n = (data.get("n-samples") or {}).get("hellaswag", {}).get("effective")
-        version = (data.get("versions") or {}).get("hellaswag")
+        shots = (data.get("n-shot") or {}).get(name)
+        n = (data.get("n-samples") or {}).get(name, {}).get("effective")
+        version = (data.get("versions") or {}).get(name)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path}: no HellaSwag acc/acc_norm in it ({type(err).__name__}: {err}): {what}") from None
     if shots:

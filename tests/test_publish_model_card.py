@@ -283,3 +283,20 @@ def test_hellaswag_scored_on_another_file_is_said_and_kept_out_of_the_model_inde
     assert "not the published" not in original.text
     assert {r.metric_name for r in original.data.eval_results if r.dataset_type == "Rowan/hellaswag"} == {
         METRIC_ACC, METRIC_ACC_NORM, METRIC_ACC_TOKENNORM}
+
+
+def test_lm_eval_results_of_the_local_hellaswag_task_are_read(tmp_path):
+    """The README's offline shell command (`lm_eval ... --include_path eval/tasks --tasks hellaswag_local
+    --output_path ...`) writes its results under `hellaswag_local`: export --lm-eval-results takes that file."""
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({
+        "results": {"hellaswag_local": {"alias": "hellaswag_local", "acc,none": 0.25, "acc_norm,none": 0.31}},
+        "versions": {"hellaswag_local": 1.0}, "n-shot": {"hellaswag_local": 0},
+        "n-samples": {"hellaswag_local": {"original": 10042, "effective": 100}}, "config": {"limit": 100.0},
+    }))
+    loaded = load_lm_eval_results(path)
+    assert (loaded["acc"], loaded["acc_norm"], loaded["n"], loaded["version"]) == (0.25, 0.31, 100, 1.0)
+    path.write_text(json.dumps({"results": {"hellaswag_local": {"acc,none": 0.3, "acc_norm,none": 0.31}},
+                                "n-shot": {"hellaswag_local": 10}}))
+    with pytest.raises(ValueError, match="10-shot"):
+        load_lm_eval_results(path)
