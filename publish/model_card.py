@@ -304,16 +304,22 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     cfg = inputs.run_config
     params = f"{inputs.n_params / 1e6:.1f}M parameters" if inputs.n_params else "GPT-2 architecture"
     init_from = str(cfg.get("init_from") or "scratch")
-    origin = (f"continued from [{base_model}](https://huggingface.co/{base_model})" if base_model
-              else "from scratch" if init_from == "scratch"
-              else f"continued from a local model (`{Path(init_from).name}`)")  # no local paths on the Hub
+    origin = (f"whose pretraining continued from [{base_model}](https://huggingface.co/{base_model})" if base_model
+              else "pretrained from scratch" if init_from == "scratch"
+              else f"whose pretraining continued from a local model (`{Path(init_from).name}`)")  # no local paths
     data = (", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets)
             or inputs.data_description or "the run's data")
     parts = [f"# {inputs.model_name}\n"]
+    if cfg or base_model or inputs.datasets or inputs.data_description or inputs.metrics is not None:
+        what = (f"{origin} on {data} with gpt2repro: Karpathy's [build-nanogpt](https://github.com/karpathy/"
+                "build-nanogpt) GPT-2 (124M) recipe, reimplemented natively on the Hugging Face stack (transformers "
+                "model, Accelerate training loop). ")
+    else:  # a model folder (save_pretrained, Trainer, an earlier export) carries no record of its training
+        what = ("in gpt2repro's architecture (Karpathy's [build-nanogpt](https://github.com/karpathy/build-nanogpt) "
+                "GPT-2, reimplemented natively on the Hugging Face stack). It was exported from a model folder that "
+                "holds no record of its training: how, on what and from what it was trained is not stated here. ")
     parts.append(
-        f"A GPT-2 style language model ({params}) pretrained {origin} on {data} with gpt2repro: Karpathy's "
-        "[build-nanogpt](https://github.com/karpathy/build-nanogpt) GPT-2 (124M) recipe, reimplemented natively "
-        "on the Hugging Face stack (transformers model, Accelerate training loop). "
+        f"A GPT-2 style language model ({params}) {what}"
         + (f"This export is the checkpoint at step {inputs.step:,}. " if inputs.step is not None else "")
         + f"Weights: `model.safetensors` ({inputs.dtype}).\n"
     )
@@ -472,6 +478,8 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         when = "after training" if lm_eval.get("where") else "on this export"
         hellaswag = ("- HellaSwag: not measured in training up to this checkpoint; the lm-eval result above was "
                      f"measured {when}.\n")
+    elif inputs.metrics is None:  # no training log: whether training measured it is unknown
+        hellaswag = "- HellaSwag: no result recorded with this folder; the command below scores it.\n"
     else:
         hellaswag = "- HellaSwag: not measured in training up to this checkpoint; the command below scores it.\n"
     command = ("Reproduce the lm-eval number on this export" if hella or lm_eval

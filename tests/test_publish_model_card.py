@@ -78,7 +78,8 @@ def test_card_without_metrics_still_builds_and_says_so():
     assert card.data.eval_results is None and "No evaluation was recorded" in card.text
     assert "custom_code" not in card.data.tags
     # no HellaSwag measured: the card does not describe an evaluation that never ran
-    assert "HellaSwag: not measured in training up to this checkpoint; the command below scores it" in card.text
+    # (no training log at all here: whether training measured it is not known)
+    assert "HellaSwag: no result recorded with this folder; the command below scores it" in card.text
     assert "10,042 validation examples" not in card.text
     assert "Reproduce the lm-eval number" not in card.text and "Score HellaSwag on this export" in card.text
     assert "Never compare HellaSwag numbers" not in card.text
@@ -300,3 +301,21 @@ def test_lm_eval_results_of_the_local_hellaswag_task_are_read(tmp_path):
                                 "n-shot": {"hellaswag_local": 10}}))
     with pytest.raises(ValueError, match="10-shot"):
         load_lm_eval_results(path)
+
+
+def test_card_of_a_model_folder_claims_no_training_it_has_no_record_of(tmp_path):
+    """export.py on a save_pretrained / Trainer / earlier-export folder has no run config and no metrics: the card
+    said 'pretrained from scratch on the run's data with gpt2repro' and 'HellaSwag: not measured in training' of
+    a model that may have been fine-tuned, continued from GPT-2, or evaluated in training."""
+    card = build_model_card(CardInputs(model_name="m", n_params=7_248_640)).text
+    assert "from scratch" not in card and "the run's data" not in card and "not measured in training" not in card
+    assert "holds no record of its training" in card
+    # a run that recorded metrics but never scored HellaSwag: that is known, and said
+    metrics_file = tmp_path / "metrics.jsonl"
+    metrics_file.write_text(json.dumps({"type": "val", "step": 10, "val_loss": 5.0}) + "\n")
+    card = build_model_card(CardInputs(model_name="m", step=10, metrics=load_metrics(metrics_file),
+                                       run_config={"init_from": "scratch"})).text
+    assert "pretrained from scratch on the run's data with gpt2repro" in card
+    assert "HellaSwag: not measured in training up to this checkpoint" in card
+    card = build_model_card(CardInputs(model_name="m", run_config={"init_from": "gpt2"})).text
+    assert "whose pretraining continued from [openai-community/gpt2]" in card and "pretrained continued" not in card
