@@ -8,7 +8,8 @@ The folder (format "gpt2repro"):
     configuration_gpt2repro.py   modeling_gpt2repro.py
     model.safetensors            float32 or bfloat16
     generation_config.json       top-k 50 sampling, temperature 1 (build-nanogpt's sampling)
-    tokenizer.json  tokenizer_config.json  vocab.json  merges.txt     GPT-2 BPE, 50,257 ids
+    tokenizer.json  tokenizer_config.json  vocab.json  merges.txt     GPT-2 BPE, 50,257 ids (a model folder
+                                 with added tokens: its own tokenizer)
     README.md                    model card (publish.model_card)
     plots/loss.png  plots/hellaswag.png                                 when the run has metrics
     logs/metrics.jsonl  logs/run_config.yaml                            the run's record, when known
@@ -118,7 +119,8 @@ def export_model(
     try:
         exported = _write_weights(model, tmp, format, DTYPES[dtype])
         diff = _check_roundtrip(model, tmp, format, DTYPES[dtype])
-        _write_tokenizer(tmp, context=model.config.n_positions)
+        _write_tokenizer(tmp, context=model.config.n_positions, model_dir=src.model_dir,
+                         n_ids=model.config.tokenizer_vocab_size)
         _write_generation_config(model, tmp)
 
         # what this checkpoint trained with (its meta.json); run_config.yaml is the latest session's, which may
@@ -316,14 +318,45 @@ def _check_roundtrip(model, out: Path, format: str, dtype: torch.dtype) -> float
     return diff
 
 
-def _write_tokenizer(out: Path, context: int) -> None:
-    from data.tokenizer import gpt2_bpe_files, tokenizer_for_context
+def _write_tokenizer(out: Path, context: int, model_dir: Path | None = None, n_ids: int | None = None) -> None:
+    from data.tokenizer import TOKENIZER_VOCAB_SIZE, tokenizer_for_context
 
+    if n_ids is not None and n_ids != TOKENIZER_VOCAB_SIZE:
+        # a model with tokens added after GPT-2's 50257 (add_special_tokens + resize_token_embeddings): only its
+        # own tokenizer knows them; GPT-2's would silently encode "<|user|>" as five ordinary tokens
+        own = _own_tokenizer(model_dir)
+        if own is not None and len(own) == n_ids:
+            own.model_max_length = context
+            own.save_pretrained(out)
+            _copy_bpe_files(out)  # GPT-2's 50257 (the additions are in tokenizer.json / tokenizer_config.json)
+            return
+        warnings.warn(f"the model has {n_ids:,} token ids but {model_dir} holds no tokenizer with as many (found "
+                      f"{len(own) if own is not None else 'none'}): the export gets GPT-2's {TOKENIZER_VOCAB_SIZE:,}, "
+                      f"which never produces ids {TOKENIZER_VOCAB_SIZE:,}-{n_ids - 1:,}; save your tokenizer beside "
+                      "the model (tokenizer.save_pretrained) and export that folder", stacklevel=3)
     tokenizer_for_context(context).save_pretrained(out)
-    # The classic GPT-2 files too (byte-identical to OpenAI's), for tools that read vocab.json / merges.txt.
+    _copy_bpe_files(out)
+
+
+def _copy_bpe_files(out: Path) -> None:
+    """The classic GPT-2 files too (byte-identical to OpenAI's), for tools that read vocab.json / merges.txt."""
+    from data.tokenizer import gpt2_bpe_files
+
     encoder, merges = gpt2_bpe_files()
     shutil.copyfile(encoder, out / "vocab.json")
     shutil.copyfile(merges, out / "merges.txt")
+
+
+def _own_tokenizer(model_dir: Path | None):
+    """The tokenizer saved beside the model (save_pretrained, Trainer), or None."""
+    if model_dir is None or not any((model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        return None
+    from transformers import GPT2TokenizerFast  # not AutoTokenizer: it reads config.json's auto_map, and asks y/N
+
+    try:
+        return GPT2TokenizerFast.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None
 
 
 def _write_generation_config(model, out: Path) -> None:

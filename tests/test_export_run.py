@@ -327,3 +327,33 @@ def test_lm_eval_results_of_another_checkpoint_are_refused(tiny_run, tmp_path):
     card = (export_model(first, tmp_path / "export", lm_eval_results=load_lm_eval_results(results)).out_dir
             / "README.md").read_text()  # the checkpoint it was measured on: accepted
     assert "| **this model** | 0.3000 | 0.3100 |" in card
+
+
+@pytest.mark.parametrize("format", ["gpt2repro", "gpt2"])
+def test_a_model_with_added_tokens_is_exported_with_its_own_tokenizer(tmp_path, format):
+    """add_special_tokens + resize_token_embeddings, then save_pretrained (the usual first step of a chat or SFT
+    fine-tune): the export wrote GPT-2's 50257-id tokenizer beside a 50260-id model, so "<|user|>" came back as
+    five ordinary tokens and the trained rows 50257-50259 were unreachable."""
+    from model_helpers import tiny_model
+
+    from data.tokenizer import tokenizer_for_context
+    from transformers import AutoTokenizer
+
+    model, tok = tiny_model(), tokenizer_for_context(128)
+    tok.add_special_tokens({"pad_token": "<|pad|>", "additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    model.resize_token_embeddings(len(tok))
+    source = tmp_path / "sft"
+    model.save_pretrained(source)
+    tok.save_pretrained(source)
+    export_model(source, tmp_path / "out", format=format)
+    exported = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert len(exported) == 50260 and exported.pad_token == "<|pad|>" and exported.model_max_length == 128
+    assert exported("<|user|> hi").input_ids[0] == tok.convert_tokens_to_ids("<|user|>") == 50258
+    assert {"vocab.json", "merges.txt"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+    # without its tokenizer the export still happens, with GPT-2's and a warning that says what is lost
+    (source / "tokenizer.json").unlink()
+    (source / "tokenizer_config.json").unlink()
+    with pytest.warns(UserWarning, match="50,260 token ids .* never produces ids 50,257-50,259"):
+        export_model(source, tmp_path / "out2", format=format)
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "out2")) == 50257
