@@ -1318,3 +1318,21 @@ def test_init_from_gpt2_offline_fails_at_once(setup, tmp_path, in_process, capsy
     err = capsys.readouterr().err
     assert "openai-community/gpt2 from the Hub, which cannot be reached" in err and "local GPT-2 folder" in err
     assert not out.exists()
+
+
+def test_a_refused_explicit_resume_of_another_run_points_at_init_from(setup, tmp_path, in_process, capsys):
+    """Continuing another run's checkpoint on new data (`--resume RUN --data_dir NEW --output_dir FRESH`) is
+    refused; the advice was 'pick a new --output_dir', which the user had done. What they want is init_from."""
+    first, fork = tmp_path / "first", tmp_path / "fork"
+    assert train.main(_args(setup, first, "--max_steps", "2", "--save_every", "2", *NO_EVALS)) == 0
+    capsys.readouterr()
+    assert train.main(_args(setup, fork, "--resume", str(first), "--max_steps", "4", "--total_batch_size", "128",
+                            *NO_EVALS)) == 2
+    err = capsys.readouterr().err
+    assert "run config: total_batch_size is 128 now, 256 in the checkpoint" in err
+    checkpoint = first / "checkpoints" / "step_00000002"
+    assert f"pass --init_from {checkpoint} instead of --resume" in err and "pick a new --output_dir" not in err
+    assert not (fork / "checkpoints").exists()
+    # and that advice works
+    assert train.main(_args(setup, fork, "--init_from", str(checkpoint), "--max_steps", "4",
+                            "--total_batch_size", "128", *NO_EVALS)) == 0

@@ -270,11 +270,17 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                                       data_manifest_hash=manifest_hash, tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
         if problems:
             saved = resume_dir.parent.parent / "run_config.yaml"  # run/checkpoints/step_N -> run/run_config.yaml
+            if cfg.resume != "auto" and Path(cfg.resume).resolve() != Path(cfg.output_dir).resolve():
+                # an explicit --resume of another run into this (new) output_dir: a new output_dir would not help;
+                # what starts from those weights with other data or settings is init_from
+                fresh = (f"to start a new run from its weights with these settings (other data, a fresh optimizer "
+                         f"and LR schedule), pass --init_from {resume_dir} instead of --resume")
+            else:
+                fresh = "to start a new run with these settings, pick a new --output_dir"
             return fail(problems + [
                 "to continue that run, launch it with its data and the settings in "
                 f"{saved if saved.is_file() else 'the run config saved with it'} (any world size and "
-                "micro_batch_size); to start a new run with these "
-                "settings, pick a new --output_dir"], heading=f"cannot resume from {resume_dir}")
+                f"micro_batch_size); {fresh}"], heading=f"cannot resume from {resume_dir}")
         trained = meta.get("run_config") or {}
         if meta["step"] >= cfg.max_steps:
             decay_end = trained.get("lr_decay_steps") or trained.get("max_steps")
