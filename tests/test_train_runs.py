@@ -409,6 +409,24 @@ def test_data_damaged_on_another_machine_stops_every_rank_with_its_message(setup
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_message(setup, tmp_path):
+    """Each rank loads init_from itself (a folder, or 'gpt2' from its machine's Hub cache): a rank whose copy did
+    not load stopped alone without a message (only the main process prints), and rank 0 died in the next
+    collective with a gloo traceback."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from model_helpers import tiny_model
+
+    for folder in ("work", "elsewhere"):
+        tiny_model().save_pretrained(tmp_path / folder / "init")
+    weights = tmp_path / "elsewhere" / "init" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # damaged on rank 1's machine only
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--init_from", "init", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: could not build the model (init): " in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_hellaswag_found_on_the_main_machine_only_is_scored_by_every_rank(setup, tmp_path, monkeypatch):
     """Several machines: the file HellaSwag 'auto' finds (a download into the main machine's $HF_HOME; here
     $HELLASWAG_FILE, relative) is not there for the other machine's ranks. Each rank opened it itself, so those

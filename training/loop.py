@@ -233,11 +233,17 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     from safetensors import SafetensorError
 
+    problem = None
     try:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
     except (OSError, ValueError, ImportError, RuntimeError, SafetensorError) as err:  # ImportError: an attention
         # backend that is not installed; RuntimeError: weights of other shapes; SafetensorError: a damaged file
-        return fail([f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"])
+        problem = f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"
+    # Each rank loads the weights itself, on its own machine (init_from gpt2: its own Hub cache): one that failed
+    # alone stopped without a message (only the main process prints) and the others died in the next collective.
+    problems = every_ranks_errors(accelerator, [problem] if problem else [])
+    if problems:
+        return fail(problems)
     if cfg.init_from != "scratch":
         # The loaded model (or, resuming, the checkpoint of such a run) fixes the architecture: record its values,
         # not the run config's unused ones (run_config.yaml is written again every session).
