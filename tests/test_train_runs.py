@@ -427,6 +427,27 @@ def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_m
     assert not (tmp_path / "run").exists()
 
 
+def test_a_checkpoint_write_that_fails_on_one_rank_names_it_and_keeps_nothing_half_written(setup, tmp_path):
+    """Rank 1's part of the save (its RNG and data-position file) fails: every rank stops with exit 5 and the
+    message says which rank's write failed (its disk, on several machines), not just what failed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('RANK') == '1':\n    import torch\n    _save = torch.save\n"
+        "    def save(obj, f, *args, **kwargs):\n        if 'rank_00001' in str(f):\n"
+        "            raise OSError(28, 'No space left on device')\n        return _save(obj, f, *args, **kwargs)\n"
+        "    torch.save = save\n")
+    out = tmp_path / "run"
+    env = {**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
+         *_args(setup, out, "--max_steps", "2", *NO_EVALS)], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=TIMEOUT)
+    assert "exitcode  : 5" in proc.stderr, proc.stderr[-3000:]
+    assert "rank 1: could not write checkpoint step 2 (OSError: [Errno 28] No space left on device" in proc.stderr
+    assert not any((out / "checkpoints").iterdir())  # the staging folder removed
+
+
 def test_hellaswag_found_on_the_main_machine_only_is_scored_by_every_rank(setup, tmp_path, monkeypatch):
     """Several machines: the file HellaSwag 'auto' finds (a download into the main machine's $HF_HOME; here
     $HELLASWAG_FILE, relative) is not there for the other machine's ranks. Each rank opened it itself, so those
