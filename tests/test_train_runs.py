@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -920,64 +919,6 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
     err = capsys.readouterr().err
     assert "received SIGINT" in err and "interrupted (Ctrl-C)" in err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]  # step 3 was not saved
-
-
-def test_the_launchers_copy_of_a_ctrl_c_is_not_a_second_one(monkeypatch):
-    """Under torchrun / accelerate launch a terminal's Ctrl-C reaches every rank twice: from the terminal (the whole
-    process group) and forwarded by the launcher. The copy must not count as "Ctrl-C again" (abort, 130)."""
-    from training import signals
-
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    with signals.StopRequest() as stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        try:
-            os.kill(os.getpid(), signal.SIGINT)  # the launcher's copy: still one request
-        except KeyboardInterrupt:  # (not left to pytest: it ends the session)
-            pytest.fail("the launcher's copy of the Ctrl-C was taken for a second one")
-        assert stop.signum == signal.SIGINT
-        monkeypatch.setattr(signals, "DUPLICATE_S", 0.0)  # later than a launcher forwards
-        with pytest.raises(KeyboardInterrupt):  # a real second Ctrl-C
-            os.kill(os.getpid(), signal.SIGINT)
-    monkeypatch.delenv("LOCAL_RANK")
-    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    with signals.StopRequest():  # no launcher: nothing forwards, so a second SIGINT is always the user's
-        os.kill(os.getpid(), signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_ctrl_c_under_torchrun_checkpoints_on_every_rank(setup, tmp_path):
-    """A terminal's Ctrl-C: SIGINT to each rank, and the launcher's forwarded copy a moment later. Every rank took
-    the copy for a second Ctrl-C and aborted with 130, without the checkpoint the first one asked for."""
-    import psutil
-
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-           *_args(setup, out, "--max_steps", "20", "--total_batch_size", "2048", "--save_every", "0", *NO_EVALS)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**_env(), "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(TIMEOUT, proc.kill)
-    watchdog.start()
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("step      3/"):
-                ranks = [c for c in psutil.Process(proc.pid).children(recursive=True) if "train.py" in c.cmdline()]
-                assert len(ranks) == 2, ranks
-                for rank in ranks:  # the terminal's SIGINT reaches each process of the job ...
-                    rank.send_signal(signal.SIGINT)
-                time.sleep(0.2)  # within the step (8 micro-batches): the ranks have handled their SIGINT
-                proc.send_signal(signal.SIGINT)  # ... and the launcher, which forwards it
-                break
-        rest, err = proc.communicate()
-    finally:
-        watchdog.cancel()
-    stdout = "".join(lines) + rest
-    assert "interrupted (Ctrl-C)" not in err, err[-3000:]
-    assert "stopped by a signal at step" in stdout, (stdout + err)[-3000:]
-    (saved,) = ckpt.list_checkpoints(out)
-    assert ckpt.verify(saved) is None and ckpt.step_of(saved) < 20
 
 
 def test_a_val_split_smaller_than_val_tokens_is_said_at_start(setup):
