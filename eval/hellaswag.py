@@ -481,8 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
     out = save_results(model_dir, result, data=data, limit=args.limit, output=output,
                        batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bf16,
-                       seconds=round(seconds, 3), data_fingerprint=file_fingerprint(data),
-                       environment=environment(device, data))
+                       seconds=round(seconds, 3), environment=environment(device, data))
     print(f"saved {out}")
     return result
 
@@ -490,13 +489,16 @@ def main(argv: list[str] | None = None) -> dict:
 RESULTS_FILE = "hellaswag_scorer.json"  # what export looks for in <run>/eval_results/step_N/
 
 
-def save_results(model_path, result: dict, *, data, limit, output=None, **details) -> Path:
+def save_results(model_path, result: dict, *, data, limit, output=None, data_fingerprint=None, **details) -> Path:
     """Write a scorer result as JSON: `output`, or beside the model (eval.load.results_path: for a run's
-    checkpoint `<run>/eval_results/step_N/`, where export picks it up for that step's model card)."""
+    checkpoint `<run>/eval_results/step_N/`, where export picks it up for that step's model card). The record
+    holds `data`'s content fingerprint (computed here unless given), which the model card needs to tell the
+    published validation set from any other file."""
     from eval.load import model_dir_of, results_path
 
     record = {
         "model": str(model_dir_of(model_path)), "data": str(data), "limit": limit,
+        "data_fingerprint": data_fingerprint or file_fingerprint(data),
         "scorer": "eval.hellaswag.HellaSwagScorer", **details,
         "results": result, "reference_openai_gpt2_124m": REFERENCE_GPT2_124M,
         "definitions": {

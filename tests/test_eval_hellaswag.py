@@ -224,3 +224,21 @@ def test_the_original_validation_set_is_recognised_by_content_in_any_json_layout
     assert file_fingerprint(tmp_path / "edited.jsonl") != ORIGINAL_VAL_FINGERPRINT
     (tmp_path / "first_100.jsonl").write_text("\n".join(lines[:100]) + "\n")  # a subset is another file too
     assert file_fingerprint(tmp_path / "first_100.jsonl") != ORIGINAL_VAL_FINGERPRINT
+
+
+def test_saved_scorer_results_record_which_rows_they_were_scored_on(hellaswag_file, tmp_path):
+    """Every writer of eval.hellaswag results gets the fingerprint, not only the CLI: training.demo called
+    save_results without it, so a score on an edited file reached the card's model-index as Rowan/hellaswag."""
+    import json
+
+    from eval.hellaswag import save_results
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT, file_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")  # a model folder, for the record's "model"
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join(hellaswag_file.read_text().splitlines()[:3]) + "\n")
+    result = {"acc": 0.25, "acc_norm": 0.3, "acc_tokennorm": 0.3, "n": 3}
+    out = save_results(tmp_path, result, data=edited, limit=None, output=tmp_path / "r.json")  # as training.demo
+    assert json.loads(out.read_text())["data_fingerprint"] == file_fingerprint(edited) != ORIGINAL_VAL_FINGERPRINT
+    out = save_results(tmp_path, result, data=hellaswag_file, limit=3, output=tmp_path / "r.json")
+    assert json.loads(out.read_text())["data_fingerprint"] == ORIGINAL_VAL_FINGERPRINT

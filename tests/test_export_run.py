@@ -170,7 +170,9 @@ def test_evaluations_run_after_training_reach_the_model_card(tiny_run, tmp_path)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["type"] != "hellaswag"))
     scored = {"acc": 0.26, "acc_norm": 0.27, "acc_tokennorm": 0.28, "n": 100}
-    saved = save_results(run, scored, data="hellaswag_val.jsonl", limit=100)
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT
+
+    saved = save_results(run, scored, data="hellaswag_val.jsonl", limit=100, data_fingerprint=ORIGINAL_VAL_FINGERPRINT)
     assert saved == run / "eval_results" / f"step_{LAST:08d}" / "hellaswag_scorer.json"
     card = (export_model(run, tmp_path / "export").out_dir / "README.md").read_text()
     assert f"eval.hellaswag on checkpoint step {LAST} after training" in card
