@@ -1375,3 +1375,18 @@ def test_a_refused_explicit_resume_of_another_run_points_at_init_from(setup, tmp
     # and that advice works
     assert train.main(_args(setup, fork, "--init_from", str(checkpoint), "--max_steps", "4",
                             "--total_batch_size", "128", *NO_EVALS)) == 0
+
+
+def test_a_refused_resume_of_a_checkpoint_of_this_output_dir_asks_for_a_new_one_too(setup, tmp_path, in_process,
+                                                                                     capsys):
+    """`--resume RUN/checkpoints/step_N --output_dir RUN` with other settings: the advice 'pass --init_from ...
+    instead of --resume' alone was refused again (resume auto found that run's checkpoints in RUN)."""
+    run = tmp_path / "run"
+    assert train.main(_args(setup, run, "--max_steps", "2", "--save_every", "2", *NO_EVALS)) == 0
+    checkpoint = run / "checkpoints" / "step_00000002"
+    capsys.readouterr()
+    assert train.main(_args(setup, run, "--resume", str(checkpoint), "--max_steps", "4", "--total_batch_size", "128",
+                            *NO_EVALS)) == 2
+    assert f"pass --init_from {checkpoint} instead of --resume and a new --output_dir" in capsys.readouterr().err
+    assert train.main(_args(setup, tmp_path / "new", "--init_from", str(checkpoint), "--max_steps", "4",
+                            "--total_batch_size", "128", *NO_EVALS)) == 0

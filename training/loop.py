@@ -277,10 +277,12 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
         if problems:
             saved = resume_dir.parent.parent / "run_config.yaml"  # run/checkpoints/step_N -> run/run_config.yaml
             if cfg.resume != "auto" and Path(cfg.resume).resolve() != Path(cfg.output_dir).resolve():
-                # an explicit --resume of another run into this (new) output_dir: a new output_dir would not help;
-                # what starts from those weights with other data or settings is init_from
+                # an explicit --resume of a checkpoint: what starts from those weights with other data or settings
+                # is init_from, into a folder that does not hold that run (there resume auto would find it again)
                 fresh = (f"to start a new run from its weights with these settings (other data, a fresh optimizer "
-                         f"and LR schedule), pass --init_from {resume_dir} instead of --resume")
+                         f"and LR schedule), pass --init_from {resume_dir} instead of --resume"
+                         + (" and a new --output_dir"
+                            if resume_dir.resolve().parent.parent == Path(cfg.output_dir).resolve() else ""))
             else:
                 fresh = "to start a new run with these settings, pick a new --output_dir"
             return fail(problems + [
