@@ -330,8 +330,9 @@ def _write_tokenizer(out: Path, context: int, model_dir: Path | None = None, n_i
             own.save_pretrained(out)
             _copy_bpe_files(out)  # GPT-2's 50257 (the additions are in tokenizer.json / tokenizer_config.json)
             return
-        warnings.warn(f"the model has {n_ids:,} token ids but {model_dir} holds no tokenizer with as many (found "
-                      f"{len(own) if own is not None else 'none'}): the export gets GPT-2's {TOKENIZER_VOCAB_SIZE:,}, "
+        found = len(own) if own is not None else "none"
+        warnings.warn(f"the model has {n_ids:,} token ids but {model_dir or 'its checkpoint'} holds no tokenizer with "
+                      f"as many (found {found}): the export gets GPT-2's {TOKENIZER_VOCAB_SIZE:,}, "
                       f"which never produces ids {TOKENIZER_VOCAB_SIZE:,}-{n_ids - 1:,}; save your tokenizer beside "
                       "the model (tokenizer.save_pretrained) and export that folder", stacklevel=3)
     tokenizer_for_context(context).save_pretrained(out)

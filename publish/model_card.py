@@ -289,7 +289,26 @@ def load_lm_eval_results(path: str | Path) -> dict:
         out["model"] = data["model"]
     if isinstance(data.get("data_fingerprint"), str):  # ... and what its local HellaSwag file holds
         out["data_fingerprint"] = data["data_fingerprint"]
+    elif name == "hellaswag_local":  # the lm_eval command line on our task records only the task's data_files
+        out.update(_local_task_data(data, name))
     return out
+
+
+def _local_task_data(data: dict, name: str) -> dict:
+    """{"data_fingerprint": ...} of the file an lm_eval run of eval/tasks/hellaswag_local.yaml read (its path is
+    relative to where lm_eval ran), or {"data_unchecked": path} when that file cannot be read here."""
+    from eval.errors import EvalInputError
+    from eval.hellaswag_data import file_fingerprint
+
+    try:
+        files = data["configs"][name]["dataset_kwargs"]["data_files"]
+        file = files["validation"] if isinstance(files, dict) else files
+        file = file[0] if isinstance(file, list) else file
+        return {"data_fingerprint": file_fingerprint(str(file))}
+    except (KeyError, TypeError, IndexError):
+        return {"data_unchecked": "a file the results do not name"}
+    except (EvalInputError, OSError):
+        return {"data_unchecked": str(file)}
 
 
 # ---- the text ------------------------------------------------------------------------------------------------
@@ -356,13 +375,17 @@ def _published_set(record: dict | None) -> bool:
     (lm-eval reading Rowan/hellaswag from the Hub; runs from before fingerprints were recorded)."""
     from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT
 
-    return (record or {}).get("data_fingerprint") in (None, ORIGINAL_VAL_FINGERPRINT)
+    record = record or {}
+    return record.get("data_fingerprint") in (None, ORIGINAL_VAL_FINGERPRINT) and "data_unchecked" not in record
 
 
 def _other_set(record: dict | None) -> str:
-    """What the results text adds for a record scored on another file (else nothing)."""
+    """What the results text adds for a record scored on another file, or one that could not be checked."""
     if _published_set(record):
         return ""
+    if "data_unchecked" in record:
+        return (f" (scored on {record['data_unchecked']}, which could not be read here to check that it holds the "
+                "published HellaSwag validation set: not in this card's model-index)")
     return (f" (**not the published HellaSwag validation set**: a file with other rows, content fingerprint "
             f"{record['data_fingerprint'][:12]}; not comparable with the references below)")
 

@@ -319,3 +319,38 @@ def test_card_of_a_model_folder_claims_no_training_it_has_no_record_of(tmp_path)
     assert "HellaSwag: not measured in training up to this checkpoint" in card
     card = build_model_card(CardInputs(model_name="m", run_config={"init_from": "gpt2"})).text
     assert "whose pretraining continued from [openai-community/gpt2]" in card and "pretrained continued" not in card
+
+
+def test_lm_eval_cli_results_of_the_local_task_are_checked_against_the_published_set(tmp_path, shared_data,
+                                                                                   monkeypatch):
+    """The lm_eval command line records no fingerprint, only the task config's data_files (relative to where it
+    ran): the file it names is fingerprinted; one that cannot be found is not vouched for in the model-index."""
+    from eval.hellaswag_data import ORIGINAL_VAL_FINGERPRINT
+
+    original = shared_data("hellaswag/hellaswag_val.jsonl")
+    edited = tmp_path / "edited.jsonl"
+    lines = original.read_text().splitlines()
+    row = json.loads(lines[7])
+    row["label"] = (row["label"] + 1) % 4
+    edited.write_text("\n".join(lines[:7] + [json.dumps(row)] + lines[8:]) + "\n")
+
+    def card_for(data_file):
+        path = tmp_path / "results.json"
+        path.write_text(json.dumps({  # the shape lm-eval 0.4.13 writes
+            "results": {"hellaswag_local": {"acc,none": 0.2891, "acc_norm,none": 0.3113}},
+            "n-samples": {"hellaswag_local": {"original": 10042, "effective": 10042}},
+            "configs": {"hellaswag_local": {"task": "hellaswag_local", "dataset_path": "json",
+                                            "dataset_kwargs": {"data_files": {"validation": data_file}}}}}))
+        loaded = load_lm_eval_results(path)
+        return loaded, ModelCard(str(build_model_card(CardInputs(model_name="m", lm_eval_results=loaded))))
+
+    monkeypatch.chdir(original.parent.parent)  # relative to where lm_eval ran: here
+    loaded, card = card_for("hellaswag/hellaswag_val.jsonl")
+    assert loaded["data_fingerprint"] == ORIGINAL_VAL_FINGERPRINT
+    assert {r.metric_name for r in card.data.eval_results} == {METRIC_ACC, METRIC_ACC_NORM}
+    loaded, card = card_for(str(edited))
+    assert loaded["data_fingerprint"] != ORIGINAL_VAL_FINGERPRINT and card.data.eval_results is None
+    assert "not the published HellaSwag validation set" in card.text
+    loaded, card = card_for("elsewhere/hellaswag_val.jsonl")  # ran in another folder: not checkable here
+    assert card.data.eval_results is None
+    assert "elsewhere/hellaswag_val.jsonl, which could not be read here to check" in card.text
