@@ -875,6 +875,25 @@ def test_a_run_folder_in_use_is_refused_and_released_after_the_run(setup, tmp_pa
     assert problem is None
 
 
+def test_a_refused_start_leaves_the_process_group(setup, tmp_path, in_process, capsys, monkeypatch):
+    """Every rank agrees on a start-up refusal before returning 2, then leaves the process group (as
+    end_training() does at a run's end): a rank that exited still in it aborted in gloo's threads now and then
+    ("terminate called without an active exception", exit -6; 3 of 12 refused 2-process launches on CPU, 0 of 24
+    after). One process here, with the group's two calls recorded."""
+    import torch.distributed as dist
+
+    from training.run_lock import lock_run_folder
+
+    left = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a: left.append(a))
+    out = tmp_path / "run"
+    holder, _ = lock_run_folder(out)
+    assert train.main(_args(setup, out, "--max_steps", "2", *NO_EVALS)) == 2
+    assert "is in use by another training" in capsys.readouterr().err and left == [()]
+    holder.close()
+
+
 def test_a_signal_during_a_step_checkpoints_that_step(setup, tmp_path, in_process, capsys):
     """One process: SIGTERM arriving in the middle of step 3 (from a forward hook) stops the run right after step
     3, checkpointed, exit 0; with one process there are no other ranks to agree with first."""

@@ -143,8 +143,10 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory; {"hub_api": HfApi-like} replaces
     the Hub client of the checkpoint uploader."""
     threads: dict = {}  # the background threads the run starts, stopped however it ends
+    code = None
     try:
-        return _train(cfg, hooks or {}, threads)
+        code = _train(cfg, hooks or {}, threads)
+        return code
     finally:
         if threads.get("prefetcher") is not None:
             threads["prefetcher"].close()
@@ -152,6 +154,19 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
             threads["uploader"].close()  # waits for the upload in flight; a no-op after finish_uploads()
         if threads.get("run_lock") is not None:
             threads["run_lock"].close()  # releases the run folder
+        if code == EXIT_CONFIG:
+            _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """After a start-up refusal, which every rank agrees on before returning (nothing is in flight), leave the
+    process group as end_training() does at a run's end: a rank that exited still in it could abort in gloo's
+    threads ("terminate called without an active exception", exit -6 instead of 2; 3 of 12 refused 2-process
+    launches on CPU)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
