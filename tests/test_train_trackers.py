@@ -119,3 +119,34 @@ def test_samples_show_verbatim_in_tensorboard():
     sample = "def __init__(self, *a):\n\n    return <b>x</b>"
     html = text_array_to_html(np.array(as_verbatim_markdown(sample).encode()), True)
     assert html == "<pre><code>def __init__(self, *a):\n\n    return &lt;b&gt;x&lt;/b&gt;\n</code></pre>"
+
+
+class _FakeAccelerator:
+    """What trackers.start / log_texts use of an Accelerator, recording the calls (no tracker package needed)."""
+
+    def __init__(self, log_with):
+        self.log_with, self.is_main_process, self.calls = log_with, True, []
+
+    def init_trackers(self, project, config=None, init_kwargs=None):
+        self.calls.append(("init_trackers", project, config, init_kwargs))
+
+    def log(self, values, step=None):
+        self.calls.append(("log", values, step))
+
+
+def test_trackio_runs_are_named_after_the_folder_and_a_resumed_session_is_a_run_of_its_own(tmp_path, monkeypatch):
+    """trackio cannot take back steps an interrupted session logged after its checkpoint (resuming its run would
+    log them twice), so each session is a run of its own in the folder's group, with the run config passed to
+    trackio.init (Accelerate's store_init_configuration added an 'allow_val_change' key to it)."""
+    from training.trackers import start
+
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "store"))
+    config = {"max_steps": 4, "log_with": "trackio"}
+    out = tmp_path / "my-run"
+    acc = _FakeAccelerator(["trackio"])
+    assert start(acc, config, out, 0) is None and start(acc, config, out, 300) is None
+    (_, project, first_config, first), (_, _, again_config, again) = acc.calls
+    assert project == "gpt2repro" and first_config is None and again_config is None
+    assert first["trackio"] == {"name": "my-run", "group": "my-run", "resume": "never", "config": config}
+    assert again["trackio"] == {"name": "my-run-from-step-300", "group": "my-run", "resume": "never",
+                                "config": config}

@@ -13,7 +13,10 @@ config). Accelerate starts them on the main process only.
   resume logs the same values unless its settings changed). Offline (WANDB_MODE=offline: no account or network
   needed) W&B cannot continue a run, so each session is a run of its own in the same group;
   `wandb sync OUTPUT_DIR/wandb/offline-run-*` uploads them later.
-- trackio: trackio's own local store, in the project "gpt2repro" (not exercised by our tests).
+- trackio: its own local store, in the project "gpt2repro": a run named and grouped after the run folder, with
+  the run config. trackio cannot take back steps an interrupted session logged, and resuming one of its runs
+  would log them twice: a resumed training's session is a run of its own in the folder's group, named
+  FOLDER-from-step-N (as W&B offline).
 """
 
 from __future__ import annotations
@@ -51,9 +54,19 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
 
 
-def init_kwargs(trackers: list[str], out_dir: Path, start_step: int) -> dict:
+def trackio_run_name(out_dir: Path, start_step: int) -> str:
+    name = out_dir.resolve().name
+    return name if start_step == 0 else f"{name}-from-step-{start_step}"
+
+
+def init_kwargs(trackers: list[str], out_dir: Path, start_step: int, config: dict | None = None) -> dict:
     """Per-tracker keyword arguments for `Accelerator.init_trackers` (main process: it may write the W&B id)."""
     kwargs = {}
+    if "trackio" in trackers:
+        # Its config here, not through Accelerate (whose trackio.config.update(..., allow_val_change=True) on a
+        # plain dict stored an 'allow_val_change' key in it); resume 'never': see the module's docstring.
+        kwargs["trackio"] = {"name": trackio_run_name(out_dir, start_step), "group": out_dir.resolve().name,
+                             "resume": "never", "config": config}
     if "tensorboard" in trackers and start_step > 0:
         kwargs["tensorboard"] = {"purge_step": start_step + 1}  # hide what an interrupted session logged after it
     if "wandb" in trackers:
@@ -80,8 +93,9 @@ def start(accelerator, config: dict, out_dir: Path, start_step: int) -> str | No
     try:
         # Not TensorBoard's: Accelerate writes its config as hparams into two new timestamped subfolders per
         # session (extra "runs" in TensorBoard, with no metrics); it gets the config as text below instead.
-        accelerator.init_trackers(project_name(trackers), config=None if trackers == ["tensorboard"] else config,
-                                  init_kwargs=init_kwargs(trackers, out_dir, start_step)
+        # trackio gets it with its init_kwargs.
+        accelerator.init_trackers(project_name(trackers), config=config if trackers == ["wandb"] else None,
+                                  init_kwargs=init_kwargs(trackers, out_dir, start_step, config)
                                   if accelerator.is_main_process else {})
     except Exception as err:  # e.g. W&B without an API key or network: said before step 1, not as a traceback
         if not had_id:
