@@ -150,3 +150,23 @@ def test_trackio_runs_are_named_after_the_folder_and_a_resumed_session_is_a_run_
     assert first["trackio"] == {"name": "my-run", "group": "my-run", "resume": "never", "config": config}
     assert again["trackio"] == {"name": "my-run-from-step-300", "group": "my-run", "resume": "never",
                                 "config": config}
+
+
+def test_trackio_gets_the_samples_as_markdown(monkeypatch):
+    """trackio's dashboard plots numbers and shows trackio.Markdown values (Reports page); a plain string is
+    stored but shown nowhere. (A stand-in trackio module: the test must not need trackio installed.)"""
+    import sys
+    import types
+
+    from training.trackers import log_texts
+
+    class Markdown:
+        def __init__(self, text):
+            self.text = text
+
+    monkeypatch.setitem(sys.modules, "trackio", types.SimpleNamespace(Markdown=Markdown))
+    acc = _FakeAccelerator(["trackio"])
+    log_texts(acc, {"samples/0": "def f():\n    return 1"}, 8)
+    ((_, values, step),) = acc.calls
+    assert step == 8 and list(values) == ["samples/0"] and isinstance(values["samples/0"], Markdown)
+    assert values["samples/0"].text == as_verbatim_markdown("def f():\n    return 1")

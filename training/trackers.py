@@ -16,7 +16,8 @@ config). Accelerate starts them on the main process only.
 - trackio: its own local store, in the project "gpt2repro": a run named and grouped after the run folder, with
   the run config. trackio cannot take back steps an interrupted session logged, and resuming one of its runs
   would log them twice: a resumed training's session is a run of its own in the folder's group, named
-  FOLDER-from-step-N (as W&B offline).
+  FOLDER-from-step-N (as W&B offline). Samples are logged as trackio Markdown (its dashboard shows no plain
+  strings).
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def log_texts(accelerator, texts: dict[str, str], step: int) -> None:
             writer = accelerator.get_tracker("tensorboard", unwrap=True)
             for tag, text in texts.items():
                 writer.add_text(tag, as_verbatim_markdown(text), step)
+    elif "trackio" in active(accelerator):
+        if accelerator.is_main_process:
+            from trackio import Markdown  # its dashboard shows Markdown values (Reports), not plain strings
+
+            accelerator.log({tag: Markdown(as_verbatim_markdown(text)) for tag, text in texts.items()}, step=step)
     else:
         accelerator.log(texts, step=step)
 
