@@ -170,3 +170,32 @@ def test_trackio_gets_the_samples_as_markdown(monkeypatch):
     ((_, values, step),) = acc.calls
     assert step == 8 and list(values) == ["samples/0"] and isinstance(values["samples/0"], Markdown)
     assert values["samples/0"].text == as_verbatim_markdown("def f():\n    return 1")
+
+
+def test_trackio_banner_says_where_the_data_goes_and_a_store_it_cannot_write_stops_the_run(tmp_path, monkeypatch):
+    from training.trackers import describe, start
+
+    for name in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "my-run"
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "store"))
+    assert describe("trackio", out) == (f"tracker trackio (project gpt2repro, group my-run) -> {tmp_path / 'store'} "
+                                        "(trackio show --project gpt2repro)")
+    monkeypatch.delenv("TRACKIO_DIR")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # trackio's default: $HF_HOME/trackio
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "hf"))
+    assert f"-> {tmp_path / 'hf' / 'trackio'} (trackio show" in describe("trackio", out)
+    monkeypatch.setenv("TRACKIO_SERVER_URL", "https://example.org/trackio?write_token=secret")
+    assert describe("trackio", out).endswith("-> server https://example.org/trackio")  # not the token
+    monkeypatch.setenv("TRACKIO_SPACE_ID", "me/board")
+    assert describe("trackio", out).endswith("-> Space me/board")
+
+    # trackio itself starts with a store it cannot write, warns at every flush and keeps nothing
+    for name in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL"):
+        monkeypatch.delenv(name)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "a-file"))
+    acc = _FakeAccelerator(["trackio"])
+    message = start(acc, {"max_steps": 4}, out, 0)
+    assert acc.calls == [] and message.startswith("log_with 'trackio': the tracker could not start (FileExistsError")
+    assert f"its local store is {tmp_path / 'a-file'}: TRACKIO_DIR to write elsewhere" in message

@@ -13,11 +13,12 @@ config). Accelerate starts them on the main process only.
   resume logs the same values unless its settings changed). Offline (WANDB_MODE=offline: no account or network
   needed) W&B cannot continue a run, so each session is a run of its own in the same group;
   `wandb sync OUTPUT_DIR/wandb/offline-run-*` uploads them later.
-- trackio: its own local store, in the project "gpt2repro": a run named and grouped after the run folder, with
-  the run config. trackio cannot take back steps an interrupted session logged, and resuming one of its runs
-  would log them twice: a resumed training's session is a run of its own in the folder's group, named
-  FOLDER-from-step-N (as W&B offline). Samples are logged as trackio Markdown (its dashboard shows no plain
-  strings).
+- trackio: its own local store, $TRACKIO_DIR (default $HF_HOME/trackio, one database per project), in the project
+  "gpt2repro": a run named and grouped after the run folder, with the run config. trackio cannot take back steps
+  an interrupted session logged, and resuming one of its runs would log them twice: a resumed training's session
+  is a run of its own in the folder's group, named FOLDER-from-step-N (as W&B offline). Samples are logged as
+  trackio Markdown (its dashboard shows no plain strings). TRACKIO_SPACE_ID / TRACKIO_SERVER_URL, trackio's own
+  settings, send the data to a Space or a server instead.
 """
 
 from __future__ import annotations
@@ -53,6 +54,24 @@ def project_name(trackers: list[str]) -> str:
 
 def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
+
+
+def trackio_remote() -> str | None:
+    """Where trackio sends its data instead of its local store, set by its own environment variables."""
+    if os.environ.get("TRACKIO_SPACE_ID"):
+        return f"Space {os.environ['TRACKIO_SPACE_ID']}"
+    if os.environ.get("TRACKIO_SERVER_URL"):
+        return f"server {os.environ['TRACKIO_SERVER_URL'].split('?')[0]}"  # not its write_token
+    return None
+
+
+def trackio_dir() -> Path:
+    """trackio's local store (its own rule: $TRACKIO_DIR, else $HF_HOME/trackio)."""
+    if os.environ.get("TRACKIO_DIR"):
+        return Path(os.environ["TRACKIO_DIR"])
+    from huggingface_hub.constants import HF_HOME
+
+    return Path(HF_HOME) / "trackio"
 
 
 def trackio_run_name(out_dir: Path, start_step: int) -> str:
@@ -92,6 +111,8 @@ def start(accelerator, config: dict, out_dir: Path, start_step: int) -> str | No
         return None
     had_id = (out_dir / WANDB_ID_FILE).is_file()
     try:
+        if trackers == ["trackio"] and accelerator.is_main_process and not trackio_remote():
+            check_writable(trackio_dir())  # else trackio starts, warns on each write and stores nothing
         # Not TensorBoard's: Accelerate writes its config as hparams into two new timestamped subfolders per
         # session (extra "runs" in TensorBoard, with no metrics); it gets the config as text below instead.
         # trackio gets it with its init_kwargs.
@@ -111,8 +132,19 @@ def start(accelerator, config: dict, out_dir: Path, start_step: int) -> str | No
     return None
 
 
+def check_writable(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write in {folder}")
+
+
 def start_error(trackers: list[str], err: Exception) -> str:
     hint = "or --log_with none"
+    if trackers == ["trackio"]:
+        remote = trackio_remote()
+        hint = (f"trackio sends the data to the {remote} (TRACKIO_SPACE_ID / TRACKIO_SERVER_URL): unset it to log in "
+                f"{trackio_dir()}; or --log_with none" if remote else
+                f"its local store is {trackio_dir()}: TRACKIO_DIR to write elsewhere; or --log_with none")
     if trackers == ["wandb"]:
         hint = ("not logged in: `wandb login` or WANDB_API_KEY; W&B not reachable (no network): WANDB_MODE=offline "
                 "logs locally; or --log_with none")
@@ -152,4 +184,7 @@ def describe(setting: str, out_dir: Path) -> str:
             return "tracker wandb disabled (WANDB_MODE=disabled: nothing is logged)"
         mode = "offline" if wandb_offline() else "online"
         return f"tracker wandb ({mode}, project {project_name(trackers)}) -> {out_dir / 'wandb'}"
+    if trackers == ["trackio"]:
+        where = trackio_remote() or f"{trackio_dir()} (trackio show --project {PROJECT})"
+        return f"tracker trackio (project {PROJECT}, group {out_dir.resolve().name}) -> {where}"
     return f"tracker {trackers[0]} (project {PROJECT})"
