@@ -330,3 +330,15 @@ def test_the_warmup_hint_names_the_demo_preset_only_when_no_preset_is_in_use(tmp
         load_run_config(["--config", str(Path(train.__file__).parent / "configs" / "demo.yaml"), "--data_dir", str(data),
                          "--max_steps", "4"])
     assert "demo.yaml is a small preset" not in str(err.value)  # it is the preset in use
+
+
+def test_a_hellaswag_file_is_needed_on_the_main_process_machine_only(tmp_path, monkeypatch):
+    """Only the main process reads the HellaSwag rows (it sends them to the other ranks): the other ranks, maybe on
+    machines without that file, must not refuse the run over it."""
+    from training.run_config import RunConfig, validate
+
+    cfg = RunConfig(hellaswag_file=str(tmp_path / "missing.jsonl"))
+    monkeypatch.setenv("RANK", "0")
+    assert any("hellaswag_file" in e and "does not exist" in e for e in validate(cfg, 1))
+    monkeypatch.setenv("RANK", "3")  # torchrun / accelerate launch: the global rank of this process
+    assert not any("hellaswag_file" in e for e in validate(cfg, 4))

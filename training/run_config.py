@@ -440,7 +440,9 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
         e.append(f"output_dir {cfg.output_dir!r} already holds checkpoints and resume is 'off': "
                  "use --resume auto to continue it, or pick a new output_dir")
-    if cfg.hellaswag_file not in ("auto", "off") and not Path(cfg.hellaswag_file).is_file():
+    # only the main process (global rank 0; RANK is set by the launchers) reads it and sends its rows to the others
+    if (cfg.hellaswag_file not in ("auto", "off") and os.environ.get("RANK", "0") == "0"
+            and not Path(cfg.hellaswag_file).is_file()):
         e.append(f"hellaswag_file {cfg.hellaswag_file!r} does not exist ('auto', 'off' or a jsonl path)")
 
     # architecture
