@@ -262,8 +262,8 @@ def _check_out(out: Path) -> None:
 def _holding(out: Path):
     """Create `out` if needed, refuse it if it holds files that are not ours, and hold it (an OS lock on
     out/.lock, released when this run ends however it ends) while the block runs. A folder this process cannot
-    write to (a read-only copy of a finished dataset, which is only verified) is not locked."""
-    _check_out(out)
+    write to (a read-only copy of a finished dataset, which is only verified) is not locked. `out` has passed
+    _check_out."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a parent is a file, no permission, read-only file system, ...

@@ -53,6 +53,7 @@ from eval.hellaswag_data import (
     find_hellaswag_file,
     mc_prompt,
     read_hellaswag,
+    rows_fingerprint,
 )
 
 FORMULATIONS = ("cloze", "tokennorm", "mc")
@@ -461,7 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Resolved once: a run folder's newest checkpoint may change while this runs; the score stays with this one.
     model_dir = model_dir_of(args.model)  # a wrong model path is reported before any download
     data = args.data or find_hellaswag_file("pass --data path/to/hellaswag_val.jsonl (or set HELLASWAG_FILE)")
-    examples = read_hellaswag(data, args.limit)  # bad data fails before the model is loaded
+    rows = read_hellaswag(data)  # every row (the record's fingerprint is of the whole file): bad data fails now,
+    examples = rows[:args.limit]  # before the model is loaded
     output = output_path(model_dir, args.output, RESULTS_FILE, keep=(data,))  # a bad --output too
     model, tokenizer = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -481,7 +483,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {result['n'] / seconds:.1f} examples/s on {device} ({seconds:.1f} s)")
     out = save_results(model_dir, result, data=data, limit=args.limit, output=output,
                        batch_size=args.batch_size, max_length=max_length, device=str(device), bf16=bf16,
-                       seconds=round(seconds, 3), environment=environment(device, data))
+                       seconds=round(seconds, 3), data_fingerprint=rows_fingerprint(rows),
+                       environment=environment(device, data))
     print(f"saved {out}")
     return result
 

@@ -160,14 +160,19 @@ def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwag
     return examples
 
 
-def file_fingerprint(path: str | Path) -> str:
+def rows_fingerprint(examples: list[HellaSwagExample]) -> str:
     """sha256 over every row's scored fields (activity_label, ctx_a, ctx_b, ctx, endings, label), row by row:
     equal for any JSON layout of the same rows, different for an edited, reordered or shortened file."""
     digest = hashlib.sha256()
-    for ex in read_hellaswag(path):
+    for ex in examples:
         digest.update(json.dumps([ex.activity_label, ex.ctx_a, ex.ctx_b, ex.ctx, list(ex.endings), ex.label])
                       .encode() + b"\n")
     return digest.hexdigest()
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """`rows_fingerprint` of every row of the file at `path`."""
+    return rows_fingerprint(read_hellaswag(path))
 
 
 def _parse_row(line: str, path: Path, line_no: int) -> HellaSwagExample:

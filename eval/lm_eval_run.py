@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "<run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
-    from eval.hellaswag_data import file_fingerprint, local_hellaswag_file, read_hellaswag
+    from eval.hellaswag_data import local_hellaswag_file, read_hellaswag, rows_fingerprint
     from eval.load import environment, load_model, model_dir_of, output_path
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = args.data
     if data is None and ("hellaswag" in tasks or args.mc):
         data = local_hellaswag_file()  # None: lm-eval downloads Rowan/hellaswag itself (and keeps no copy of ours)
-    if data is not None:
-        read_hellaswag(data)  # every row (lm-eval's loader reads them all): a bad file fails before the model loads
+    # every row (lm-eval's loader reads them all): a bad file fails before the model loads
+    fingerprint = rows_fingerprint(read_hellaswag(data)) if data is not None else None
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     # a bad --output fails before the work
     path = output_path(model_dir, args.output, results_file(tasks, args.mc), keep=(data,))
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # data None: lm-eval read Rowan/hellaswag from the Hub, the published set; a local file says what it holds
     record = {"model": str(model_dir), "data": data and str(data),
-              "data_fingerprint": data and file_fingerprint(data), "limit": args.limit,
+              "data_fingerprint": fingerprint, "limit": args.limit,
               "seconds": round(seconds, 3), "lm_eval_version": lm_eval.__version__,
               "results": dict(out["results"]), "versions": dict(out.get("versions") or {}),
               "n-shot": dict(out.get("n-shot") or {}), "n-samples": dict(out.get("n-samples") or {}),

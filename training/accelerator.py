@@ -62,13 +62,10 @@ def broadcast(accelerator, value):
 
 
 def first_error(accelerator, error: str | None) -> str | None:
-    """Every rank passes its own finding (None: fine); every rank gets the first one found on any rank, so all
-    stop together (a rank that returned alone would leave the others waiting in a collective)."""
-    if accelerator.num_processes == 1:
-        return error
-    from accelerate.utils import gather_object
-
-    found = [e for e in gather_object([error]) if e]
+    """Every rank passes its own finding (None: fine); every rank gets the first one found on any rank (named by
+    its rank when not the main process's, as in `every_ranks_errors`), so all stop together (a rank that returned
+    alone would leave the others waiting in a collective)."""
+    found = every_ranks_errors(accelerator, [error] if error else [])
     return found[0] if found else None
 
 

@@ -64,9 +64,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
             (stage / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         ckpt.save_rank_state(stage, accelerator.process_index, data_state)
     except Exception as err:  # noqa: BLE001 - disk full is an OSError, or torch.save's RuntimeError "unexpected pos"
-        problem = _failure(stage, step, err)
-        if not main:  # the main process prints it: whose write failed (on several machines: which one's disk)
-            problem = f"rank {accelerator.process_index}: {problem}"
+        problem = _failure(stage, step, err)  # another rank's is named by its rank (first_error)
     agree(problem)  # every rank has written its part, or every rank stops
     if main:
         try:

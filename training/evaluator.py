@@ -45,15 +45,16 @@ class Evaluator:
         # download into the main machine's $HF_HOME, a relative path) exists where the main process runs, and a
         # rank of another machine that looked for it failed alone, without a message, and the launch with it.
         from eval.errors import EvalInputError
-        from eval.hellaswag_data import file_fingerprint, read_hellaswag
+        from eval.hellaswag_data import read_hellaswag, rows_fingerprint
 
         path, examples, problem = None, None, None
         self.hellaswag_fingerprint = None  # which rows: the model card says if they are not the published set
         if accelerator.is_main_process:
             path = resolve_hellaswag("off" if never else cfg.hellaswag_file, log=log)
             try:
-                examples = read_hellaswag(path, cfg.hellaswag_limit) if path else None
-                self.hellaswag_fingerprint = file_fingerprint(path) if path else None
+                if path:  # every row, read once: the fingerprint is of the whole file, the scorer gets the first ones
+                    rows = read_hellaswag(path)
+                    examples, self.hellaswag_fingerprint = rows[:cfg.hellaswag_limit], rows_fingerprint(rows)
             except EvalInputError as err:
                 problem = str(err)
         path, examples, problem = broadcast(accelerator, (path, examples, problem))

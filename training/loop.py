@@ -378,9 +378,9 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             load_grad_scaler(accelerator, resume_dir)
             rank_state = ckpt.load_rank_state(resume_dir, rank if rank < meta["world_size"] else 0)
         except (ckpt.CheckpointError, OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as err:
-            problem = (f"rank {rank}: its optimizer or data state cannot be loaded ({type(err).__name__}: "
+            problem = (f"its optimizer or data state cannot be loaded ({type(err).__name__}: "
                        f"{str(err)[:300]}); resume from an earlier checkpoint (--resume PATH)")
-        problem = first_error(accelerator, problem)  # each rank reads its own rank file
+        problem = first_error(accelerator, problem)  # each rank reads its own rank file (named in the message)
         if problem:
             return fail([problem], heading=f"cannot resume from {resume_dir}")
         resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
