@@ -441,11 +441,13 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
 
 
 def _uncertainty_note(n, accuracy, stderr) -> str:
-    """One standard error of an accuracy measured on n examples (binomial, or lm-eval's own when given), and a
+    """One standard error of an accuracy measured on n examples (lm-eval's own when given, else computed as lm-eval
+    does: the sample standard deviation of the 0/1 outcomes, n - 1 in its denominator, over sqrt(n)), and a
     warning when n is a subset: the reference rows are on all 10,042 examples."""
     if not n or accuracy is None:
         return ""
-    stderr = stderr if stderr is not None else math.sqrt(max(accuracy * (1 - accuracy), 0.0) / int(n))
+    # sqrt(n p (1 - p) / (n - 1)) / sqrt(n) = sqrt(p (1 - p) / (n - 1)); one example has no spread to measure
+    stderr = stderr if stderr is not None else math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(int(n) - 1, 1))
     note = f"Standard error of this model's acc_norm: ±{stderr:.4f} ({int(n):,} examples)."
     if int(n) < HELLASWAG_EXAMPLES:
         note += (f" Measured on the first {int(n):,} of the {HELLASWAG_EXAMPLES:,} examples, the references on all of "

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from lm_eval.api.metrics import mean_stderr
 from huggingface_hub import ModelCard
 
 from publish.export_model import describe_local_data, guess_datasets
@@ -150,7 +151,8 @@ def test_a_hellaswag_subset_is_shown_with_its_standard_error_and_a_warning(tmp_p
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     card = str(build_model_card(CardInputs(model_name="m", metrics=load_metrics(path), step=10,
                                            run_config={"val_tokens": 8192})))
-    assert "±0.0462 (100 examples)" in card  # sqrt(0.31 * 0.69 / 100)
+    outcomes = [1.0] * 31 + [0.0] * 69  # acc_norm 0.31 on 100 examples, as lm-eval computes its stderr
+    assert f"±{mean_stderr(outcomes):.4f} (100 examples)" in card and "±0.0465 (100 examples)" in card
     assert "first 100 of the 10,042 examples" in card and "within about two standard errors are noise" in card
     assert "--tasks hellaswag --batch_size 32 --limit 100\n" in card  # reproduces the 100, not all 10,042
     assert "over (at most) 8,192 tokens (`val_tokens`)" in card  # the row does not say how many
