@@ -59,6 +59,38 @@ def tokenizer_for_context(n_positions: int):
     return tok
 
 
+def tokenizer_for_model(n_positions: int, n_ids: int, model_dir: Path | None = None):
+    """The tokenizer to save beside a model with `n_ids` token ids and a context of `n_positions`, and a warning
+    (None when there is nothing to warn about). GPT-2's, unless the model has tokens added after GPT-2's 50257
+    (add_special_tokens + resize_token_embeddings): then only its own tokenizer, saved in `model_dir`, knows them,
+    and GPT-2's would silently encode "<|user|>" as five ordinary tokens. Without one of that size GPT-2's is
+    returned with a warning that says what is lost."""
+    if n_ids != TOKENIZER_VOCAB_SIZE:
+        own = saved_tokenizer(model_dir)
+        if own is not None and len(own) == n_ids:
+            own.model_max_length = n_positions
+            return own, None
+        found = len(own) if own is not None else "none"
+        return tokenizer_for_context(n_positions), (
+            f"the model has {n_ids:,} token ids but {model_dir or 'its folder'} holds no tokenizer with as many "
+            f"(found {found}): GPT-2's {TOKENIZER_VOCAB_SIZE:,} is saved beside it, which never produces ids "
+            f"{TOKENIZER_VOCAB_SIZE:,}-{n_ids - 1:,}; save your tokenizer beside the model (tokenizer.save_pretrained)")
+    return tokenizer_for_context(n_positions), None
+
+
+def saved_tokenizer(model_dir: Path | None):
+    """The tokenizer saved in a model folder (save_pretrained, Trainer, our checkpoints), or None. A fresh
+    object: the caller may change it."""
+    if model_dir is None or not any((Path(model_dir) / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        return None
+    from transformers import GPT2TokenizerFast  # not AutoTokenizer: it reads config.json's auto_map, and asks y/N
+
+    try:
+        return GPT2TokenizerFast.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None
+
+
 @lru_cache(maxsize=1)
 def gpt2_tokenizer():
     """A `GPT2TokenizerFast` with GPT-2's 50257 ids, built with no network.

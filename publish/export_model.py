@@ -318,25 +318,14 @@ def _check_roundtrip(model, out: Path, format: str, dtype: torch.dtype) -> float
     return diff
 
 
-def _write_tokenizer(out: Path, context: int, model_dir: Path | None = None, n_ids: int | None = None) -> None:
-    from data.tokenizer import TOKENIZER_VOCAB_SIZE, tokenizer_for_context
+def _write_tokenizer(out: Path, context: int, model_dir: Path | None, n_ids: int) -> None:
+    from data.tokenizer import tokenizer_for_model
 
-    if n_ids is not None and n_ids != TOKENIZER_VOCAB_SIZE:
-        # a model with tokens added after GPT-2's 50257 (add_special_tokens + resize_token_embeddings): only its
-        # own tokenizer knows them; GPT-2's would silently encode "<|user|>" as five ordinary tokens
-        own = _own_tokenizer(model_dir)
-        if own is not None and len(own) == n_ids:
-            own.model_max_length = context
-            own.save_pretrained(out)
-            _copy_bpe_files(out)  # GPT-2's 50257 (the additions are in tokenizer.json / tokenizer_config.json)
-            return
-        found = len(own) if own is not None else "none"
-        warnings.warn(f"the model has {n_ids:,} token ids but {model_dir or 'its checkpoint'} holds no tokenizer with "
-                      f"as many (found {found}): the export gets GPT-2's {TOKENIZER_VOCAB_SIZE:,}, "
-                      f"which never produces ids {TOKENIZER_VOCAB_SIZE:,}-{n_ids - 1:,}; save your tokenizer beside "
-                      "the model (tokenizer.save_pretrained) and export that folder", stacklevel=3)
-    tokenizer_for_context(context).save_pretrained(out)
-    _copy_bpe_files(out)
+    tokenizer, warning = tokenizer_for_model(context, n_ids, model_dir)
+    if warning:
+        warnings.warn(f"{warning}, and export that folder", stacklevel=3)
+    tokenizer.save_pretrained(out)
+    _copy_bpe_files(out)  # GPT-2's 50257 (added tokens are in tokenizer.json / tokenizer_config.json)
 
 
 def _copy_bpe_files(out: Path) -> None:
@@ -346,18 +335,6 @@ def _copy_bpe_files(out: Path) -> None:
     encoder, merges = gpt2_bpe_files()
     shutil.copyfile(encoder, out / "vocab.json")
     shutil.copyfile(merges, out / "merges.txt")
-
-
-def _own_tokenizer(model_dir: Path | None):
-    """The tokenizer saved beside the model (save_pretrained, Trainer), or None."""
-    if model_dir is None or not any((model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-        return None
-    from transformers import GPT2TokenizerFast  # not AutoTokenizer: it reads config.json's auto_map, and asks y/N
-
-    try:
-        return GPT2TokenizerFast.from_pretrained(model_dir)
-    except (OSError, ValueError):
-        return None
 
 
 def _write_generation_config(model, out: Path) -> None:

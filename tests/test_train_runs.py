@@ -1363,6 +1363,42 @@ def test_a_filesystem_without_locks_warns_and_trains(tmp_path, monkeypatch):
     assert "another training may hold it" in run_lock.folder_in_use(tmp_path / "run")
 
 
+def test_a_run_from_a_model_with_added_tokens_checkpoints_that_models_tokenizer(setup, tmp_path, in_process, capsys):
+    """Continued pretraining of a model whose tokenizer gained tokens (add_special_tokens + resize, the first step
+    of a chat fine-tune): the checkpoints carried GPT-2's 50257-id tokenizer beside a 50260-id model, so the
+    added ids were unreachable from them (and an export warned). They carry the model's own now, also after a
+    resume; a source folder without it gets a warning at start that says what is lost."""
+    from transformers import AutoTokenizer
+
+    from data.tokenizer import tokenizer_for_context
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+    from configuration_gpt2repro import GPT2ReproConfig
+
+    model = GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=1, n_head=2, n_embd=32, n_positions=64))
+    tok = tokenizer_for_context(64)
+    tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|system|>"]})
+    model.resize_token_embeddings(len(tok))
+    source = tmp_path / "sft"
+    model.save_pretrained(source)
+    tok.save_pretrained(source)
+    out = tmp_path / "run"
+    short = ("--save_every", "1", "--seq_len", "32", *NO_EVALS)
+    assert train.main(_args(setup, out, "--init_from", str(source), "--max_steps", "1", *short)) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    assert train.main(_args(setup, out, "--init_from", str(source), "--max_steps", "2", *short)) == 0  # resumes
+    for step in (1, 2):
+        saved = AutoTokenizer.from_pretrained(out / "checkpoints" / f"step_0000000{step}" / "model")
+        assert len(saved) == 50260 and saved("<|system|>").input_ids == [50259] and saved.model_max_length == 64
+
+    (source / "tokenizer.json").unlink()  # its tokenizer not saved beside it: GPT-2's, said at the start
+    (source / "tokenizer_config.json").unlink()
+    assert train.main(_args(setup, tmp_path / "run2", "--init_from", str(source), "--max_steps", "1", *short)) == 0
+    assert ("WARNING: the model has 50,260 token ids but " + str(source) + " holds no tokenizer with as many "
+            "(found none): GPT-2's 50,257 is saved beside it, which never produces ids 50,257-50,259") \
+        in capsys.readouterr().out
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "run2" / "checkpoints" / "step_00000001" / "model")) == 50257
+
+
 def test_init_from_gpt2_offline_fails_at_once(setup, tmp_path, in_process, capsys, monkeypatch):
     """No network and nothing cached: one message in about a second, not half a minute of download retries."""
     import huggingface_hub

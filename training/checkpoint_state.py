@@ -16,11 +16,13 @@ from training.accelerator import first_error
 from training.optim import with_this_runs_groups
 
 
-def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, log) -> Path:
+def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, tokenizer,
+                    log) -> Path:
     """Every rank writes its part into the staging folder; the main process seals and renames it. A write that
     fails on any rank (disk full, quota, permissions) raises `checkpoint.SaveError` on every rank, with the
-    staging folder removed (a full disk gets its space back) and the committed checkpoints untouched."""
-    from data.tokenizer import TOKENIZER_FINGERPRINT, tokenizer_for_context
+    staging folder removed (a full disk gets its space back) and the committed checkpoints untouched.
+    `tokenizer` is saved beside the weights (main process; `data.tokenizer.tokenizer_for_model`)."""
+    from data.tokenizer import TOKENIZER_FINGERPRINT
 
     main = accelerator.is_main_process
     stage = ckpt.staging_dir(cfg.output_dir, step)
@@ -51,7 +53,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
     try:
         if main:
             saver.save_pretrained(stage / "model", state_dict=model_state, safe_serialization=True)
-            tokenizer_for_context(raw_model.config.n_positions).save_pretrained(stage / "model")
+            tokenizer.save_pretrained(stage / "model")
             torch.save(optim_state, stage / "optimizer.pt")
             save_grad_scaler(accelerator, stage)
             meta = {

@@ -270,6 +270,16 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             setattr(cfg, key, getattr(raw_model.config, key))
     if cfg.seq_len > raw_model.config.n_positions:
         return fail([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"])
+    checkpoint_tokenizer = None  # saved beside the weights (main process): GPT-2's, or the loaded model's own
+    if main:  # when tokens were added to it (its folder's tokenizer, or the resumed checkpoint's)
+        from data.tokenizer import tokenizer_for_model
+
+        source = (resume_dir / "model" if resume_dir is not None
+                  else None if cfg.init_from in ("scratch", "gpt2") else init_model_dir(cfg.init_from))
+        checkpoint_tokenizer, warning = tokenizer_for_model(raw_model.config.n_positions,
+                                                            raw_model.config.tokenizer_vocab_size, source)
+        if warning:
+            log(f"WARNING: {warning}, and start from that folder")
     if cfg.num_samples and (cfg.sample_every > 0 or cfg.eval_at_end):  # else found only at the first sample
         from data.tokenizer import gpt2_tokenizer
         from eval.sample import prompt_ids
@@ -597,7 +607,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
                 if world == 1 and last_saved != step:
                     try:
                         save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
-                                        manifest_hash, log)
+                                        manifest_hash, checkpoint_tokenizer, log)
                         print(f"the evaluation after step {step} failed (below); step {step} is checkpointed",
                               file=sys.stderr, flush=True)
                     except ckpt.SaveError as err:  # the evaluation's error stays the one raised
@@ -609,7 +619,7 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
             if stop_now or done or _due(step, cfg.save_every):
                 try:
                     saved = save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state(), step, tokens,
-                                            manifest_hash, log)
+                                            manifest_hash, checkpoint_tokenizer, log)
                 except ckpt.SaveError as err:  # every rank gets it: stop together, with the message, not a traceback
                     if main:
                         print(str(err), file=sys.stderr, flush=True)
