@@ -920,7 +920,7 @@ def test_a_signal_during_a_step_checkpoints_that_step(setup, tmp_path, in_proces
 def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_process, capsys, monkeypatch):
     """The first SIGINT asks for a checkpoint; a second one (here in the next micro-batch of the same step)
     means "out now": exit 130 with a line saying what was kept, not a KeyboardInterrupt traceback and exit 1."""
-    from training import loop
+    from training import startup
 
     calls = {"n": 0}
 
@@ -932,7 +932,7 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
         model.lm_head.register_forward_hook(hook)
 
     build, _ = _model_with(inject)
-    monkeypatch.setattr(loop, "build_model", build)
+    monkeypatch.setattr(startup, "build_model", build)
     out = tmp_path / "run"
     assert train.main(_args(setup, out, "--save_every", "2", *NO_EVALS)) == 130
     err = capsys.readouterr().err

@@ -13,6 +13,13 @@
     fsdp.py         what FSDP2 changes: full-state gathers, a plain twin for saving, padded evaluation batches
     trackers.py     TensorBoard / W&B / trackio through Accelerate's trackers
     run_lock.py     one training per run folder (an OS lock)
-    loop.py         the training loop itself (`train(cfg)`), used by ../train.py
+    loop.py         the training loop itself (`train(cfg)`), used by ../train.py: the stages below, then the steps
+    session.py      one launch as this process sees it: the Accelerator, its rank, log lines, refusals, exit codes
+    startup.py      the start-up checks that can refuse a run before anything is written (config, resume, model, data)
+    preparation.py  AdamW and Accelerate's preparation, the resumed optimizer and data state, batches, the evaluator
+    run_folder.py   the run folder taken: locked, trackers started, run_config.yaml and metrics.jsonl written
+    banner.py       the lines printed before the first step
+    progress.py     what each step reports (step line, metrics.jsonl, trackers, bar) and the end-of-run summary
+    uploads.py      checkpoint uploads to the Hub (--push_checkpoints_to), started at start-up, waited for at the end
     demo.py         the quick start: prepare -> train -> evaluate -> export -> samples (`python -m training.demo`)
 """
