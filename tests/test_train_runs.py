@@ -894,6 +894,20 @@ def test_a_refused_start_leaves_the_process_group(setup, tmp_path, in_process, c
     holder.close()
 
 
+def test_nothing_to_train_leaves_the_process_group(setup, tmp_path, in_process, capsys, monkeypatch):
+    """A resume from a checkpoint already at max_steps returns 0 at start-up, before end_training(): like a
+    refusal (above), every rank agreed on it, so it leaves the process group rather than exit still in it."""
+    import torch.distributed as dist
+
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--max_steps", "2", *NO_EVALS)) == 0
+    left = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a: left.append(a))
+    assert train.main(_args(setup, out, "--max_steps", "2", *NO_EVALS)) == 0
+    assert "nothing to train" in capsys.readouterr().out and left == [()]
+
+
 def test_a_signal_during_a_step_checkpoints_that_step(setup, tmp_path, in_process, capsys):
     """One process: SIGTERM arriving in the middle of step 3 (from a forward hook) stops the run right after step
     3, checkpointed, exit 0; with one process there are no other ranks to agree with first."""

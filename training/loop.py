@@ -93,12 +93,14 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
 
     # everything that can refuse the run happens before anything is written
     checked, code = run_checks(session, cfg, hooks, threads)
-    if checked is None:
+    if checked is None:  # refused (2; train() leaves the process group), or nothing to train (0)
+        if code == EXIT_OK:
+            _leave_process_group()  # as after a refusal: every rank agreed on it, nothing is in flight
         return code
-    prepared, refusal = prepare(session, cfg, checked, threads)
+    prepared, refusal = prepare(session, cfg, checked, threads)  # can still refuse: nothing is written yet
     if refusal:
         return session.refuse(refusal)
-
+    # the run folder is taken (locked, trackers started) and written from here on
     metrics, refusal = open_run_folder(session, cfg, checked.resume, prepared.start_step, threads)
     if refusal:
         return session.refuse(refusal)
