@@ -179,7 +179,7 @@ def test_the_banner_says_when_a_launchers_fsdp_config_is_not_applied(monkeypatch
 
     from accelerate.utils import DistributedType
 
-    from training.loop import _strategy
+    from training.banner import _strategy
 
     def accelerator(kind, n):
         return SimpleNamespace(distributed_type=kind, num_processes=n, device=torch.device("cpu"))

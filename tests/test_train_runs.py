@@ -242,7 +242,7 @@ def test_reference_run_logs_and_run_folder(reference, setup):
 def test_the_banner_says_when_the_train_split_repeats():
     """sample-10BT holds about as many train tokens as the recipe's 19,073 steps read, and a smaller prepared
     folder is read many times over: the loader starts another reshuffled pass silently, so the banner says so."""
-    from training.loop import _passes
+    from training.banner import _passes
 
     assert _passes(10, 100, 1000) == "1.00 passes over the 1,000-token train split"
     assert _passes(10, 100, 999) == "1.00 passes over the 999-token train split; the data repeats from step 10"
@@ -955,7 +955,7 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
 
 
 def test_a_val_split_smaller_than_val_tokens_is_said_at_start(setup):
-    from training.loop import _validation_line
+    from training.banner import _validation_line
     from training.run_config import load_run_config
 
     cfg = load_run_config(_args(setup, "unused", "--val_tokens", "100000"))

@@ -34,7 +34,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training import fsdp
-from training.banner import _passes, _strategy, _validation_line, log_start_banner
+from training.banner import log_start_banner
 from training.checkpoint_state import save_checkpoint
 from training.model_init import init_model_dir
 from training.optim import lr_at
@@ -44,13 +44,10 @@ from training.run_config import RunConfig
 from training.run_folder import open_run_folder
 from training.session import EXIT_CONFIG, EXIT_NONFINITE, EXIT_OK, EXIT_OOM, EXIT_SAVE, Session
 from training.signals import StopRequest
-from training.startup import Checked, data_checks, run_checks
+from training.startup import Checked, run_checks
 from training.step import NonFiniteError, optimizer_step
-from training.uploads import finish_uploads, start_checkpoint_uploader
+from training.uploads import finish_uploads
 
-# imported from here by other modules and the tests
-__all__ = ["train", "data_checks", "start_checkpoint_uploader", "finish_uploads", "_strategy", "_validation_line",
-           "_passes", "EXIT_OK", "EXIT_CONFIG", "EXIT_NONFINITE", "EXIT_OOM", "EXIT_SAVE"]
 
 
 def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
