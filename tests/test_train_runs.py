@@ -426,6 +426,30 @@ def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_m
     assert not (tmp_path / "run").exists()
 
 
+def test_a_resume_checkpoint_another_machine_sees_otherwise_stops_every_rank_with_its_message(setup, reference,
+                                                                                             tmp_path):
+    """--resume PATH on two machines that see PATH differently. Each rank decided for itself whether PATH was a
+    run folder, and each read meta.json itself: a rank whose view differed took the main process's answer for
+    another question, or failed to read, and refused alone while rank 0 waited in a collective."""
+    ref_out, _ = reference
+    checkpoint = ref_out / "checkpoints" / "step_00000008"
+    shutil.copytree(checkpoint, tmp_path / "work" / "ckpt")
+    shutil.copytree(checkpoint, tmp_path / "elsewhere" / "ckpt")
+    (tmp_path / "elsewhere" / "ckpt" / "meta.json").write_text("{")  # damaged on rank 1's machine only
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--resume", "ckpt", "--max_steps", "10", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: ckpt/meta.json cannot be read (JSONDecodeError" in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
+
+    # a run folder on the main machine, a bare checkpoint of that name on the other one
+    shutil.copytree(ref_out / "checkpoints", tmp_path / "work" / "prev" / "checkpoints")
+    shutil.copytree(checkpoint, tmp_path / "elsewhere" / "prev")
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--resume", "prev", "--max_steps", "10", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: prev/checkpoints/step_00000008/meta.json cannot be read" in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_a_checkpoint_write_that_fails_on_one_rank_names_it_and_keeps_nothing_half_written(setup, tmp_path):
     """Rank 1's part of the save (its RNG and data-position file) fails: every rank stops with exit 5 and the
     message says which rank's write failed (its disk, on several machines), not just what failed."""

@@ -25,7 +25,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training import fsdp
-from training.accelerator import broadcast, every_ranks_errors
+from training.accelerator import broadcast, every_ranks_errors, first_error
 from training.model_init import ARCH_KEYS, build_model, build_model_config, init_model_dir
 from training.run_config import RunConfig, validate
 from training.run_lock import folder_in_use
@@ -116,32 +116,35 @@ def check_run_config(session: Session, cfg: RunConfig) -> Optional[Refusal]:
 
 def find_resume_checkpoint(session: Session, cfg: RunConfig) -> tuple[Optional[Path], Optional[Refusal]]:
     """(the checkpoint to continue from, or None for a new run; None) or (None, why not). The main process looks
-    (it verifies checksums), every rank gets its answer."""
-    accelerator, main, log = session.accelerator, session.main, session.log
+    (it verifies checksums) and every rank gets its answer: had each rank looked for itself, a machine that sees
+    the folder otherwise would have disagreed, refused alone and left the others waiting in a collective."""
     if cfg.resume == "off":
         return None, None
+    answer = _find_resume_checkpoint(cfg, session.log) if session.main else None
+    found, refusal = broadcast(session.accelerator, answer)
+    return (Path(found) if found else None), refusal
+
+
+def _find_resume_checkpoint(cfg: RunConfig, log) -> tuple[Optional[str], Optional[Refusal]]:
     if cfg.resume == "auto":  # output_dir's newest intact checkpoint, if it has any
-        resume_dir = ckpt.find_resumable(cfg.output_dir, log=log) if main else None
-        resume_dir = broadcast(accelerator, str(resume_dir) if resume_dir else None)
-        resume_dir = Path(resume_dir) if resume_dir else None
+        found = ckpt.find_resumable(cfg.output_dir, log=log)
         committed = ckpt.committed_checkpoints(cfg.output_dir)
-        if resume_dir is None and committed:  # all damaged: starting over would delete them as it saves
+        if found is None and committed:  # all damaged: starting over would delete them as it saves
             return None, Refusal([f"output_dir {cfg.output_dir!r}: none of its {len(committed)} committed "
                                   "checkpoints is intact (see the warnings above), so there is nothing to resume; "
                                   "move checkpoints/ away (or repair it) to start over in this folder, or pick a new "
                                   "output_dir"], heading="cannot resume")
-        return resume_dir, None
+        return (str(found) if found else None), None
     resume_dir = Path(cfg.resume)
-    if (resume_dir / ckpt.CHECKPOINTS).is_dir():  # a run folder: its newest complete checkpoint
-        found = ckpt.find_resumable(resume_dir, log=log) if main else None
-        found = broadcast(accelerator, str(found) if found else None)
+    if (resume_dir / ckpt.CHECKPOINTS).is_dir():  # a run folder: its newest complete checkpoint (verified)
+        found = ckpt.find_resumable(resume_dir, log=log)
         if found is None:
             return None, Refusal([f"resume {cfg.resume}: the run folder has no complete checkpoint"])
-        return Path(found), None  # verified by find_resumable
-    problem = broadcast(accelerator, ckpt.verify(resume_dir) if main else None)
+        return str(found), None
+    problem = ckpt.verify(resume_dir)
     if problem:
         return None, Refusal([f"resume checkpoint {cfg.resume}: {problem}"])
-    return resume_dir, None
+    return str(resume_dir), None
 
 
 def check_resume_checkpoint(session: Session, cfg: RunConfig,
@@ -150,10 +153,14 @@ def check_resume_checkpoint(session: Session, cfg: RunConfig,
     there of a later step would outrank them in retention (keep_last deletes the oldest steps), so the session
     would delete each of its own saves: intact ones refuse an explicit --resume; damaged ones (which auto, or
     --resume OUTPUT_DIR, fell back past) are set aside."""
-    try:
+    meta, problem = None, None
+    try:  # on every rank (each loads the checkpoint itself): one that cannot read it stops them all
         meta = ckpt.read_meta(resume_dir)
     except ckpt.CheckpointError as err:
-        return None, Refusal([str(err)], heading=f"cannot resume from {resume_dir}")
+        problem = str(err)
+    problem = first_error(session.accelerator, problem)
+    if problem:
+        return None, Refusal([problem], heading=f"cannot resume from {resume_dir}")
     resume_step = meta["step"]
     # verify() is cached: the checkpoints find_resumable checked are not read again
     newer = [c for c in ckpt.committed_checkpoints(cfg.output_dir) if ckpt.step_of(c) > resume_step]
