@@ -12,7 +12,8 @@ The folder (format "gpt2repro"):
                                  with added tokens: its own tokenizer)
     README.md                    model card (publish.model_card)
     plots/loss.png  plots/hellaswag.png                                 when the run has metrics
-    logs/metrics.jsonl  logs/run_config.yaml                            the run's record, when known
+    logs/metrics.jsonl  logs/run_config.yaml                            the run's record, when known (the run
+                                 config this checkpoint trained with, as the card)
 Format "gpt2": the same, but config.json / model.safetensors are transformers' stock `GPT2LMHeadModel`
 (vocabulary cropped to 50,257 rows) and there are no code files.
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card, load_lm_eval_results
@@ -131,10 +133,9 @@ def export_model(
         datasets = datasets if datasets is not None else guess_datasets(run_config)
         plots = []
         if metrics is not None:
-            if src.run_dir and (src.run_dir / "run_config.yaml").is_file():
-                (tmp / "logs").mkdir(exist_ok=True)
-                shutil.copyfile(src.run_dir / "run_config.yaml", tmp / "logs" / "run_config.yaml")
             (tmp / "logs").mkdir(exist_ok=True)
+            if run_config:  # the config the card describes, not a later session's run_config.yaml
+                (tmp / "logs" / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
             shutil.copyfile(src.metrics_path, tmp / "logs" / "metrics.jsonl")
             plots = _write_plots(metrics, tmp / "plots", src.step, datasets)
         card = build_model_card(CardInputs(

@@ -199,7 +199,8 @@ def test_evaluations_run_after_training_reach_the_model_card(tiny_run, tmp_path)
 def test_the_card_describes_the_training_of_the_exported_checkpoint_not_a_later_sessions_config(tiny_run, tmp_path):
     """run_config.yaml is rewritten when a session starts: a resume launched with another schedule (here stopped
     before its first checkpoint) left max_lr 0.01 there, but the exported weights trained with 0.003. The card
-    takes the run config saved in the checkpoint's meta.json (what that step trained with)."""
+    and the published logs/run_config.yaml take the run config saved in the checkpoint's meta.json (what that
+    step trained with)."""
     import shutil
 
     import yaml
@@ -218,6 +219,9 @@ def test_the_card_describes_the_training_of_the_exported_checkpoint_not_a_later_
     assert f"{LAST:,} of {trained['max_steps']:,} planned" in card
     assert "0.01" not in card.split("## Training")[1].split("## Curves")[0]
     assert "another schedule" not in card  # every logged lr follows the checkpoint's schedule
+    # the run config published beside the card is that one too, not the later session's run_config.yaml
+    published = yaml.safe_load((tmp_path / "export" / "logs" / "run_config.yaml").read_text())
+    assert published["max_lr"] == trained["max_lr"] == 0.003 and published["max_steps"] == trained["max_steps"]
 
 
 def test_plots_exist_and_mark_the_exported_step(exports):
