@@ -11,6 +11,7 @@ Modules, one job each:
     plots            the curves (PNG), also a command
     model_card       the README.md model card (huggingface_hub ModelCard / ModelCardData / EvalResult)
     export_model     writing the weights, config, code, tokenizer and generation config
+    local_paths      what the export publishes of local paths: absolute ones cut to their last name
     hub              create_repo + upload_folder, dry-run listing, token and error handling
     checkpoint_sync  background upload of each committed checkpoint during training (CheckpointUploader)
 """

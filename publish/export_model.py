@@ -13,7 +13,8 @@ The folder (format "gpt2repro"):
     README.md                    model card (publish.model_card)
     plots/loss.png  plots/hellaswag.png                                 when the run has metrics
     logs/metrics.jsonl  logs/run_config.yaml                            the run's record, when known (the run
-                                 config this checkpoint trained with, as the card)
+                                 config this checkpoint trained with, as the card), absolute local paths
+                                 reduced to their last name (publish.local_paths)
 Format "gpt2": the same, but config.json / model.safetensors are transformers' stock `GPT2LMHeadModel`
 (vocabulary cropped to 50,257 rows) and there are no code files.
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from publish.local_paths import public_metrics_record, public_run_config, scrub_paths
 from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card, load_lm_eval_results
 from publish.plots import plot_runs
@@ -135,8 +137,9 @@ def export_model(
         if metrics is not None:
             (tmp / "logs").mkdir(exist_ok=True)
             if run_config:  # the config the card describes, not a later session's run_config.yaml
-                (tmp / "logs" / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
-            shutil.copyfile(src.metrics_path, tmp / "logs" / "metrics.jsonl")
+                (tmp / "logs" / "run_config.yaml").write_text(
+                    yaml.safe_dump(public_run_config(run_config), sort_keys=False))
+            _write_public_metrics(src.metrics_path, tmp / "logs" / "metrics.jsonl")
             plots = _write_plots(metrics, tmp / "plots", src.step, datasets)
         card = build_model_card(CardInputs(
             model_name=model_name or out.name,
@@ -343,6 +346,20 @@ def _write_generation_config(model, out: Path) -> None:
 
     eot = model.config.eos_token_id
     GenerationConfig(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, **SAMPLING).save_pretrained(out)
+
+
+def _write_public_metrics(source: Path, out: Path) -> None:
+    """metrics.jsonl as published: each record with its local paths reduced (publish.local_paths); a line that is
+    not a JSON record (a crash cut it short) is kept as text, scrubbed the same way."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            lines.append(scrub_paths(line))
+            continue
+        lines.append(json.dumps(public_metrics_record(record) if isinstance(record, dict) else record))
+    out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def _write_plots(metrics, plots_dir: Path, step: int | None, datasets: list[str]) -> list[tuple[str, str]]:

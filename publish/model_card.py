@@ -18,6 +18,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from publish.local_paths import public_path
 from publish.metrics import RunMetrics
 from publish.references import (
     HELLASWAG_ACC,
@@ -384,7 +385,7 @@ def _other_set(record: dict | None) -> str:
     if _published_set(record):
         return ""
     if "data_unchecked" in record:
-        return (f" (scored on {record['data_unchecked']}, which could not be read here to check that it holds the "
+        return (f" (scored on {public_path(record['data_unchecked'])}, which could not be read here to check that it holds the "
                 "published HellaSwag validation set: not in this card's model-index)")
     return (f" (**not the published HellaSwag validation set**: a file with other rows, content fingerprint "
             f"{record['data_fingerprint'][:12]}; not comparable with the references below)")

@@ -363,3 +363,50 @@ def test_a_model_with_added_tokens_is_exported_with_its_own_tokenizer(tmp_path, 
     with pytest.warns(UserWarning, match="50,260 token ids .* never produces ids 50,257-50,259"):
         export_model(source, tmp_path / "out2", format=format)
     assert len(AutoTokenizer.from_pretrained(tmp_path / "out2")) == 50257
+
+
+def test_the_export_publishes_no_absolute_local_path_and_leaves_the_run_as_it_was(tiny_run, tmp_path):
+    """The exported logs went to the Hub as the run wrote them: run_config.yaml with `config:
+    /home/alice/gpt2repro/configs/...`, `output_dir` and `hellaswag_file` as typed, metrics.jsonl with a resume's
+    checkpoint folder and error messages naming local files: the user name and the machine's layout, published.
+    The export keeps relative paths (the project's layout) and reduces absolute ones to their last name; the run
+    folder itself is not touched."""
+    import shutil
+
+    import yaml
+
+    home = tmp_path / "home" / "alice"
+    run = home / "runs" / "tiny"
+    shutil.copytree(tiny_run, run)
+    cfg = yaml.safe_load((run / "run_config.yaml").read_text())
+    cfg.update(config=str(home / "gpt2repro" / "configs" / "tiny.yaml"), output_dir=str(run),
+               hellaswag_file=str(home / "data" / "hellaswag_val.jsonl"), init_from="scratch",
+               data_dir="out/data/fineweb-edu-tiny")
+    (run / "run_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    url = "https://huggingface.co/me/tiny/commit/abc"
+    with (run / "metrics.jsonl").open("a") as log:
+        for record in ({"type": "resume", "step": 10, "checkpoint": str(run / "checkpoints" / "step_00000010")},
+                       {"type": "error", "step": 20, "message": f"cannot write '{run}/checkpoints/step_00000020': "
+                                                                 "No space left on device"},
+                       {"type": "upload", "step": 20, "ok": True, "url": url, "error": None}):
+            log.write(json.dumps(record) + "\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    out = export_model(run, tmp_path / "export").out_dir
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert str(home).encode() not in path.read_bytes(), path
+            assert b"/alice/" not in path.read_bytes(), path
+    published = yaml.safe_load((out / "logs" / "run_config.yaml").read_text())
+    assert published["config"] == "<local>/tiny.yaml" and published["output_dir"] == "<local>/tiny"
+    assert published["hellaswag_file"] == "<local>/hellaswag_val.jsonl"
+    assert published["data_dir"] == "out/data/fineweb-edu-tiny" and published["init_from"] == "scratch"
+    assert published["max_lr"] == cfg["max_lr"]  # everything else as it was
+    rows = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in rows if r["type"] == "resume"][0]["checkpoint"] == "<local>/step_00000010"
+    assert [r for r in rows if r["type"] == "error"][0]["message"] == (
+        "cannot write '<local>/step_00000020': No space left on device")
+    assert [r for r in rows if r["type"] == "upload"][0]["url"] == url  # URLs are not local paths
+    original = [json.loads(line) for line in before[run / "metrics.jsonl"].decode().splitlines()]
+    assert [r for r in rows if r["type"] == "train"] == [r for r in original if r["type"] == "train"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # the run folder as it was

@@ -356,3 +356,21 @@ def test_lm_eval_cli_results_of_the_local_task_are_checked_against_the_published
     loaded, card = card_for("elsewhere/hellaswag_val.jsonl")  # ran in another folder: not checkable here
     assert card.data.eval_results is None
     assert "elsewhere/hellaswag_val.jsonl, which could not be read here to check" in card.text
+    loaded, card = card_for("/home/alice/data/hellaswag_val.jsonl")  # another machine's absolute path: not published
+    assert "alice" not in card.text and "<local>/hellaswag_val.jsonl, which could not be read here" in card.text
+
+
+@pytest.mark.parametrize("text, public", [
+    ("/home/alice/runs/x/checkpoints/step_1", "<local>/step_1"),
+    ("cannot write '/scratch/alice/run/ckpt': disk full", "cannot write '<local>/ckpt': disk full"),
+    (r"C:\Users\alice\runs\x failed", "<local>/x failed"),
+    ("https://huggingface.co/me/model/commit/abc", "https://huggingface.co/me/model/commit/abc"),
+    ("runs/124M/checkpoints/step_1 and ~/data/x", "runs/124M/checkpoints/step_1 and ~/data/x"),
+    ("loss 3.2/4 steps, ratio 1/2", "loss 3.2/4 steps, ratio 1/2"),
+])
+def test_absolute_local_paths_in_free_text_keep_their_last_name_only(text, public):
+    from publish.local_paths import public_path, scrub_paths
+
+    assert scrub_paths(text) == public
+    assert public_path("/home/alice/data/fineweb") == "<local>/fineweb" and public_path("../../alice/x") == "<local>/x"
+    assert [public_path(v) for v in ("auto", "gpt2", "out/data/pydocs", None)] == ["auto", "gpt2", "out/data/pydocs", None]
