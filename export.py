@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="lm-eval results file of a HellaSwag run on this export: reported in the card")
     hub = parser.add_argument_group("push")
     hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub model repo")
-    hub.add_argument("--private", action="store_true", help="create the repo private (an existing repo is unchanged)")
+    hub.add_argument("--private", action="store_true", help="create the repo private; an existing repo keeps its "
+                     "visibility, so a public one is refused (nothing uploaded)")
     hub.add_argument("--revision", help="branch to push to (created from main if missing; default main)")
     hub.add_argument("--commit-message", help="default: 'Upload <name> (step N, format, dtype)'")
     hub.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")

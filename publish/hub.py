@@ -67,8 +67,9 @@ class UploadPlan:
 
     def describe(self, token_found: bool | None = None) -> str:
         lines = [
-            f"repo:     {self.repo_id} ({'private' if self.private else 'public'} if created now; "
-            "an existing repo keeps its visibility)",
+            f"repo:     {self.repo_id} " + ("(private: created private, or refused if it exists and is public)"
+                                              if self.private else "(public if created now; an existing repo keeps "
+                                              "its visibility)"),
             f"branch:   {self.revision or constants.DEFAULT_REVISION}",
             f"commit:   {self.commit_message}",
             f"from:     {self.folder}",
@@ -123,7 +124,10 @@ def resolve_token(token: str | None = None) -> str:
 def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None) -> str:
     """Create the repo (and branch) if needed and upload the planned folder in one commit. Returns the commit URL.
 
-    `api` is for tests (an object with HfApi's create_repo / create_branch / upload_folder)."""
+    A private plan is refused (nothing uploaded) when the repository already exists and is public: create_repo
+    does not change an existing repo's visibility, so the upload would be published.
+
+    `api` is for tests (an object with HfApi's create_repo / repo_info / create_branch / upload_folder)."""
     token = resolve_token(token)
     api = api or HfApi()
     stage = "creating the repository"
@@ -131,6 +135,9 @@ def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None
     try:
         api.create_repo(plan.repo_id, token=token, private=plan.private, exist_ok=True, repo_type="model")
         created = True
+        if plan.private:  # create_repo leaves an existing repo's visibility as it is
+            stage = "checking that the repository is private"
+            refuse_if_public(api, plan.repo_id, token, "push without --private")
         if plan.revision and plan.revision != constants.DEFAULT_REVISION:
             stage = f"creating branch {plan.revision!r}"
             api.create_branch(plan.repo_id, branch=plan.revision, token=token, exist_ok=True, repo_type="model")
@@ -145,9 +152,21 @@ def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None
             token=token,
             repo_type="model",
         )
+    except PublishError:
+        raise
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message; the cause stays chained
         raise explain_error(err, plan, stage, token, repo_may_exist=created) from err
     return str(getattr(commit, "commit_url", commit))
+
+
+def refuse_if_public(api, repo_id: str, token: str, otherwise: str) -> None:
+    """Raise PublishError when `repo_id` (just made with create_repo(private=True, exist_ok=True)) is public: an
+    existing repo keeps its visibility, so what was asked to go up privately would be published."""
+    if getattr(api.repo_info(repo_id, token=token, repo_type="model"), "private", None) is False:
+        raise PublishError(
+            f"push to {repo_id} refused: it was asked private, but the repository exists and is public, so the "
+            f"upload would be published; make it private first (`hf repos settings {repo_id} --private`, or its "
+            f"Settings page) or {otherwise}; nothing was uploaded")
 
 
 def explain_error(err: BaseException, plan: UploadPlan, stage: str, token: str | None = None,

@@ -16,14 +16,19 @@ FAKE_TOKEN = "hf_notARealTokenButLongEnough0123456789"
 class SlowApi:
     """Stands in for HfApi: upload_folder blocks until released and snapshots the folder it was given."""
 
-    def __init__(self, fail_steps=()):
+    def __init__(self, fail_steps=(), existing_public=False):
         self.release = threading.Event()
         self.started = threading.Event()
         self.uploads, self.branches, self.repos = [], [], []
         self.fail_steps = set(fail_steps)
+        self.public = existing_public  # a public repo of that name is already there
 
     def create_repo(self, repo_id, **kwargs):
         self.repos.append((repo_id, kwargs["private"]))
+        self.public = self.public or not kwargs["private"]
+
+    def repo_info(self, repo_id, **kwargs):
+        return type("ModelInfo", (), {"id": repo_id, "private": not self.public})()
 
     def create_branch(self, repo_id, *, branch, **kwargs):
         self.branches.append(branch)
@@ -121,3 +126,13 @@ def test_constructor_fails_fast_offline_with_the_real_client():
     with pytest.raises(PublishError, match="HF_HUB_OFFLINE=1 is set") as info:
         CheckpointUploader("me/run", token=FAKE_TOKEN)
     assert FAKE_TOKEN not in str(info.value)
+
+
+def test_private_checkpoint_pushes_into_an_existing_public_repo_stop_the_run_before_it_trains(tmp_path):
+    """push_private (the default) made no difference to an existing public repo: every checkpoint, optimizer state
+    included, would have been published. Refused at start, like a missing token."""
+    api = SlowApi(existing_public=True)
+    with pytest.raises(PublishError, match="asked private, but the repository exists and is public.*push_private"):
+        CheckpointUploader("me/run", private=True, token=FAKE_TOKEN, api=api, retries=0)
+    api = SlowApi(existing_public=True)
+    CheckpointUploader("me/run", private=False, token=FAKE_TOKEN, api=api, retries=0).close()  # public on purpose

@@ -27,10 +27,11 @@ def folder(tmp_path):
 
 
 class RecordingApi:
-    """Stands in for HfApi: records calls; `fail_at` raises the given exception at that call."""
+    """Stands in for HfApi: records calls; `fail_at` raises the given exception at that call. `existing`: the
+    visibility ("public" / "private") of a repo that is already there (create_repo then changes nothing)."""
 
-    def __init__(self, fail_at=None, error=None):
-        self.calls, self.fail_at, self.error = [], fail_at, error
+    def __init__(self, fail_at=None, error=None, existing=None):
+        self.calls, self.fail_at, self.error, self.existing = [], fail_at, error, existing
 
     def _record(self, name, **kwargs):
         self.calls.append((name, kwargs))
@@ -39,6 +40,12 @@ class RecordingApi:
 
     def create_repo(self, repo_id, **kwargs):
         self._record("create_repo", repo_id=repo_id, **kwargs)
+        if self.existing is None:
+            self.existing = "private" if kwargs.get("private") else "public"
+
+    def repo_info(self, repo_id, **kwargs):
+        self._record("repo_info", repo_id=repo_id, **kwargs)
+        return SimpleNamespace(id=repo_id, private=self.existing == "private")
 
     def create_branch(self, repo_id, **kwargs):
         self._record("create_branch", repo_id=repo_id, **kwargs)
@@ -79,12 +86,32 @@ def test_push_calls_create_repo_branch_and_upload_with_the_plan(folder):
     plan = plan_upload(folder, "me/model", private=True, revision="step-0000020", commit_message="Upload tiny")
     url = push(plan, token=FAKE_TOKEN, api=api)
     assert url == "https://huggingface.co/me/model/commit/abc"
-    assert [name for name, _ in api.calls] == ["create_repo", "create_branch", "upload_folder"]
-    create, branch, upload = (kwargs for _, kwargs in api.calls)
+    assert [name for name, _ in api.calls] == ["create_repo", "repo_info", "create_branch", "upload_folder"]
+    create, _, branch, upload = (kwargs for _, kwargs in api.calls)
     assert create["private"] is True and create["exist_ok"] is True and create["token"] == FAKE_TOKEN
     assert branch["branch"] == "step-0000020"
     assert upload["folder_path"] == str(folder) and upload["revision"] == "step-0000020"
     assert upload["commit_message"] == "Upload tiny" and upload["token"] == FAKE_TOKEN
+
+
+@pytest.mark.parametrize("existing, private, pushed", [
+    (None, True, True), ("private", True, True), ("public", False, True),
+    ("public", True, False),  # asked private, but the repo is public: the upload would be published
+])
+def test_a_private_push_never_goes_into_an_existing_public_repo(folder, existing, private, pushed):
+    """create_repo(private=True, exist_ok=True) leaves an existing public repo public: --private then published
+    the upload. It is refused before anything is sent, and the message says how to go on."""
+    api = RecordingApi(existing=existing)
+    plan = plan_upload(folder, "me/model", private=private)
+    if pushed:
+        push(plan, token=FAKE_TOKEN, api=api)
+    else:
+        with pytest.raises(PublishError, match=r"asked private, but the repository exists and is public.*"
+                                               r"hf repos settings me/model --private.*nothing was uploaded"):
+            push(plan, token=FAKE_TOKEN, api=api)
+    assert ("upload_folder" in [name for name, _ in api.calls]) is pushed
+    assert "private: created private, or refused if it exists and is public" in plan_upload(
+        folder, "me/model", private=True).describe()
 
 
 def test_no_token_is_a_clear_error_and_nothing_is_called(folder, monkeypatch):

@@ -1190,6 +1190,9 @@ class RecordingHubApi:
     def create_repo(self, repo_id, **kwargs):
         self.repos.append((repo_id, kwargs.get("private")))
 
+    def repo_info(self, repo_id, **kwargs):
+        return type("ModelInfo", (), {"id": repo_id, "private": self.repos[-1][1]})()
+
     def create_branch(self, repo_id, *, branch, **kwargs):
         self.branches.append(branch)
 
