@@ -385,8 +385,8 @@ def _other_set(record: dict | None) -> str:
     if _published_set(record):
         return ""
     if "data_unchecked" in record:
-        return (f" (scored on {public_path(record['data_unchecked'])}, which could not be read here to check that it holds the "
-                "published HellaSwag validation set: not in this card's model-index)")
+        return (f" (scored on {public_path(record['data_unchecked'])}, which could not be read here to check that it "
+                "holds the published HellaSwag validation set: not in this card's model-index)")
     return (f" (**not the published HellaSwag validation set**: a file with other rows, content fingerprint "
             f"{record['data_fingerprint'][:12]}; not comparable with the references below)")
 
