@@ -19,7 +19,7 @@ import sys
 
 from eval.errors import cli_output, hyphenated
 from publish.export_model import DTYPES, FORMATS, export_model
-from publish.hub import PublishError, plan_upload, push, token_available
+from publish.hub import PublishError, plan_upload, push, push_blocker, token_available
 from publish.model_card import load_lm_eval_results
 
 
@@ -65,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    blocker = push_blocker() if args.push_to_hub and not args.dry_run else None
+    if blocker:  # before the export, not after it: nothing could be pushed
+        print(f"error: cannot push to {args.push_to_hub}: {blocker}; nothing was exported or uploaded (--dry-run "
+              "needs neither)", file=sys.stderr)
+        return 2
     if args.name is None and args.push_to_hub:  # the card's title is the name the model is published under
         args.name = args.push_to_hub.split("/")[-1]
     try:

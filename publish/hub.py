@@ -199,6 +199,17 @@ def _is_network_error(err: BaseException) -> bool:
     return isinstance(err, (OSError, TimeoutError)) or type(err).__module__.split(".")[0] in ("httpx", "httpx2")
 
 
+def push_blocker() -> str | None:
+    """Why a push cannot happen from here at all (HF_HUB_OFFLINE set, no token), checked without the network so that
+    a command can say it before its work; None when nothing known stops it."""
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
+    if not token_available():
+        return ("no Hugging Face token: run `hf auth login` (stores a token) or set HF_TOKEN to a token with write "
+                "access")
+    return None
+
+
 def token_available() -> bool:
     """Whether a push would find a token (without revealing it)."""
     return bool(get_token())

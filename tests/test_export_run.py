@@ -257,15 +257,54 @@ def test_cli_refuses_a_bad_repo_id_before_exporting(tiny_run, tmp_path, capsys):
     assert not out.exists()  # refused before minutes of export, not after
 
 
-def test_cli_push_fails_cleanly_offline_and_keeps_the_export(tiny_run, tmp_path, capsys, monkeypatch):
+def test_cli_push_that_cannot_happen_is_refused_before_the_export(tiny_run, tmp_path, capsys, monkeypatch):
+    """Offline mode or no token: said at once, not after the export (minutes for a 124M model) that the push
+    could not use anyway."""
+    import publish.hub as hub
+
     monkeypatch.setenv("HF_TOKEN", "hf_notARealTokenButLongEnough0123456789")
     out = tmp_path / "push"
     code = export_cli.main([str(tiny_run), "--out", str(out), "--format", "gpt2", "--push-to-hub", "me/tiny"])
     captured = capsys.readouterr()
-    assert code == 1
-    assert "push to me/tiny failed while creating the repository: HF_HUB_OFFLINE=1 is set" in captured.err
-    assert "nothing was uploaded" in captured.err and "pushed" not in captured.out
+    assert code == 2 and not out.exists()
+    assert "cannot push to me/tiny: HF_HUB_OFFLINE=1 is set" in captured.err
+    assert "nothing was exported or uploaded" in captured.err and "exported step" not in captured.out
     assert "hf_notARealToken" not in captured.out + captured.err
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    assert export_cli.main([str(tiny_run), "--out", str(out), "--push-to-hub", "me/tiny"]) == 2 and not out.exists()
+    assert "cannot push to me/tiny: no Hugging Face token: run `hf auth login`" in capsys.readouterr().err
+    # a dry run needs neither
+    assert export_cli.main([str(tiny_run), "--out", str(out), "--push-to-hub", "me/tiny", "--dry-run"]) == 0
+
+
+def test_cli_push_that_fails_at_the_hub_keeps_the_export(tiny_run, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    import publish.hub as hub
+
+    token = "hf_notARealTokenButLongEnough0123456789"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+
+    class RefusingApi:  # the Hub says 403 at the upload, echoing the token
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            raise HfHubHTTPError(f"403 Forbidden for {token}", response=SimpleNamespace(status_code=403, headers={},
+                                                                                        request=None))
+
+    monkeypatch.setattr(hub, "HfApi", RefusingApi)
+    out = tmp_path / "push"
+    code = export_cli.main([str(tiny_run), "--out", str(out), "--format", "gpt2", "--push-to-hub", "me/tiny"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "push to me/tiny failed while uploading: the token may not write to me/tiny (403)" in captured.err
+    assert "nothing was uploaded" in captured.err and "pushed" not in captured.out
+    assert token not in captured.out + captured.err
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
 
 
