@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from eval.errors import cli_output, hyphenated
-from publish.export_model import DTYPES, FORMATS, export_model
+from publish.export_model import DTYPES, EXPORT_FILE_PATTERNS, FORMATS, export_model
 from publish.hub import PublishError, plan_upload, push, push_blocker, token_available
 from publish.model_card import load_lm_eval_results
 
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     message = args.commit_message or f"Upload {args.name or result.out_dir.name} ({step}, {args.format}, {args.dtype})"
     try:
         plan = plan_upload(result.out_dir, args.push_to_hub, private=args.private, revision=args.revision,
-                           commit_message=message)
+                           commit_message=message, delete_patterns=list(EXPORT_FILE_PATTERNS))
         if args.dry_run:
             print("dry run: nothing is sent. This push would upload:")
             print(plan.describe(token_found=token_available()))

@@ -47,6 +47,11 @@ from training.checkpoint import default_file_modes
 FORMATS = ("gpt2repro", "gpt2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CODE_FILES = ("configuration_gpt2repro.py", "modeling_gpt2repro.py")
+# The files of an export that another export may lack (the code of the default format, sharded weights, the run's
+# plots and logs): a push of an export deletes them from the repo where this one has none, so that a repo updated
+# with another export (--format gpt2 after gpt2repro, a model folder after a run) holds that export, not a mix.
+# Files no export writes (a LICENSE added on the Hub) are left alone.
+EXPORT_FILE_PATTERNS = (*CODE_FILES, "model*.safetensors", "model.safetensors.index.json", "plots/*", "logs/*")
 # build-nanogpt samples with top-k 50 at temperature 1
 # No length in it: a max_new_tokens here would override every caller's max_length (lm-eval's generate_until
 # passes max_length, and a pipeline's max_length= was ignored).

@@ -60,6 +60,9 @@ class UploadPlan:
     commit_message: str = "Upload model"
     path_in_repo: str = ""
     ignore_patterns: list[str] = field(default_factory=list)
+    # files already in the repo (branch) that match these and are not in `files` are deleted by the same commit:
+    # what an earlier upload left that this one does not have
+    delete_patterns: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -76,6 +79,9 @@ class UploadPlan:
             f"files:    {len(self.files)}, {_human(self.total_bytes)} in all",
         ]
         lines += [f"  {size:>14,d}  {path}" for path, size in self.files]
+        if self.delete_patterns:
+            lines.append(f"removes:  files already on the branch that match {', '.join(self.delete_patterns)} and are "
+                         "not listed above (an earlier upload's)")
         if token_found is not None:
             lines.append("token:    " + ("found (not shown)" if token_found else
                                          "NOT found: run `hf auth login` or set HF_TOKEN before pushing"))
@@ -91,8 +97,10 @@ def plan_upload(
     commit_message: str = "Upload model",
     path_in_repo: str = "",
     ignore_patterns: list[str] | None = None,
+    delete_patterns: list[str] | None = None,
 ) -> UploadPlan:
-    """List the files `upload_folder` will send, with the same file walk and the same filter it uses."""
+    """List the files `upload_folder` will send, with the same file walk and the same filter it uses.
+    `delete_patterns`: files of the repo that the commit removes when this folder does not have them."""
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise PublishError(f"nothing to upload: {folder} is not a folder")
@@ -107,7 +115,8 @@ def plan_upload(
     files = sorted((prefix + rel, on_disk[rel].stat().st_size) for rel in kept)
     if not files:
         raise PublishError(f"nothing to upload: {folder} has no files")
-    return UploadPlan(repo_id, folder, files, revision, private, commit_message, path_in_repo, ignore_patterns)
+    return UploadPlan(repo_id, folder, files, revision, private, commit_message, path_in_repo, ignore_patterns,
+                      list(delete_patterns or []))
 
 
 def resolve_token(token: str | None = None) -> str:
@@ -149,6 +158,7 @@ def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None
             commit_message=plan.commit_message,
             revision=plan.revision,
             ignore_patterns=plan.ignore_patterns or None,
+            delete_patterns=plan.delete_patterns or None,
             token=token,
             repo_type="model",
         )

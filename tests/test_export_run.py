@@ -449,3 +449,53 @@ def test_the_export_publishes_no_absolute_local_path_and_leaves_the_run_as_it_wa
     original = [json.loads(line) for line in before[run / "metrics.jsonl"].decode().splitlines()]
     assert [r for r in rows if r["type"] == "train"] == [r for r in original if r["type"] == "train"]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # the run folder as it was
+
+
+def test_pushing_another_export_to_the_same_repo_leaves_that_export_not_a_mix(tiny_run, tmp_path, monkeypatch):
+    """upload_folder adds and replaces files, it deletes none: a repo updated with the stock-format export of a
+    model folder kept the first export's remote code, logs and plots, beside a card and config that no longer
+    mention them. The push removes the files an export owns that the new one lacks; others (a LICENSE added on
+    the Hub, .gitattributes) stay. HfApi's own deletion and addition planning is used, over a repo held in memory."""
+    from pathlib import Path
+
+    from huggingface_hub import HfApi
+
+    import publish.hub as hub
+
+    repo: dict[str, bytes] = {".gitattributes": b"*.safetensors filter=lfs\n", "LICENSE": b"mine\n"}
+
+    class InMemoryHub(HfApi):
+        def create_repo(self, repo_id, **kwargs):
+            return repo_id
+
+        def list_repo_files(self, repo_id, **kwargs):
+            return sorted(repo)
+
+        def _validate_yaml(self, *args, **kwargs):
+            return None
+
+        def upload_folder(self, *, repo_id, folder_path, delete_patterns=None, ignore_patterns=None, **kwargs):
+            deletions = self._prepare_folder_deletions(repo_id=repo_id, repo_type="model", revision=None,
+                                                       path_in_repo="", delete_patterns=delete_patterns)
+            additions = self._prepare_upload_folder_additions(
+                folder_path, "", ignore_patterns=list(ignore_patterns or []) + list(hub.DEFAULT_IGNORE_PATTERNS))
+            added = {op.path_in_repo for op in additions}
+            for op in deletions:
+                if op.path_in_repo not in added:
+                    del repo[op.path_in_repo]
+            for op in additions:
+                repo[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/1"})()
+
+    monkeypatch.setenv("HF_TOKEN", "hf_notARealTokenButLongEnough0123456789")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "HfApi", InMemoryHub)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert export_cli.main([str(tiny_run), "--out", str(first), "--push-to-hub", "me/tiny"]) == 0
+    assert {"modeling_gpt2repro.py", "logs/metrics.jsonl", "plots/loss.png", "LICENSE"} <= set(repo)
+    model_folder = tiny_run / "checkpoints" / f"step_{LAST:08d}" / "model"  # no run record: no logs, no plots
+    assert export_cli.main([str(model_folder), "--out", str(second), "--format", "gpt2", "--push-to-hub",
+                            "me/tiny"]) == 0
+    exported = {p.relative_to(second).as_posix(): p.read_bytes() for p in second.rglob("*") if p.is_file()}
+    assert set(repo) == set(exported) | {".gitattributes", "LICENSE"}
+    assert all(repo[path] == data for path, data in exported.items())
