@@ -76,7 +76,8 @@ def main(argv=None) -> int:
         lm_eval = load_lm_eval_results(args.lm_eval_results) if args.lm_eval_results else None
         result = export_model(
             args.source, args.out, format=args.format, dtype=args.dtype, model_name=args.name,
-            repo_id=args.push_to_hub, datasets=args.dataset, license=args.license, base_model=args.base_model,
+            repo_id=args.push_to_hub, revision=args.revision, datasets=args.dataset, license=args.license,
+            base_model=args.base_model,
             lm_eval_results=lm_eval, overwrite=args.overwrite,
         )
     except (OSError, ValueError, RuntimeError) as err:

@@ -101,6 +101,7 @@ def export_model(
     dtype: str = "float32",
     model_name: str | None = None,
     repo_id: str | None = None,
+    revision: str | None = None,
     datasets: list[str] | None = None,
     license: str = "mit",
     base_model: str | None = None,
@@ -149,6 +150,7 @@ def export_model(
         card = build_model_card(CardInputs(
             model_name=model_name or out.name,
             repo_id=repo_id,
+            revision=revision,
             format=format,
             dtype=dtype,
             step=src.step,

@@ -48,6 +48,7 @@ class CardInputs:
 
     model_name: str
     repo_id: str | None = None  # where it will live; the usage snippets use it
+    revision: str | None = None  # the branch it is pushed to, when not main: the snippets load that branch
     format: str = "gpt2repro"
     dtype: str = "float32"
     step: int | None = None
@@ -457,11 +458,13 @@ def _uncertainty_note(n, accuracy, stderr) -> str:
 
 
 def _usage_section(inputs: CardInputs, repo: str) -> str:
+    branch = _branch(inputs)
+    at = f', revision="{branch}"' if branch else ""
     if inputs.format == "gpt2repro":
         load = (
             "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f'model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)\n'
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}"{at}, trust_remote_code=True)\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}"{at}, trust_remote_code=True)\n'
             'inputs = tokenizer("Hello, I\'m a language model,", return_tensors="pt")\n'
             "out = model.generate(**inputs, max_new_tokens=32)  # generation_config.json: top-k 50 sampling\n"
             "print(tokenizer.decode(out[0]))\n```\n\n"
@@ -474,19 +477,30 @@ def _usage_section(inputs: CardInputs, repo: str) -> str:
     else:
         load = (
             "```python\nfrom transformers import GPT2LMHeadModel, AutoTokenizer\n\n"
-            f'model = GPT2LMHeadModel.from_pretrained("{repo}")\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+            f'model = GPT2LMHeadModel.from_pretrained("{repo}"{at})\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}"{at})\n'
             'inputs = tokenizer("Hello, I\'m a language model,", return_tensors="pt")\n'
             "out = model.generate(**inputs, max_new_tokens=32)  # generation_config.json: top-k 50 sampling\n"
             "print(tokenizer.decode(out[0]))\n```\n\n"
             "No remote code: this is transformers' own GPT-2 class, so `pipeline(\"text-generation\", model=...)`, "
             "lm-eval, vLLM and other GPT-2-aware tools load it as they load `openai-community/gpt2`.\n"
         )
+    if branch:
+        load += (f"\nThis model is on the branch `{branch}` of the repo: without `revision=\"{branch}\"` the "
+                 "calls above load the default branch, which may hold another model.\n")
     return "## How to use\n\n" + load
+
+
+def _branch(inputs: CardInputs) -> str | None:
+    """The branch the card's snippets must name: None for the default branch."""
+    from huggingface_hub import constants
+
+    return inputs.revision if inputs.revision and inputs.revision != constants.DEFAULT_REVISION else None
 
 
 def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     remote = ",trust_remote_code=True" if inputs.format == "gpt2repro" else ""
+    revision = f",revision={_branch(inputs)}" if _branch(inputs) else ""
     hella = results_at_step(inputs.metrics, inputs.step).get("hellaswag") or {}
     lm_eval = inputs.lm_eval_results
     if hella:
@@ -521,6 +535,7 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         + "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
         "number of GPUs).\n"
         + f"- {command}:\n\n"
-        + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{remote},dtype=float32 --tasks hellaswag "
+        + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{revision}{remote},dtype=float32 "
+        "--tasks hellaswag "
         f"--batch_size 32{limit}\n```\n"
     )

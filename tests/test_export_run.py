@@ -247,6 +247,11 @@ def test_cli_dry_run_lists_exactly_the_folder(tiny_run, tmp_path, capsys):
     assert listed == on_disk and len(listed) == 14
     # the card is titled with the name it is published under, not the local folder's ("# dry")
     assert (out / "README.md").read_text().count("# tiny\n") == 1 and "# dry\n" not in (out / "README.md").read_text()
+    # pushed to a branch, its card loads that branch
+    assert export_cli.main([str(tiny_run), "--out", str(out), "--overwrite", "--push-to-hub", "me/tiny", "--revision",
+                            "step-20", "--dry-run"]) == 0
+    assert "branch:   step-20" in capsys.readouterr().out
+    assert 'from_pretrained("me/tiny", revision="step-20", trust_remote_code=True)' in (out / "README.md").read_text()
 
 
 def test_cli_refuses_a_bad_repo_id_before_exporting(tiny_run, tmp_path, capsys):

@@ -375,3 +375,15 @@ def test_absolute_local_paths_in_free_text_keep_their_last_name_only(text, publi
     assert public_path("/home/alice/data/fineweb") == "<local>/fineweb" and public_path("../../alice/x") == "<local>/x"
     kept = ["auto", "gpt2", "out/data/pydocs", None]
     assert [public_path(v) for v in kept] == kept
+
+
+@pytest.mark.parametrize("format", ["gpt2repro", "gpt2"])
+def test_a_card_pushed_to_a_branch_loads_that_branch(format):
+    """export --push-to-hub me/m --revision step-1000: the card on that branch told visitors to
+    from_pretrained("me/m"), which loads main, another model or none."""
+    card = build_model_card(CardInputs(model_name="m", repo_id="me/m", revision="step-1000", format=format)).text
+    assert 'from_pretrained("me/m", revision="step-1000"' in card and 'from_pretrained("me/m")' not in card
+    assert "--model_args pretrained=me/m,revision=step-1000" in card and "branch `step-1000`" in card
+    for revision in (None, "main"):
+        card = build_model_card(CardInputs(model_name="m", repo_id="me/m", revision=revision, format=format)).text
+        assert "revision" not in card
