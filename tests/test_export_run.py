@@ -498,9 +498,13 @@ def test_pushing_another_export_to_the_same_repo_leaves_that_export_not_a_mix(ti
     first, second = tmp_path / "first", tmp_path / "second"
     assert export_cli.main([str(tiny_run), "--out", str(first), "--push-to-hub", "me/tiny"]) == 0
     assert {"modeling_gpt2repro.py", "logs/metrics.jsonl", "plots/loss.png", "LICENSE"} <= set(repo)
-    model_folder = tiny_run / "checkpoints" / f"step_{LAST:08d}" / "model"  # no run record: no logs, no plots
+    import shutil
+
+    model_folder = tmp_path / "model"  # a plain model folder: no run record, so no logs and no plots
+    shutil.copytree(tiny_run / "checkpoints" / f"step_{LAST:08d}" / "model", model_folder)
     assert export_cli.main([str(model_folder), "--out", str(second), "--format", "gpt2", "--push-to-hub",
                             "me/tiny"]) == 0
     exported = {p.relative_to(second).as_posix(): p.read_bytes() for p in second.rglob("*") if p.is_file()}
+    assert not any(path.startswith(("logs/", "plots/")) for path in exported)
     assert set(repo) == set(exported) | {".gitattributes", "LICENSE"}
     assert all(repo[path] == data for path, data in exported.items())
