@@ -509,7 +509,7 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
                     else f"the first {n:,} of the 10,042 validation examples" if n != HELLASWAG_EXAMPLES
                     else "the 10,042 validation examples")
         hellaswag = (
-            f"- HellaSwag ({hella.get('measured') or 'in training, every `hellaswag_every` steps'}): {examples}, "
+            f"- HellaSwag ({_measured(hella)}): {examples}, "
             "0-shot, each ending scored by the sum of its token log-probabilities after the "
             "context. `acc` takes the best sum; `acc_norm` (lm-eval) divides by the ending's length in characters, "
             "exactly as lm-evaluation-harness's `hellaswag` task; build-nanogpt's `acc_norm` uses the raw context "

@@ -154,6 +154,8 @@ def test_a_hellaswag_subset_is_shown_with_its_standard_error_and_a_warning(tmp_p
     outcomes = [1.0] * 31 + [0.0] * 69  # acc_norm 0.31 on 100 examples, as lm-eval computes its stderr
     assert f"±{mean_stderr(outcomes):.4f} (100 examples)" in card and "±0.0465 (100 examples)" in card
     assert "first 100 of the 10,042 examples" in card and "within about two standard errors are noise" in card
+    # when it was scored, as recorded (it said 'every `hellaswag_every` steps' also of a run that scored it once)
+    assert "- HellaSwag (in-loop, step 10): the first 100 of the 10,042 validation examples" in card
     assert "--tasks hellaswag --batch_size 32 --limit 100\n" in card  # reproduces the 100, not all 10,042
     assert "over (at most) 8,192 tokens (`val_tokens`)" in card  # the row does not say how many
     records[1]["val_tokens"] = 2048  # train.py's rows do: a val split smaller than val_tokens gives fewer
