@@ -757,6 +757,8 @@ def test_out_of_memory_names_the_knob(setup, tmp_path, in_process, capsys, error
     assert "out of memory at step 1" in err and "lower --micro_batch_size (e.g. 2)" in err
     assert "total_batch_size=256 tokens/step unchanged" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+    last = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]  # docs/CONTRACTS.md: OOM gets an error row
+    assert last["type"] == "error" and last["step"] == 1 and "out of memory at step 1" in last["message"]
 
 
 def test_out_of_memory_in_evaluation_names_the_knob_and_keeps_the_step(setup, tmp_path, in_process, capsys):

@@ -150,7 +150,7 @@ def _run_steps(session: Session, cfg: RunConfig, checked: Checked, prepared: Pre
                     grad_accum=prepared.grad_accum, grad_clip=cfg.grad_clip, device=prepared.device,
                     stop_requested=stop.requested, digests=digests, loss_chunk_tokens=cfg.loss_chunk_tokens)
             except torch.OutOfMemoryError:
-                print(_step_oom_message(cfg, step + 1, session.rank), file=sys.stderr, flush=True)
+                _report_step_oom(session, cfg, metrics, step + 1)
                 finish_uploads(uploader, metrics, log)
                 return EXIT_OOM
             except NonFiniteError as err:
@@ -244,6 +244,13 @@ def _step_oom_message(cfg: RunConfig, step: int, rank: int) -> str:
             f"seq_len={cfg.seq_len}: lower --micro_batch_size (e.g. {max(1, cfg.micro_batch_size // 2)}); "
             f"grad accumulation grows to keep total_batch_size={cfg.total_batch_size:,} tokens/step "
             "unchanged (it is never changed for you).")
+
+
+def _report_step_oom(session: Session, cfg: RunConfig, metrics, step: int) -> None:
+    msg = _step_oom_message(cfg, step, session.rank)
+    print(msg, file=sys.stderr, flush=True)
+    if metrics:  # the main process's (the others have none)
+        metrics.write("error", step=step, message=msg)
 
 
 def _report_eval_oom(session: Session, cfg: RunConfig, device, metrics, at_step: int) -> None:
