@@ -116,7 +116,8 @@ class RunConfig:
         None, "Hub repo id ('namespace/name'): upload each committed checkpoint and the metrics so far to branch "
         "step-NNNNNNN of it, in a background thread (token: HF_TOKEN or `hf auth login`); default off"
     )
-    push_private: bool = _f(True, "create the push_checkpoints_to repo as private (if it does not exist yet)")
+    push_private: bool = _f(True, "create the push_checkpoints_to repo as private (if it does not exist yet; an "
+                                  "existing public one is then refused at start)")
     # --- logging ---------------------------------------------------------------------------------------------
     log_with: Literal["auto", "none", "tensorboard", "trackio", "wandb"] = _f(
         "auto", "Accelerate tracker; 'auto' = tensorboard, else trackio, if installed; wandb by name (run in "
