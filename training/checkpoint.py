@@ -3,8 +3,10 @@
 Layout (see docs/CONTRACTS.md):
 
     output_dir/checkpoints/step_00000100/
-        model/                 save_pretrained(): config.json, model.safetensors, code files
+        model/                 save_pretrained(): config.json, generation_config.json, model.safetensors, code
+                               files; and the tokenizer (GPT-2's, or the model's own when it has added tokens)
         optimizer.pt           optimizer state (torch.save; read back with weights_only=True)
+        grad_scaler.pt         fp16 only: the loss scale (training/checkpoint_state.py)
         rank_00000.pt ...      one per rank: RNG states (torch, CUDA, python, numpy) + data-loader position
         meta.json              step, tokens, world size, run config, model config, data-manifest hash, versions
         MANIFEST.json          size + sha256 of every file above
