@@ -6,9 +6,10 @@ model card with results and curves), and optionally push it to the Hugging Face 
     python export.py runs/124M --out export/124M --push-to-hub me/gpt2repro-124M --private --dry-run
     python export.py runs/124M --out export/124M --push-to-hub me/gpt2repro-124M --private
 
-RUN_OR_CHECKPOINT: a run folder (its newest checkpoint with a COMPLETE file), a checkpoint folder
-(runs/124M/checkpoints/step_00019073) or a model folder written by save_pretrained. The push uses the token
-from HF_TOKEN or `hf auth login`; `--dry-run` lists exactly the files that would be uploaded and sends nothing.
+RUN_OR_CHECKPOINT: a run folder (its newest complete checkpoint whose checksums verify; a damaged one is skipped
+with a warning), a checkpoint folder (runs/124M/checkpoints/step_00019073) or a model folder written by
+save_pretrained. The push uses the token from HF_TOKEN or `hf auth login`; `--dry-run` lists exactly the files
+that would be uploaded and sends nothing.
 Details: publish/export_model.py, publish/model_card.py, publish/hub.py.
 """
 
