@@ -103,8 +103,10 @@ def main(argv=None) -> int:
                                                max_length=model.config.n_positions)
             r = scorer.evaluate(model, batch_size=cfg.val_batch_size or cfg.micro_batch_size)
             from eval.hellaswag import save_results
+            from eval.load import environment
 
-            save_results(last, r, data=path, limit=cfg.hellaswag_limit)  # the export's model card reports it
+            save_results(last, r, data=path, limit=cfg.hellaswag_limit,  # the export's model card reports it
+                         environment=environment(next(model.parameters()).device, path))
     if r:
         print(f"HellaSwag (first {r['n']} examples, lm-eval scoring): acc {r['acc']:.4f}, acc_norm {r['acc_norm']:.4f} "
               "(chance: 0.25)")
