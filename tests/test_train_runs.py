@@ -362,22 +362,33 @@ def test_two_processes_match_one_process(runs, reference):
     assert ckpt.load_rank_state(out / "checkpoints" / "step_00000004", 1)["data"]["world_size"] == 2
 
 
-def test_a_rank_local_resume_problem_stops_every_rank_with_its_message(runs, tmp_path):
+def _bad_data_position(rank_file: Path) -> None:
+    state = torch.load(rank_file, weights_only=True)
+    state["data"]["windows_consumed"] = -1
+    torch.save(state, rank_file)
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda rank_file: rank_file.write_bytes(b"not a pickle"), "its optimizer or data state cannot be loaded"),
+    (_bad_data_position, "its optimizer or data state cannot be loaded (ValueError: invalid windows_consumed -1"),
+], ids=["not-a-pickle", "data-position-refused"])
+def test_a_rank_local_resume_problem_stops_every_rank_with_its_message(runs, tmp_path, damage, said):
     """Each rank reads its own rank file: a damaged rank_00001.pt used to stop rank 1 alone (silently: only the
-    main process prints) and leave rank 0 to die in a collective with a gloo traceback."""
+    main process prints) and leave rank 0 to die in a collective with a gloo traceback. So did a rank file that
+    loads but holds a data position rank 1's loader refuses (load_state_dict ran after the ranks agreed)."""
     proc = _get(runs, "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "two"
     shutil.copytree(Path(re.search(r"output_dir += '([^']+)'", proc.stdout).group(1)), out)
     newest = out / "checkpoints" / "step_00000004"
-    (newest / "rank_00001.pt").write_bytes(b"not a pickle")
+    damage(newest / "rank_00001.pt")
     ckpt.seal(newest)  # sealed again after the edit: its checksums pass
     config = out / "run_config.yaml"
     again = _run(["--config", str(config), "--output_dir", str(out), "--max_steps", "6"],
                  launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
     assert again.returncode != 0
-    assert "rank 1: its optimizer or data state cannot be loaded" in again.stderr, again.stderr[-3000:]
-    assert "Connection closed by peer" not in again.stderr
+    assert f"rank 1: {said}" in again.stderr, again.stderr[-3000:]
+    assert "Connection closed by peer" not in again.stderr and "[rank1]: Traceback" not in again.stderr
 
 
 def _two_ranks_in_two_folders(setup, tmp_path, *extra) -> subprocess.CompletedProcess:

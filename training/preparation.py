@@ -114,30 +114,32 @@ def load_resume_state(session: Session, cfg: RunConfig, resume: Resume, raw_mode
     """The optimizer state, loss scale, and this rank's data position and RNG, from the checkpoint (the weights
     were loaded with the model)."""
     accelerator, rank, world, meta = session.accelerator, session.rank, session.world, resume.meta
+    resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
     problem = None
     try:  # the weights loaded; a damaged state file (checksums passed: written so) ends here, not in a traceback
         load_optimizer(accelerator, raw_model, optimizer, resume.dir)
         load_grad_scaler(accelerator, resume.dir)
         rank_state = ckpt.load_rank_state(resume.dir, rank if rank < meta["world_size"] else 0)
+        # A rank the checkpoint did not have starts from rank 0's data position (all ranks save the same global
+        # one) and keeps its own fresh RNG seed. Inside the try, before the ranks agree: a data state this rank's
+        # loader refuses (ValueError) or a rank file without its keys stopped this rank alone, with a traceback,
+        # and the others died in the next collective.
+        if not cfg.overfit_single_batch:
+            loader.load_state_dict(rank_state["data"], allow_resize=resized)
+        if rank < meta["world_size"]:
+            ckpt.set_rng_state(rank_state["rng"])
     except (ckpt.CheckpointError, OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as err:
         problem = (f"its optimizer or data state cannot be loaded ({type(err).__name__}: "
                    f"{str(err)[:300]}); resume from an earlier checkpoint (--resume PATH)")
     problem = first_error(accelerator, problem)  # each rank reads its own rank file (named in the message)
     if problem:
         return Refusal([problem], heading=f"cannot resume from {resume.dir}")
-    resized = ckpt.batch_split_changed(meta, cfg.to_dict(), world)
     if resized:
         saved_micro, saved_accum = meta["run_config"]["micro_batch_size"], meta.get("grad_accum", "?")
         session.log(f"note: resuming with world {world} x micro_batch {cfg.micro_batch_size} x grad_accum {grad_accum} "
                     f"(the checkpoint: world {meta['world_size']} x micro_batch {saved_micro} "
                     f"x grad_accum {saved_accum}): each step reads the same {cfg.total_batch_size:,} tokens as it "
                     "would have, split another way")
-    # A rank the checkpoint did not have starts from rank 0's data position (all ranks save the same global
-    # one, loaded above) and keeps its own fresh RNG seed.
-    if not cfg.overfit_single_batch:
-        loader.load_state_dict(rank_state["data"], allow_resize=resized)
-    if rank < meta["world_size"]:
-        ckpt.set_rng_state(rank_state["rng"])
     return None
 
 
