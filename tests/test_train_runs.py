@@ -461,6 +461,25 @@ def test_a_resume_checkpoint_another_machine_sees_otherwise_stops_every_rank_wit
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+def test_a_resume_with_other_data_on_another_machine_stops_every_rank_with_its_message(setup, reference, tmp_path):
+    """The resume compatibility check compares the checkpoint with each rank's own data (its manifest hash): a
+    machine whose data_dir holds other data refused alone, silently (only the main process prints), and rank 0
+    died in accelerator.prepare with a gloo traceback."""
+    from data.prepare import prepare
+
+    ref_out, _ = reference
+    for folder in ("work", "elsewhere"):
+        shutil.copytree(ref_out / "checkpoints" / "step_00000008", tmp_path / folder / "ckpt")
+    shutil.copytree(setup[1], tmp_path / "work" / "data")
+    prepare(str(Path(setup[1]).parent / "docs.jsonl"), tmp_path / "elsewhere" / "data", val_tokens=1024,
+            shard_tokens=4096, num_proc=1, progress=False)  # the same text, other shards: another manifest
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--resume", "ckpt", "--data_dir", "data", "--max_steps", "10",
+                                     *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: data: manifest hash is " in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_a_checkpoint_write_that_fails_on_one_rank_names_it_and_keeps_nothing_half_written(setup, tmp_path):
     """Rank 1's part of the save (its RNG and data-position file) fails: every rank stops with exit 5 and the
     message says which rank's write failed (its disk, on several machines), not just what failed."""

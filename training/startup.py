@@ -289,6 +289,9 @@ def check_resume_compat(session: Session, cfg: RunConfig, resume: Resume, manife
     problems = ckpt.compat_errors(resume.meta, model_config=expected, run_config=cfg.to_dict(),
                                   world_size=session.world, data_manifest_hash=manifest_hash,
                                   tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
+    # manifest_hash is this rank's data (another machine's copy may differ): a rank that refused alone did so
+    # silently (only the main process prints) and the others died in the next collective
+    problems = every_ranks_errors(session.accelerator, problems)
     if not problems:
         return None
     resume_dir = resume.dir
