@@ -461,6 +461,21 @@ def test_a_resume_checkpoint_another_machine_sees_otherwise_stops_every_rank_wit
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+def test_another_checkpoint_of_that_name_on_another_machine_stops_every_rank_with_its_message(setup, reference,
+                                                                                               tmp_path):
+    """Each rank resumes from its own copy of --resume PATH: a machine whose copy was another (older) checkpoint
+    resumed at its own step, and the ranks trained out of step (rank 1 its step 7 while rank 0 trained step 9)
+    until a save or the last step, where they no longer met."""
+    ref_out, _ = reference
+    shutil.copytree(ref_out / "checkpoints" / "step_00000008", tmp_path / "work" / "ckpt")
+    shutil.copytree(ref_out / "checkpoints" / "step_00000006", tmp_path / "elsewhere" / "ckpt")
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--resume", "ckpt", "--max_steps", "10", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: ckpt here is not the checkpoint the main process resumes from (step 6 " in proc.stderr, \
+        proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_resume_with_other_data_on_another_machine_stops_every_rank_with_its_message(setup, reference, tmp_path):
     """The resume compatibility check compares the checkpoint with each rank's own data (its manifest hash): a
     machine whose data_dir holds other data refused alone, silently (only the main process prints), and rank 0

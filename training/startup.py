@@ -17,6 +17,7 @@ collective calls (broadcast, every_ranks_errors: training/accelerator.py) in the
 refuses at the same point; `run_checks` runs them all.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -158,6 +159,17 @@ def check_resume_checkpoint(session: Session, cfg: RunConfig,
         meta = ckpt.read_meta(resume_dir)
     except ckpt.CheckpointError as err:
         problem = str(err)
+    problem = first_error(session.accelerator, problem)
+    if problem:
+        return None, Refusal([problem], heading=f"cannot resume from {resume_dir}")
+    # Each rank loads its own copy (weights, optimizer, rank file): one that is another checkpoint of that name
+    # (another machine's older copy) resumed at its own step, and the ranks trained out of step, each saving at
+    # steps the others did not
+    main_meta = broadcast(session.accelerator, meta if session.main else None)
+    if json.dumps(meta, sort_keys=True) != json.dumps(main_meta, sort_keys=True):
+        problem = (f"{resume_dir} here is not the checkpoint the main process resumes from (step {meta['step']} "
+                   f"saved at {meta.get('saved_at')} here, step {main_meta['step']} saved at "
+                   f"{main_meta.get('saved_at')} there): give every machine the same checkpoint")
     problem = first_error(session.accelerator, problem)
     if problem:
         return None, Refusal([problem], heading=f"cannot resume from {resume_dir}")
