@@ -437,6 +437,20 @@ def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_m
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_of_a_shorter_context_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
+    """seq_len is checked against the context of the model each rank loaded itself: a machine whose init_from
+    folder held a model of a shorter context refused alone, silently, and rank 0 died in the next collective."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from model_helpers import tiny_model
+
+    tiny_model().save_pretrained(tmp_path / "work" / "init")
+    tiny_model(n_positions=16).save_pretrained(tmp_path / "elsewhere" / "init")
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--init_from", "init", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: seq_len (32) exceeds the model's n_positions (16)" in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_a_resume_checkpoint_another_machine_sees_otherwise_stops_every_rank_with_its_message(setup, reference,
                                                                                              tmp_path):
     """--resume PATH on two machines that see PATH differently. Each rank decided for itself whether PATH was a

@@ -203,6 +203,9 @@ def build_and_check_model(session: Session, cfg: RunConfig, hooks: dict,
     except (OSError, ValueError, ImportError, RuntimeError, SafetensorError) as err:  # ImportError: an attention
         # backend that is not installed; RuntimeError: weights of other shapes; SafetensorError: a damaged file
         problem = f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"
+    else:  # the context of the model this rank loaded (another machine's init_from folder may hold another)
+        if cfg.seq_len > raw_model.config.n_positions:
+            problem = f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"
     # Each rank loads the weights itself, on its own machine (init_from gpt2: its own Hub cache): one that failed
     # alone stopped without a message (only the main process prints) and the others died in the next collective.
     problems = every_ranks_errors(session.accelerator, [problem] if problem else [])
@@ -217,9 +220,6 @@ def build_and_check_model(session: Session, cfg: RunConfig, hooks: dict,
                         f"replaced ({', '.join(replaced)})")
         for key in ARCH_KEYS:
             setattr(cfg, key, getattr(raw_model.config, key))
-    if cfg.seq_len > raw_model.config.n_positions:
-        return None, Refusal([f"seq_len ({cfg.seq_len}) exceeds the model's n_positions "
-                              f"({raw_model.config.n_positions})"])
     return raw_model, None
 
 
