@@ -509,6 +509,31 @@ def test_a_resume_with_other_data_on_another_machine_stops_every_rank_with_its_m
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+def _two_ranks_rank1_env(setup, tmp_path, env: dict, *extra) -> subprocess.CompletedProcess:
+    """train.py on two processes, rank 1 with `env` added to its environment (a sitecustomize sets it first), as
+    a launcher on another machine may set it."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '1':\n"
+                                           f"    os.environ.update({env!r})\n")
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
+         *_args(setup, tmp_path / "run", "--max_steps", "2", *extra)], cwd=REPO,
+        env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True, text=True,
+        timeout=TIMEOUT)
+
+
+def test_a_precision_one_rank_cannot_run_stops_every_rank_with_its_message(setup, tmp_path):
+    """mixed_precision auto is each rank's launcher's choice (ACCELERATE_MIXED_PRECISION) or its GPU's: a rank
+    given fp16 on a CPU refused alone, silently (only the main process prints), and rank 0 died in the next
+    collective."""
+    proc = _two_ranks_rank1_env(setup, tmp_path, {"ACCELERATE_MIXED_PRECISION": "fp16"}, "--mixed_precision", "auto",
+                                *NO_EVALS)
+    assert proc.returncode != 0
+    assert "rank 1: mixed_precision fp16 needs a CUDA GPU" in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_a_checkpoint_write_that_fails_on_one_rank_names_it_and_keeps_nothing_half_written(setup, tmp_path):
     """Rank 1's part of the save (its RNG and data-position file) fails: every rank stops with exit 5 and the
     message says which rank's write failed (its disk, on several machines), not just what failed."""

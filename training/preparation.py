@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from training import checkpoint as ckpt
-from training.accelerator import first_error
+from training.accelerator import every_ranks_errors, first_error
 from training.checkpoint_state import load_grad_scaler, load_optimizer
 from training.evaluator import Evaluator
 from training.metrics import default_peak_flops, flops_per_token
@@ -106,6 +106,9 @@ def prepare_model(session: Session, cfg: RunConfig, raw_model):
     if cfg.loss_chunk_tokens and not raw_model.supports_chunked_loss():
         problems.append("loss_chunk_tokens: this model's LM head is not a plain nn.Linear after preparation (wrapped "
                         "or hooked), so the chunked loss cannot run; use --loss_chunk_tokens 0")
+    # the precision and device are this rank's (its launcher's environment, its machine's GPU): one that refused
+    # alone did so silently (only the main process prints) and the others died in the next collective
+    problems = every_ranks_errors(accelerator, problems)
     return model, optimizer, params, fpt, (Refusal(problems) if problems else None)
 
 
