@@ -523,14 +523,18 @@ def _two_ranks_rank1_env(setup, tmp_path, env: dict, *extra) -> subprocess.Compl
         timeout=TIMEOUT)
 
 
-def test_a_precision_one_rank_cannot_run_stops_every_rank_with_its_message(setup, tmp_path):
+@pytest.mark.parametrize("precision, said", [
+    ("fp16", "rank 1: mixed_precision fp16 needs a CUDA GPU"),
+    ("bf16", "rank 1: mixed_precision 'auto' is 'bf16' here but 'no' on the main process"),
+])
+def test_a_precision_of_one_rank_of_its_own_stops_every_rank_with_its_message(setup, tmp_path, precision, said):
     """mixed_precision auto is each rank's launcher's choice (ACCELERATE_MIXED_PRECISION) or its GPU's: a rank
     given fp16 on a CPU refused alone, silently (only the main process prints), and rank 0 died in the next
-    collective."""
-    proc = _two_ranks_rank1_env(setup, tmp_path, {"ACCELERATE_MIXED_PRECISION": "fp16"}, "--mixed_precision", "auto",
-                                *NO_EVALS)
+    collective; a rank given bf16 trained in bf16 beside fp32 ones, silently (the banner said 'precision no')."""
+    proc = _two_ranks_rank1_env(setup, tmp_path, {"ACCELERATE_MIXED_PRECISION": precision}, "--mixed_precision",
+                                "auto", *NO_EVALS)
     assert proc.returncode != 0
-    assert "rank 1: mixed_precision fp16 needs a CUDA GPU" in proc.stderr, proc.stderr[-3000:]
+    assert said in proc.stderr, proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 

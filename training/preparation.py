@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from training import checkpoint as ckpt
-from training.accelerator import every_ranks_errors, first_error
+from training.accelerator import broadcast, every_ranks_errors, first_error
 from training.checkpoint_state import load_grad_scaler, load_optimizer
 from training.evaluator import Evaluator
 from training.metrics import default_peak_flops, flops_per_token
@@ -94,6 +94,14 @@ def prepare_model(session: Session, cfg: RunConfig, raw_model):
     fpt = flops_per_token(raw_model, cfg.seq_len)
     model, optimizer = accelerator.prepare(raw_model, optimizer)
     problems = []
+    # mixed_precision auto is each rank's own choice (its launcher's ACCELERATE_MIXED_PRECISION, else its GPU's bf16
+    # support): ranks that differ trained silently in different precisions (under fp16 only some ranks skip an
+    # overflowing update, and the replicas' weights part), with the main process's in the banner and checkpoints
+    main_precision = broadcast(accelerator, accelerator.mixed_precision)
+    if accelerator.mixed_precision != main_precision:
+        problems.append(f"mixed_precision {cfg.mixed_precision!r} is {accelerator.mixed_precision!r} here but "
+                        f"{main_precision!r} on the main process: the ranks of a run train in one precision; pass "
+                        "--mixed_precision bf16, fp16 or no (or give every launcher the same setting)")
     if accelerator.mixed_precision == "fp16" and device.type != "cuda":
         problems.append("mixed_precision fp16 needs a CUDA GPU (Accelerate would run it as fp32 here): "
                         "use --mixed_precision bf16 or no")
