@@ -437,17 +437,22 @@ def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_m
     assert not (tmp_path / "run").exists()
 
 
-def test_a_model_of_a_shorter_context_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
-    """seq_len is checked against the context of the model each rank loaded itself: a machine whose init_from
-    folder held a model of a shorter context refused alone, silently, and rank 0 died in the next collective."""
+@pytest.mark.parametrize("there, said", [
+    ({"n_positions": 16}, "rank 1: seq_len (32) exceeds the model's n_positions (16)"),
+    ({"n_embd": 32}, "rank 1: the model built here (init) is not the main process's: n_embd 32 here, 64 there"),
+], ids=["shorter-context", "other-shape"])
+def test_another_model_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path, there, said):
+    """Each rank loads init_from itself: a machine whose folder held a model of a shorter context refused alone
+    (seq_len was checked after the ranks agreed), silently, and rank 0 died in the next collective; one of
+    another shape failed alone in DDP's shape check with a traceback, rank 0 with a gloo one."""
     sys.path.insert(0, str(REPO / "tests"))
     from model_helpers import tiny_model
 
     tiny_model().save_pretrained(tmp_path / "work" / "init")
-    tiny_model(n_positions=16).save_pretrained(tmp_path / "elsewhere" / "init")
+    tiny_model(**there).save_pretrained(tmp_path / "elsewhere" / "init")
     proc = _two_ranks_in_two_folders(setup, tmp_path, "--init_from", "init", *NO_EVALS)
     assert proc.returncode != 0
-    assert "rank 1: seq_len (32) exceeds the model's n_positions (16)" in proc.stderr, proc.stderr[-3000:]
+    assert said in proc.stderr, proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 

@@ -3,7 +3,8 @@
     check_run_config        the config's own checks (on every rank), and no other training in output_dir
     find_resume_checkpoint  the checkpoint this session continues from (--resume auto / RUN_FOLDER / CHECKPOINT)
     check_resume_checkpoint its meta.json, and no checkpoint beyond it in output_dir that would outrank our saves
-    build_and_check_model   the model (every rank builds its own), the architecture it fixes, seq_len within it
+    build_and_check_model   the model (every rank builds its own: the main process's architecture), the architecture
+                            it fixes, seq_len within it
     checkpoint_tokenizer    the tokenizer saved beside the weights in each checkpoint
     check_sample_prompt     the samples fit the model's context
     check_data              the data's shards against its manifest and the model's vocabulary
@@ -203,15 +204,23 @@ def build_and_check_model(session: Session, cfg: RunConfig, hooks: dict,
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     from safetensors import SafetensorError
 
-    problem = None
+    problem, arch = None, None
+    source = cfg.init_from if resume_dir is None else resume_dir
     try:
         raw_model = (hooks.get("build_model") or build_model)(cfg, resume_dir)
+        arch = {key: getattr(raw_model.config, key) for key in ARCH_KEYS}
     except (OSError, ValueError, ImportError, RuntimeError, SafetensorError) as err:  # ImportError: an attention
         # backend that is not installed; RuntimeError: weights of other shapes; SafetensorError: a damaged file
-        problem = f"could not build the model ({cfg.init_from if resume_dir is None else resume_dir}): {err}"
-    else:  # the context of the model this rank loaded (another machine's init_from folder may hold another)
-        if cfg.seq_len > raw_model.config.n_positions:
-            problem = f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"
+        problem = f"could not build the model ({source}): {err}"
+    # The model this rank loaded (another machine's init_from folder may hold another): a rank whose model had
+    # a shorter context refused alone, one of another shape failed alone in DDP's check of the shapes
+    main_arch = broadcast(session.accelerator, arch)
+    if problem is None and cfg.seq_len > raw_model.config.n_positions:
+        problem = f"seq_len ({cfg.seq_len}) exceeds the model's n_positions ({raw_model.config.n_positions})"
+    elif problem is None and main_arch is not None and arch != main_arch:
+        problem = (f"the model built here ({source}) is not the main process's: "
+                   + ", ".join(f"{key} {arch[key]} here, {main_arch[key]} there" for key in ARCH_KEYS
+                               if arch[key] != main_arch[key]))
     # Each rank loads the weights itself, on its own machine (init_from gpt2: its own Hub cache): one that failed
     # alone stopped without a message (only the main process prints) and the others died in the next collective.
     problems = every_ranks_errors(session.accelerator, [problem] if problem else [])
