@@ -456,6 +456,29 @@ def test_another_model_on_another_machine_stops_every_rank_with_its_message(setu
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+def test_a_preset_that_differs_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
+    """Each rank reads --config from its own machine: one whose copy said max_lr 2e-3 trained with it beside rank
+    0's 1e-3 without a word (and one whose copy said another max_steps went to save at its last step while rank 0
+    went on to the next: a hang in mismatched collectives)."""
+    preset = Path(setup[0]).read_text()
+    for folder, text in (("work", preset), ("elsewhere", preset.replace("max_lr: 1.0e-3", "max_lr: 2.0e-3"))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "p.yaml").write_text(text)
+    work, elsewhere, site = (tmp_path / name for name in ("work", "elsewhere", "site"))
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nif os.environ.get('RANK') == '1':\n"
+                                           "    os.chdir(os.environ['RANK1_CWD'])\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"),
+         "--config", "p.yaml", "--output_dir", str(tmp_path / "run"), "--max_steps", "2", *NO_EVALS],
+        cwd=work, env={**_env(), "ACCELERATE_USE_CPU": "1", "RANK1_CWD": str(elsewhere), "PYTHONPATH": str(site)},
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0
+    assert ("rank 1: the run config differs from the main process's (max_lr 0.002 here, 0.001 there): each machine "
+            "reads --config p.yaml from its own disk") in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_resume_checkpoint_another_machine_sees_otherwise_stops_every_rank_with_its_message(setup, reference,
                                                                                              tmp_path):
     """--resume PATH on two machines that see PATH differently. Each rank decided for itself whether PATH was a

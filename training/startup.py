@@ -105,6 +105,15 @@ def _changes(before: dict, after, keys) -> list[str]:
 
 def check_run_config(session: Session, cfg: RunConfig) -> Optional[Refusal]:
     errors = validate(cfg, session.world)
+    # Each rank reads --config from its own machine: a preset that differs there (another checkout) trained
+    # with other settings, silently, and another max_steps or save_every left the ranks in different collectives
+    # (a hang)
+    mine, main_cfg = cfg.to_dict(), broadcast(session.accelerator, cfg.to_dict())
+    differ = [f"{key} {mine[key]!r} here, {main_cfg[key]!r} there" for key in mine if mine[key] != main_cfg.get(key)]
+    if differ:
+        source = f"--config {cfg.config} from its own disk" if cfg.config else "its own command line"
+        errors.append(f"the run config differs from the main process's ({', '.join(differ)}): each machine reads "
+                      f"{source}; launch every machine with the same")
     if cfg.compile and getattr(session.accelerator, "is_fsdp2", False) and (compile_problem := fsdp.compile_problem()):
         errors.append(compile_problem)
     from data.tokenizer import gpt2_tokenizer
