@@ -419,6 +419,17 @@ def test_data_damaged_on_another_machine_stops_every_rank_with_its_message(setup
     assert not (tmp_path / "run").exists()
 
 
+def test_a_data_dir_missing_on_another_machine_is_said_by_the_main_process(setup, tmp_path):
+    """The paths were checked while the run config was read, before the process group existed: a rank of a
+    machine without data_dir refused there alone, printing on that machine's console only, while the main
+    process (on a machine of several: for the process group's timeout) waited for it."""
+    shutil.copytree(setup[1], tmp_path / "work" / "data")  # the main machine only
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--data_dir", "data", *NO_EVALS)
+    assert proc.returncode != 0
+    assert "invalid run config:\n  - rank 1: data_dir 'data' does not exist" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_message(setup, tmp_path):
     """Each rank loads init_from itself (a folder, or 'gpt2' from its machine's Hub cache): a rank whose copy did
     not load stopped alone without a message (only the main process prints), and rank 0 died in the next

@@ -311,7 +311,11 @@ def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
         errors.append(f"unknown command-line arguments {remaining}{hints} (see `python train.py --help`)")
     values = {k: v for k, v in vars(namespace).items() if k in FIELD_TYPES}
     cfg = RunConfig(**values)
-    errors += validate(cfg, world_size=None)
+    # Launched on several processes, the paths are checked once the process group exists (check_run_config in
+    # training/startup.py), on every rank, and the main process says which rank found what: a rank of another
+    # machine that refused here, alone, said so on that machine's console only, while the main process waited
+    # for it in the process group's start-up (WORLD_SIZE: set by the launchers)
+    errors += validate(cfg, world_size=None, paths=int(os.environ.get("WORLD_SIZE", "1")) <= 1)
     if errors:
         raise ConfigError(errors)
     return cfg
@@ -373,9 +377,10 @@ def _output_dir_problems(out: Path) -> list[str]:
     return []
 
 
-def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
+def validate(cfg: RunConfig, world_size: Optional[int], paths: bool = True) -> list[str]:
     """Every problem with `cfg`, as actionable messages. With world_size=None the batch divisibility that
-    depends on it is left out (checked again once the launcher is known)."""
+    depends on it is left out (checked again once the launcher is known); with paths=False what this machine's
+    files and packages hold (`_path_problems`)."""
     e: list[str] = []
 
     def positive(name, allow_zero=False):
@@ -403,48 +408,9 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
     if cfg.data_seed < 0:
         e.append(f"data_seed must be >= 0 (a numpy SeedSequence seed), got {cfg.data_seed}")
 
-    # data / paths
-    if not cfg.data_dir:
-        e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir out/data/pydocs)")
-    elif Path(cfg.data_dir).is_file():
-        e.append(f"data_dir {cfg.data_dir!r} is a file, not a prepared data folder: pass the folder that "
-                 f"`python -m data.prepare SOURCE --out FOLDER` wrote (a text/jsonl/parquet file is a SOURCE)")
-    elif not Path(cfg.data_dir).is_dir():
-        e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
-    elif not (Path(cfg.data_dir) / "manifest.json").is_file():
-        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare (to use the "
-                 f"files in it: `python -m data.prepare {cfg.data_dir} --out FOLDER`, then --data_dir FOLDER)")
-    if cfg.log_with in BY_NAME and not is_installed(cfg.log_with):  # else Accelerate warns and logs nothing
-        e.append(f"log_with {cfg.log_with!r}: the package is not installed (pip install {cfg.log_with}), "
-                 "or use --log_with auto / none")
-    if not cfg.output_dir:
-        e.append("output_dir must be set")
-    else:
-        e += _output_dir_problems(Path(cfg.output_dir))
-        if cfg.data_dir and Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve():
-            e.append(f"output_dir is the data_dir ({cfg.data_dir!r}): the run folder needs a folder of its own")
-    if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
-        e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
-                 "run folder")
-    if cfg.resume not in ("auto", "off"):
-        p = Path(cfg.resume)
-        if not p.is_dir():
-            e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint or run folder")
-        elif not (p / "COMPLETE").is_file() and not (p / "checkpoints").is_dir():
-            hint = ""
-            if p.name == "model" and (p.parent / "COMPLETE").is_file():
-                hint = f" (a checkpoint's model folder: pass the checkpoint, --resume {p.parent})"
-            elif (p / "config.json").is_file():
-                hint = " (a model folder: to start a new run from its weights use --init_from)"
-            e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
-                     f"folder (checkpoints/){hint}")
-    elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
-        e.append(f"output_dir {cfg.output_dir!r} already holds checkpoints and resume is 'off': "
-                 "use --resume auto to continue it, or pick a new output_dir")
-    # only the main process (global rank 0; RANK is set by the launchers) reads it and sends its rows to the others
-    if (cfg.hellaswag_file not in ("auto", "off") and os.environ.get("RANK", "0") == "0"
-            and not Path(cfg.hellaswag_file).is_file()):
-        e.append(f"hellaswag_file {cfg.hellaswag_file!r} does not exist ('auto', 'off' or a jsonl path)")
+    # data / paths: what this machine sees
+    if paths:
+        e += _path_problems(cfg)
 
     # architecture
     if cfg.n_head > 0 and cfg.n_embd % cfg.n_head:
@@ -496,6 +462,54 @@ def validate(cfg: RunConfig, world_size: Optional[int]) -> list[str]:
                 f"({cfg.micro_batch_size}) x seq_len ({cfg.seq_len}){where} = {per_micro}"
                 + _batch_split_hint(cfg, world_size or 1)
             )
+    return e
+
+
+def _path_problems(cfg: RunConfig) -> list[str]:
+    """What `validate` finds in the files and packages of this machine: data_dir, output_dir, init_from, resume,
+    log_with's package, the HellaSwag file."""
+    e: list[str] = []
+    if not cfg.data_dir:
+        e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir out/data/pydocs)")
+    elif Path(cfg.data_dir).is_file():
+        e.append(f"data_dir {cfg.data_dir!r} is a file, not a prepared data folder: pass the folder that "
+                 f"`python -m data.prepare SOURCE --out FOLDER` wrote (a text/jsonl/parquet file is a SOURCE)")
+    elif not Path(cfg.data_dir).is_dir():
+        e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
+    elif not (Path(cfg.data_dir) / "manifest.json").is_file():
+        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare (to use the "
+                 f"files in it: `python -m data.prepare {cfg.data_dir} --out FOLDER`, then --data_dir FOLDER)")
+    if cfg.log_with in BY_NAME and not is_installed(cfg.log_with):  # else Accelerate warns and logs nothing
+        e.append(f"log_with {cfg.log_with!r}: the package is not installed (pip install {cfg.log_with}), "
+                 "or use --log_with auto / none")
+    if not cfg.output_dir:
+        e.append("output_dir must be set")
+    else:
+        e += _output_dir_problems(Path(cfg.output_dir))
+        if cfg.data_dir and Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve():
+            e.append(f"output_dir is the data_dir ({cfg.data_dir!r}): the run folder needs a folder of its own")
+    if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
+        e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
+                 "run folder")
+    if cfg.resume not in ("auto", "off"):
+        p = Path(cfg.resume)
+        if not p.is_dir():
+            e.append(f"resume {cfg.resume!r} is not 'auto', 'off' or an existing checkpoint or run folder")
+        elif not (p / "COMPLETE").is_file() and not (p / "checkpoints").is_dir():
+            hint = ""
+            if p.name == "model" and (p.parent / "COMPLETE").is_file():
+                hint = f" (a checkpoint's model folder: pass the checkpoint, --resume {p.parent})"
+            elif (p / "config.json").is_file():
+                hint = " (a model folder: to start a new run from its weights use --init_from)"
+            e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
+                     f"folder (checkpoints/){hint}")
+    elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
+        e.append(f"output_dir {cfg.output_dir!r} already holds checkpoints and resume is 'off': "
+                 "use --resume auto to continue it, or pick a new output_dir")
+    # only the main process (global rank 0; RANK is set by the launchers) reads it and sends its rows to the others
+    if (cfg.hellaswag_file not in ("auto", "off") and os.environ.get("RANK", "0") == "0"
+            and not Path(cfg.hellaswag_file).is_file()):
+        e.append(f"hellaswag_file {cfg.hellaswag_file!r} does not exist ('auto', 'off' or a jsonl path)")
     return e
 
 
