@@ -529,22 +529,26 @@ def test_another_checkpoint_of_that_name_on_another_machine_stops_every_rank_wit
     assert not (tmp_path / "run").exists()
 
 
-def test_a_resume_with_other_data_on_another_machine_stops_every_rank_with_its_message(setup, reference, tmp_path):
-    """The resume compatibility check compares the checkpoint with each rank's own data (its manifest hash): a
-    machine whose data_dir holds other data refused alone, silently (only the main process prints), and rank 0
-    died in accelerator.prepare with a gloo traceback."""
+@pytest.mark.parametrize("resume", [False, True], ids=["new-run", "resume"])
+def test_other_data_on_another_machine_stops_every_rank_with_its_message(setup, reference, tmp_path, resume):
+    """Each rank checked its own copy of data_dir against its own manifest: a machine whose copy held other data
+    (prepared again, another folder of that name) trained on it without a word; resuming, the compatibility
+    check (its data against the checkpoint's) refused on that rank alone, silently, and rank 0 died in
+    accelerator.prepare with a gloo traceback."""
     from data.prepare import prepare
 
-    ref_out, _ = reference
-    for folder in ("work", "elsewhere"):
-        shutil.copytree(ref_out / "checkpoints" / "step_00000008", tmp_path / folder / "ckpt")
     shutil.copytree(setup[1], tmp_path / "work" / "data")
     prepare(str(Path(setup[1]).parent / "docs.jsonl"), tmp_path / "elsewhere" / "data", val_tokens=1024,
             shard_tokens=4096, num_proc=1, progress=False)  # the same text, other shards: another manifest
-    proc = _two_ranks_in_two_folders(setup, tmp_path, "--resume", "ckpt", "--data_dir", "data", "--max_steps", "10",
-                                     *NO_EVALS)
+    extra = ()
+    if resume:
+        for folder in ("work", "elsewhere"):
+            shutil.copytree(reference[0] / "checkpoints" / "step_00000008", tmp_path / folder / "ckpt")
+        extra = ("--resume", "ckpt", "--max_steps", "10")
+    proc = _two_ranks_in_two_folders(setup, tmp_path, "--data_dir", "data", *extra, *NO_EVALS)
     assert proc.returncode != 0
-    assert "rank 1: data: manifest hash is " in proc.stderr, proc.stderr[-3000:]
+    assert "rank 1: data_dir 'data' is not the main process's data (manifest hash " in proc.stderr, \
+        proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 

@@ -308,6 +308,12 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
 def check_data(session: Session, cfg: RunConfig, raw_model) -> tuple[str, Optional[Refusal]]:
     """(the data's manifest hash, None) or (_, the problems any rank found)."""
     manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=session.main)
+    # each rank checks its own copy against its own manifest: another machine's copy of other data (prepared
+    # again, or another folder of that name) passed, and its ranks trained on it without a word
+    main_hash = broadcast(session.accelerator, manifest_hash)
+    if not problems and main_hash and manifest_hash != main_hash:
+        problems.append(f"data_dir {cfg.data_dir!r} is not the main process's data (manifest hash {manifest_hash[:16]} "
+                        f"here, {main_hash[:16]} there): give every machine the same prepared folder")
     problems = every_ranks_errors(session.accelerator, problems)  # every rank stops if any one found a problem
     return manifest_hash, (Refusal(problems) if problems else None)
 
