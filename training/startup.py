@@ -1,13 +1,15 @@
 """Start-up checks: everything that can refuse a run before anything is written, in the order they run.
 
-    check_run_config        the config's own checks (on every rank), and no other training in output_dir
+    check_run_config        the config's own checks and paths (on every rank, with the main process's config and
+                            the GPT-2 tokenizer), and no other training in output_dir
     find_resume_checkpoint  the checkpoint this session continues from (--resume auto / RUN_FOLDER / CHECKPOINT)
-    check_resume_checkpoint its meta.json, and no checkpoint beyond it in output_dir that would outrank our saves
+    check_resume_checkpoint its meta.json (the main process's on every rank), and no checkpoint beyond it in
+                            output_dir that would outrank our saves
     build_and_check_model   the model (every rank builds its own: the main process's architecture), the architecture
                             it fixes, seq_len within it
     checkpoint_tokenizer    the tokenizer saved beside the weights in each checkpoint
     check_sample_prompt     the samples fit the model's context
-    check_data              the data's shards against its manifest and the model's vocabulary
+    check_data              the data's shards against its manifest (the main process's) and the model's vocabulary
     check_resume_compat     the checkpoint resumes with this config and data (else: how to continue, or restart)
     already_trained         the checkpoint is already at max_steps: nothing to train (exit 0)
     note_resume_changes     what a resume may change (schedule, AdamW settings, validation set), said once
