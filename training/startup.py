@@ -105,13 +105,20 @@ def _changes(before: dict, after, keys) -> list[str]:
 # the run config, and what to resume from
 
 
+# Run-config fields that may name another path on another machine (another checkout, a node-local copy of the data):
+# what they hold is compared instead, the preset's values field by field (below), data_dir's manifest hash in
+# check_data
+MAY_DIFFER_BY_MACHINE = ("config", "data_dir")
+
+
 def check_run_config(session: Session, cfg: RunConfig) -> Optional[Refusal]:
     errors = validate(cfg, session.world)
     # Each rank reads --config from its own machine: a preset that differs there (another checkout) trained
     # with other settings, silently, and another max_steps or save_every left the ranks in different collectives
     # (a hang)
     mine, main_cfg = cfg.to_dict(), broadcast(session.accelerator, cfg.to_dict())
-    differ = [f"{key} {mine[key]!r} here, {main_cfg[key]!r} there" for key in mine if mine[key] != main_cfg.get(key)]
+    differ = [f"{key} {mine[key]!r} here, {main_cfg[key]!r} there" for key in mine
+              if key not in MAY_DIFFER_BY_MACHINE and mine[key] != main_cfg.get(key)]
     if differ:
         source = f"--config {cfg.config} from its own disk" if cfg.config else "its own command line"
         errors.append(f"the run config differs from the main process's ({', '.join(differ)}): each machine reads "
