@@ -492,20 +492,23 @@ def test_a_preset_that_differs_on_another_machine_stops_every_rank_with_its_mess
 
 def test_the_same_preset_and_data_at_other_paths_on_another_machine_train(setup, tmp_path):
     """Another machine may keep the preset and the prepared data elsewhere (another checkout, a node-local copy of
-    data_dir): each rank's run config then names other paths, but what they hold is compared by content (the
-    preset's values field by field, the data's manifest hash), so the run trains. The path strings themselves
-    were compared too, and such a launch was refused."""
+    data_dir, a $HOME the shell expanded there): each rank's run config then names other paths, but what they hold
+    is compared by content (the preset's values field by field, the data's manifest hash), and the HellaSwag file
+    is read by the main process only, so the run trains. The path strings themselves were compared too, and such
+    a launch was refused."""
     preset, data = tmp_path / "elsewhere" / "tiny.yaml", tmp_path / "elsewhere" / "data"
     shutil.copytree(setup[1], data)
     preset.write_text(Path(setup[0]).read_text())
     site = tmp_path / "site"
     site.mkdir()
-    swap = {str(setup[0]): str(preset), str(setup[1]): str(data)}
+    hellaswag = str(Path(setup[1]).parent / "hellaswag.jsonl")
+    swap = {str(setup[0]): str(preset), str(setup[1]): str(data), hellaswag: str(tmp_path / "elsewhere" / "none.jsonl")}
     (site / "sitecustomize.py").write_text(f"import os, sys\nif os.environ.get('RANK') == '1':\n"
                                            f"    sys.argv[:] = [{swap!r}.get(a, a) for a in sys.argv]\n")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-         *_args(setup, tmp_path / "run", "--data_dir", str(setup[1]), "--max_steps", "2", *NO_EVALS)], cwd=REPO,
+         *_args(setup, tmp_path / "run", "--data_dir", str(setup[1]), "--hellaswag_file", hellaswag, "--max_steps", "2",
+                *NO_EVALS)], cwd=REPO,
         env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True, text=True,
         timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]

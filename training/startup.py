@@ -105,10 +105,10 @@ def _changes(before: dict, after, keys) -> list[str]:
 # the run config, and what to resume from
 
 
-# Run-config fields that may name another path on another machine (another checkout, a node-local copy of the data):
-# what they hold is compared instead, the preset's values field by field (below), data_dir's manifest hash in
-# check_data
-MAY_DIFFER_BY_MACHINE = ("config", "data_dir")
+# Run-config fields that may name another path on another machine (another checkout, a node-local copy of the data,
+# a $HOME or $PWD the shell expanded there): what config and data_dir hold is compared instead (the preset's values
+# field by field, below; the data's manifest hash in check_data), and only the main process reads hellaswag_file
+MAY_DIFFER_BY_MACHINE = ("config", "data_dir", "hellaswag_file")
 
 
 def check_run_config(session: Session, cfg: RunConfig) -> Optional[Refusal]:
