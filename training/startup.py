@@ -337,12 +337,11 @@ def check_resume_compat(session: Session, cfg: RunConfig, resume: Resume, manife
     from data.tokenizer import TOKENIZER_FINGERPRINT
 
     expected = build_model_config(cfg) if cfg.init_from == "scratch" else None
+    # the same on every rank, with no collective: what it compares is agreed by the checks above (the run config,
+    # meta.json, the architecture and the data's manifest hash are the main process's)
     problems = ckpt.compat_errors(resume.meta, model_config=expected, run_config=cfg.to_dict(),
                                   world_size=session.world, data_manifest_hash=manifest_hash,
                                   tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
-    # manifest_hash is this rank's data (another machine's copy may differ): a rank that refused alone did so
-    # silently (only the main process prints) and the others died in the next collective
-    problems = every_ranks_errors(session.accelerator, problems)
     if not problems:
         return None
     resume_dir = resume.dir
