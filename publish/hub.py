@@ -20,6 +20,11 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
 
+# why a push cannot happen, said before an export (push_blocker) and after a failed one (resolve_token, explain_error)
+OFFLINE = "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
+NO_TOKEN = "no Hugging Face token: run `hf auth login` (stores a token) or set HF_TOKEN to a token with write access"
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when offline mode is on or the Hub endpoint (HF_ENDPOINT, default huggingface.co) does not answer
     a TCP connection within `timeout` seconds: checked before a download, so that no network costs seconds, not
@@ -123,10 +128,7 @@ def resolve_token(token: str | None = None) -> str:
     """The token to push with: `token` if given, else huggingface_hub's lookup (HF_TOKEN, then the stored login)."""
     token = token or get_token()
     if not token:
-        raise PublishError(
-            "no Hugging Face token: run `hf auth login` (stores a token) or set HF_TOKEN to a token with write "
-            "access; nothing was uploaded"
-        )
+        raise PublishError(f"{NO_TOKEN}; nothing was uploaded")
     return token
 
 
@@ -193,7 +195,7 @@ def explain_error(err: BaseException, plan: UploadPlan, stage: str, token: str |
     elif isinstance(err, HfHubHTTPError):
         why = f"the Hub answered HTTP {status}: {detail}"
     elif isinstance(err, OfflineModeIsEnabled):
-        why = "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
+        why = OFFLINE
     elif _is_network_error(err):
         why = f"cannot reach {constants.ENDPOINT} ({type(err).__name__}: {detail}); check the network or proxy"
     else:
@@ -213,11 +215,8 @@ def push_blocker() -> str | None:
     """Why a push cannot happen from here at all (HF_HUB_OFFLINE set, no token), checked without the network so that
     a command can say it before its work; None when nothing known stops it."""
     if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE=1 is set, so huggingface_hub makes no network calls; unset it to push"
-    if not token_available():
-        return ("no Hugging Face token: run `hf auth login` (stores a token) or set HF_TOKEN to a token with write "
-                "access")
-    return None
+        return OFFLINE
+    return None if token_available() else NO_TOKEN
 
 
 def token_available() -> bool:
