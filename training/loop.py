@@ -49,7 +49,6 @@ from training.step import NonFiniteError, optimizer_step
 from training.uploads import finish_uploads
 
 
-
 def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     """Run (or resume) training as configured. Returns the process exit code. `hooks` is for tests only:
     {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory; {"hub_api": HfApi-like} replaces
