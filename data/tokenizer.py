@@ -87,7 +87,7 @@ def saved_tokenizer(model_dir: Path | None):
 
     try:
         return GPT2TokenizerFast.from_pretrained(model_dir)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - one that does not load is none; the tokenizers library raises TypeError too
         return None
 
 

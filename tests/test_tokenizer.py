@@ -88,3 +88,20 @@ def test_is_gpt2_tokenizer_refuses_one_that_splits_special_tokens(gpt2_tokenizer
     splitting = AutoTokenizer.from_pretrained(tmp_path)
     assert splitting(["<|endoftext|>"])["input_ids"] != [tiktoken_gpt2().encode("<|endoftext|>", allowed_special="all")]
     assert not is_gpt2_tokenizer(splitting)
+
+
+def test_a_model_folder_whose_tokenizer_does_not_load_gets_gpt2s_with_a_warning(tmp_path):
+    """tokenizer_for_model, for a model with added tokens whose folder's tokenizer.json transformers cannot read
+    (here a merge of three parts): the tokenizers library raised TypeError, not the OSError / ValueError caught, so
+    an export stopped with a traceback, and a training from that folder stopped at start-up on its main process
+    alone (it picks the checkpoint tokenizer), the other ranks left in the next collective."""
+    from data.tokenizer import tokenizer_for_model
+
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text(
+        '{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null, '
+        '"pre_tokenizer": null, "post_processor": null, "decoder": null, '
+        '"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["x y z"]}}')
+    tokenizer, warning = tokenizer_for_model(64, 50260, tmp_path)
+    assert len(tokenizer) == 50257 and tokenizer.model_max_length == 64
+    assert warning.startswith(f"the model has 50,260 token ids but {tmp_path} holds no tokenizer with as many")
