@@ -415,6 +415,16 @@ def _two_ranks_in_two_folders(setup, tmp_path, *extra) -> subprocess.CompletedPr
                       _args(setup, tmp_path / "run", "--max_steps", "2", *extra), cwd=work)
 
 
+def test_a_tracker_installed_on_the_main_machine_only_is_enough(setup, tmp_path):
+    """Only the main process starts trackers and logs (Accelerate's init_trackers and log run there): a machine
+    without the tracker's package was refused ('log_with ...: the package is not installed') for nothing."""
+    not_installed = "sys.modules.update(tensorboard=None, tensorboardX=None)"  # find_spec: None; import: ImportError
+    proc = _two_ranks(tmp_path, not_installed, _args(setup, tmp_path / "run", "--max_steps", "1", "--log_with",
+                                               "tensorboard", *NO_EVALS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "run").rglob("events.out.tfevents.*"))  # the main process logged
+
+
 def test_data_damaged_on_another_machine_stops_every_rank_with_its_message(setup, tmp_path):
     """The data checks run on every rank, but only the main process printed, and only its problems were shared:
     a rank whose copy of the data was damaged (another machine's disk) stopped alone without a message."""

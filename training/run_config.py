@@ -479,7 +479,9 @@ def _path_problems(cfg: RunConfig) -> list[str]:
     elif not (Path(cfg.data_dir) / "manifest.json").is_file():
         e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare (to use the "
                  f"files in it: `python -m data.prepare {cfg.data_dir} --out FOLDER`, then --data_dir FOLDER)")
-    if cfg.log_with in BY_NAME and not is_installed(cfg.log_with):  # else Accelerate warns and logs nothing
+    # else Accelerate warns and logs nothing; only the main process (global rank 0; RANK is set by the launchers)
+    # starts trackers and logs, so the other machines need no copy
+    if cfg.log_with in BY_NAME and os.environ.get("RANK", "0") == "0" and not is_installed(cfg.log_with):
         e.append(f"log_with {cfg.log_with!r}: the package is not installed (pip install {cfg.log_with}), "
                  "or use --log_with auto / none")
     if not cfg.output_dir:
