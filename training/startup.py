@@ -117,7 +117,7 @@ def check_run_config(session: Session, cfg: RunConfig) -> Optional[Refusal]:
     # with other settings, silently, and another max_steps or save_every left the ranks in different collectives
     # (a hang)
     mine, main_cfg = cfg.to_dict(), broadcast(session.accelerator, cfg.to_dict())
-    differ = [f"{key} {mine[key]!r} here, {main_cfg[key]!r} there" for key in mine
+    differ = [f"{key} {mine[key]!r} here, {main_cfg.get(key)!r} there" for key in mine
               if key not in MAY_DIFFER_BY_MACHINE and mine[key] != main_cfg.get(key)]
     if differ:
         source = f"--config {cfg.config} from its own disk" if cfg.config else "its own command line"
