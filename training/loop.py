@@ -88,11 +88,12 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     session = Session.start(cfg)
 
     # everything that can refuse the run happens before anything is written
-    checked, code = run_checks(session, cfg, hooks, threads)
-    if checked is None:  # refused (2; train() leaves the process group), or nothing to train (0)
-        if code == EXIT_OK:
-            _leave_process_group()  # as after a refusal: every rank agreed on it, nothing is in flight
-        return code
+    checked, refusal = run_checks(session, cfg, hooks, threads)
+    if refusal:
+        return session.refuse(refusal)
+    if checked is None:  # nothing to train: every rank agreed on it, nothing is in flight, as after a refusal
+        _leave_process_group()
+        return EXIT_OK
     prepared, refusal = prepare(session, cfg, checked, threads)  # can still refuse: nothing is written yet
     if refusal:
         return session.refuse(refusal)

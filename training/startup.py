@@ -33,7 +33,7 @@ from training.accelerator import broadcast, every_ranks_errors, first_error
 from training.model_init import ARCH_KEYS, build_model, build_model_config, init_model_dir
 from training.run_config import RunConfig, validate
 from training.run_lock import folder_in_use
-from training.session import EXIT_OK, Refusal, Session
+from training.session import Refusal, Session
 from training.uploads import start_checkpoint_uploader
 
 
@@ -57,42 +57,43 @@ class Checked:
     uploader: Any  # publish.checkpoint_sync.CheckpointUploader (main process, --push_checkpoints_to), or None
 
 
-def run_checks(session: Session, cfg: RunConfig, hooks: dict, threads: dict) -> tuple[Optional[Checked], int]:
-    """(what the later stages need, EXIT_OK), or (None, the exit code): EXIT_CONFIG after a refusal (printed),
-    EXIT_OK when the checkpoint resumed from is already at max_steps. Updates `cfg` where the model fixes the
+def run_checks(session: Session, cfg: RunConfig, hooks: dict,
+               threads: dict) -> tuple[Optional[Checked], Optional[Refusal]]:
+    """(what the later stages need, None), (None, why the run cannot start), or (None, None) when the checkpoint
+    resumed from is already at max_steps (nothing to train). Updates `cfg` where the model fixes the
     architecture; registers the uploader in `threads` (closed however the run ends)."""
     refusal = check_run_config(session, cfg)
     if refusal:
-        return None, session.refuse(refusal)
+        return None, refusal
     resume_dir, refusal = find_resume_checkpoint(session, cfg)
     if refusal:
-        return None, session.refuse(refusal)
+        return None, refusal
     resume = None
     if resume_dir is not None:
         resume, refusal = check_resume_checkpoint(session, cfg, resume_dir)
         if refusal:
-            return None, session.refuse(refusal)
+            return None, refusal
     raw_model, refusal = build_and_check_model(session, cfg, hooks, resume)
     if refusal:
-        return None, session.refuse(refusal)
+        return None, refusal
     tokenizer = checkpoint_tokenizer(session, cfg, raw_model, resume)
     refusal = check_sample_prompt(cfg, raw_model)
     if refusal:
-        return None, session.refuse(refusal)
+        return None, refusal
     manifest_hash, refusal = check_data(session, cfg, raw_model)
     if refusal:
-        return None, session.refuse(refusal)
+        return None, refusal
     if resume is not None:
         refusal = check_resume_compat(session, cfg, resume, manifest_hash)
         if refusal:
-            return None, session.refuse(refusal)
+            return None, refusal
         if already_trained(session, cfg, resume):
-            return None, EXIT_OK
+            return None, None
         note_resume_changes(session, cfg, resume)
     uploader, refusal = start_uploader(session, cfg, hooks, threads)
     if refusal:
-        return None, session.refuse(refusal)
-    return Checked(resume, raw_model, tokenizer, manifest_hash, uploader), EXIT_OK
+        return None, refusal
+    return Checked(resume, raw_model, tokenizer, manifest_hash, uploader), None
 
 
 def _changes(before: dict, after, keys) -> list[str]:
