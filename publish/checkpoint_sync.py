@@ -35,7 +35,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.utils import validate_repo_id
 
-from publish.hub import PublishError, UploadPlan, explain_error, refuse_if_public, resolve_token
+from publish.hub import PublishError, UploadPlan, create_repo, explain_error, resolve_token
 
 logger = logging.getLogger(__name__)
 
@@ -97,17 +97,8 @@ class CheckpointUploader:
         self._token = resolve_token(token)
         self._api = api or HfApi()
         # One synchronous call at start: offline, a bad token or no write access stop the run before it trains.
-        stage = "creating the repository"
-        try:
-            self._api.create_repo(repo_id, token=self._token, private=private, exist_ok=True, repo_type="model")
-            if private:  # an existing public repo stays public: every checkpoint would be published
-                stage = "checking that the repository is private"
-                refuse_if_public(self._api, repo_id, self._token, "pass --push_private false")
-        except PublishError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            plan = UploadPlan(repo_id, Path("."), [], private=private)
-            raise explain_error(err, plan, stage, self._token) from err
+        create_repo(self._api, UploadPlan(repo_id, Path("."), [], private=private), self._token,
+                    otherwise="pass --push_private false")
         self._lock = threading.Condition()
         self._pending: _Job | None = None
         self._closing = False

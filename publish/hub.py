@@ -141,14 +141,8 @@ def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None
     `api` is for tests (an object with HfApi's create_repo / repo_info / create_branch / upload_folder)."""
     token = resolve_token(token)
     api = api or HfApi()
-    stage = "creating the repository"
-    created = False
+    create_repo(api, plan, token, otherwise="push without --private")
     try:
-        api.create_repo(plan.repo_id, token=token, private=plan.private, exist_ok=True, repo_type="model")
-        created = True
-        if plan.private:  # create_repo leaves an existing repo's visibility as it is
-            stage = "checking that the repository is private"
-            refuse_if_public(api, plan.repo_id, token, "push without --private")
         if plan.revision and plan.revision != constants.DEFAULT_REVISION:
             stage = f"creating branch {plan.revision!r}"
             api.create_branch(plan.repo_id, branch=plan.revision, token=token, exist_ok=True, repo_type="model")
@@ -164,21 +158,28 @@ def push(plan: UploadPlan, *, token: str | None = None, api: HfApi | None = None
             token=token,
             repo_type="model",
         )
-    except PublishError:
-        raise
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message; the cause stays chained
-        raise explain_error(err, plan, stage, token, repo_may_exist=created) from err
+        raise explain_error(err, plan, stage, token, repo_may_exist=True) from err
     return str(getattr(commit, "commit_url", commit))
 
 
-def refuse_if_public(api, repo_id: str, token: str, otherwise: str) -> None:
-    """Raise PublishError when `repo_id` (just made with create_repo(private=True, exist_ok=True)) is public: an
-    existing repo keeps its visibility, so what was asked to go up privately would be published."""
-    if getattr(api.repo_info(repo_id, token=token, repo_type="model"), "private", None) is False:
+def create_repo(api, plan: UploadPlan, token: str, otherwise: str) -> None:
+    """`plan`'s repo, made if missing (exist_ok). A private plan is refused when the repo exists and is public:
+    create_repo leaves an existing repo's visibility as it is, so what was asked to go up privately would be
+    published (`otherwise` says how to go on). Any failure is a PublishError that says what to do."""
+    stage = "creating the repository"
+    try:
+        api.create_repo(plan.repo_id, token=token, private=plan.private, exist_ok=True, repo_type="model")
+        if plan.private:
+            stage = "checking that the repository is private"
+            public = getattr(api.repo_info(plan.repo_id, token=token, repo_type="model"), "private", None) is False
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message; the cause stays chained
+        raise explain_error(err, plan, stage, token, repo_may_exist=True) from err
+    if plan.private and public:
         raise PublishError(
-            f"push to {repo_id} refused: it was asked private, but the repository exists and is public, so the "
-            f"upload would be published; make it private first (`hf repos settings {repo_id} --private`, or its "
-            f"Settings page) or {otherwise}; nothing was uploaded")
+            f"push to {plan.repo_id} refused: it was asked private, but the repository exists and is public, so "
+            f"the upload would be published; make it private first (`hf repos settings {plan.repo_id} --private`, "
+            f"or its Settings page) or {otherwise}; nothing was uploaded")
 
 
 def explain_error(err: BaseException, plan: UploadPlan, stage: str, token: str | None = None,
