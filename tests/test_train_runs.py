@@ -449,6 +449,21 @@ def test_a_data_dir_missing_on_another_machine_is_said_by_the_main_process(setup
     assert not (tmp_path / "run").exists()
 
 
+def test_an_output_dir_not_shared_between_machines_is_refused_before_training(setup, tmp_path):
+    """Each machine's own disk as output_dir: every rank writes into the checkpoint folder the main process
+    creates, so the run trained until its first save and died there with a write error naming no cause."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    for folder in (work, elsewhere):
+        folder.mkdir()
+    proc = _two_ranks(tmp_path, f"os.chdir({str(elsewhere)!r})", _args(setup, "run", "--max_steps", "2", *NO_EVALS),
+                      cwd=work)
+    assert proc.returncode != 0  # the launcher's 1 for its processes' 2
+    assert "cannot start:\n  - rank 1: output_dir 'run' on this machine is not the main process's folder" \
+        in proc.stderr, proc.stderr[-3000:]
+    assert "step 1/" not in proc.stdout
+    assert [p.name for p in (work / "run").iterdir()] == [".lock"]  # the check's file is removed
+
+
 def test_a_model_that_loads_on_the_main_machine_only_stops_every_rank_with_its_message(setup, tmp_path):
     """Each rank loads init_from itself (a folder, or 'gpt2' from its machine's Hub cache): a rank whose copy did
     not load stopped alone without a message (only the main process prints), and rank 0 died in the next

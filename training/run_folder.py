@@ -1,13 +1,15 @@
-"""The run folder (output_dir), taken once every check has passed: locked for this training, trackers started,
-then the first files written (run_config.yaml, metrics.jsonl) and damaged checkpoints set aside."""
+"""The run folder (output_dir), taken once every check has passed: locked for this training, seen by every
+machine, trackers started, then the first files written (run_config.yaml, metrics.jsonl) and damaged checkpoints
+set aside."""
 
 import dataclasses
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
 from training import trackers
-from training.accelerator import broadcast
+from training.accelerator import broadcast, first_error
 from training.metrics import MetricsLog
 from training.run_config import RunConfig, save_run_config
 from training.run_lock import lock_run_folder
@@ -28,6 +30,9 @@ def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], 
     busy = broadcast(accelerator, busy)
     if busy:
         return None, Refusal([busy], heading="cannot start")
+    not_shared = check_shared(session, cfg.output_dir)
+    if not_shared:
+        return None, Refusal([not_shared], heading="cannot start")
     tracker_error = trackers.start(accelerator, {k: v for k, v in cfg.to_dict().items() if v is not None}, out,
                                    start_step)
     tracker_error = broadcast(accelerator, tracker_error)
@@ -47,3 +52,28 @@ def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], 
             session.log(f"set aside the damaged checkpoint {damaged.name} as {kept} (retention would have kept it "
                         "over this session's saves); delete it when you no longer need it")
     return metrics, None
+
+
+def check_shared(session: Session, output_dir: str) -> Optional[str]:
+    """With several processes: None when every rank sees the main process's output_dir, else the message (named by
+    the ranks that do not). Every rank writes its part of each checkpoint into one staging folder that the main
+    process creates, so a folder on each machine's own disk failed only at the first save, hours in, with a write
+    error that named no cause. The main process creates a file of a new name there (closed before the others
+    look: NFS shows a closed file to other clients, and a name never looked up has no cached absence); every rank
+    looks for it; the main process removes it."""
+    accelerator = session.accelerator
+    if session.world == 1:
+        return None
+    marker = None
+    if session.main:
+        marker = Path(output_dir) / f".shared-check-{uuid.uuid4().hex}"
+        marker.write_text("written by the main process of a training starting here; removed at once\n")
+    marker = broadcast(accelerator, marker)
+    problem = None if marker.is_file() else (
+        f"output_dir '{output_dir}' on this machine is not the main process's folder (a file the main process just "
+        f"wrote there is not to be seen): every process writes its part of each checkpoint into output_dir, so it "
+        f"must be one folder on a filesystem every machine mounts (NFS, Lustre, ...) at the same path")
+    problem = first_error(accelerator, problem)  # a collective: every rank has looked once it returns
+    if session.main:
+        marker.unlink(missing_ok=True)
+    return problem
