@@ -64,7 +64,7 @@ def tokenizer_for_model(n_positions: int, n_ids: int, model_dir: Path | None = N
     (None when there is nothing to warn about). GPT-2's, unless the model has tokens added after GPT-2's 50257
     (add_special_tokens + resize_token_embeddings): then only its own tokenizer, saved in `model_dir`, knows them,
     and GPT-2's would silently encode "<|user|>" as five ordinary tokens. Without one of that size GPT-2's is
-    returned with a warning that says what is lost."""
+    returned with a warning that says what is lost (what to do is the caller's to add)."""
     if n_ids != TOKENIZER_VOCAB_SIZE:
         own = saved_tokenizer(model_dir)
         if own is not None and len(own) == n_ids:
@@ -74,7 +74,7 @@ def tokenizer_for_model(n_positions: int, n_ids: int, model_dir: Path | None = N
         return tokenizer_for_context(n_positions), (
             f"the model has {n_ids:,} token ids but {model_dir or 'its folder'} holds no tokenizer with as many "
             f"(found {found}): GPT-2's {TOKENIZER_VOCAB_SIZE:,} is saved beside it, which never produces ids "
-            f"{TOKENIZER_VOCAB_SIZE:,}-{n_ids - 1:,}; save your tokenizer beside the model (tokenizer.save_pretrained)")
+            f"{TOKENIZER_VOCAB_SIZE:,}-{n_ids - 1:,}")  # the caller says what to do: it depends on the folder
     return tokenizer_for_context(n_positions), None
 
 

@@ -334,7 +334,8 @@ def _write_tokenizer(out: Path, context: int, model_dir: Path | None, n_ids: int
 
     tokenizer, warning = tokenizer_for_model(context, n_ids, model_dir)
     if warning:
-        warnings.warn(f"{warning}, and export that folder", stacklevel=3)
+        warnings.warn(f"{warning}; save your tokenizer into {out} (tokenizer.save_pretrained) before publishing it",
+                      stacklevel=3)
     tokenizer.save_pretrained(out)
     _copy_bpe_files(out)  # GPT-2's 50257 (added tokens are in tokenizer.json / tokenizer_config.json)
 

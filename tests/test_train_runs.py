@@ -1606,9 +1606,16 @@ def test_a_run_from_a_model_with_added_tokens_checkpoints_that_models_tokenizer(
     (source / "tokenizer_config.json").unlink()
     assert train.main(_args(setup, tmp_path / "run2", "--init_from", str(source), "--max_steps", "1", *short)) == 0
     assert ("WARNING: the model has 50,260 token ids but " + str(source) + " holds no tokenizer with as many "
-            "(found none): GPT-2's 50,257 is saved beside it, which never produces ids 50,257-50,259") \
+            "(found none): GPT-2's 50,257 is saved beside it, which never produces ids 50,257-50,259; save your "
+            "tokenizer beside the model (tokenizer.save_pretrained) and start from that folder again") \
         in capsys.readouterr().out
     assert len(AutoTokenizer.from_pretrained(tmp_path / "run2" / "checkpoints" / "step_00000001" / "model")) == 50257
+    # resumed from such a checkpoint (as saved before checkpoints carried the model's tokenizer): the advice is not to
+    # write into the checkpoint, whose manifest would then fail its verification
+    assert train.main(_args(setup, tmp_path / "run2", "--init_from", str(source), "--max_steps", "2", *short)) == 0
+    said = capsys.readouterr().out
+    assert "holds no tokenizer with as many (found 50257)" in said and "this run's checkpoints carry GPT-2's, so save "\
+        "your tokenizer into the folder export.py writes" in said, said
 
 
 def test_init_from_gpt2_offline_fails_at_once(setup, tmp_path, in_process, capsys, monkeypatch):

@@ -268,8 +268,12 @@ def checkpoint_tokenizer(session: Session, cfg: RunConfig, raw_model, resume: Op
               else None if cfg.init_from in ("scratch", "gpt2") else init_model_dir(cfg.init_from))
     tokenizer, warning = tokenizer_for_model(raw_model.config.n_positions, raw_model.config.tokenizer_vocab_size,
                                              source)
-    if warning:
-        session.log(f"WARNING: {warning}, and start from that folder")
+    if warning and resume is not None:  # a committed checkpoint is sealed: a file written into it breaks its manifest
+        session.log(f"WARNING: {warning}; this run's checkpoints carry GPT-2's, so save your tokenizer into the "
+                    "folder export.py writes (tokenizer.save_pretrained) before publishing it")
+    elif warning:
+        session.log(f"WARNING: {warning}; save your tokenizer beside the model (tokenizer.save_pretrained) and start "
+                    "from that folder again")
     return tokenizer
 
 
