@@ -53,18 +53,18 @@ def train(cfg: RunConfig, *, hooks: Optional[dict] = None) -> int:
     """Run (or resume) training as configured. Returns the process exit code. `hooks` is for tests only:
     {"build_model": fn(cfg, resume_dir) -> model} replaces the model factory; {"hub_api": HfApi-like} replaces
     the Hub client of the checkpoint uploader."""
-    threads: dict = {}  # the background threads the run starts, stopped however it ends
+    held: dict = {}  # what the run holds (its background threads, the run folder's lock), let go however it ends
     code = None
     try:
-        code = _train(cfg, hooks or {}, threads)
+        code = _train(cfg, hooks or {}, held)
         return code
     finally:
-        if threads.get("prefetcher") is not None:
-            threads["prefetcher"].close()
-        if threads.get("uploader") is not None:
-            threads["uploader"].close()  # waits for the upload in flight; a no-op after finish_uploads()
-        if threads.get("run_lock") is not None:
-            threads["run_lock"].close()  # releases the run folder
+        if held.get("prefetcher") is not None:
+            held["prefetcher"].close()
+        if held.get("uploader") is not None:
+            held["uploader"].close()  # waits for the upload in flight; a no-op after finish_uploads()
+        if held.get("run_lock") is not None:
+            held["run_lock"].close()  # releases the run folder
         if code == EXIT_CONFIG:
             _leave_process_group()
 
@@ -80,7 +80,7 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
+def _train(cfg: RunConfig, hooks: dict, held: dict) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-checkpoint "Writing model shards" bar
@@ -88,17 +88,17 @@ def _train(cfg: RunConfig, hooks: dict, threads: dict) -> int:
     session = Session.start(cfg)
 
     # everything that can refuse the run happens before anything is written
-    checked, refusal = run_checks(session, cfg, hooks, threads)
+    checked, refusal = run_checks(session, cfg, hooks, held)
     if refusal:
         return session.refuse(refusal)
     if checked is None:  # nothing to train: every rank agreed on it, nothing is in flight, as after a refusal
         _leave_process_group()
         return EXIT_OK
-    prepared, refusal = prepare(session, cfg, checked, threads)  # can still refuse: nothing is written yet
+    prepared, refusal = prepare(session, cfg, checked, held)  # can still refuse: nothing is written yet
     if refusal:
         return session.refuse(refusal)
     # the run folder is taken (locked, trackers started) and written from here on
-    metrics, refusal = open_run_folder(session, cfg, checked.resume, prepared.start_step, threads)
+    metrics, refusal = open_run_folder(session, cfg, checked.resume, prepared.start_step, held)
     if refusal:
         return session.refuse(refusal)
     log_start_banner(session, cfg, checked, prepared)

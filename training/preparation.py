@@ -48,9 +48,9 @@ class Prepared:
 
 
 def prepare(session: Session, cfg: RunConfig, checked: Checked,
-            threads: dict) -> tuple[Optional[Prepared], Optional[Refusal]]:
+            held: dict) -> tuple[Optional[Prepared], Optional[Refusal]]:
     """(what the steps train with, None) or (None, why the run cannot start). Registers the prefetcher in
-    `threads` (closed however the run ends)."""
+    `held` (closed however the run ends)."""
     accelerator, raw_model, resume = session.accelerator, checked.raw_model, checked.resume
     grad_accum = grad_accum_steps(cfg, session.world)
     accelerator.gradient_accumulation_steps = grad_accum
@@ -74,7 +74,7 @@ def prepare(session: Session, cfg: RunConfig, checked: Checked,
         if refusal:
             return None, refusal
         start_step, tokens = resume.meta["step"], resume.meta["tokens"]
-    batches, data_state, prefetcher = make_batches(cfg, loader, device, threads)
+    batches, data_state, prefetcher = make_batches(cfg, loader, device, held)
     evaluator, refusal = make_evaluator(session, cfg, raw_model)
     if refusal:
         return None, refusal
@@ -154,7 +154,7 @@ def load_resume_state(session: Session, cfg: RunConfig, resume: Resume, raw_mode
     return None
 
 
-def make_batches(cfg: RunConfig, loader, device, threads: dict):
+def make_batches(cfg: RunConfig, loader, device, held: dict):
     """(batches, data_state, prefetcher or None). Called after the loader is at its resumed position."""
     if cfg.overfit_single_batch:
         return itertools.repeat(next(iter(loader))), lambda: {"overfit_single_batch": True}, None
@@ -162,7 +162,7 @@ def make_batches(cfg: RunConfig, loader, device, threads: dict):
         from data.prefetch import Prefetcher
 
         prefetcher = Prefetcher(loader, depth=2, device=device)  # after load_state_dict: resumes exactly
-        threads["prefetcher"] = prefetcher
+        held["prefetcher"] = prefetcher
         return prefetcher, prefetcher.state_dict, prefetcher
     return iter(loader), loader.state_dict, None
 

@@ -18,15 +18,15 @@ from training.startup import Resume
 
 
 def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], start_step: int,
-                    threads: dict) -> tuple[Optional[MetricsLog], Optional[Refusal]]:
+                    held: dict) -> tuple[Optional[MetricsLog], Optional[Refusal]]:
     """(metrics.jsonl, open on the main process; None elsewhere, None) or (None, why the run cannot start: another
-    training holds the folder, or a tracker cannot start). Registers the lock in `threads` (released however the
+    training holds the folder, or a tracker cannot start). Registers the lock in `held` (released however the
     run ends)."""
     accelerator, main = session.accelerator, session.main
     out = Path(cfg.output_dir)
     busy = None
     if main:  # one training per run folder, held until this process ends
-        threads["run_lock"], busy = lock_run_folder(out)
+        held["run_lock"], busy = lock_run_folder(out)
     busy = broadcast(accelerator, busy)
     if busy:
         return None, Refusal([busy], heading="cannot start")

@@ -58,10 +58,10 @@ class Checked:
 
 
 def run_checks(session: Session, cfg: RunConfig, hooks: dict,
-               threads: dict) -> tuple[Optional[Checked], Optional[Refusal]]:
+               held: dict) -> tuple[Optional[Checked], Optional[Refusal]]:
     """(what the later stages need, None), (None, why the run cannot start), or (None, None) when the checkpoint
     resumed from is already at max_steps (nothing to train). Updates `cfg` where the model fixes the
-    architecture; registers the uploader in `threads` (closed however the run ends)."""
+    architecture; registers the uploader in `held` (closed however the run ends)."""
     refusal = check_run_config(session, cfg)
     if refusal:
         return None, refusal
@@ -90,7 +90,7 @@ def run_checks(session: Session, cfg: RunConfig, hooks: dict,
         if already_trained(session, cfg, resume):
             return None, None
         note_resume_changes(session, cfg, resume)
-    uploader, refusal = start_uploader(session, cfg, hooks, threads)
+    uploader, refusal = start_uploader(session, cfg, hooks, held)
     if refusal:
         return None, refusal
     return Checked(resume, raw_model, tokenizer, manifest_hash, uploader), None
@@ -405,14 +405,14 @@ def note_resume_changes(session: Session, cfg: RunConfig, resume: Resume) -> Non
 # checkpoint uploads
 
 
-def start_uploader(session: Session, cfg: RunConfig, hooks: dict, threads: dict) -> tuple[Any, Optional[Refusal]]:
+def start_uploader(session: Session, cfg: RunConfig, hooks: dict, held: dict) -> tuple[Any, Optional[Refusal]]:
     """(the uploader: main process with --push_checkpoints_to, else None; None) or (_, why it cannot upload).
     One Hub call now: offline / no token / no access stop the run here. `hooks["hub_api"]` (tests) replaces
     the Hub client."""
     uploader, problem = None, None
     if cfg.push_checkpoints_to and session.main:
         uploader, problem = start_checkpoint_uploader(cfg, api=hooks.get("hub_api"))
-        threads["uploader"] = uploader
+        held["uploader"] = uploader
     problem = broadcast(session.accelerator, problem) if cfg.push_checkpoints_to else None
     if problem:
         return uploader, Refusal([f"push_checkpoints_to {cfg.push_checkpoints_to!r}: {problem}"])
