@@ -121,10 +121,15 @@ def find_hellaswag_file(how: str) -> Path:
                else type(err).__name__)
         raise EvalInputError(f"could not load {HUB_DATASET} from the Hub ({why}); {how}") from None
     path = downloaded_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # renamed whole: a crash leaves no half file
-    rows.to_json(str(partial), lines=True)
-    partial.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_json(str(partial), lines=True)
+        partial.replace(path)
+    except OSError as err:  # a read-only or full $HF_HOME: a message, not a traceback on the main process alone
+        partial.unlink(missing_ok=True)
+        raise EvalInputError(f"could not save {HUB_DATASET} to {path} ({err.strerror or type(err).__name__}); "
+                             f"{how}") from None
     return path
 
 
@@ -133,28 +138,35 @@ def read_hellaswag(path: str | Path, limit: int | None = None) -> list[HellaSwag
     format, also what `datasets` writes for Rowan/hellaswag). Raises `EvalInputError` naming file and line
     (not UTF-8, not JSON, a missing or wrong field)."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(
-            f"HellaSwag file not found: {path}. Pass the original hellaswag_val.jsonl "
-            "(e.g. ../shared/data/hellaswag/hellaswag_val.jsonl)."
-        )
     if limit is not None and limit < 1:
         raise EvalInputError(f"--limit must be >= 1, got {limit}")
     examples = []
-    with path.open("rb") as fh:  # decoded line by line: a file that is not UTF-8 is reported with its line
-        for line_no, raw in enumerate(fh, start=1):
-            if limit is not None and len(examples) >= limit:
-                break
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise EvalInputError(
-                    f"{path}, line {line_no}: not UTF-8 text (a binary or UTF-16 file?); expected a HellaSwag "
-                    ".jsonl file such as the original hellaswag_val.jsonl"
-                ) from None
-            if not line.strip():
-                continue
-            examples.append(_parse_row(line, path, line_no))
+    try:  # unreadable (permissions, an I/O error): a message, not a traceback (train.py's main process alone)
+        if path.is_dir():
+            raise EvalInputError(f"{path} is a folder, not a HellaSwag file: name the jsonl file in it "
+                                 "(e.g. ../shared/data/hellaswag/hellaswag_val.jsonl)")
+        if not path.is_file():
+            raise EvalInputError(
+                f"HellaSwag file not found: {path}. Pass the original hellaswag_val.jsonl "
+                "(e.g. ../shared/data/hellaswag/hellaswag_val.jsonl)."
+            )
+        with path.open("rb") as fh:  # decoded line by line: a file that is not UTF-8 is reported with its line
+            for line_no, raw in enumerate(fh, start=1):
+                if limit is not None and len(examples) >= limit:
+                    break
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise EvalInputError(
+                        f"{path}, line {line_no}: not UTF-8 text (a binary or UTF-16 file?); expected a HellaSwag "
+                        ".jsonl file such as the original hellaswag_val.jsonl"
+                    ) from None
+                if not line.strip():
+                    continue
+                examples.append(_parse_row(line, path, line_no))
+    except OSError as err:
+        raise EvalInputError(f"could not read the HellaSwag file {path} ({err.strerror or type(err).__name__}): "
+                             "check that it is readable by this user, or pass another copy") from None
     if not examples:
         raise EvalInputError(f"{path} holds no HellaSwag rows (empty file?)")
     return examples

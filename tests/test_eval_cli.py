@@ -459,3 +459,78 @@ def test_a_first_example_too_long_suggests_no_limit(shared_data, gpt2_tokenizer)
     with pytest.raises(EvalInputError, match="HellaSwag example 1 has an ending") as err:
         HellaSwagScorer(examples, gpt2_tokenizer, max_length=4, formulations=("cloze",))
     assert "first 0 examples" not in str(err.value) and "--hellaswag_file off" in str(err.value)
+
+
+def _unreadable(monkeypatch, path):
+    """`path` raises PermissionError when opened, as a file of another user does (the tests may run as root)."""
+    from pathlib import Path
+
+    real_open = Path.open
+
+    def guarded(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", guarded)
+
+
+def test_an_unreadable_hellaswag_file_is_a_message(export_dir, tmp_path, shared_data, capsys, monkeypatch):
+    """A HellaSwag file that exists but cannot be read (permissions, an I/O error) gave a PermissionError
+    traceback from read_hellaswag, in eval.hellaswag and on train.py's main process (the known case); a folder
+    given for the file was said to be "not found". Now both are one `error:` line naming the file, exit 2."""
+    from eval.hellaswag import main
+
+    path = tmp_path / "hs.jsonl"
+    path.write_text("".join(shared_data("hellaswag/hellaswag_val.jsonl").open().readlines()[:2]))
+    _unreadable(monkeypatch, path)
+    for data, expected in ((path, f"error: could not read the HellaSwag file {path} (Permission denied)"),
+                           (tmp_path, f"error: {tmp_path} is a folder, not a HellaSwag file")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, ["--model", str(export_dir), "--data", str(data), "--output", str(tmp_path / "o.json")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(expected) and err.count("\n") == 1, err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_an_unreadable_hellaswag_file_is_refused_by_train_on_every_rank(tmp_path, monkeypatch):
+    """train.py's Evaluator reads hellaswag_file on the main process and sends a problem to every rank; a
+    PermissionError escaped it there alone (a traceback, the other ranks waiting in the broadcast)."""
+    from types import SimpleNamespace
+
+    from training.evaluator import Evaluator
+    from training.run_config import RunConfig
+
+    path = tmp_path / "hs.jsonl"
+    path.write_text("{}\n")
+    _unreadable(monkeypatch, path)
+    one_process = SimpleNamespace(is_main_process=True, num_processes=1)
+    with pytest.raises(EvalInputError, match=rf"could not read the HellaSwag file {path} \(Permission denied\)"):
+        Evaluator(RunConfig(hellaswag_file=str(path)), one_process, tokenizer=None, log=print)
+
+
+def test_a_hub_download_that_cannot_be_saved_is_a_message(tmp_path, monkeypatch):
+    """The Rowan/hellaswag download is written to $HF_HOME/gpt2repro/: a read-only or full disk there raised
+    OSError from find_hellaswag_file (train.py: on its main process alone) instead of the 'HellaSwag skipped'
+    line; no partial file is left."""
+    import sys
+    import types
+
+    from eval import hellaswag_data
+    from training.evaluator import resolve_hellaswag
+
+    class Rows:
+        def to_json(self, path, lines):
+            with open(path, "w") as f:
+                f.write("{")
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: Rows()))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    target = tmp_path / "home" / "gpt2repro" / "hellaswag_val.jsonl"
+    monkeypatch.setattr(hellaswag_data, "downloaded_file", lambda: target)
+    lines = []
+    assert resolve_hellaswag("auto", log=lines.append) is None
+    assert len(lines) == 1 and f"could not save Rowan/hellaswag to {target} (No space left on device)" in lines[0]
+    assert list(target.parent.iterdir()) == []

@@ -50,13 +50,15 @@ class Evaluator:
         path, examples, problem = None, None, None
         self.hellaswag_fingerprint = None  # which rows: the model card says if they are not the published set
         if accelerator.is_main_process:
-            path = resolve_hellaswag("off" if never else cfg.hellaswag_file, log=log)
-            try:
+            try:  # a problem is sent to every rank, which all refuse: raised here alone, the others would wait
+                path = resolve_hellaswag("off" if never else cfg.hellaswag_file, log=log)
                 if path:  # every row, read once: the fingerprint is of the whole file, the scorer gets the first ones
                     rows = read_hellaswag(path)
                     examples, self.hellaswag_fingerprint = rows[:cfg.hellaswag_limit], rows_fingerprint(rows)
             except EvalInputError as err:
                 problem = str(err)
+            except OSError as err:  # read_hellaswag says which file; this is for anything else the disk refuses
+                problem = f"could not read {path or cfg.hellaswag_file} ({err.strerror or type(err).__name__})"
         path, examples, problem = broadcast(accelerator, (path, examples, problem))
         if problem:
             raise EvalInputError(problem)
