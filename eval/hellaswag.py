@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
     parser.add_argument("--data", help="HellaSwag jsonl (default: $HELLASWAG_FILE, else Rowan/hellaswag validation "
                         "from the Hub, downloaded once)")
-    parser.add_argument("--limit", type=int, help="score only the first N examples")
+    parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward (default 32)")
     parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")

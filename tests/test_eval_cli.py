@@ -345,6 +345,8 @@ def test_a_hellaswag_file_that_is_not_utf8_is_a_message(export_dir, tmp_path, sh
 
 @pytest.mark.parametrize("command,flag,value,expected", [
     ("eval.hellaswag", "--batch-size", "0", "must be an integer >= 1, got 0"),
+    ("eval.hellaswag", "--limit", "0", "must be an integer >= 1, got 0"),  # was a ValueError traceback (no rows)
+    ("eval.hellaswag", "--limit", "-2", "must be an integer >= 1, got -2"),  # scored all rows but the last 2
     ("eval.val_loss", "--batch-size", "0", "must be an integer >= 1, got 0"),
     ("eval.val_loss", "--max-tokens", "0", "must be an integer >= 1, got 0"),  # was taken as "the default"
     ("eval.val_loss", "--seq-len", "0", "must be an integer >= 1, got 0"),  # was taken as "the default"
