@@ -169,8 +169,11 @@ def read_manifest(folder: Path) -> tuple[dict, str]:
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw)
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not UTF-8 text
         raise DataError(f"{path} is not valid JSON ({err}): re-run data.prepare with --overwrite.") from err
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path} holds a JSON {type(manifest).__name__}, not a {FORMAT} manifest: the manifest was "
+                        "edited or replaced; re-run data.prepare with --overwrite.")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"{path} is not a {FORMAT} v{FORMAT_VERSION} manifest (format={manifest.get('format')!r}, "
@@ -179,8 +182,18 @@ def read_manifest(folder: Path) -> tuple[dict, str]:
     missing = [k for k in ("tokenizer", "dtype", "shards", "splits", "source") if k not in manifest]
     if missing:
         raise DataError(f"{path} lacks {missing}: the manifest was edited or truncated; re-run data.prepare.")
-    for entry in manifest["shards"]:
-        name = entry.get("file", "")
-        if not SHARD_RE.match(name) or entry.get("split") not in SPLITS or Path(name).name != name:
-            raise DataError(f"{path} lists an invalid shard entry {entry}: re-run data.prepare.")
+    edited = "the manifest was edited or truncated; re-run data.prepare with --overwrite"
+    if not isinstance(manifest["shards"], list) or not isinstance(manifest["tokenizer"], dict):
+        raise DataError(f"{path}: 'shards' must be a list and 'tokenizer' an object: {edited}.")
+    seen = set()
+    for entry in manifest["shards"]:  # the fields the loader reads, with their types: a KeyError/TypeError otherwise
+        name = entry.get("file", "") if isinstance(entry, dict) else ""
+        if (not isinstance(name, str) or not SHARD_RE.match(name) or entry.get("split") not in SPLITS
+                or Path(name).name != name or type(entry.get("tokens")) is not int or entry["tokens"] < 0
+                or not isinstance(entry.get("sha256"), str)):
+            raise DataError(f"{path} lists an invalid shard entry {entry!r:.200} (each needs file, split, tokens "
+                            f"and sha256): {edited}.")
+        if name in seen:  # the loader would read its tokens twice per pass
+            raise DataError(f"{path} lists shard {name} twice: {edited}.")
+        seen.add(name)
     return manifest, hashlib.sha256(raw).hexdigest()

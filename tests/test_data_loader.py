@@ -187,3 +187,30 @@ def test_a_file_where_a_prepared_folder_belongs_says_to_prepare_it(tmp_path):
     with pytest.raises(DataError, match=r"is a file, not a prepared data folder: tokenize it first with "
                                         r"`python -m data.prepare .*input.txt --out out/data/NAME`"):
         TokenDataset(text)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: [m], "holds a JSON list, not a gpt2repro-tokens manifest"),
+    (lambda m: {**m, "shards": 3}, "'shards' must be a list and 'tokenizer' an object"),
+    (lambda m: {**m, "tokenizer": "gpt2"}, "'shards' must be a list and 'tokenizer' an object"),
+    (lambda m: {**m, "shards": ["train_000000.npy"]}, "invalid shard entry 'train_000000.npy'"),
+    (lambda m: {**m, "shards": [{k: v for k, v in s.items() if k != "tokens"} for s in m["shards"]]},
+     "invalid shard entry"),
+    (lambda m: {**m, "shards": [{**s, "tokens": str(s["tokens"])} for s in m["shards"]]}, "invalid shard entry"),
+    (lambda m: {**m, "shards": [{k: v for k, v in s.items() if k != "sha256"} for s in m["shards"]]},
+     "invalid shard entry"),
+    (lambda m: {**m, "shards": m["shards"] + m["shards"][-1:]}, "lists shard train_000002.npy twice"),
+    (None, "is not valid JSON"),  # bytes that are not UTF-8
+])
+def test_a_hand_edited_manifest_is_a_data_error(folder, edit, message):
+    """A manifest.json edited by hand into another shape gave AttributeError / KeyError / TypeError (an
+    eval.val_loss traceback; train.py's message was "data_dir ...: 'tokens'"), and a shard listed twice was
+    read twice per pass without a word. Each is now a DataError naming the file and the fix."""
+    path = folder / "manifest.json"
+    if edit is None:
+        path.write_bytes(b"\xff\xfe{")
+    else:
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(DataError, match=r"manifest.json.*") as err:
+        TokenDataset(folder).verify(vocab_size=50304, eot_id=EOT_ID)
+    assert message in str(err.value) and "data.prepare" in str(err.value)
