@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -70,6 +71,22 @@ TRAINING_STATE = ("checkpoints", COMPLETE_MARKER, "manifest.json", "optimizer.pt
                   "model", "meta.json")
 
 
+# What an export writes at the top of its folder (weights sharded or not, tokenizer files of any transformers
+# version, the card's logs/ and plots/): anything else in an earlier export is the user's (eval_results/ of
+# `python -m eval.hellaswag --model EXPORT`, a .git of the Hub repo, notes), which --overwrite would delete.
+EXPORT_NAMES = frozenset({
+    "README.md", "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "configuration_gpt2repro.py", "modeling_gpt2repro.py", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+    "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "logs", "plots"})
+_WEIGHT_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors$")
+
+
+def not_written_by_export(out: Path) -> list[str]:
+    """The entries of the folder `out` that an export does not write (folders with a trailing '/')."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                  if p.name not in EXPORT_NAMES and not _WEIGHT_SHARD.match(p.name))
+
+
 def unsafe_out_problem(out: Path, src) -> str | None:
     """Why `out` must not be written, or None. With --overwrite, `out` is deleted before the new export moves in,
     so only an earlier export may be replaced: never the export's source, a folder containing it, a run,
@@ -90,6 +107,11 @@ def unsafe_out_problem(out: Path, src) -> str | None:
             what = f"training state ({', '.join(held)})" if held else "no config.json (not an earlier export)"
             return (f"--out {out} holds {what}: export only ever replaces an earlier export, even with "
                     "--overwrite; choose another --out")
+        extra = not_written_by_export(out)
+        if extra:
+            shown = ", ".join(extra[:6]) + (f" and {len(extra) - 6} more" if len(extra) > 6 else "")
+            return (f"--out {out} is an earlier export that also holds {shown}, which export does not write: "
+                    "replacing it would delete them; move them out of that folder first, or choose another --out")
     return None
 
 

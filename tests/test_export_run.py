@@ -508,3 +508,25 @@ def test_pushing_another_export_to_the_same_repo_leaves_that_export_not_a_mix(ti
     assert not any(path.startswith(("logs/", "plots/")) for path in exported)
     assert set(repo) == set(exported) | {".gitattributes", "LICENSE"}
     assert all(repo[path] == data for path, data in exported.items())
+
+
+def test_overwrite_keeps_files_the_user_put_into_an_earlier_export(tiny_run, tmp_path, capsys):
+    """--overwrite replaced an earlier export whole: what else was in it went with it, such as the eval_results/
+    that `python -m eval.hellaswag --model EXPORT` writes there, a .git of the Hub repo cloned into it, or notes.
+    Now such a folder is refused (exit 2), naming them, and nothing in it changes; a clean export is replaced."""
+    import shutil
+
+    out = tmp_path / "export"
+    assert export_cli.main([str(tiny_run), "--out", str(out)]) == 0
+    (out / "eval_results").mkdir()
+    (out / "eval_results" / "hellaswag_scorer.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert export_cli.main([str(tiny_run), "--out", str(out), "--overwrite", "--dtype", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "holds eval_results/, notes.txt, which export does not write" in err and "move them out" in err
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (out / "notes.txt").unlink()
+    shutil.rmtree(out / "eval_results")
+    assert export_cli.main([str(tiny_run), "--out", str(out), "--overwrite", "--dtype", "bfloat16"]) == 0
+    assert "bfloat16" in (out / "config.json").read_text()
