@@ -180,7 +180,13 @@ def load_model(path: str | Path, dtype=None):
             f"{list(info.get('mismatched_keys', []))[:3]}): is this a checkpoint of another architecture?"
         )
     model.eval()
-    return model, _load_tokenizer(model_dir, model_type)
+    tokenizer = _load_tokenizer(model_dir, model_type)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # its ids past the table: an IndexError in the first forward otherwise
+        raise EvalInputError(
+            f"{model_dir}: its tokenizer has {len(tokenizer):,} ids but the model only {rows:,} embedding rows: "
+            "the tokenizer saved there is not this model's; save the model's own tokenizer with it")
+    return model, tokenizer
 
 
 def _model_type(model_dir: Path | str) -> str:
@@ -209,7 +215,7 @@ def _load_tokenizer(model_dir: Path | str, model_type: str):
         try:
             # our configs carry auto_map; without trust_remote_code=False AutoTokenizer may ask y/N interactively
             return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        except (OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - OSError, ValueError; the tokenizers library raises TypeError too
             raise EvalInputError(f"could not load the tokenizer in {model_dir}: {_first_line(err)}") from None
     if model_type == "gpt2repro":
         from data.tokenizer import gpt2_tokenizer

@@ -73,6 +73,28 @@ def test_stock_gpt2_without_tokenizer_is_an_error(tmp_path):
         load_model(tmp_path)
 
 
+def test_a_tokenizer_that_does_not_fit_the_model_is_an_error(tmp_path, export_dir, gpt2_tokenizer):
+    """A malformed tokenizer.json raised TypeError from the tokenizers library (caught were OSError and
+    ValueError: a traceback from every eval command), and a tokenizer with more ids than the model has
+    embedding rows loaded, then failed at the first forward with IndexError."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken)
+    tok = json.loads((broken / "tokenizer.json").read_text())
+    tok["model"]["merges"] = 5
+    (broken / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(EvalInputError, match=f"could not load the tokenizer in {broken}"):
+        load_model(broken)
+    small = tmp_path / "small"
+    GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(small)
+    gpt2_tokenizer.save_pretrained(small)
+    with pytest.raises(EvalInputError, match=f"{small}: its tokenizer has 50,257 ids but the model only 1,000 "):
+        load_model(small)
+
+
 @pytest.mark.parametrize("case", ["missing", "no_config", "bad_json", "other_arch", "wrong_weights", "empty_run",
                                   "truncated_weights", "garbled_weights", "empty_weights"])
 def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
