@@ -87,7 +87,7 @@ def resolve_source(path: str | Path) -> RunSource:
         return RunSource(model_dir=path)
     if (path / "model" / "config.json").is_file() or _STEP_DIR.match(path.name):
         return _from_checkpoint(path)
-    if (path / "checkpoints").is_dir():
+    if (path / "checkpoints").is_dir() or (path / "run_config.yaml").is_file():  # the latter: stopped before a save
         from training.checkpoint import committed_checkpoints
 
         for checkpoint in reversed(committed_checkpoints(path)):  # newest first; a corrupted one is skipped, loudly

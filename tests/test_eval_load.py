@@ -96,13 +96,16 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_an_error(tmp_path, export_di
 
 
 @pytest.mark.parametrize("case", ["missing", "no_config", "bad_json", "other_arch", "wrong_weights", "empty_run",
-                                  "truncated_weights", "garbled_weights", "empty_weights"])
+                                  "run_before_its_first_save", "truncated_weights", "garbled_weights",
+                                  "empty_weights"])
 def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
     import shutil
 
     expected = {"missing": "not found", "no_config": "no config.json", "bad_json": "not valid JSON",
                 "other_arch": "'llama' model", "wrong_weights": "another architecture",
-                "empty_run": "without a complete checkpoint"}.get(case, "weights file model.safetensors is damaged")
+                "empty_run": "without a complete checkpoint",
+                "run_before_its_first_save": "a run folder without a complete checkpoint",
+                }.get(case, "weights file model.safetensors is damaged")
     path = tmp_path / "m"
     if case == "no_config":
         path.mkdir()
@@ -119,6 +122,10 @@ def test_bad_model_folders_give_clear_errors(tmp_path, export_dir, case):
         (path / "config.json").write_text(json.dumps(config))
     elif case == "empty_run":
         (path / "checkpoints" / "step_00000010").mkdir(parents=True)
+    elif case == "run_before_its_first_save":  # stopped before checkpoints/ was made: was "has no config.json"
+        path.mkdir()
+        (path / "run_config.yaml").write_text("max_steps: 10\n")
+        (path / "metrics.jsonl").write_text("")
     elif case.endswith("_weights"):  # a copy cut short, overwritten by something else, or empty
         shutil.copytree(export_dir, path)
         weights = (path / "model.safetensors").read_bytes()
