@@ -417,22 +417,28 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
             log.info("resuming: %d finished shards verified and kept; continuing at document %d (+%d tokens)",
                      len(records), p.next_doc, p.skip_tokens)
         writer = _ShardWriter(out, settings, records, p)
-        writer.save_state()  # exists before any new shard, so shards never lie around without a state file
-        if val_tokens == 0:
-            p.val_done = True
-        log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s", source,
-                 "resuming" if records else "writing", shard_tokens, val_tokens, _workers(tokenizer, num_proc))
+        try:  # a full disk or a folder turned read-only: every file is written atomically, so the run resumes
+            writer.save_state()  # exists before any new shard, so shards never lie around without a state file
+            if val_tokens == 0:
+                p.val_done = True
+            log.info("source %s; %s shards of %d tokens; val >= %d tokens; tokenizer %s", source,
+                     "resuming" if records else "writing", shard_tokens, val_tokens, _workers(tokenizer, num_proc))
 
-        next_doc = p.next_doc
-        if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
-            next_doc = _run(src, ds, writer, p, max_documents, chunk_docs, num_proc, tokenizer, progress)
-        if not p.val_done and val_tokens > 0:
+            next_doc = p.next_doc
+            if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
+                next_doc = _run(src, ds, writer, p, max_documents, chunk_docs, num_proc, tokenizer, progress)
+            if not p.val_done and val_tokens > 0:
+                raise DataError(
+                    f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
+                    f"{val_tokens}: lower --val-tokens (and re-run with --overwrite)."
+                )
+            writer.finish(next_doc)
+            return _write_manifest(out, src, settings, writer.records, tokenizer)
+        except OSError as err:  # reading the source raises DataError (explain_read_error): this is the writing
             raise DataError(
-                f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
-                f"{val_tokens}: lower --val-tokens (and re-run with --overwrite)."
-            )
-        writer.finish(next_doc)
-        return _write_manifest(out, src, settings, writer.records, tokenizer)
+                f"could not write to {out} ({err.strerror or err}) after {len(writer.records)} finished shards: "
+                "free some space (or make the folder writable), then re-run the same command: it keeps the "
+                "finished shards and resumes where this run stopped.") from err
 
 
 def _run(src: Source, ds, writer: _ShardWriter, p: _Progress, max_documents, chunk_docs, num_proc, backend,

@@ -245,3 +245,33 @@ def test_a_finished_folder_that_cannot_be_written_is_verified_without_a_lock(tmp
     monkeypatch.setattr(prep.os, "access", lambda path, mode: False if Path(path) == out else real_access(path, mode))
     assert prepare(str(tmp_path / "docs.jsonl"), out, **args) == first
     assert not (out / ".lock").exists()
+
+
+def test_a_full_disk_is_a_message_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """A shard that could not be written (disk full, the folder turned read-only) ended data.prepare in an
+    OSError traceback; it is now `error: could not write ...` (exit 2) saying how to go on, and the same command
+    resumes to the same shards as an uninterrupted run."""
+    import data.prepare as prepare_module
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 10}) + "\n" for i in range(20)))
+    args = dict(shard_tokens=100, val_tokens=30, num_proc=1, progress=False)
+    ref = prepare(str(tmp_path / "docs.jsonl"), tmp_path / "ref", **args)
+    real, calls = prepare_module.write_shard, []
+
+    def full_disk(path, tokens):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(28, "No space left on device")
+        return real(path, tokens)
+
+    monkeypatch.setattr(prepare_module, "write_shard", full_disk)
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "docs.jsonl"), "--out", str(out), "--shard-tokens", "100", "--val-tokens", "30",
+            "--num-proc", "1", "--no-progress"]
+    assert prepare_module.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not write to {out} (No space left on device) after 2 finished shards")
+    assert "re-run the same command" in err
+    monkeypatch.setattr(prepare_module, "write_shard", real)
+    assert prepare_module.main(argv) == 0
+    assert json.loads((out / "manifest.json").read_text())["shards"] == ref["shards"]
