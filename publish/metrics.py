@@ -58,7 +58,11 @@ def load_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
     if name is None:
         # "runs/124M/metrics.jsonl" -> "124M"; "log/log.txt" -> "log"
         name = path.parent.name or path.stem
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # said without the file: "'utf-8' codec can't decode byte 0xff ..."
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start} is not): pass a run's metrics.jsonl, a run "
+                         "folder or a build-nanogpt log.txt") from None
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if first.startswith("{"):
         return _parse_jsonl(text, path, name)
@@ -79,7 +83,8 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
             if i == last_nonblank and not text.endswith("\n"):
                 warnings.warn(f"{path}:{i + 1}: skipping a truncated last line (run killed mid-write?)")
                 continue
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({err.msg})") from err
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({err.msg}): fix or delete that line (train.py "
+                             "writes one JSON object per line)") from err
         kind = record.get("type") if isinstance(record, dict) else None
         known += kind in ("train", "val", "hellaswag", "sample", "resume", "error", "upload", "summary")
         try:
@@ -95,8 +100,12 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
             elif kind == "summary":
                 summary = record
             # other types (sample, ...) carry nothing we plot
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}:{i + 1}: a {kind!r} record without a usable {err} field") from err
+        except KeyError as err:
+            raise ValueError(f"{path}:{i + 1}: a {kind!r} record without its {err} field: fix or delete that "
+                             "line") from err
+        except (TypeError, ValueError) as err:  # a value that is not a number: str(err) is the conversion's text
+            raise ValueError(f"{path}:{i + 1}: a {kind!r} record with a value that is not a number ({err}): fix "
+                             "or delete that line") from err
     if not known and last_nonblank >= 0:
         raise ValueError(f"{path} holds no records train.py writes (rows with \"type\": \"train\", \"val\", ...): "
                          "pass a run's metrics.jsonl, a run folder or a build-nanogpt log.txt")

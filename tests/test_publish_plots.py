@@ -75,13 +75,24 @@ def test_resumed_run_later_line_wins_and_truncated_tail_is_skipped(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('{"type": "train", "step": 1, "loss": 2.0}\nnot json\n{"type": "train", "step": 2, "loss": 1.0}\n',
-     r"metrics.jsonl:2: not valid JSON"),
-    ('{"type": "val", "step": 1}\n', r"metrics.jsonl:1: a 'val' record without a usable 'val_loss'"),
+     r"metrics.jsonl:2: not valid JSON \(Expecting value\): fix or delete that line"),
+    ('{"type": "val", "step": 1}\n', r"metrics.jsonl:1: a 'val' record without its 'val_loss' field: fix or delete"),
+    # was "a 'val' record without a usable could not convert string to float: 'abc' field"
+    ('{"type": "val", "step": 1, "val_loss": "abc"}\n', r"metrics.jsonl:1: a 'val' record with a value that is not "
+                                                        r"a number \(could not convert string to float: 'abc'\)"),
     ('{"text": "a dataset row, not a metrics log"}\n[1, 2]\n', r"metrics.jsonl holds no records train.py writes"),
 ])
 def test_bad_jsonl_lines_are_named(tmp_path, text, message):
     (tmp_path / "metrics.jsonl").write_text(text)
     with pytest.raises(ValueError, match=message):
+        load_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_a_metrics_file_that_is_not_text_is_named(tmp_path):
+    """Bytes that are not UTF-8 (a damaged disk, the wrong file) gave export's "error: 'utf-8' codec can't
+    decode byte 0xff in position 42: invalid start byte", naming neither the file nor a way out."""
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"type": "train", "step": 1, "loss": 2.0}\n\xff\xfe\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl is not UTF-8 text \(byte 42 is not\): pass a run's"):
         load_metrics(tmp_path / "metrics.jsonl")
 
 
