@@ -155,6 +155,8 @@ def open_shard(path: Path, tokens: int) -> np.ndarray:
 def read_manifest(folder: Path) -> tuple[dict, str]:
     """Load and structurally check `folder/manifest.json`; returns (manifest, sha256 of its bytes)."""
     path = Path(folder) / MANIFEST_NAME
+    if Path(folder).is_file() and (Path(folder).name == MANIFEST_NAME or SHARD_RE.match(Path(folder).name)):
+        raise DataError(f"{folder} is a file of the prepared data folder {Path(folder).parent}: pass that folder")
     if Path(folder).is_file():
         raise DataError(f"{folder} is a file, not a prepared data folder: tokenize it first with "
                         f"`python -m data.prepare {folder} --out out/data/NAME`, then pass that folder.")

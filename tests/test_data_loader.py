@@ -214,3 +214,11 @@ def test_a_hand_edited_manifest_is_a_data_error(folder, edit, message):
     with pytest.raises(DataError, match=r"manifest.json.*") as err:
         TokenDataset(folder).verify(vocab_size=50304, eot_id=EOT_ID)
     assert message in str(err.value) and "data.prepare" in str(err.value)
+
+
+def test_a_file_of_a_prepared_folder_names_the_folder(folder):
+    """--data DIR/manifest.json or a shard of it was told to tokenize that file with data.prepare (a .npy of
+    tokens as a source); the folder holding it is what to pass."""
+    for name in ("manifest.json", "train_000001.npy"):
+        with pytest.raises(DataError, match=rf"{name} is a file of the prepared data folder {folder}: pass that "):
+            TokenDataset(folder / name)
