@@ -26,9 +26,9 @@ back and their log-probabilities compared with the source model's (weights round
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
-import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -48,11 +48,17 @@ from training.checkpoint import default_file_modes
 FORMATS = ("gpt2repro", "gpt2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CODE_FILES = ("configuration_gpt2repro.py", "modeling_gpt2repro.py")
-# The files of an export that another export may lack (the code of the default format, sharded weights, the run's
-# plots and logs): a push of an export deletes them from the repo where this one has none, so that a repo updated
-# with another export (--format gpt2 after gpt2repro, a model folder after a run) holds that export, not a mix.
-# Files no export writes (a LICENSE added on the Hub) are left alone.
-EXPORT_FILE_PATTERNS = (*CODE_FILES, "model*.safetensors", "model.safetensors.index.json", "plots/*", "logs/*")
+# Every file an export writes, as patterns relative to its folder: the card, config and generation config, the
+# code (default format), weights (sharded or not), the tokenizer files any transformers version writes, the run's
+# logs/ and plots/. Two uses: a push deletes from the repo those an earlier export left and this one lacks (the
+# code after --format gpt2, logs after a model folder, added_tokens.json), so the repo holds this export, not a mix
+# (files no export writes, a LICENSE added on the Hub, are left alone); and --overwrite refuses an earlier export
+# that holds anything else (eval_results/ of `python -m eval.hellaswag --model EXPORT`, a .git of the Hub repo,
+# notes), which replacing the folder would delete.
+EXPORT_FILE_PATTERNS = ("README.md", "config.json", "generation_config.json", *CODE_FILES, "model*.safetensors",
+                        "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                        "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                        "plots/*", "logs/*")
 # build-nanogpt samples with top-k 50 at temperature 1
 # No length in it: a max_new_tokens here would override every caller's max_length (lm-eval's generate_until
 # passes max_length, and a pipeline's max_length= was ignored).
@@ -71,20 +77,12 @@ TRAINING_STATE = ("checkpoints", COMPLETE_MARKER, "manifest.json", "optimizer.pt
                   "model", "meta.json")
 
 
-# What an export writes at the top of its folder (weights sharded or not, tokenizer files of any transformers
-# version, the card's logs/ and plots/): anything else in an earlier export is the user's (eval_results/ of
-# `python -m eval.hellaswag --model EXPORT`, a .git of the Hub repo, notes), which --overwrite would delete.
-EXPORT_NAMES = frozenset({
-    "README.md", "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-    "configuration_gpt2repro.py", "modeling_gpt2repro.py", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-    "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "logs", "plots"})
-_WEIGHT_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors$")
-
-
 def not_written_by_export(out: Path) -> list[str]:
-    """The entries of the folder `out` that an export does not write (folders with a trailing '/')."""
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
-                  if p.name not in EXPORT_NAMES and not _WEIGHT_SHARD.match(p.name))
+    """The entries of the folder `out` that no export writes (EXPORT_FILE_PATTERNS; folders with a trailing '/')."""
+    files = [pattern for pattern in EXPORT_FILE_PATTERNS if "/" not in pattern]
+    folders = {pattern.split("/")[0] for pattern in EXPORT_FILE_PATTERNS if "/" in pattern}
+    return sorted(p.name + "/" for p in out.iterdir() if p.is_dir() and p.name not in folders) + sorted(
+        p.name for p in out.iterdir() if not p.is_dir() and not any(fnmatch.fnmatchcase(p.name, f) for f in files))
 
 
 def unsafe_out_problem(out: Path, src) -> str | None:

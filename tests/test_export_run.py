@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import export as export_cli
-from publish.export_model import export_model
+from publish.export_model import export_model, not_written_by_export
 from publish.metrics import load_metrics
 from publish.plots import make_figure
 from publish.model_card import METRIC_ACC, METRIC_ACC_NORM, METRIC_ACC_TOKENNORM, METRIC_VAL_LOSS
@@ -506,6 +506,7 @@ def test_pushing_another_export_to_the_same_repo_leaves_that_export_not_a_mix(ti
                             "me/tiny"]) == 0
     exported = {p.relative_to(second).as_posix(): p.read_bytes() for p in second.rglob("*") if p.is_file()}
     assert not any(path.startswith(("logs/", "plots/")) for path in exported)
+    assert not not_written_by_export(second)  # the stock-GPT-2 format's files are known too
     assert set(repo) == set(exported) | {".gitattributes", "LICENSE"}
     assert all(repo[path] == data for path, data in exported.items())
 
@@ -518,6 +519,7 @@ def test_overwrite_keeps_files_the_user_put_into_an_earlier_export(tiny_run, tmp
 
     out = tmp_path / "export"
     assert export_cli.main([str(tiny_run), "--out", str(out)]) == 0
+    assert not_written_by_export(out) == []  # EXPORT_FILE_PATTERNS knows every file an export writes
     (out / "eval_results").mkdir()
     (out / "eval_results" / "hellaswag_scorer.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
