@@ -342,3 +342,6 @@ def test_a_hellaswag_file_is_needed_on_the_main_process_machine_only(tmp_path, m
     assert any("hellaswag_file" in e and "does not exist" in e for e in validate(cfg, 1))
     monkeypatch.setenv("RANK", "3")  # torchrun / accelerate launch: the global rank of this process
     assert not any("hellaswag_file" in e for e in validate(cfg, 4))
+    monkeypatch.setenv("RANK", "0")
+    folder = RunConfig(hellaswag_file=str(tmp_path))  # the folder, not the file in it: said so, not "does not exist"
+    assert any(f"hellaswag_file '{tmp_path}' is a folder" in e for e in validate(folder, 1))

@@ -511,7 +511,8 @@ def _path_problems(cfg: RunConfig) -> list[str]:
     # only the main process (global rank 0; RANK is set by the launchers) reads it and sends its rows to the others
     if (cfg.hellaswag_file not in ("auto", "off") and os.environ.get("RANK", "0") == "0"
             and not Path(cfg.hellaswag_file).is_file()):
-        e.append(f"hellaswag_file {cfg.hellaswag_file!r} does not exist ('auto', 'off' or a jsonl path)")
+        what = "is a folder" if Path(cfg.hellaswag_file).is_dir() else "does not exist"
+        e.append(f"hellaswag_file {cfg.hellaswag_file!r} {what} ('auto', 'off' or a jsonl file's path)")
     return e
 
 
