@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--format", choices=FORMATS, default="gpt2repro",
                         help="gpt2repro: our classes + code (trust_remote_code); gpt2: stock GPT2LMHeadModel")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of model.safetensors")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier export "
+                        "(refused if it also holds files no export writes, e.g. eval_results/: they would be deleted)")
     card = parser.add_argument_group("model card")
     card.add_argument("--name", help="model name in the card (default: the name of the --push-to-hub repo, else of "
                       "the --out folder)")
