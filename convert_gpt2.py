@@ -7,7 +7,8 @@
     save_stock_gpt2(model, "out/gpt2-format", tokenizer)
 
     python convert_gpt2.py --from-gpt2 PATH_OR_REPO --out DIR     # writes our format (with code)
-    python convert_gpt2.py --to-gpt2 OUR_MODEL_DIR --out DIR      # writes stock GPT-2 format
+    python convert_gpt2.py --to-gpt2 OUR_MODEL_DIR --out DIR      # writes stock GPT-2 format (also a run or
+                                                                  # checkpoint folder, as for export.py)
 
 The mapping is names-for-names plus one documented transpose: HF stores four matmuls per block as `Conv1D`
 with weight (in, out); we use `nn.Linear` with weight (out, in). Hub files for `openai-community/gpt2` have no
@@ -168,27 +169,64 @@ def save_stock_gpt2(model: GPT2ReproForCausalLM, out_dir: str | Path, tokenizer=
     return stock
 
 
+def _stock_tokenizer(path_or_repo: str):
+    """The tokenizer to save with a converted stock GPT-2: the folder's own when it has one (a GPT-2 with added
+    tokens keeps them), else GPT-2's (data.tokenizer, offline)."""
+    from data.tokenizer import gpt2_tokenizer
+
+    folder = Path(path_or_repo)
+    if folder.is_dir() and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder)
+    return gpt2_tokenizer()
+
+
+def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path:
+    """What the command line does; bad input raises eval.errors.EvalInputError (one line, exit 2).
+
+    `to_gpt2` may be a model folder, a checkpoint folder or a run folder (its newest verified checkpoint), as for
+    export.py and eval/; the model's own tokenizer goes with it (GPT-2's when the folder has none)."""
+    from eval.errors import EvalInputError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EvalInputError(f"--out {out} exists and is not an empty folder: choose a new folder")
+    if from_gpt2:
+        try:
+            model = load_stock_gpt2(from_gpt2)
+        except (OSError, ValueError) as err:
+            raise EvalInputError(str(err)) from None
+        tokenizer = _stock_tokenizer(from_gpt2)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    else:
+        from eval.load import load_model, resolve_model_dir
+
+        model, tokenizer = load_model(to_gpt2)
+        if not isinstance(model, GPT2ReproForCausalLM):
+            raise EvalInputError(f"{resolve_model_dir(to_gpt2)} is already a stock GPT-2 model "
+                                 f"({type(model).__name__}): nothing to convert")
+        save_stock_gpt2(model, out, tokenizer)
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from-gpt2", metavar="PATH_OR_REPO", help="stock GPT-2 folder or Hub id -> our format")
-    direction.add_argument("--to-gpt2", metavar="DIR", help="our model folder -> stock GPT-2 format")
-    parser.add_argument("--out", required=True, help="output folder")
+    direction.add_argument("--to-gpt2", metavar="DIR",
+                           help="our model folder, checkpoint folder or run folder (its newest verified checkpoint) "
+                                "-> stock GPT-2 format")
+    parser.add_argument("--out", required=True, help="output folder (new or empty)")
     args = parser.parse_args(argv)
 
-    from data.tokenizer import gpt2_tokenizer
-    from modeling_gpt2repro import register_auto_classes
+    from eval.errors import run_cli
 
-    tokenizer = gpt2_tokenizer()
-    if args.from_gpt2:
-        model = load_stock_gpt2(args.from_gpt2)
-        model.save_pretrained(args.out)
-        tokenizer.save_pretrained(args.out)
-    else:
-        register_auto_classes()
-        model = GPT2ReproForCausalLM.from_pretrained(args.to_gpt2, dtype=torch.float32)
-        save_stock_gpt2(model, args.out, tokenizer)
-    print(f"wrote {args.out}")
+    def _main(_argv):
+        print(f"wrote {convert(args.from_gpt2, args.to_gpt2, args.out)}")
+
+    run_cli(_main)
 
 
 if __name__ == "__main__":

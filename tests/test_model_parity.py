@@ -130,3 +130,32 @@ def test_padded_ids_masked_the_same_when_the_head_is_hooked_or_replaced():
         torch.testing.assert_close(logits[..., :50257], fused[..., :50257], rtol=0, atol=1e-6)
         assert_padded_ids_impossible(logits)
     assert_padded_ids_impossible(fused)
+
+
+def test_convert_cli_takes_a_run_folder_and_says_errors_in_one_line(tmp_path, capsys):
+    """`convert_gpt2.py --to-gpt2` accepts what export.py and eval/ accept (a run folder: its newest checkpoint),
+    and bad input is one `error:` line with exit 2, not a traceback; an --out that holds files is not written into
+    (converting into the source folder would overwrite the model being read)."""
+    import convert_gpt2
+
+    ours = tiny_model(seed=4)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000004"
+    ours.save_pretrained(checkpoint / "model")
+    (checkpoint / "COMPLETE").write_text("done\n")
+    convert_gpt2.main(["--to-gpt2", str(tmp_path / "run"), "--out", str(tmp_path / "stock")])
+    stock = GPT2LMHeadModel.from_pretrained(tmp_path / "stock").eval()
+    assert (tmp_path / "stock" / "tokenizer.json").is_file()
+    x = torch.randint(0, 50257, (1, 16))
+    with torch.no_grad():
+        assert (ours(x).logits.softmax(-1)[..., :50257] - stock(x).logits.softmax(-1)).abs().max().item() <= 1e-5
+    capsys.readouterr()
+    for argv in (["--to-gpt2", str(tmp_path / "stock"), "--out", str(tmp_path / "again")],  # already stock GPT-2
+                 ["--from-gpt2", str(tmp_path / "missing"), "--out", str(tmp_path / "ours")],
+                 ["--from-gpt2", str(tmp_path / "stock"), "--out", str(tmp_path / "stock")]):
+        with pytest.raises(SystemExit) as exit_info:
+            convert_gpt2.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "again").exists() and not (tmp_path / "ours").exists()
+    assert "auto_map" not in (tmp_path / "stock" / "config.json").read_text()  # the source was not overwritten
