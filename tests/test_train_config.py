@@ -345,3 +345,29 @@ def test_a_hellaswag_file_is_needed_on_the_main_process_machine_only(tmp_path, m
     monkeypatch.setenv("RANK", "0")
     folder = RunConfig(hellaswag_file=str(tmp_path))  # the folder, not the file in it: said so, not "does not exist"
     assert any(f"hellaswag_file '{tmp_path}' is a folder" in e for e in validate(folder, 1))
+
+
+def test_resume_note_names_an_lr_schedule_change_only_when_the_lr_curve_changes():
+    """Raising max_steps with the decay end kept (lr_decay_steps = the old max_steps, as the 'nothing to train'
+    line advises, or a preset that fixes lr_decay_steps) leaves training.optim.lr_at unchanged: no note saying the
+    LR schedule changed. A decay end that moves, or another warmup or peak, is still said."""
+    from types import SimpleNamespace
+
+    from training.startup import note_resume_changes
+
+    def note(trained: dict, **now) -> list[str]:
+        said = []
+        base = {"max_steps": 8, "lr_decay_steps": None, "warmup_steps": 2, "max_lr": 1e-3, "min_lr": 1e-4,
+                "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "adam_eps": 1e-8, "val_tokens": 1024}
+        cfg, run_config = SimpleNamespace(**{**base, **now}), {**base, **trained}
+        note_resume_changes(SimpleNamespace(log=said.append), cfg,
+                            SimpleNamespace(meta={"step": 8, "run_config": run_config}))
+        return [line for line in said if "learning-rate schedule" in line]
+
+    assert note({}, max_steps=10, lr_decay_steps=8) == []  # the advised way to extend a finished run
+    assert note({"lr_decay_steps": 8}, max_steps=10, lr_decay_steps=8) == []  # a preset that fixes the decay end
+    assert note({}, max_steps=10) == [
+        "note: resuming with another learning-rate schedule (max_steps 8 -> 10): from step 9 the LR follows the new one"]
+    assert note({"lr_decay_steps": 8}, max_steps=10, lr_decay_steps=8, max_lr=2e-3) == [
+        "note: resuming with another learning-rate schedule (max_lr 0.001 -> 0.002): from step 9 the LR follows "
+        "the new one"]

@@ -385,6 +385,11 @@ def note_resume_changes(session: Session, cfg: RunConfig, resume: Resume) -> Non
     meta, log = resume.meta, session.log
     trained = meta.get("run_config") or {}
     schedule = _changes(trained, cfg, ("max_steps", "lr_decay_steps", "warmup_steps", "max_lr", "min_lr"))
+    # the LR curve is set by warmup_steps, max_lr, min_lr and the decay end (lr_decay_steps, else max_steps:
+    # training.optim.lr_at); a longer max_steps with the same decay end (what already_trained advises) keeps it
+    decay_end = (trained.get("lr_decay_steps") or trained.get("max_steps"), cfg.lr_decay_steps or cfg.max_steps)
+    if decay_end[0] == decay_end[1]:
+        schedule = [change for change in schedule if change.split()[0] not in ("max_steps", "lr_decay_steps")]
     if schedule:  # allowed (extending a run is normal), but the LR curve changes: say so, once
         log(f"note: resuming with another learning-rate schedule ({', '.join(schedule)}): from step "
             f"{meta['step'] + 1} the LR follows the new one")
