@@ -416,7 +416,7 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         lines.append(f"| {gpt2.label} | {_fmt(HELLASWAG_ACC[SCORER_LM_EVAL].value)} | {_fmt(gpt2.value)} |")
         lines.append(f"| {gpt3.label} | | {_fmt(gpt3.value, 3)} |\n")
         stderr = (lm_eval or {}).get("acc_norm_stderr")
-        lines.append(_uncertainty_note(n, acc_norm, stderr))
+        lines.append(_uncertainty_note(n, acc_norm, stderr, _published_set(lm_eval or hella)))
     if hella and hella.get("acc_tokennorm") is not None:
         lines.append(f"HellaSwag validation, {SCORER_DESCRIPTIONS[SCORER_BUILD_NANOGPT]}; {_measured(hella)}"
                      + (f", {int(hella['n']):,} examples" if hella.get("n") else "") + _other_set(hella) + ":\n")
@@ -424,7 +424,7 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         lines.append("| model | acc_norm |\n|---|---|")
         lines.append(f"| {ours} | {_fmt(hella['acc_tokennorm'])} |")
         lines.append(f"| {gpt2.label} | {_fmt(gpt2.value)} |\n| {gpt3.label} | {_fmt(gpt3.value, 3)} |\n")
-        lines.append(_uncertainty_note(hella.get("n"), hella["acc_tokennorm"], None))
+        lines.append(_uncertainty_note(hella.get("n"), hella["acc_tokennorm"], None, _published_set(hella)))
     if val:
         planned = inputs.run_config.get("val_tokens")  # an upper bound: a smaller val split gives fewer
         over = (f" over {int(val['tokens']):,} tokens" if val.get("tokens")
@@ -442,16 +442,18 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
 
 
 
-def _uncertainty_note(n, accuracy, stderr) -> str:
+def _uncertainty_note(n, accuracy, stderr, published: bool = True) -> str:
     """One standard error of an accuracy measured on n examples (lm-eval's own when given, else computed as lm-eval
     does: the sample standard deviation of the 0/1 outcomes, n - 1 in its denominator, over sqrt(n)), and a
-    warning when n is a subset: the reference rows are on all 10,042 examples."""
+    warning when n is a subset: the reference rows are on all 10,042 examples. Scored on another file
+    (`published` False), its rows are not known to be the first n of the published set, so that is not claimed
+    (the results line already says the file is another one)."""
     if not n or accuracy is None:
         return ""
     # sqrt(n p (1 - p) / (n - 1)) / sqrt(n) = sqrt(p (1 - p) / (n - 1)); one example has no spread to measure
     stderr = stderr if stderr is not None else math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(int(n) - 1, 1))
     note = f"Standard error of this model's acc_norm: ±{stderr:.4f} ({int(n):,} examples)."
-    if int(n) < HELLASWAG_EXAMPLES:
+    if published and int(n) < HELLASWAG_EXAMPLES:
         note += (f" Measured on the first {int(n):,} of the {HELLASWAG_EXAMPLES:,} examples, the references on all of "
                  "them: differences within about two standard errors are noise.")
     return note + "\n"
@@ -522,10 +524,14 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
         hellaswag = "- HellaSwag: no result recorded with this folder; the command below scores it.\n"
     else:
         hellaswag = "- HellaSwag: not measured in training up to this checkpoint; the command below scores it.\n"
-    command = ("Reproduce the lm-eval number on this export" if hella or lm_eval
+    shown = lm_eval or hella or {}  # the record the lm-eval table above shows
+    other_file = bool(shown) and not _published_set(shown)  # lm-eval's `hellaswag` cannot reproduce it
+    command = ("Score the published HellaSwag validation set on this export with lm-eval (the number above is on "
+               "another file, which this command does not read)" if other_file
+               else "Reproduce the lm-eval number on this export" if hella or lm_eval
                else "Score HellaSwag on this export with lm-eval")
     # the number above may be on the first n examples: the command that reproduces it scores those, not all 10,042
-    n = (lm_eval or hella or {}).get("n")
+    n = None if other_file else shown.get("n")
     limit = f" --limit {int(n)}" if n and int(n) < HELLASWAG_EXAMPLES else ""
     if limit:
         command += f" (the first {int(n):,} examples, as above; without `--limit` all {HELLASWAG_EXAMPLES:,})"

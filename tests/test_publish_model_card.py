@@ -389,3 +389,17 @@ def test_a_card_pushed_to_a_branch_loads_that_branch(format):
     for revision in (None, "main"):
         card = build_model_card(CardInputs(model_name="m", repo_id="me/m", revision=revision, format=format)).text
         assert "revision" not in card
+
+
+def test_a_hellaswag_subset_of_another_file_is_not_called_the_first_rows_of_the_published_set(tmp_path):
+    """30 examples scored on a file that is not the published validation set (rows picked from anywhere, edited,
+    translated): the card must not say they are 'the first 30 of the 10,042 examples', nor offer an lm-eval
+    `--limit 30` command on the published set as what reproduces them."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"type": "hellaswag", "step": 10, "acc": 0.25, "acc_norm": 0.3, "acc_tokennorm": 0.2,
+                                "n": 30, "data_fingerprint": "0" * 64}) + "\n")
+    text = str(build_model_card(CardInputs(model_name="m", step=10, metrics=load_metrics(path))))
+    assert "not the published HellaSwag validation set" in text and "30 examples of a file" in text
+    assert "the first 30" not in text and "--limit 30" not in text and "Reproduce the lm-eval number" not in text
+    assert "Score the published HellaSwag validation set on this export with lm-eval" in text
+    assert "Standard error of this model's acc_norm: ±0.0851 (30 examples)." in text  # the uncertainty stays
