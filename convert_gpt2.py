@@ -193,10 +193,14 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EvalInputError(f"--out {out} exists and is not an empty folder: choose a new folder")
     if from_gpt2:
+        config_file = Path(from_gpt2) / "config.json"
+        if config_file.is_file() and '"gpt2repro"' in config_file.read_text(errors="replace"):
+            raise EvalInputError(f"{from_gpt2} is already a gpt2repro model: nothing to convert (--to-gpt2 writes the "
+                                 "stock GPT-2 format)")
         try:
             model = load_stock_gpt2(from_gpt2)
-        except (OSError, ValueError) as err:
-            raise EvalInputError(str(err)) from None
+        except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: transformers' shape-mismatch report
+            raise EvalInputError(str(err).strip().splitlines()[0]) from None
         tokenizer = _stock_tokenizer(from_gpt2)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -151,7 +151,8 @@ def test_convert_cli_takes_a_run_folder_and_says_errors_in_one_line(tmp_path, ca
     capsys.readouterr()
     for argv in (["--to-gpt2", str(tmp_path / "stock"), "--out", str(tmp_path / "again")],  # already stock GPT-2
                  ["--from-gpt2", str(tmp_path / "missing"), "--out", str(tmp_path / "ours")],
-                 ["--from-gpt2", str(tmp_path / "stock"), "--out", str(tmp_path / "stock")]):
+                 ["--from-gpt2", str(tmp_path / "stock"), "--out", str(tmp_path / "stock")],
+                 ["--from-gpt2", str(checkpoint / "model"), "--out", str(tmp_path / "ours")]):  # ours already
         with pytest.raises(SystemExit) as exit_info:
             convert_gpt2.main(argv)
         assert exit_info.value.code == 2
