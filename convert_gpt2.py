@@ -19,6 +19,7 @@ with weight (in, out); we use `nn.Linear` with weight (out, in). Hub files for `
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -170,16 +171,19 @@ def save_stock_gpt2(model: GPT2ReproForCausalLM, out_dir: str | Path, tokenizer=
 
 
 def _stock_tokenizer(path_or_repo: str):
-    """The tokenizer to save with a converted stock GPT-2: the folder's own when it has one (a GPT-2 with added
-    tokens keeps them), else GPT-2's (data.tokenizer, offline)."""
-    from data.tokenizer import gpt2_tokenizer
+    """The tokenizer to save with a converted stock GPT-2: the folder's own when it has one that loads (a GPT-2
+    with added tokens keeps them), else GPT-2's (data.tokenizer, offline)."""
+    from data.tokenizer import gpt2_tokenizer, saved_tokenizer
 
     folder = Path(path_or_repo)
-    if folder.is_dir() and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
-        from transformers import AutoTokenizer
+    return (saved_tokenizer(folder) if folder.is_dir() else None) or gpt2_tokenizer()
 
-        return AutoTokenizer.from_pretrained(folder)
-    return gpt2_tokenizer()
+
+def _model_type(config_file: Path) -> str | None:
+    try:
+        return json.loads(config_file.read_text()).get("model_type")
+    except (ValueError, AttributeError):  # not JSON, or not an object: load_stock_gpt2 says what is wrong
+        return None
 
 
 def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path:
@@ -194,7 +198,7 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
         raise EvalInputError(f"--out {out} exists and is not an empty folder: choose a new folder")
     if from_gpt2:
         config_file = Path(from_gpt2) / "config.json"
-        if config_file.is_file() and '"gpt2repro"' in config_file.read_text(errors="replace"):
+        if config_file.is_file() and _model_type(config_file) == "gpt2repro":
             raise EvalInputError(f"{from_gpt2} is already a gpt2repro model: nothing to convert (--to-gpt2 writes the "
                                  "stock GPT-2 format)")
         try:
