@@ -205,9 +205,11 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
         args = {"num_fewshot": 0}
         if n:
             args["limit"] = n  # a subset of the 10,042 rows: say so
+        # the name is what the Hub's results widget shows (not the args): a subset says so there too
+        shown = f"HellaSwag (first {n:,} of {HELLASWAG_EXAMPLES:,} examples)" if n else "HellaSwag"
         results.append(EvalResult(
             task_type="text-generation", task_name="Text Generation", dataset_type=HELLASWAG_DATASET,
-            dataset_name="HellaSwag", dataset_split="validation", dataset_args=args,
+            dataset_name=shown, dataset_split="validation", dataset_args=args,
             metric_type=metric_type, metric_name=name, metric_value=round(float(value), 4),
         ))
 

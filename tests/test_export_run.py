@@ -149,6 +149,7 @@ def test_model_card_parses_and_reads_back_the_numbers_of_the_exported_step(expor
         assert metrics[METRIC_ACC_TOKENNORM].metric_value == expected["acc_tokennorm"]
         assert metrics[METRIC_ACC].dataset_type == "Rowan/hellaswag"
         assert metrics[METRIC_ACC].dataset_args == {"num_fewshot": 0, "limit": 40}  # a subset: said so
+        assert metrics[METRIC_ACC].dataset_name == "HellaSwag (first 40 of 10,042 examples)"  # where the Hub shows it
         assert metrics[METRIC_VAL_LOSS].metric_value == round(val[step], 4)
         assert card.data.license == "mit" and card.data.library_name == "transformers"
         assert card.data.datasets == ["HuggingFaceFW/fineweb-edu"] and card.data.base_model is None

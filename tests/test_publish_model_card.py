@@ -205,6 +205,7 @@ def test_the_model_index_never_files_a_hellaswag_number_under_another_example_co
                                                      lm_eval_results=load_lm_eval_results(lm_eval)))))
     hella = {r.metric_name: r for r in card.data.eval_results if r.dataset_type == "Rowan/hellaswag"}
     assert hella[METRIC_ACC_NORM].metric_value == 0.3113 and "limit" not in hella[METRIC_ACC_NORM].dataset_args
+    assert hella[METRIC_ACC_NORM].dataset_name == "HellaSwag"  # all 10,042
     assert METRIC_ACC_TOKENNORM not in hella  # 40 examples: not in an entry that says 10,042
     assert "| **this model** | 0.3000 |" in card.text  # the text still reports it, with its count
     assert "in-loop, step 10, 40 examples" in card.text
