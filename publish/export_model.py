@@ -141,6 +141,10 @@ def export_model(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} holds an earlier export: choose another --out or pass --overwrite to replace it")
     _check_lm_eval_results_are_of(src, lm_eval_results)
+    if src.run_dir is None and (src.model_dir / "logs" / "metrics.jsonl").is_file():  # an earlier export
+        warnings.warn(f"{src.model_dir} is an export: its card's numbers, logs/ and plots/ are not carried into "
+                      "this one (only a run folder or checkpoint has them); export from the run instead to keep "
+                      "them", stacklevel=2)
     model = _load_source_model(src.model_dir)
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

@@ -533,3 +533,11 @@ def test_overwrite_keeps_files_the_user_put_into_an_earlier_export(tiny_run, tmp
     shutil.rmtree(out / "eval_results")
     assert export_cli.main([str(tiny_run), "--out", str(out), "--overwrite", "--dtype", "bfloat16"]) == 0
     assert "bfloat16" in (out / "config.json").read_text()
+
+
+def test_exporting_an_export_warns_that_its_records_stay_behind(exports, tmp_path):
+    """An export as the source (e.g. to change its format) is a plain model folder: the new card had no numbers
+    and said "No evaluation was recorded" without a word on why. Now a warning says to export from the run."""
+    ours, _ = exports
+    with pytest.warns(UserWarning, match="is an export: its card's numbers, logs/ and plots/ are not carried"):
+        export_model(ours.out_dir, tmp_path / "again", format="gpt2")
