@@ -444,8 +444,9 @@ def format_report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.hellaswag", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
-    parser.add_argument("--data", help="HellaSwag jsonl (default: $HELLASWAG_FILE, else Rowan/hellaswag validation "
-                        "from the Hub, downloaded once)")
+    parser.add_argument("--data", help="HellaSwag jsonl (default: $HELLASWAG_FILE, else the copy downloaded earlier, "
+                        "$HF_HOME/gpt2repro/hellaswag_val.jsonl, else Rowan/hellaswag validation from the Hub, "
+                        "downloaded there once)")
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="sequences per forward (default 32)")
     parser.add_argument("--mc", action="store_true", help="also score the multiple-choice (A-D) formulation")
