@@ -3,7 +3,7 @@
 `path` may be (docs/CONTRACTS.md):
 - an export / `save_pretrained` folder (has `config.json`);
 - a checkpoint folder `checkpoints/step_*/` (uses its `model/`);
-- a run folder (`output_dir` of train.py): its newest committed checkpoint that verifies (publish.run_folder);
+- a run folder (`output_dir` of train.py): its newest committed checkpoint that verifies (publish.model_source);
 - a Hub id such as `openai-community/gpt2` (for side-by-side comparisons; needs the network).
 
 Our classes are registered with the Auto factories in-process first (`register_auto_classes()`), so our own
@@ -25,8 +25,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 def resolve_model_dir(path: str | Path) -> Path | str:
     """The folder holding `config.json` for an export, checkpoint or run folder; a Hub id is returned as is.
-    Local paths resolve exactly as export does (publish.run_folder): committed, verified checkpoints only."""
-    from publish.run_folder import resolve_source
+    Local paths resolve exactly as export does (publish.model_source): committed, verified checkpoints only."""
+    from publish.model_source import resolve_source
 
     p = Path(path)
     if not p.exists():
@@ -57,7 +57,7 @@ def model_dir_of(path: str | Path) -> Path | str:
 
 def trained_with(model_dir: Path | str) -> dict:
     """The run config a checkpoint was trained with ({} for an export or a Hub id)."""
-    from publish.run_folder import resolve_source
+    from publish.model_source import resolve_source
 
     return {} if isinstance(model_dir, str) else resolve_source(model_dir).trained_with()
 
@@ -66,7 +66,7 @@ def results_path(path: str | Path, filename: str) -> Path:
     """Where eval results go: `<model dir>/eval_results/<filename>` for an export; for a run's checkpoint
     `<run>/eval_results/step_XXXXXXXX/<filename>` (inside the checkpoint, keep_last would delete them and they
     would change its checksums); for a Hub id `out/eval_results/<id>/`."""
-    from publish.run_folder import resolve_source
+    from publish.model_source import resolve_source
 
     model_dir = resolve_model_dir(path)
     if isinstance(model_dir, str):
@@ -114,7 +114,7 @@ def _writable(out: Path) -> Path:
 
 
 def _refuse_inside_model(model_dir: Path, out: Path, target: Path, filename: str) -> None:
-    from publish.run_folder import resolve_source
+    from publish.model_source import resolve_source
 
     src = resolve_source(model_dir)
     protected = src.run_dir if src.run_dir is not None and src.checkpoint_dir is not None else (

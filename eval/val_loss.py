@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     from data.shards import DataError
     from data.tokenizer import EOT_ID
     from eval.load import environment, load_model, model_dir_of, output_path, trained_with
-    from publish.run_folder import resolve_source
+    from publish.model_source import resolve_source
 
     model_dir = model_dir_of(args.model)  # once: a run folder's newest checkpoint may change while this runs
     trained = trained_with(model_dir)  # {} unless a checkpoint of a run

@@ -5,7 +5,8 @@
     python -m publish.plots runs/124M/metrics.jsonl log.txt --out curves.png
 
 Modules, one job each:
-    run_folder       find the checkpoint, metrics and run config of a run folder (docs/CONTRACTS.md layout)
+    model_source     where a model given by path is: a run folder's newest good checkpoint, a checkpoint, a model
+                     folder; with its metrics and run config (docs/CONTRACTS.md layout)
     metrics          read metrics.jsonl and build-nanogpt log.txt into one series type
     references       the published numbers the plots and the card compare against, per HellaSwag scorer
     plots            the curves (PNG), also a command

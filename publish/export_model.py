@@ -42,7 +42,7 @@ from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card, load_lm_eval_results
 from publish.plots import plot_runs
 from publish.references import val_loss_reference_applies
-from publish.run_folder import COMPLETE_MARKER, resolve_source
+from publish.model_source import COMPLETE_MARKER, resolve_source
 from training.checkpoint import default_file_modes
 
 FORMATS = ("gpt2repro", "gpt2")

@@ -808,7 +808,7 @@ def test_export_and_eval_skip_a_corrupted_newest_checkpoint(reference, tmp_path)
     """Export and evaluation resolve run folders the same way: never a damaged checkpoint."""
     from eval.errors import EvalInputError
     from eval.load import resolve_model_dir
-    from publish.run_folder import resolve_source
+    from publish.model_source import resolve_source
 
     ref_out, _ = reference
     out = tmp_path / "run"

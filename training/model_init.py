@@ -66,7 +66,7 @@ def init_model_dir(init_from: str) -> Path:
     """The model folder an init_from folder stands for: itself, a checkpoint's model/, or a run folder's newest
     intact checkpoint (as export and eval resolve it). Resolved once per run (train() clears the cache), so
     the start line names the folder that was loaded even if the source run commits a newer checkpoint meanwhile."""
-    from publish.run_folder import resolve_source
+    from publish.model_source import resolve_source
 
     return resolve_source(init_from).model_dir
 

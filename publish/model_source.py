@@ -1,4 +1,5 @@
-"""Find what an export needs in a training run folder (layout: docs/CONTRACTS.md).
+"""Find the model a path names, and what an export needs with it: a run folder (its newest good checkpoint), a
+checkpoint folder or a model folder (layout: docs/CONTRACTS.md).
 
     src = resolve_source("runs/124M")              # run folder: newest checkpoint with a COMPLETE file
     src = resolve_source("runs/124M/checkpoints/step_00019073")
