@@ -229,3 +229,16 @@ def test_save_failure_tells_a_disk_error_from_a_bug_and_never_raises(tmp_path, m
 
     monkeypatch.setattr(ckpt, "committed_checkpoints", unlistable)
     assert "cannot be listed" in ckpt.save_failure(stage, 4, PermissionError(13, "Permission denied"))
+
+
+def test_the_shared_folder_check_says_when_the_main_process_cannot_write_there(tmp_path):
+    """check_shared's file is written by the main process alone: an OSError there (a full disk) was raised on it
+    alone, while the other ranks waited in the broadcast. Now it is the message every rank returns."""
+    from types import SimpleNamespace
+
+    from training.run_folder import check_shared
+
+    main = SimpleNamespace(accelerator=SimpleNamespace(num_processes=1), world=2, main=True)  # collectives: as is
+    assert check_shared(main, str(tmp_path)) is None and list(tmp_path.iterdir()) == []  # seen, and removed
+    missing = tmp_path / "not-created"
+    assert check_shared(main, str(missing)).startswith(f"cannot write into output_dir '{missing}' (No such file")

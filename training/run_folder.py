@@ -64,11 +64,17 @@ def check_shared(session: Session, output_dir: str) -> Optional[str]:
     accelerator = session.accelerator
     if session.world == 1:
         return None
-    marker = None
+    marker, problem = None, None
     if session.main:
         marker = Path(output_dir) / f".shared-check-{uuid.uuid4().hex}"
-        marker.write_text("written by the main process of a training starting here; removed at once\n")
-    marker = broadcast(accelerator, marker)
+        try:  # raised on the main process alone, the others would wait in the broadcast
+            marker.write_text("written by the main process of a training starting here; removed at once\n")
+        except OSError as err:
+            problem = (f"cannot write into output_dir '{output_dir}' ({err.strerror or err}): check its free space and "
+                       "permissions")
+    marker, problem = broadcast(accelerator, (marker, problem))
+    if problem:
+        return problem
     problem = None if marker.is_file() else (
         f"output_dir '{output_dir}' on this machine is not the main process's folder (a file the main process just "
         f"wrote there is not to be seen): every process writes its part of each checkpoint into output_dir, so it "
