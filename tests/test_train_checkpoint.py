@@ -90,6 +90,21 @@ def test_killed_save_leaves_stray_staging_that_is_ignored_then_cleaned(tmp_path)
     assert not stray.exists()
 
 
+def test_a_new_save_first_frees_the_space_of_every_killed_saves_leftovers(tmp_path):
+    """A preemption's SIGTERM saves at an off-schedule step; a SIGKILL at the end of the grace period leaves that
+    staging folder (a checkpoint's worth of bytes, hidden by its dot) and the resumed run never saves that step
+    again. It was removed only by the next commit's retention, after the new checkpoint was written beside it:
+    on a disk with room for one more checkpoint, every save failed as "disk full"."""
+    good = _save(tmp_path, 2)
+    killed = ckpt.prepare_staging(tmp_path, 3)  # the signal's save, killed
+    (killed / "optimizer.pt").write_bytes(b"half")
+    trash = tmp_path / "checkpoints" / (ckpt.TRASH_PREFIX + "step_00000001")  # a retention delete, killed
+    trash.mkdir()
+    (trash / "optimizer.pt").write_bytes(b"old")
+    stage = ckpt.prepare_staging(tmp_path, 4)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [stage.name, good.name]
+
+
 def test_retention_deletes_only_after_the_new_checkpoint_commits(tmp_path, monkeypatch):
     for step in (2, 4, 6):
         _save(tmp_path, step, keep_last=2)

@@ -195,10 +195,16 @@ def find_resumable(output_dir, log=None) -> Optional[Path]:
 
 
 def prepare_staging(output_dir, step: int) -> Path:
-    """Fresh, empty staging folder for `step` (a leftover from a killed save is removed first)."""
+    """Fresh, empty staging folder for `step`. Leftovers of killed saves (a staging folder of any step, e.g. one
+    a preemption's SIGKILL cut short at the signal's off-schedule step, or a half-deleted old checkpoint) are
+    removed first: left until the commit's retention, they held a checkpoint's worth of space while this one
+    was written, and on a disk with room for one more checkpoint every save failed as "disk full"."""
     stage = staging_dir(output_dir, step)
-    if stage.exists():
-        shutil.rmtree(stage)
+    root = stage.parent
+    if root.is_dir():
+        for leftover in root.iterdir():
+            if leftover.is_dir() and leftover.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
+                shutil.rmtree(leftover)
     stage.mkdir(parents=True)
     return stage
 
