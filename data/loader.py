@@ -35,6 +35,7 @@ numbers of batches: reduce (sum of token losses, token count) across ranks once 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,14 @@ class TokenDataset:
 
     def split_tokens(self, split: str) -> int:
         return sum(s["tokens"] for s in self.shard_entries(split))
+
+    @property
+    def content_hash(self) -> str:
+        """Identity of the tokens of both splits (each shard's split and sha256, in order): unlike `manifest_hash`,
+        the same for a folder prepared again from the same source at another path or with other library versions
+        (manifest.json records both)."""
+        shards = [[s["split"], s["sha256"]] for s in self.manifest["shards"]]
+        return hashlib.sha256(json.dumps(shards).encode()).hexdigest()
 
     def data_hash(self, split: str) -> str:
         """Identity of one split's token stream: sha256 over its shards' sha256, in order."""

@@ -1244,6 +1244,30 @@ def test_resume_with_a_smaller_micro_batch_reads_the_same_data(reference, setup,
         assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=0)
 
 
+def test_resume_with_the_same_tokens_prepared_again_elsewhere(setup, tmp_path, in_process, capsys):
+    """A new machine prepares the data again from the same source file at another path (or with another datasets
+    version): manifest.json names both, so its hash differed and the resume was refused as 'a different or
+    re-prepared data_dir', though every shard is the same. Other tokens are still refused."""
+    from data.prepare import prepare
+
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--max_steps", "2", *NO_EVALS)) == 0
+    source = tmp_path / "elsewhere" / "docs.jsonl"
+    source.parent.mkdir()
+    shutil.copy(Path(setup[1]).parent / "docs.jsonl", source)
+    again = tmp_path / "data_again"
+    prepare(str(source), again, val_tokens=1024, shard_tokens=8192, num_proc=1, progress=False)
+    assert (again / "manifest.json").read_bytes() != (Path(setup[1]) / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert train.main(_args(setup, out, "--data_dir", str(again), "--max_steps", "3", *NO_EVALS)) == 0
+    assert "resuming from" in capsys.readouterr().out
+    other = tmp_path / "data_other"
+    source.write_text("".join(source.read_text().splitlines(keepends=True)[1:]))  # one document fewer
+    prepare(str(source), other, val_tokens=1024, shard_tokens=8192, num_proc=1, progress=False)
+    assert train.main(_args(setup, out, "--data_dir", str(other), "--max_steps", "4", *NO_EVALS)) == 2
+    assert "data: manifest hash is" in capsys.readouterr().err
+
+
 def test_resume_with_another_validation_set_says_the_curves_do_not_compare(reference, setup, tmp_path, in_process,
                                                                            capsys):
     ref_out, _ = reference

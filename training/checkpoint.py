@@ -8,7 +8,8 @@ Layout (see docs/CONTRACTS.md):
         optimizer.pt           optimizer state (torch.save; read back with weights_only=True)
         grad_scaler.pt         fp16 only: the loss scale (training/checkpoint_state.py)
         rank_00000.pt ...      one per rank: RNG states (torch, CUDA, python, numpy) + data-loader position
-        meta.json              step, tokens, world size, run config, model config, data-manifest hash, versions
+        meta.json              step, tokens, world size, run config, model config, data manifest and content hashes,
+                               versions
         MANIFEST.json          size + sha256 of every file above
         COMPLETE               written last, holds the sha256 of MANIFEST.json
 
@@ -397,7 +398,8 @@ def batch_split_changed(meta: dict, run_config: dict, world_size: int) -> bool:
 
 
 def compat_errors(meta: dict, *, model_config, run_config: dict, world_size: int,
-                  data_manifest_hash: str, tokenizer_fingerprint: Optional[str]) -> list[str]:
+                  data_manifest_hash: str, tokenizer_fingerprint: Optional[str],
+                  data_content_hash: Optional[str] = None) -> list[str]:
     """What differs between a checkpoint's meta.json and the run about to resume from it (empty = compatible)."""
     errors = []
     if model_config is not None:
@@ -405,9 +407,12 @@ def compat_errors(meta: dict, *, model_config, run_config: dict, world_size: int
         for key in sorted(set(saved) | set(now)):
             if saved.get(key) != now.get(key):
                 errors.append(f"architecture: {key} is {now.get(key)!r} now, {saved.get(key)!r} in the checkpoint")
-    if meta["data_manifest_hash"] != data_manifest_hash:
+    # the same tokens prepared again (another source path or library version in manifest.json) resume; checkpoints
+    # saved before meta.json recorded the content hash go by the manifest's alone
+    same_tokens = data_content_hash is not None and meta.get("data_content_hash") == data_content_hash
+    if meta["data_manifest_hash"] != data_manifest_hash and not same_tokens:
         errors.append(f"data: manifest hash is {data_manifest_hash} now, {meta['data_manifest_hash']} in the "
-                      "checkpoint (a different or re-prepared data_dir)")
+                      "checkpoint (a different data_dir, or one prepared again with other tokens)")
     if tokenizer_fingerprint and meta.get("tokenizer_fingerprint") not in (None, tokenizer_fingerprint):
         errors.append(f"tokenizer: {tokenizer_fingerprint} now, {meta['tokenizer_fingerprint']} in the checkpoint")
     if run_config.get("overfit_single_batch") and batch_split_changed(meta, run_config, world_size):

@@ -17,7 +17,7 @@ from training.optim import with_this_runs_groups
 
 
 def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, tokenizer,
-                    log) -> Path:
+                    log, data_content_hash=None) -> Path:
     """Every rank writes its part into the staging folder; the main process seals and renames it. A write that
     fails on any rank (disk full, quota, permissions) raises `checkpoint.SaveError` on every rank, with the
     staging folder removed (a full disk gets its space back) and the committed checkpoints untouched.
@@ -60,6 +60,7 @@ def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, to
                 "step": step, "tokens": tokens, "world_size": accelerator.num_processes,
                 "grad_accum": accelerator.gradient_accumulation_steps, "run_config": cfg.to_dict(),
                 "model_config": raw_model.config.to_dict(), "data_manifest_hash": manifest_hash,
+                "data_content_hash": data_content_hash,
                 "tokenizer_fingerprint": TOKENIZER_FINGERPRINT,
                 "versions": versions(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }

@@ -54,6 +54,7 @@ class Checked:
     raw_model: Any  # the model as built, before accelerator.prepare
     checkpoint_tokenizer: Any  # saved beside the weights (main process; None elsewhere)
     manifest_hash: str  # the data's, recorded in each checkpoint
+    data_content_hash: str  # its tokens' (data.loader.TokenDataset.content_hash), recorded in each checkpoint
     uploader: Any  # publish.checkpoint_sync.CheckpointUploader (main process, --push_checkpoints_to), or None
 
 
@@ -80,11 +81,11 @@ def run_checks(session: Session, cfg: RunConfig, hooks: dict,
     refusal = check_sample_prompt(cfg, raw_model)
     if refusal:
         return None, refusal
-    manifest_hash, refusal = check_data(session, cfg, raw_model)
+    manifest_hash, content_hash, refusal = check_data(session, cfg, raw_model)
     if refusal:
         return None, refusal
     if resume is not None:
-        refusal = check_resume_compat(session, cfg, resume, manifest_hash)
+        refusal = check_resume_compat(session, cfg, resume, manifest_hash, content_hash)
         if refusal:
             return None, refusal
         if already_trained(session, cfg, resume):
@@ -93,7 +94,7 @@ def run_checks(session: Session, cfg: RunConfig, hooks: dict,
     uploader, refusal = start_uploader(session, cfg, hooks, held)
     if refusal:
         return None, refusal
-    return Checked(resume, raw_model, tokenizer, manifest_hash, uploader), None
+    return Checked(resume, raw_model, tokenizer, manifest_hash, content_hash, uploader), None
 
 
 def _changes(before: dict, after, keys) -> list[str]:
@@ -295,8 +296,8 @@ def check_sample_prompt(cfg: RunConfig, raw_model) -> Optional[Refusal]:
 # the data
 
 
-def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tuple[str, list[str]]:
-    """(manifest hash, problems): the data must be GPT-2 tokens that fit the model's vocabulary, in shards
+def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tuple[str, str, list[str]]:
+    """(manifest hash, content hash, problems): the data must be GPT-2 tokens that fit the model's vocabulary, in shards
     that match the manifest (sha256 too when `checksums`: ~40 s for 10B tokens, so the main process only)."""
     from data.loader import TokenDataset
     from data.tokenizer import EOT_ID
@@ -305,7 +306,7 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
         ds = TokenDataset(cfg.data_dir)
         ds.verify(vocab_size=model_vocab, eot_id=EOT_ID, check_sha256=checksums)
     except Exception as err:  # noqa: BLE001 - the data layer raises its own, already actionable, errors
-        return "", [f"data_dir {cfg.data_dir!r}: {err}"]
+        return "", "", [f"data_dir {cfg.data_dir!r}: {err}"]
     problems, window = [], cfg.seq_len + 1  # a training / validation window: T inputs and the next token
     train_tokens = ds.split_tokens("train")
     if train_tokens < window:
@@ -316,12 +317,12 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
         problems.append(f"data_dir {cfg.data_dir!r}: the val split has {val_tokens:,} tokens, fewer than one window "
                         f"of {window}: prepare with a larger --val-tokens, or train without validation "
                         "(--eval_every 0 --eval_at_end false)")
-    return ds.manifest_hash, problems
+    return ds.manifest_hash, ds.content_hash, problems
 
 
-def check_data(session: Session, cfg: RunConfig, raw_model) -> tuple[str, Optional[Refusal]]:
-    """(the data's manifest hash, None) or (_, the problems any rank found)."""
-    manifest_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=session.main)
+def check_data(session: Session, cfg: RunConfig, raw_model) -> tuple[str, str, Optional[Refusal]]:
+    """(the data's manifest hash, its content hash, None) or (_, _, the problems any rank found)."""
+    manifest_hash, content_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=session.main)
     # each rank checks its own copy against its own manifest: another machine's copy of other data (prepared
     # again, or another folder of that name) passed, and its ranks trained on it without a word
     main_hash = broadcast(session.accelerator, manifest_hash)
@@ -329,14 +330,15 @@ def check_data(session: Session, cfg: RunConfig, raw_model) -> tuple[str, Option
         problems.append(f"data_dir {cfg.data_dir!r} is not the main process's data (manifest hash {manifest_hash[:16]} "
                         f"here, {main_hash[:16]} there): give every machine the same prepared folder")
     problems = every_ranks_errors(session.accelerator, problems)  # every rank stops if any one found a problem
-    return manifest_hash, (Refusal(problems) if problems else None)
+    return manifest_hash, content_hash, (Refusal(problems) if problems else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # resuming with this config and data
 
 
-def check_resume_compat(session: Session, cfg: RunConfig, resume: Resume, manifest_hash: str) -> Optional[Refusal]:
+def check_resume_compat(session: Session, cfg: RunConfig, resume: Resume, manifest_hash: str,
+                        content_hash: Optional[str] = None) -> Optional[Refusal]:
     """What the checkpoint cannot resume with (model, settings, world size, data, tokenizer), and how to continue
     that run instead, or start a new one from its weights."""
     from data.tokenizer import TOKENIZER_FINGERPRINT
@@ -346,6 +348,7 @@ def check_resume_compat(session: Session, cfg: RunConfig, resume: Resume, manife
     # meta.json, the architecture and the data's manifest hash are the main process's)
     problems = ckpt.compat_errors(resume.meta, model_config=expected, run_config=cfg.to_dict(),
                                   world_size=session.world, data_manifest_hash=manifest_hash,
+                                  data_content_hash=content_hash,
                                   tokenizer_fingerprint=TOKENIZER_FINGERPRINT)
     if not problems:
         return None
