@@ -521,11 +521,17 @@ def test_a_preset_that_differs_on_another_machine_stops_every_rank_with_its_mess
 def test_the_same_preset_and_data_at_other_paths_on_another_machine_train(setup, tmp_path):
     """Another machine may keep the preset and the prepared data elsewhere (another checkout, a node-local copy of
     data_dir, a $HOME the shell expanded there): each rank's run config then names other paths, but what they hold
-    is compared by content (the preset's values field by field, the data's manifest hash), and the HellaSwag file
+    is compared by content (the preset's values field by field, the data's tokens), and the HellaSwag file
     is read by the main process only, so the run trains. The path strings themselves were compared too, and such
-    a launch was refused."""
+    a launch was refused; then data prepared again from a copy of the source (a manifest naming another source
+    path) was refused for its manifest hash."""
+    from data.prepare import prepare
+
     preset, data = tmp_path / "elsewhere" / "tiny.yaml", tmp_path / "elsewhere" / "data"
-    shutil.copytree(setup[1], data)
+    (tmp_path / "elsewhere").mkdir()
+    source = shutil.copy(Path(setup[1]).parent / "docs.jsonl", tmp_path / "elsewhere" / "docs.jsonl")
+    prepare(str(source), data, val_tokens=1024, shard_tokens=8192, num_proc=1, progress=False)  # as setup did
+    assert (data / "manifest.json").read_bytes() != (Path(setup[1]) / "manifest.json").read_bytes()
     preset.write_text(Path(setup[0]).read_text())
     hellaswag = str(Path(setup[1]).parent / "hellaswag.jsonl")
     swap = {str(setup[0]): str(preset), str(setup[1]): str(data), hellaswag: str(tmp_path / "elsewhere" / "none.jsonl")}
@@ -593,7 +599,7 @@ def test_other_data_on_another_machine_stops_every_rank_with_its_message(setup, 
         extra = ("--resume", "ckpt", "--max_steps", "10")
     proc = _two_ranks_in_two_folders(setup, tmp_path, "--data_dir", "data", *extra, *NO_EVALS)
     assert proc.returncode != 0
-    assert "rank 1: data_dir 'data' is not the main process's data (manifest hash " in proc.stderr, \
+    assert "rank 1: data_dir 'data' is not the main process's data (content hash " in proc.stderr, \
         proc.stderr[-3000:]
     assert "Connection closed by peer" not in proc.stderr and not (tmp_path / "run").exists()
 

@@ -109,7 +109,7 @@ def _changes(before: dict, after, keys) -> list[str]:
 
 # Run-config fields that may name another path on another machine (another checkout, a node-local copy of the data,
 # a $HOME or $PWD the shell expanded there): what config and data_dir hold is compared instead (the preset's values
-# field by field, below; the data's manifest hash in check_data), and only the main process reads hellaswag_file
+# field by field, below; the data's tokens in check_data), and only the main process reads hellaswag_file
 MAY_DIFFER_BY_MACHINE = ("config", "data_dir", "hellaswag_file")
 
 
@@ -321,16 +321,19 @@ def data_checks(cfg: RunConfig, model_vocab: int, checksums: bool = True) -> tup
 
 
 def check_data(session: Session, cfg: RunConfig, raw_model) -> tuple[str, str, Optional[Refusal]]:
-    """(the data's manifest hash, its content hash, None) or (_, _, the problems any rank found)."""
+    """(the main process's data manifest hash, the data's content hash, None) or (_, _, the problems any rank
+    found)."""
     manifest_hash, content_hash, problems = data_checks(cfg, raw_model.config.vocab_size, checksums=session.main)
     # each rank checks its own copy against its own manifest: another machine's copy of other data (prepared
     # again, or another folder of that name) passed, and its ranks trained on it without a word
-    main_hash = broadcast(session.accelerator, manifest_hash)
-    if not problems and main_hash and manifest_hash != main_hash:
-        problems.append(f"data_dir {cfg.data_dir!r} is not the main process's data (manifest hash {manifest_hash[:16]} "
-                        f"here, {main_hash[:16]} there): give every machine the same prepared folder")
+    # (by its tokens: the same source prepared again at another path has another manifest, and trains alike)
+    main_manifest, main_content = broadcast(session.accelerator, (manifest_hash, content_hash))
+    if not problems and main_content and content_hash != main_content:
+        problems.append(f"data_dir {cfg.data_dir!r} is not the main process's data (content hash {content_hash[:16]} "
+                        f"here, {main_content[:16]} there): give every machine the same prepared folder")
     problems = every_ranks_errors(session.accelerator, problems)  # every rank stops if any one found a problem
-    return manifest_hash, content_hash, (Refusal(problems) if problems else None)
+    # the main process's manifest hash on every rank: the resume check compares it with meta.json's, no collective
+    return main_manifest, content_hash, (Refusal(problems) if problems else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
