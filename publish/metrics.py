@@ -3,8 +3,9 @@
 build-nanogpt's log.txt has one line per measurement, `"{step} {kind} {value}"` with kind `train` (train loss),
 `val` (validation loss) or `hella` (HellaSwag acc_norm from its own token-normalised scorer).
 
-A resumed run appends to the same file and may log a step twice: the later line wins, as it describes the run
-that continued. A truncated last JSONL line (a run killed mid-write) is skipped with a warning; a bad line
+A resumed run appends to the same file: its `resume` row drops what the abandoned session logged past the
+checkpoint it resumes from (those steps are trained again, maybe with other evaluations), and a step logged twice
+keeps the later line, as it describes the run that continued. A truncated last JSONL line (a run killed mid-write) is skipped with a warning; a bad line
 anywhere else is an error that names the line.
 """
 
@@ -99,6 +100,11 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
                 records[int(record["step"])] = record
             elif kind == "summary":
                 summary = record
+            elif kind == "resume":  # the run goes on from this checkpoint: rows logged past it were the abandoned
+                resumed = int(record["step"])  # session's (killed after its last save), never part of this run
+                for series in (train, train_records, val, val_tokens, records):
+                    for step in [step for step in series if step > resumed]:
+                        del series[step]
             # other types (sample, ...) carry nothing we plot
         except KeyError as err:
             raise ValueError(f"{path}:{i + 1}: a {kind!r} record without its {err} field: fix or delete that "

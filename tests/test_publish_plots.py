@@ -73,6 +73,21 @@ def test_resumed_run_later_line_wins_and_truncated_tail_is_skipped(tmp_path):
     assert run.train_loss == [(1, 5.0), (2, 3.5)]
 
 
+def test_what_an_abandoned_session_logged_past_its_resume_point_is_dropped(tmp_path):
+    """Killed after step 4 (checkpoint at 2), resumed from 2 without HellaSwag: the killed session's rows past step
+    2 stayed in the curves (a step-4 HellaSwag point that no run continuing from step 2 measured) until the same
+    rows were logged again, and for good for a measurement the resumed session does not repeat."""
+    path = write_jsonl(tmp_path / "metrics.jsonl", [
+        {"type": "train", "step": s, "loss": 5.0 - s / 10} for s in range(1, 5)] + [
+        {"type": "val", "step": 2, "val_loss": 4.9}, {"type": "val", "step": 4, "val_loss": 4.7},
+        {"type": "hellaswag", "step": 4, "acc": 0.3, "acc_norm": 0.3, "acc_tokennorm": 0.3, "n": 10},
+        {"type": "resume", "step": 2, "checkpoint": "c"},
+        {"type": "train", "step": 3, "loss": 4.0}])
+    run = load_metrics(path)
+    assert run.train_loss == [(1, 4.9), (2, 4.8), (3, 4.0)] and run.val_loss == [(2, 4.9)]
+    assert run.hellaswag == {} and run.hellaswag_records == {} and set(run.train_records) == {1, 2, 3}
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"type": "train", "step": 1, "loss": 2.0}\nnot json\n{"type": "train", "step": 2, "loss": 1.0}\n',
      r"metrics.jsonl:2: not valid JSON \(Expecting value\): fix or delete that line"),
