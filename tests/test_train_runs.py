@@ -1155,6 +1155,21 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]  # step 3 was not saved
 
 
+def test_a_signal_on_one_of_several_ranks_names_the_rank_and_what_a_dead_peer_means(capsys):
+    """With several processes every rank the launcher forwards the signal to says so: named by its rank, and
+    without 'Ctrl-C again to abort' (a terminal's Ctrl-C reaches the launcher, whose second one sends SIGTERM:
+    the ranks checkpoint all the same); a rank left waiting for a process that died says 'will checkpoint' too,
+    and the line says that it then cannot."""
+    from training.signals import StopRequest
+
+    StopRequest(rank=3, world=8)._handle(signal.SIGTERM, None)
+    err = capsys.readouterr().err
+    assert "received SIGTERM on rank 3 of 8: will checkpoint when the next step ends" in err
+    assert "if another process has died, this one cannot" in err and "Ctrl-C again" not in err
+    StopRequest()._handle(signal.SIGINT, None)
+    assert "received SIGINT: will checkpoint when this step ends and exit (Ctrl-C again" in capsys.readouterr().err
+
+
 def test_a_val_split_smaller_than_val_tokens_is_said_at_start(setup):
     from training.banner import _validation_line
     from training.run_config import load_run_config

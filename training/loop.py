@@ -141,7 +141,7 @@ def _run_steps(session: Session, cfg: RunConfig, checked: Checked, prepared: Pre
             finish_uploads(uploader, metrics, log)
             return EXIT_OOM
     prepared.model.train()
-    with StopRequest() as stop:
+    with StopRequest(session.rank, world) as stop:
         while step < cfg.max_steps:
             t0 = time.time()
             digests = [] if step == start_step else None  # this process's first step: which windows it read

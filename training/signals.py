@@ -19,9 +19,10 @@ import threading
 class StopRequest:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self):
+    def __init__(self, rank: int = 0, world: int = 1):
         self.signum = None
         self._previous = {}
+        self.rank, self.world = rank, world
 
     @property
     def requested(self) -> bool:
@@ -31,9 +32,18 @@ class StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\nreceived {signal.Signals(signum).name}: will checkpoint when this step ends (with several "
-              "processes, the next one: all ranks agree first) and exit (Ctrl-C again to abort without a checkpoint)",
-              file=sys.stderr, flush=True)
+        name = signal.Signals(signum).name
+        if self.world == 1:
+            print(f"\nreceived {name}: will checkpoint when this step ends and exit (Ctrl-C again to abort without a "
+                  "checkpoint)", file=sys.stderr, flush=True)
+            return
+        # Every rank a launcher forwards the signal to says it: named by its rank. A rank left waiting in a collective
+        # for a process that died (NCCL) never reaches the next step; the launcher ends it. A terminal's second
+        # Ctrl-C reaches the launcher (torchrun starts the ranks in sessions of their own), which then sends SIGTERM:
+        # it does not abort the checkpoint, so it is not offered here.
+        print(f"\nreceived {name} on rank {self.rank} of {self.world}: will checkpoint when the next step ends (all "
+              "ranks agree first) and exit; if another process has died, this one cannot: the launcher ends it, "
+              "and the committed checkpoints stay intact", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
