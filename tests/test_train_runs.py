@@ -1170,6 +1170,17 @@ def test_a_signal_on_one_of_several_ranks_names_the_rank_and_what_a_dead_peer_me
     assert "received SIGINT: will checkpoint when this step ends and exit (Ctrl-C again" in capsys.readouterr().err
 
 
+def test_a_stop_with_several_processes_says_that_the_launchers_exit_1_is_not_a_lost_checkpoint():
+    """torchrun / accelerate launch, signalled themselves, forward the signal and exit 1 with a SignalException
+    traceback after the ranks checkpointed and exited 0 (2 CPU processes): the main process's last line says so."""
+    from training.loop import _stopped_line
+
+    one = _stopped_line(5, 1)
+    assert one == "stopped by a signal at step 5: checkpoint committed; continue with --resume auto"
+    several = _stopped_line(5, 2)
+    assert several.startswith(one) and "a launcher that received the signal itself exits 1" in several
+
+
 def test_a_val_split_smaller_than_val_tokens_is_said_at_start(setup):
     from training.banner import _validation_line
     from training.run_config import load_run_config

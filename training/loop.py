@@ -195,7 +195,7 @@ def _run_steps(session: Session, cfg: RunConfig, checked: Checked, prepared: Pre
                 break
             if _stops_here(session, stop, stop_now, step, last_saved):
                 if not done:
-                    log(f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto")
+                    log(_stopped_line(step, world))
                 break
     progress.close()
 
@@ -235,6 +235,18 @@ def _stops_here(session: Session, stop: StopRequest, stop_now: bool, step: int, 
     """The run stops after this step: the ranks agreed on a stop (or an evaluation ran out of memory), or, with
     one process, a signal came while this step was being saved."""
     return stop_now or (session.world == 1 and stop.requested and last_saved == step)
+
+
+def _stopped_line(step: int, world: int) -> str:
+    """What the main process says after a signal stopped the run at `step`, its checkpoint committed. A launcher that
+    received the signal itself (torchrun, accelerate launch) forwards it and then exits 1, with a SignalException
+    traceback, however cleanly the ranks stopped: said here, before it, so that exit 1 is not taken for a lost
+    checkpoint."""
+    line = f"stopped by a signal at step {step}: checkpoint committed; continue with --resume auto"
+    if world > 1:
+        line += ("; every rank exits 0, but a launcher that received the signal itself exits 1 (with a "
+                 "SignalException traceback) all the same")
+    return line
 
 
 # ---- what the steps report when something goes wrong ------------------------------------------------------------
