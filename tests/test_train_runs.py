@@ -1170,6 +1170,17 @@ def test_a_signal_on_one_of_several_ranks_names_the_rank_and_what_a_dead_peer_me
     assert "received SIGINT: will checkpoint when this step ends and exit (Ctrl-C again" in capsys.readouterr().err
 
 
+def test_a_sigterm_after_a_stop_request_is_not_said_again(capsys):
+    """torchrun answers a second Ctrl-C by sending its ranks SIGTERM after the SIGINT it forwarded: every rank said
+    'received ...: will checkpoint' twice (16 lines on 8 GPUs) for one stop."""
+    from training.signals import StopRequest
+
+    stop = StopRequest(rank=0, world=2)
+    stop._handle(signal.SIGINT, None)
+    stop._handle(signal.SIGTERM, None)
+    assert capsys.readouterr().err.count("received") == 1 and stop.signum == signal.SIGINT
+
+
 def test_a_stop_with_several_processes_says_that_the_launchers_exit_1_is_not_a_lost_checkpoint():
     """torchrun / accelerate launch, signalled themselves, forward the signal and exit 1 with a SignalException
     traceback after the ranks checkpointed and exited 0 (2 CPU processes): the main process's last line says so."""

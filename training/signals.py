@@ -31,6 +31,8 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signum is not None:  # a stop is already on its way (torchrun follows a second Ctrl-C with SIGTERM)
+            return
         self.signum = signum
         name = signal.Signals(signum).name
         if self.world == 1:
