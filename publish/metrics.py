@@ -38,6 +38,8 @@ class RunMetrics:
     train_records: dict[int, dict] = field(default_factory=dict)
     val_tokens: dict[int, int] = field(default_factory=dict)  # step -> tokens the validation loss averaged over
     summary: dict | None = None
+    # step a session started from -> its `session` record (device, world_size, precision), step-sorted
+    sessions: dict[int, dict] = field(default_factory=dict)
 
     @property
     def last_step(self) -> int | None:
@@ -71,7 +73,7 @@ def load_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
 
 
 def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
-    train, val, val_tokens, records, train_records = {}, {}, {}, {}, {}
+    train, val, val_tokens, records, train_records, sessions = {}, {}, {}, {}, {}, {}
     summary, known = None, 0  # known: records of a type train.py writes (docs/CONTRACTS.md)
     lines = text.splitlines()
     last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
@@ -87,7 +89,7 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
             raise ValueError(f"{path}:{i + 1}: not valid JSON ({err.msg}): fix or delete that line (train.py "
                              "writes one JSON object per line)") from err
         kind = record.get("type") if isinstance(record, dict) else None
-        known += kind in ("train", "val", "hellaswag", "sample", "resume", "error", "upload", "summary")
+        known += kind in ("train", "val", "hellaswag", "sample", "session", "resume", "error", "upload", "summary")
         try:
             if kind == "train":
                 train[int(record["step"])] = float(record["loss"])
@@ -100,9 +102,11 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
                 records[int(record["step"])] = record
             elif kind == "summary":
                 summary = record
+            elif kind == "session":
+                sessions[int(record["step"])] = record
             elif kind == "resume":  # the run goes on from this checkpoint: rows logged past it were the abandoned
                 resumed = int(record["step"])  # session's (killed after its last save), never part of this run
-                for series in (train, train_records, val, val_tokens, records):
+                for series in (train, train_records, val, val_tokens, records, sessions):
                     for step in [step for step in series if step > resumed]:
                         del series[step]
             # other types (sample, ...) carry nothing we plot
@@ -129,6 +133,7 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
         train_records=dict(sorted(train_records.items())),
         val_tokens=val_tokens,
         summary=summary,
+        sessions=dict(sorted(sessions.items())),
     )
 
 

@@ -98,6 +98,29 @@ def _schedule_changed(cfg: dict, train: list[dict]) -> bool:
                for rec in train if isinstance(rec.get("lr"), (int, float)) and isinstance(rec.get("step"), int))
 
 
+def _hardware(metrics: RunMetrics | None, step: int | None) -> str | None:
+    """What trained the steps up to `step`, from the `session` rows: "8 x NVIDIA H100 80GB HBM3", or per span of
+    steps when a resume changed it ("8 x ... (steps 1-3,000), 4 x ... (steps 3,001-5,000)"). None without session
+    rows (runs logged before they were written: the summary row, the last session's, says it then)."""
+    sessions = sorted((metrics.sessions if metrics else {}).items())
+    last = step if step is not None else metrics.last_step if metrics else None
+    spans: list[list] = []  # [first step, last step, hardware]
+    for i, (start, record) in enumerate(sessions):
+        if last is not None and start >= last:
+            break  # began after the exported step: none of its steps are in this model
+        end = sessions[i + 1][0] if i + 1 < len(sessions) and (last is None or sessions[i + 1][0] < last) else last
+        world, device = record.get("world_size"), record.get("device")
+        what = f"{world} x {device}" if world else str(device)
+        if spans and spans[-1][2] == what:
+            spans[-1][1] = end
+        else:
+            spans.append([start + 1, end, what])
+    if len(spans) <= 1:
+        return spans[0][2] if spans else None
+    return ", ".join(f"{what} (steps {first:,}-{end:,})" if end is not None else f"{what} (from step {first:,})"
+                     for first, end, what in spans)
+
+
 def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None) -> list[tuple[str, str]]:
     """The training summary as (label, value) rows, from the run config, the summary record and the train lines."""
     cfg, summary = run_config, (metrics.summary if metrics else None) or {}
@@ -160,8 +183,9 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
         rows.append(("training time", f"{text} (sum of the optimizer steps' times; {what}evaluations and saves not "
                                       "counted)"))
     device, world = get("device", "hardware"), get("world_size")
-    if device:
-        rows.append(("hardware", f"{world} x {device}" if world else str(device)))
+    hardware = _hardware(metrics, step) or ((f"{world} x {device}" if world else str(device)) if device else None)
+    if hardware:
+        rows.append(("hardware", hardware))
     steady = timed[len(timed) // 10:]  # the first 10% (compilation, warm-up) left out
     per_step = cfg.get("total_batch_size")
     tok_s = None

@@ -404,3 +404,26 @@ def test_a_hellaswag_subset_of_another_file_is_not_called_the_first_rows_of_the_
     assert "the first 30" not in text and "--limit 30" not in text and "Reproduce the lm-eval number" not in text
     assert "Score the published HellaSwag validation set on this export with lm-eval" in text
     assert "Standard error of this model's acc_norm: ±0.0851 (30 examples)." in text  # the uncertainty stays
+
+
+def test_a_run_resumed_on_other_hardware_names_the_hardware_of_each_span_of_steps(tmp_path):
+    """A preempted job going on with fewer GPUs: the card took the hardware from the last session's summary row and
+    said '4 x H100' of a model mostly trained on 8."""
+    from publish.model_card import training_rows
+
+    h100 = "NVIDIA H100 80GB HBM3"
+    rows = [{"type": "session", "step": 0, "device": h100, "world_size": 8, "precision": "bf16"}]
+    rows += [{"type": "train", "step": s, "loss": 5.0, "dt_ms": 100.0, "tokens": 1000 * s} for s in range(1, 8)]
+    rows += [{"type": "session", "step": 6, "device": h100, "world_size": 4, "precision": "bf16"},
+             {"type": "resume", "step": 6, "checkpoint": "c"}]  # step 7 of the killed session is abandoned
+    rows += [{"type": "train", "step": s, "loss": 4.0, "dt_ms": 200.0, "tokens": 1000 * s} for s in range(7, 11)]
+    rows += [{"type": "summary", "steps": 10, "device": h100, "world_size": 4}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = load_metrics(path)
+    hardware = dict(training_rows({}, metrics, None))["hardware"]
+    assert hardware == f"8 x {h100} (steps 1-6), 4 x {h100} (steps 7-10)"
+    assert dict(training_rows({}, metrics, 6))["hardware"] == f"8 x {h100}"  # exported at step 6: one span
+    sessions = [r for r in rows if r["type"] != "session"]  # a log from before session rows: the summary says it
+    path.write_text("".join(json.dumps(r) + "\n" for r in sessions))
+    assert dict(training_rows({}, load_metrics(path), None))["hardware"] == f"4 x {h100}"

@@ -214,6 +214,8 @@ def test_reference_run_logs_and_run_folder(reference, setup):
     assert tokenizer_config["model_max_length"] == 128
 
     rows = read_metrics(out / "metrics.jsonl")
+    assert {k: rows[0][k] for k in ("type", "step", "device", "world_size", "precision")} == {
+        "type": "session", "step": 0, "device": "cpu", "world_size": 1, "precision": "no"}  # what trained from here
     train_rows = [r for r in rows if r["type"] == "train"]
     assert list(train_rows[0]) == ["type", "step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "tokens", "time"]
     assert all(a["time"] <= b["time"] for a, b in zip(rows, rows[1:]))  # written in order, wall clock

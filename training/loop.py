@@ -98,7 +98,8 @@ def _train(cfg: RunConfig, hooks: dict, held: dict) -> int:
     if refusal:
         return session.refuse(refusal)
     # the run folder is taken (locked, trackers started) and written from here on
-    metrics, refusal = open_run_folder(session, cfg, checked.resume, prepared.start_step, held)
+    metrics, refusal = open_run_folder(session, cfg, checked.resume, prepared.start_step, prepared.device_name,
+                                       held)
     if refusal:
         return session.refuse(refusal)
     log_start_banner(session, cfg, checked, prepared)

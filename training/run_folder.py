@@ -17,7 +17,7 @@ from training.session import Refusal, Session
 from training.startup import Resume
 
 
-def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], start_step: int,
+def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], start_step: int, device_name: str,
                     held: dict) -> tuple[Optional[MetricsLog], Optional[Refusal]]:
     """(metrics.jsonl, open on the main process; None elsewhere, None) or (None, why the run cannot start: another
     training holds the folder, or a tracker cannot start). Registers the lock in `held` (released however the
@@ -44,6 +44,10 @@ def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], 
     # again from the folder this session may have started from)
     save_run_config(dataclasses.replace(cfg, resume="auto"), out / "run_config.yaml")
     metrics = MetricsLog(out / "metrics.jsonl", log=session.log)
+    # what this session trains on: a run resumed on other hardware (a preempted 8-GPU job going on with 4) is
+    # described session by session in the model card (a summary row is written by a session that finishes only)
+    metrics.write("session", step=start_step, device=device_name, world_size=session.world,
+                  precision=session.accelerator.mixed_precision)
     if resume is not None:
         metrics.write("resume", step=start_step, checkpoint=str(resume.dir))
         for damaged in resume.set_aside:  # renamed, not deleted: the user may want to look at them
