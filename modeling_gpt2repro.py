@@ -436,8 +436,17 @@ class GPT2ReproForCausalLM(GPT2ReproPreTrainedModel, GenerationMixin):
         After `tokenizer.add_tokens(...)`, `resize_token_embeddings(len(tokenizer))` usually asks for fewer rows
         than the padded 50304: then the matrix keeps its fast shape and the new ids take the first padded rows.
         Padded rows that become real ids start at the mean of the old real rows (`mean_resizing`), not at their
-        leftover values; rows beyond the padding are added by transformers, with its own mean_resizing."""
+        leftover values; rows beyond the padding are added by transformers, with its own mean_resizing.
+        A size that would drop the bos/eos/pad ids is refused: the saved config would not load again."""
         old_ids, old_rows = self.config.tokenizer_vocab_size, self.config.vocab_size
+        special = {name: getattr(self.config, name) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        dropped = {name: value for name, value in special.items()
+                   if new_num_tokens is not None and value is not None and value >= new_num_tokens}
+        if dropped:  # the saved config would not load again (its special ids must be ids of the vocabulary)
+            raise ValueError(f"resize_token_embeddings({new_num_tokens}) would drop the special token ids "
+                             + ", ".join(f"{k}={v}" for k, v in dropped.items())
+                             + f": set them in model.config (and model.generation_config) to ids below "
+                             f"{new_num_tokens} first")
         if new_num_tokens is not None and pad_to_multiple_of is None and old_ids <= new_num_tokens <= old_rows:
             embeddings = self.get_input_embeddings()
         else:

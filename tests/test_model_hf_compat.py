@@ -259,3 +259,19 @@ def test_resize_mean_initialises_an_untied_head_too():
     model.resize_token_embeddings(REAL + 2)
     for weight in (model.transformer.wte.weight, model.lm_head.weight):
         torch.testing.assert_close(weight[REAL:REAL + 2], weight[:REAL].mean(dim=0).expand(2, -1))
+
+
+def test_resize_that_would_drop_a_special_id_is_refused_not_saved_unloadable(tmp_path):
+    """Shrinking below eos (50256) gave a model that saved, but whose config.json no longer loaded (our config
+    checks that bos/eos/pad are ids of the vocabulary): a Trainer checkpoint could not be reloaded."""
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    model = tiny_model()
+    with pytest.raises(ValueError, match="eos_token_id=50256"):
+        model.resize_token_embeddings(50200)
+    assert model.transformer.wte.weight.shape[0] == model.config.vocab_size == 50304  # nothing changed
+    model.config.bos_token_id = model.config.eos_token_id = 0
+    model.generation_config.bos_token_id = model.generation_config.eos_token_id = 0
+    model.resize_token_embeddings(50200)  # allowed once the special ids stay in the vocabulary
+    model.save_pretrained(tmp_path)
+    assert GPT2ReproForCausalLM.from_pretrained(tmp_path).config.tokenizer_vocab_size == 50200
