@@ -19,7 +19,6 @@ with weight (in, out); we use `nn.Linear` with weight (out, in). Hub files for `
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -179,13 +178,6 @@ def _stock_tokenizer(path_or_repo: str):
     return (saved_tokenizer(folder) if folder.is_dir() else None) or gpt2_tokenizer()
 
 
-def _model_type(config_file: Path) -> str | None:
-    try:
-        return json.loads(config_file.read_text()).get("model_type")
-    except (ValueError, AttributeError):  # not JSON, or not an object: load_stock_gpt2 says what is wrong
-        return None
-
-
 def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path:
     """What the command line does; bad input raises eval.errors.EvalInputError (one line, exit 2).
 
@@ -197,8 +189,9 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EvalInputError(f"--out {out} exists and is not an empty folder: choose a new folder")
     if from_gpt2:
-        config_file = Path(from_gpt2) / "config.json"
-        if config_file.is_file() and _model_type(config_file) == "gpt2repro":
+        from eval.load import _model_type
+
+        if (Path(from_gpt2) / "config.json").is_file() and _model_type(Path(from_gpt2)) == "gpt2repro":
             raise EvalInputError(f"{from_gpt2} is already a gpt2repro model: nothing to convert (--to-gpt2 writes the "
                                  "stock GPT-2 format)")
         try:

@@ -102,13 +102,13 @@ def _hardware(metrics: RunMetrics | None, step: int | None) -> str | None:
     """What trained the steps up to `step`, from the `session` rows: "8 x NVIDIA H100 80GB HBM3", or per span of
     steps when a resume changed it ("8 x ... (steps 1-3,000), 4 x ... (steps 3,001-5,000)"). None without session
     rows (runs logged before they were written: the summary row, the last session's, says it then)."""
-    sessions = sorted((metrics.sessions if metrics else {}).items())
     last = step if step is not None else metrics.last_step if metrics else None
+    # sessions that began at or after the exported step trained none of its steps
+    sessions = [(start, record) for start, record in sorted((metrics.sessions if metrics else {}).items())
+                if last is None or start < last]
     spans: list[list] = []  # [first step, last step, hardware]
     for i, (start, record) in enumerate(sessions):
-        if last is not None and start >= last:
-            break  # began after the exported step: none of its steps are in this model
-        end = sessions[i + 1][0] if i + 1 < len(sessions) and (last is None or sessions[i + 1][0] < last) else last
+        end = sessions[i + 1][0] if i + 1 < len(sessions) else last
         world, device = record.get("world_size"), record.get("device")
         what = f"{world} x {device}" if world else str(device)
         if spans and spans[-1][2] == what:

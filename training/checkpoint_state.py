@@ -16,8 +16,8 @@ from training.accelerator import first_error
 from training.optim import with_this_runs_groups
 
 
-def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash, tokenizer,
-                    log, data_content_hash=None) -> Path:
+def save_checkpoint(accelerator, cfg, raw_model, optimizer, data_state, step, tokens, manifest_hash,
+                    data_content_hash, tokenizer, log) -> Path:
     """Every rank writes its part into the staging folder; the main process seals and renames it. A write that
     fails on any rank (disk full, quota, permissions) raises `checkpoint.SaveError` on every rank, with the
     staging folder removed (a full disk gets its space back) and the committed checkpoints untouched.

@@ -126,8 +126,7 @@ def _run_steps(session: Session, cfg: RunConfig, checked: Checked, prepared: Pre
 
     def save(step: int, tokens: int):  # every rank; ckpt.SaveError on every rank if any one failed
         return save_checkpoint(accelerator, cfg, raw_model, prepared.optimizer, prepared.data_state(), step, tokens,
-                               checked.manifest_hash, checked.checkpoint_tokenizer, log,
-                               data_content_hash=checked.data_content_hash)
+                               checked.manifest_hash, checked.data_content_hash, checked.checkpoint_tokenizer, log)
 
     progress = Progress(session, cfg, prepared, metrics)
     last_saved = start_step if checked.resume is not None else None

@@ -341,7 +341,7 @@ def check_data(session: Session, cfg: RunConfig, raw_model) -> tuple[str, str, O
 
 
 def check_resume_compat(session: Session, cfg: RunConfig, resume: Resume, manifest_hash: str,
-                        content_hash: Optional[str] = None) -> Optional[Refusal]:
+                        content_hash: str) -> Optional[Refusal]:
     """What the checkpoint cannot resume with (model, settings, world size, data, tokenizer), and how to continue
     that run instead, or start a new one from its weights."""
     from data.tokenizer import TOKENIZER_FINGERPRINT
