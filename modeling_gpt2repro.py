@@ -489,7 +489,8 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bia
     of the loss w.r.t. those logits (softmax - one-hot) and from it the gradients of hidden, weight and bias. The
     backward pass only scales what forward stored: (N, C) + (V, C) + (V,) instead of the (N, V) logits (6.6 GB in
     bf16 for B=64, T=1024, V=50304). Under torch.compile a chunk is one matmul, one fused kernel (log-sum-exp, loss,
-    gradient) and the two gradient matmuls. Matmuls follow autocast as F.linear does; the softmax runs in fp32.
+    gradient) and the two gradient matmuls. Matmuls follow autocast as F.linear does; the softmax runs in fp32
+    (fp64 for an fp64 model).
 
     Limits: fp16 is refused (the gradients are made here, in forward, out of the fp16 loss scaler's reach); no
     double backward; under torch.compile the chunk loop is unrolled for the token count, so every new N compiles
@@ -509,17 +510,20 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, chunk_tokens, ignore_index, want_grads):
         want_hidden, want_weight = want_grads and ctx.needs_input_grad[0], want_grads and ctx.needs_input_grad[1]
         want_bias = want_grads and bias is not None and ctx.needs_input_grad[2]
-        n_valid = (targets != ignore_index).sum()  # the mean's denominator, as F.cross_entropy counts it
-        grad_scale = 1.0 / n_valid.clamp_min(1)  # no valid target: zero gradients (as F.cross_entropy's), not NaN
         mm_dtype = _matmul_dtype(hidden, weight)  # what F.linear's matmul runs in (autocast's, or the inputs')
         weight_mm = weight.to(mm_dtype) if (want_hidden or want_weight) else None  # cast once, not per chunk
-        loss_sum = hidden.new_zeros((), dtype=torch.float32)
+        # softmax and sums in fp32, or in fp64 for an fp64 model (as F.cross_entropy computes in the logits' dtype)
+        acc_dtype = torch.promote_types(mm_dtype, torch.float32)
+        n_valid = (targets != ignore_index).sum()  # the mean's denominator, as F.cross_entropy counts it
+        # no valid target: zero gradients (as F.cross_entropy's), not NaN
+        grad_scale = 1.0 / n_valid.clamp_min(1).to(acc_dtype)
+        loss_sum = hidden.new_zeros((), dtype=acc_dtype)
         hidden_grads, weight_grad = [], None
-        bias_grad = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
+        bias_grad = torch.zeros_like(bias, dtype=acc_dtype) if want_bias else None
         for start in range(0, hidden.shape[0], chunk_tokens):
             h = hidden[start:start + chunk_tokens]  # (n, C)
             t = targets[start:start + chunk_tokens]  # (n,)
-            logits = F.linear(h, weight, bias).float()  # (n, V), fp32 for the softmax as F.cross_entropy does
+            logits = F.linear(h, weight, bias).to(acc_dtype)  # (n, V), fp32 (or fp64) for the softmax
             lse = torch.logsumexp(logits, dim=-1)  # (n,)
             valid = t != ignore_index
             safe_t = t.masked_fill(~valid, 0)[:, None]  # (n, 1), any real id where the target is ignored
@@ -541,7 +545,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 pair = (grad.t(), h.to(mm_dtype))
                 weight_grad = torch.mm(*pair) if weight_grad is None else torch.addmm(weight_grad, *pair)
             if want_bias:
-                bias_grad += grad.float().sum(0)
+                bias_grad += grad.to(acc_dtype).sum(0)
         # one chunk (the whole batch): its gradient as it is, without a copy through torch.cat
         hidden_grad = (hidden_grads[0] if len(hidden_grads) == 1 else torch.cat(hidden_grads)) if want_hidden else None
         ctx.save_for_backward(hidden_grad,
