@@ -82,7 +82,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call `write(f)` on a hidden temporary file beside `path`, fsync it and rename it over `path`: readers see the
+    old file or the new one, never a part (a crash or a full disk mid-write leaves the old one)."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -99,14 +101,14 @@ def _atomic_write(path: Path, write) -> None:
 def write_shard(path: Path, tokens: np.ndarray) -> str:
     """Atomically write a 1-D uint16 token array as .npy; returns the file's sha256."""
     assert tokens.dtype == SHARD_DTYPE and tokens.ndim == 1, (tokens.dtype, tokens.shape)
-    _atomic_write(path, lambda f: np.save(f, tokens, allow_pickle=False))
+    atomic_write(path, lambda f: np.save(f, tokens, allow_pickle=False))
     return sha256_file(path)
 
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomically write `obj` as indented, key-sorted JSON (same object -> same bytes -> same hash)."""
     data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

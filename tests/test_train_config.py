@@ -1,6 +1,7 @@
 """The run config: precedence defaults < YAML < CLI, unknown keys rejected, every error reported at once, and a
 table of bad configs that each get their message, exit non-zero and write nothing."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -45,6 +46,28 @@ def test_saved_config_reloads_identically(tmp_path):
     save_run_config(cfg, saved)  # what train.py writes into the run folder: reusable as a preset
     again = load_run_config(["--config", str(saved)])
     assert {**again.to_dict(), "config": None} == cfg.to_dict()
+
+
+def test_a_run_config_write_that_fails_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    """Each session rewrites the run folder's run_config.yaml (resumes and exports read it): a full disk mid-write
+    once left it truncated; now the old file stays as it was and no temporary file is left."""
+    import data.shards
+
+    data_dir = _fake_data_dir(tmp_path)
+    first = load_run_config(["--data_dir", str(data_dir), "--max_steps", "7", "--warmup_steps", "2"])
+    saved = tmp_path / "run" / "run_config.yaml"
+    saved.parent.mkdir()
+    save_run_config(first, saved)
+    before = saved.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.shards.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_run_config(dataclasses.replace(first, max_steps=9), saved)
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["run_config.yaml"]
 
 
 def test_recipe_preset_numbers(tmp_path):

@@ -24,6 +24,7 @@ from typing import Literal, Optional
 import numpy as np
 import yaml
 
+from data.shards import atomic_write
 from training.trackers import BY_NAME, is_installed
 
 TOKENIZER_VOCAB = 50257  # GPT-2 BPE ids; the embedding may have more rows (50304 = padded), never fewer
@@ -532,7 +533,9 @@ def _batch_split_hint(cfg: RunConfig, world_size: int) -> str:
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Written whole or not at all: each session rewrites the run folder's copy, which resumes and exports read."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def format_run_config(cfg: RunConfig) -> str:
