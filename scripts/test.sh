@@ -4,7 +4,7 @@
 #   2. the model tests again on transformers 5.17, the version our GPU machines carry (its argument names for the
 #      KV cache differ), from an overlay folder that shadows the venv's transformers and its own dependencies.
 # Extra arguments go to the first pytest run (e.g. `bash scripts/test.sh -k hellaswag`).
-# Both runs use PYTEST_WORKERS (default 2) pytest-xdist processes, each taking whole test files (--dist loadfile:
+# Both runs use PYTEST_WORKERS (default 2; 0 for none) pytest-xdist processes, each taking whole test files (--dist loadfile:
 # a file's shared fixtures, like test_train_runs.py's reference runs, are built once). Most tests are single-threaded
 # Python or two-process launches, so one process kept 2 cores ~65% busy: 9.0 min alone, 6.6 min with two workers.
 set -euo pipefail
