@@ -8,7 +8,8 @@ defaults are the settings it was trained with (data_dir, seq_len, val_tokens), s
 training log's validation loss at that step (for fp32 runs; this runs fp32, a bf16 run logged it under autocast). Prints the mean per-token loss and saves
 JSON beside the model (`<model dir>/eval_results/val_loss.json`; for a run's checkpoint
 `<run>/eval_results/step_N/val_loss.json`; or `--output`, which may not overwrite the model, a checkpoint or
-the data: see eval.load.output_path).
+the data: see eval.load.output_path). A default file that holds the loss on other data is kept: the new result
+goes beside it as `val_loss_<first 12 hex digits of the data's manifest hash>.json`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from data.shards import atomic_write
 from eval.errors import EvalInputError, hyphenated, positive_int, run_cli
 
 DEFAULT_VAL_TOKENS = 10_485_760  # the speedrun's validation set (train.py's val_tokens default)
@@ -125,10 +127,28 @@ def main(argv: list[str] | None = None) -> dict:
               "data_as_in_training": as_logged, "data_manifest_hash": dataset.manifest_hash,
               "batch_size": args.batch_size, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
               "environment": environment(device)}
+    if args.output is None:
+        out = _beside_a_result_on_other_data(out, dataset.manifest_hash)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    text = (json.dumps(record, indent=2) + "\n").encode()
+    atomic_write(out, lambda f: f.write(text))  # the previous result stays whole if this write fails
     print(f"saved {out}")
     return record
+
+
+def _beside_a_result_on_other_data(out: Path, manifest_hash: str) -> Path:
+    """The default path, unless the file there holds the loss on other data (a user comparing validation sets):
+    that result is kept and this one is named after its data. The same data again (e.g. other settings) replaces
+    it, as does a file that is not one of our results."""
+    try:
+        held = json.loads(out.read_text())
+        held_hash = held.get("data_manifest_hash")
+    except (OSError, ValueError, AttributeError):  # absent, unreadable, not JSON, not a JSON object
+        return out
+    if not held_hash or held_hash == manifest_hash:
+        return out
+    print(f"note: {out} holds the loss on other data ({held.get('data')}): kept")
+    return out.with_name(f"{out.stem}_{manifest_hash[:12]}{out.suffix}")
 
 
 

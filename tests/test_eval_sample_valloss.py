@@ -96,6 +96,41 @@ def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, 
     assert saved["environment"]["torch"] == torch.__version__ and saved["environment"]["device"] == "cpu"
 
 
+def test_val_loss_on_other_data_keeps_the_result_on_the_first(tmp_path, shared_data, gpt2_tokenizer, capsys):
+    """Comparing validation sets: the default eval_results/val_loss.json was overwritten by each run, whatever data
+    it measured. A result on other data is now kept and the new one named after its data's manifest hash; the
+    same data measured again (other settings) replaces its own file."""
+    from configuration_gpt2repro import GPT2ReproConfig
+    from data.prepare import prepare
+    from eval.val_loss import main
+    from modeling_gpt2repro import GPT2ReproForCausalLM
+
+    text = str(shared_data("tinyshakespeare/input.txt"))
+    for name, val_tokens in (("a", 5_000), ("b", 6_000)):  # another val split: another manifest
+        prepare(text, tmp_path / name, txt_sample_by="paragraph", shard_tokens=20_000, val_tokens=val_tokens,
+                max_tokens=20_000)
+    torch.manual_seed(0)
+    GPT2ReproForCausalLM(GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128)).save_pretrained(tmp_path / "m")
+    gpt2_tokenizer.save_pretrained(tmp_path / "m")
+    results = tmp_path / "m" / "eval_results"
+    run = lambda data, tokens: main(["--model", str(tmp_path / "m"), "--data", str(tmp_path / data),  # noqa: E731
+                                     "--max-tokens", str(tokens)])
+
+    a = run("a", 1024)
+    first = (results / "val_loss.json").read_bytes()
+    b = run("b", 1024)
+    hash_b = TokenDataset(tmp_path / "b").manifest_hash
+    assert hash_b != a["data_manifest_hash"]
+    assert (results / "val_loss.json").read_bytes() == first  # the result on data a is kept
+    beside = results / f"val_loss_{hash_b[:12]}.json"
+    assert json.loads(beside.read_text())["val_loss"] == b["val_loss"]
+    assert "holds the loss on other data" in capsys.readouterr().out
+
+    again = run("a", 2048)  # data a, other settings: replaces its own result
+    assert json.loads((results / "val_loss.json").read_text())["val_tokens"] == again["val_tokens"] == 2048
+    assert sorted(p.name for p in results.iterdir()) == sorted(["val_loss.json", beside.name])  # no temporaries
+
+
 def test_val_loss_says_when_the_training_data_folder_was_prepared_again(tmp_path, shared_data, gpt2_tokenizer, capsys):
     """With the checkpoint's own data_dir (the default) the command printed "(data, seq_len, val_tokens as in
     training)" even when that folder had been prepared again since: its number need not repeat the log's."""
