@@ -23,9 +23,22 @@ def main(argv=None) -> int:
     try:
         return train(cfg)
     except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed, or a second one (training/signals.py)
-        print("interrupted (Ctrl-C): what was in progress is not checkpointed; committed checkpoints are intact "
-              "(continue with --resume auto)", file=sys.stderr, flush=True)
+        print(interrupted_message(cfg.output_dir), file=sys.stderr, flush=True)
         return 130
+
+
+def interrupted_message(output_dir) -> str:
+    """What an abort kept, read from disk: a second Ctrl-C may land in the middle of a checkpoint's commit, which
+    then may or may not have finished (the line once said the step in progress was lost when its commit was done)."""
+    from training.checkpoint import committed_checkpoints
+
+    try:
+        newest = committed_checkpoints(output_dir)[-1:]
+    except OSError:
+        newest = []
+    kept = (f"the committed checkpoints are intact (newest: {newest[0].name}; continue with --resume auto)" if newest
+            else "no checkpoint was committed")
+    return f"interrupted (Ctrl-C): what was in progress is not saved; {kept}"
 
 
 if __name__ == "__main__":

@@ -1155,6 +1155,30 @@ def test_a_second_ctrl_c_aborts_with_130_and_one_line(setup, tmp_path, in_proces
     err = capsys.readouterr().err
     assert "received SIGINT" in err and "interrupted (Ctrl-C)" in err
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]  # step 3 was not saved
+    assert "the committed checkpoints are intact (newest: step_00000002;" in err
+
+
+def test_a_second_ctrl_c_after_a_commit_names_that_checkpoint(setup, tmp_path, in_process, capsys, monkeypatch):
+    """A second Ctrl-C that lands once step 4's checkpoint is in place (here: while retention deletes old ones)
+    said that what was in progress was not checkpointed: the line now names the checkpoint found on disk."""
+    from training import startup
+
+    build, _ = _model_with(lambda model: None)
+    monkeypatch.setattr(startup, "build_model", build)
+    real_retention = ckpt.apply_retention
+
+    def retention_then_two_ctrl_c(output_dir, keep_last, log=print):
+        if ckpt.committed_checkpoints(output_dir)[-1].name == "step_00000004":
+            os.kill(os.getpid(), signal.SIGINT)  # asks for a checkpoint at the end of the step
+            os.kill(os.getpid(), signal.SIGINT)  # "out now"
+        return real_retention(output_dir, keep_last, log=log)
+
+    monkeypatch.setattr(ckpt, "apply_retention", retention_then_two_ctrl_c)
+    out = tmp_path / "run"
+    assert train.main(_args(setup, out, "--save_every", "2", *NO_EVALS)) == 130
+    err = capsys.readouterr().err
+    assert "the committed checkpoints are intact (newest: step_00000004;" in err, err[-2000:]
+    assert ckpt.verify(out / "checkpoints" / "step_00000004") is None
 
 
 def test_a_signal_on_one_of_several_ranks_names_the_rank_and_what_a_dead_peer_means(capsys):
