@@ -152,11 +152,32 @@ def test_a_retention_delete_killed_half_way_leaves_no_half_checkpoint(tmp_path, 
 
 
 def test_recommit_of_an_existing_step_replaces_it(tmp_path):
-    first = _save(tmp_path, 4, payload=b"old")
-    (first / "COMPLETE").unlink()  # e.g. a copy that lost its marker
+    """A committed step_N (e.g. re-saving a step after falling back past a corrupted copy) is replaced."""
+    _save(tmp_path, 4, payload=b"old")
     again = _save(tmp_path, 4, payload=b"new")
     assert ckpt.verify(again) is None
     assert (again / "model" / "model.safetensors").read_bytes().startswith(b"new")
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000004"]
+
+
+def test_a_save_keeps_an_incomplete_folder_of_its_step_aside(tmp_path):
+    """A step_N without a COMPLETE marker is not a save of ours (saves are renamed into place whole): someone's
+    copy, partial or still being made. Retention never deletes one; a save of that step deleted it. Now it is
+    renamed aside, said, and then left alone by later saves."""
+    partial = ckpt.checkpoint_root(tmp_path) / "step_00000004"
+    (partial / "model").mkdir(parents=True)
+    (partial / "model" / "model.safetensors").write_bytes(b"copied so far")
+    lines = []
+    stage = ckpt.prepare_staging(tmp_path, 4)
+    (stage / "meta.json").write_text(json.dumps({"step": 4}))
+    saved = ckpt.commit(stage, 2, log=lines.append)
+    assert ckpt.verify(saved) is None and json.loads((saved / "meta.json").read_text()) == {"step": 4}
+    kept = [p for p in ckpt.checkpoint_root(tmp_path).iterdir() if p.name.startswith("incomplete-step_00000004-")]
+    assert len(kept) == 1 and (kept[0] / "model" / "model.safetensors").read_bytes() == b"copied so far"
+    assert any(f"kept as {kept[0]}" in line for line in lines), lines
+    for step in (6, 8, 10):  # retention and later saves leave it alone
+        _save(tmp_path, step)
+    assert kept[0].is_dir() and ckpt.find_resumable(tmp_path).name == "step_00000010"
 
 
 def test_keep_last_below_two_is_refused(tmp_path):

@@ -27,6 +27,7 @@ import os
 import random
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -232,6 +233,8 @@ def commit(stage: Path, keep_last: int, log=print) -> Path:
     seal(stage)
     final = stage.parent / stage.name[len(STAGING_PREFIX):]
     trash = None
+    if final.exists() and not (final / COMPLETE).is_file():
+        _keep_foreign_folder(final, log)
     if final.exists():  # e.g. re-saving a step after falling back past a corrupted copy of it
         trash = stage.parent / (TRASH_PREFIX + final.name)
         if trash.exists():
@@ -243,6 +246,22 @@ def commit(stage: Path, keep_last: int, log=print) -> Path:
         shutil.rmtree(trash, ignore_errors=True)
     apply_retention(final.parent.parent, keep_last, log=log)
     return final
+
+
+def _keep_foreign_folder(folder: Path, log) -> Path:
+    """Rename aside a step folder without a COMPLETE marker that stands where a save goes. Saves are staged and
+    renamed into place whole, so it is not one: a copy someone made (partial, or still being made). It was
+    deleted with the replaced checkpoint; like retention, which never deletes incomplete folders, a save keeps it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kept = folder.with_name(f"incomplete-{folder.name}-{stamp}")
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = folder.with_name(f"incomplete-{folder.name}-{stamp}-{n}")
+    folder.rename(kept)
+    log(f"{folder} had no {COMPLETE} marker (not a checkpoint of this run: a copy?) and stood where this save "
+        f"goes: kept as {kept}; delete it when you no longer need it")
+    return kept
 
 
 def apply_retention(output_dir, keep_last: int, log=print) -> list[Path]:
