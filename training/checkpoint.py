@@ -234,7 +234,11 @@ def commit(stage: Path, keep_last: int, log=print) -> Path:
     final = stage.parent / stage.name[len(STAGING_PREFIX):]
     trash = None
     if final.exists() and not (final / COMPLETE).is_file():
-        _keep_foreign_folder(final, log)
+        # Not a save (saves are staged and renamed in whole): a copy someone made, partial or still being made.
+        # Retention never deletes one, and neither does a save of its step.
+        kept = set_aside(final, "incomplete")
+        log(f"{final} had no {COMPLETE} marker (not a checkpoint of this run: a copy?) and stood where this save "
+            f"goes: kept as {kept}; delete it when you no longer need it")
     if final.exists():  # e.g. re-saving a step after falling back past a corrupted copy of it
         trash = stage.parent / (TRASH_PREFIX + final.name)
         if trash.exists():
@@ -248,19 +252,16 @@ def commit(stage: Path, keep_last: int, log=print) -> Path:
     return final
 
 
-def _keep_foreign_folder(folder: Path, log) -> Path:
-    """Rename aside a step folder without a COMPLETE marker that stands where a save goes. Saves are staged and
-    renamed into place whole, so it is not one: a copy someone made (partial, or still being made). It was
-    deleted with the replaced checkpoint; like retention, which never deletes incomplete folders, a save keeps it."""
+def set_aside(folder: Path, label: str) -> Path:
+    """Rename `folder` (a step_N folder the tools must not read, count or delete) to `<label>-step_N-<time>` beside
+    it, and return the new path. list_checkpoints and retention match `step_N` names only, so it stays untouched."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    kept = folder.with_name(f"incomplete-{folder.name}-{stamp}")
+    kept = folder.with_name(f"{label}-{folder.name}-{stamp}")
     n = 1
-    while kept.exists():
+    while kept.exists():  # two in the same second
         n += 1
-        kept = folder.with_name(f"incomplete-{folder.name}-{stamp}-{n}")
+        kept = folder.with_name(f"{label}-{folder.name}-{stamp}-{n}")
     folder.rename(kept)
-    log(f"{folder} had no {COMPLETE} marker (not a checkpoint of this run: a copy?) and stood where this save "
-        f"goes: kept as {kept}; delete it when you no longer need it")
     return kept
 
 

@@ -3,11 +3,11 @@ machine, trackers started, then the first files written (run_config.yaml, metric
 set aside."""
 
 import dataclasses
-import time
 import uuid
 from pathlib import Path
 from typing import Optional
 
+from training import checkpoint as ckpt
 from training import trackers
 from training.accelerator import broadcast, first_error
 from training.metrics import MetricsLog
@@ -51,8 +51,7 @@ def open_run_folder(session: Session, cfg: RunConfig, resume: Optional[Resume], 
     if resume is not None:
         metrics.write("resume", step=start_step, checkpoint=str(resume.dir))
         for damaged in resume.set_aside:  # renamed, not deleted: the user may want to look at them
-            kept = damaged.with_name(f"damaged-{damaged.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-            damaged.rename(kept)
+            kept = ckpt.set_aside(damaged, "damaged")
             session.log(f"set aside the damaged checkpoint {damaged.name} as {kept} (retention would have kept it "
                         "over this session's saves); delete it when you no longer need it")
     return metrics, None
