@@ -142,6 +142,8 @@ BAD_CONFIGS = [
     ("resume not a checkpoint", None, ["--resume", "/nonexistent/ckpt"], "is not 'auto', 'off' or an existing"),
     ("negative lr", None, ["--max_lr", "-1"], "max_lr must be > 0"),
     ("negative loss chunk", None, ["--loss_chunk_tokens", "-8"], "loss_chunk_tokens must be >= 0"),
+    ("zero ddp timeout", None, ["--ddp_timeout", "0"], "ddp_timeout must be > 0"),
+    ("ddp timeout beyond timedelta", None, ["--ddp_timeout", "99999999999999"], "ddp_timeout is in seconds"),
     ("unknown compile mode", "compile_mode: reduce-overhead\n", [], "compile_mode: 'reduce-overhead' is not one of"),
     ("compile mode without compile", None, ["--compile_mode", "max-autotune-no-cudagraphs"],
      "has no effect without compiling: add --compile true"),

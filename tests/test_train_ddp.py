@@ -1,6 +1,8 @@
 """DDP with gradient accumulation, as train.py runs it (two CPU processes, gloo): the gradient all-reduce runs
-only on the last micro-step, and the gradients equal one process's over the same global batch."""
+only on the last micro-step, and the gradients equal one process's over the same global batch. And the process
+group's timeout is the run config's `ddp_timeout`: a rank that never joins a collective ends the run then."""
 
+import json
 import os
 import subprocess
 import sys
@@ -35,3 +37,29 @@ def test_allreduce_only_on_the_last_micro_step_and_gradients_match_one_process(t
     assert set(result["grads"]) == set(expected)
     for name, grad in expected.items():
         torch.testing.assert_close(result["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_ddp_timeout_ends_the_wait_for_a_stalled_rank(tmp_path):
+    """Rank 1 sleeps 8 s before its second step; with --ddp_timeout 3 rank 0 gives up in its gradient all-reduce
+    after 3 s instead of torch's default 30 min (gloo) or 10 min (NCCL), and the launch fails."""
+    from data.prepare import prepare
+
+    words = "the loss falls as the model learns to predict the next token of every window".split()
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": " ".join(words[(i + j) % len(words)] for j in range(60))}) + "\n"
+                           for i in range(80)))
+    prepare(str(src), tmp_path / "data", val_tokens=256, shard_tokens=4096, num_proc=1, progress=False)
+    args = ["--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "run"), "--n_layer", "1",
+            "--n_head", "2", "--n_embd", "32", "--n_positions", "32", "--seq_len", "16", "--micro_batch_size", "2",
+            "--total_batch_size", "64", "--max_steps", "4", "--warmup_steps", "1", "--eval_every", "0",
+            "--hellaswag_every", "0", "--sample_every", "0", "--eval_at_end", "false", "--save_every", "0",
+            "--mixed_precision", "no", "--log_with", "none", "--progress_bar", "false", "--ddp_timeout", "3"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(REPO / "tests" / "stalled_rank_train.py"), "8", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "step      1/4" in out, out[-3000:]  # the first step ran on both ranks; the second never completed
+    assert "step      2/4" not in out, out[-3000:]
+    assert "Timed out waiting 3000ms" in out, out[-3000:]  # gloo's message, with the configured timeout

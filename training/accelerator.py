@@ -3,6 +3,7 @@ and the cross-rank helpers the setup needs: `broadcast` (the main process decide
 `first_error` / `every_ranks_errors` (a problem found on any one rank stops every rank, with its message)."""
 
 import os
+from datetime import timedelta
 
 import torch
 
@@ -23,13 +24,16 @@ def resolve_precision(setting: str) -> str:
 
 def make_accelerator(cfg: RunConfig, grad_accum: int = 1):
     from accelerate import Accelerator
-    from accelerate.utils import TorchDynamoPlugin
+    from accelerate.utils import InitProcessGroupKwargs, TorchDynamoPlugin
 
     kwargs = dict(
         gradient_accumulation_steps=grad_accum,
         mixed_precision=resolve_precision(cfg.mixed_precision),
         log_with=trackers.resolve_trackers(cfg.log_with) or None,
         project_dir=cfg.output_dir,
+        # how long a collective waits for the other ranks; read when the Accelerator starts the process group
+        # (torch's own default: 10 min on NCCL, 30 on gloo)
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.ddp_timeout))],
     )
     fsdp_plugin = fsdp.plugin_for_launch(kwargs["mixed_precision"])  # FSDP2: gradients reduced in fp32
     if fsdp_plugin is not None:

@@ -94,6 +94,11 @@ class RunConfig:
     data_prefetch: Literal["auto", "on", "off"] = _f(
         "auto", "make the next batches in a background thread (data.prefetch; 'auto' = on CUDA)"
     )
+    ddp_timeout: int = _f(
+        1800, "seconds a process waits for the others in a collective (gradient all-reduce, start-up checks, "
+        "checkpoint agreement) before the run fails with a timeout; with several processes only (as Trainer's "
+        "ddp_timeout). Lower it to notice a dead rank sooner, raise it if a slow file system stalls saves"
+    )
     # --- evaluation ------------------------------------------------------------------------------------------
     eval_every: int = _f(250, "validation loss every N steps (0 = only at the end); also at the end")
     val_tokens: int = _f(10485760, "validation tokens (fixed: the same windows for any world size)")
@@ -391,7 +396,8 @@ def validate(cfg: RunConfig, world_size: Optional[int], paths: bool = True) -> l
 
     for name in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "total_batch_size",
                  "micro_batch_size", "seq_len", "max_steps", "max_lr", "val_tokens", "sample_max_new_tokens",
-                 "sample_top_k", "val_batch_size", "hellaswag_limit", "lr_decay_steps", "adam_eps", "peak_flops"):
+                 "sample_top_k", "val_batch_size", "hellaswag_limit", "lr_decay_steps", "adam_eps", "peak_flops",
+                 "ddp_timeout"):
         positive(name)
     for name in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "eval_every", "hellaswag_every",
                  "sample_every", "save_every", "num_samples", "loss_chunk_tokens"):
@@ -450,6 +456,8 @@ def validate(cfg: RunConfig, world_size: Optional[int], paths: bool = True) -> l
             validate_repo_id(cfg.push_checkpoints_to)
         except ValueError:
             e.append(f"push_checkpoints_to {cfg.push_checkpoints_to!r} is not a Hub repo id ('namespace/name')")
+    if cfg.ddp_timeout > 10**9:  # a timedelta stops at ~2.7 million years; no wait needs more than ~30 years
+        e.append(f"ddp_timeout is in seconds and must be <= 1e9, got {cfg.ddp_timeout}")
     if cfg.keep_last < 2:
         e.append(f"keep_last must be >= 2 (got {cfg.keep_last}): with one kept, a bad save can leave no good checkpoint")
 
