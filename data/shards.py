@@ -154,6 +154,28 @@ def open_shard(path: Path, tokens: int) -> np.ndarray:
     return arr
 
 
+def missing_manifest_advice(folder) -> str:
+    """What to do with a folder that was passed as prepared data but has no manifest, from what it holds: an
+    unfinished data.prepare run, token shards from another tool, source files, or nothing yet."""
+    folder = Path(folder)
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    if STATE_NAME in names or any(SHARD_RE.match(n) for n in names):
+        return ("a data.prepare run into it did not finish (it holds its shards or prepare_state.json, not its "
+                "manifest): run the same `python -m data.prepare ... --out` command again to complete it (it resumes), "
+                "after fixing what stopped it")
+    if any(n.endswith((".npy", ".bin")) for n in names):  # ours were matched above
+        return ("it holds .npy/.bin files, which look like token shards of another tool (build-nanogpt's "
+                "edufineweb_*.npy, nanoGPT's train.bin): those are not read here, as they carry no tokenizer or "
+                "checksum record; prepare the text itself, e.g. `python -m data.prepare HuggingFaceFW/fineweb-edu "
+                "--config sample-10BT --out out/data/fineweb_edu_10B`")
+    from data.sources import LOCAL_FORMATS
+
+    if any(n.endswith(tuple(LOCAL_FORMATS)) for n in names):
+        return (f"it holds source files, not tokens: tokenize them with `python -m data.prepare {folder} --out "
+                f"out/data/NAME`, then pass out/data/NAME")
+    return f"prepare the data first: `python -m data.prepare SOURCE --out {folder}`"
+
+
 def read_manifest(folder: Path) -> tuple[dict, str]:
     """Load and structurally check `folder/manifest.json`; returns (manifest, sha256 of its bytes)."""
     path = Path(folder) / MANIFEST_NAME
@@ -163,13 +185,7 @@ def read_manifest(folder: Path) -> tuple[dict, str]:
         raise DataError(f"{folder} is a file, not a prepared data folder: tokenize it first with "
                         f"`python -m data.prepare {folder} --out out/data/NAME`, then pass that folder.")
     if not path.is_file():
-        hint = ""
-        if Path(folder).is_dir() and any(SHARD_RE.match(p.name) for p in Path(folder).iterdir()):
-            hint = (" It holds shards but no manifest: a prepare run did not finish; "
-                    "re-run the same command to complete it.")
-        raise DataError(
-            f"{path} not found: prepare the data first with `python -m data.prepare SOURCE --out {folder}`.{hint}"
-        )
+        raise DataError(f"{path} not found: {missing_manifest_advice(folder)}")
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw)

@@ -2,6 +2,7 @@
 world-size-independent validation set, and corrupted / mismatched data refused before training."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -179,6 +180,27 @@ def test_manifest_that_does_not_match_the_model_is_refused(prepared, field, valu
 def test_missing_manifest_names_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"manifest.json not found: prepare the data first"):
         TokenDataset(tmp_path)
+
+
+@pytest.mark.parametrize("files,advice", [
+    # a prepare that stopped (here: a source too small for the val split) leaves only its resume record
+    (["prepare_state.json"], r"a data.prepare run into it did not finish .* run the same .* command again"),
+    (["train_000001.npy"], r"a data.prepare run into it did not finish"),
+    (["edufineweb_val_000000.npy", "edufineweb_train_000001.npy"],
+     r"it holds .npy/.bin files, which look like token shards of another tool \(build-nanogpt's edufineweb_\*.npy.*prepare the text itself"),
+    (["input.txt"], r"it holds source files, not tokens: tokenize them with `python -m data.prepare .* --out out/data/NAME`"),
+])
+def test_a_folder_without_manifest_gets_advice_from_what_it_holds(tmp_path, files, advice):
+    """The same advice from the loader (eval.val_loss) and from train.py's config check; before, a half-prepared
+    folder was called 'not written by data.prepare' and sent to a prepare of itself that could not work."""
+    from training.run_config import RunConfig, validate
+
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=r"manifest.json not found: " + advice):
+        TokenDataset(tmp_path)
+    errors = validate(RunConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "run")), 1)
+    assert any(re.search(r"has no manifest.json: " + advice, e) for e in errors), errors
 
 
 def test_a_file_where_a_prepared_folder_belongs_says_to_prepare_it(tmp_path):

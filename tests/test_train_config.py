@@ -126,7 +126,8 @@ BAD_CONFIGS = [
     ("near-miss cli flag", None, ["--max_step", "10"], "['--max_step', '10']; did you mean --max_steps?"),
     ("shortened cli flag", None, ["--warmup", "10"], "; did you mean --warmup_steps?"),
     ("ambiguous short flag", None, ["--lr", "1e-3"], "; did you mean --max_lr or --min_lr or --lr_decay_steps?"),
-    ("folder of raw files as data_dir", None, ["--data_dir", "/tmp"], "python -m data.prepare /tmp --out FOLDER"),
+    # what to do depends on what the folder holds: tests/test_data_loader.py checks each kind
+    ("folder of raw files as data_dir", None, ["--data_dir", "/tmp"], "data_dir '/tmp' has no manifest.json: "),
     ("bad cli type", None, ["--max_steps", "ten"], "max_steps"),
     ("bad yaml type", "max_steps: ten\n", [], "max_steps: expected an integer"),
     ("bad choice", "mixed_precision: fp8\n", [], "mixed_precision: 'fp8' is not one of"),

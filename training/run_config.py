@@ -486,8 +486,9 @@ def _path_problems(cfg: RunConfig) -> list[str]:
     elif not Path(cfg.data_dir).is_dir():
         e.append(f"data_dir {cfg.data_dir!r} does not exist: run `python -m data.prepare` first")
     elif not (Path(cfg.data_dir) / "manifest.json").is_file():
-        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: it was not written by data.prepare (to use the "
-                 f"files in it: `python -m data.prepare {cfg.data_dir} --out FOLDER`, then --data_dir FOLDER)")
+        from data.shards import missing_manifest_advice
+
+        e.append(f"data_dir {cfg.data_dir!r} has no manifest.json: {missing_manifest_advice(cfg.data_dir)}")
     # else Accelerate warns and logs nothing; only the main process (global rank 0; RANK is set by the launchers)
     # starts trackers and logs, so the other machines need no copy
     if cfg.log_with in BY_NAME and os.environ.get("RANK", "0") == "0" and not is_installed(cfg.log_with):
