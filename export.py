@@ -3,8 +3,11 @@ model card with results and curves), and optionally push it to the Hugging Face 
 
     python export.py runs/124M --out export/124M                           # our format (trust_remote_code)
     python export.py runs/124M --out export/124M-gpt2 --format gpt2        # stock GPT2LMHeadModel, no remote code
-    python export.py runs/124M --out export/124M --push-to-hub me/gpt2repro-124M --private --dry-run
-    python export.py runs/124M --out export/124M --push-to-hub me/gpt2repro-124M --private
+    python export.py runs/124M --out export/hub --push-to-hub me/gpt2repro-124M --private --dry-run   # look first
+    python export.py runs/124M --out export/hub --push-to-hub me/gpt2repro-124M --private --overwrite # then push
+
+A dry run writes the folder too, so the push after it replaces that export (--overwrite); without --overwrite an
+--out that holds an earlier export is refused.
 
 RUN_OR_CHECKPOINT: a run folder (its newest complete checkpoint whose checksums verify; a damaged one is skipped
 with a warning), a checkpoint folder (runs/124M/checkpoints/step_00019073) or a model folder written by
