@@ -315,11 +315,23 @@ def load_lm_eval_results(path: str | Path) -> dict:
         out["n"] = n
     if isinstance(data.get("model"), str):  # eval.lm_eval_run records the model folder it scored
         out["model"] = data["model"]
+    elif _pretrained_arg(data):  # the lm_eval command line records it in its --model_args
+        out["model"] = _pretrained_arg(data)
     if isinstance(data.get("data_fingerprint"), str):  # ... and what its local HellaSwag file holds
         out["data_fingerprint"] = data["data_fingerprint"]
     elif name == "hellaswag_local":  # the lm_eval command line on our task records only the task's data_files
         out.update(_local_task_data(data, name))
     return out
+
+
+def _pretrained_arg(data: dict) -> str | None:
+    """`pretrained=` of the `--model_args` an lm_eval run recorded in its results' config (a "k=v,k=v" string, or
+    a dict in some versions); None when absent."""
+    args = (data.get("config") or {}).get("model_args")
+    if isinstance(args, str):
+        args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
+    value = args.get("pretrained") if isinstance(args, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _local_task_data(data: dict, name: str) -> dict:

@@ -363,14 +363,20 @@ def test_overwrite_never_deletes_the_source_or_any_training_state(tiny_run, tmp_
     assert "bfloat16" in (run / "export" / "config.json").read_text()
 
 
-def test_lm_eval_results_of_another_checkpoint_are_refused(tiny_run, tmp_path):
-    """eval.lm_eval_run names the checkpoint it scored: passing the file of step FIRST to the export of step LAST
-    would publish FIRST's HellaSwag as 'lm-eval run on this export'."""
+@pytest.mark.parametrize("recorded_by", ["eval.lm_eval_run", "lm_eval"])
+def test_lm_eval_results_of_another_checkpoint_are_refused(tiny_run, tmp_path, recorded_by):
+    """eval.lm_eval_run names the checkpoint it scored, and the lm_eval command line its --model_args: passing the
+    file of step FIRST to the export of step LAST would publish FIRST's HellaSwag as 'lm-eval run on this
+    export'."""
     from publish.model_card import load_lm_eval_results
 
     first = tiny_run / "checkpoints" / f"step_{FIRST:08d}"
     results = tmp_path / "lm_eval.json"
-    record = {"model": str(first / "model"), "results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}}
+    record = {"results": {"hellaswag": {"acc,none": 0.3, "acc_norm,none": 0.31}}}
+    if recorded_by == "eval.lm_eval_run":
+        record["model"] = str(first / "model")
+    else:  # lm-eval 0.4's results file: config.model_args as given on its command line
+        record["config"] = {"model": "hf", "model_args": f"pretrained={first / 'model'},trust_remote_code=True"}
     results.write_text(json.dumps(record))
     with pytest.raises(ValueError, match=f"measured on .*step {FIRST}.*not on the exported checkpoint"):
         export_model(tiny_run, tmp_path / "export", lm_eval_results=load_lm_eval_results(results))
