@@ -20,6 +20,7 @@ from pathlib import Path
 from eval.errors import EvalInputError
 
 SUPPORTED_MODEL_TYPES = ("gpt2repro", "gpt2")
+_GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
@@ -36,8 +37,12 @@ def resolve_model_dir(path: str | Path) -> Path | str:
         if (re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) and not str(path).startswith((".", "/"))
                 and (not p.parent.is_dir() or _in_hub_cache(str(path)))):
             return str(path)  # Hub id
-        raise EvalInputError(f"model path not found: {p}" + (f" ({p.parent}/ holds no {p.name}: check the name)"
-                                                             if p.parent.is_dir() else ""))
+        hint = f" ({p.parent}/ holds no {p.name}: check the name)" if p.parent.is_dir() else ""
+        if str(path) in _GPT2_HUB_NAMES:  # build-nanogpt's and old transformers' short names of the Hub models
+            hint += f"; for OpenAI's model on the Hub pass its full id: openai-community/{path}"
+        elif "/" not in str(path):
+            hint += "; a Hub model is named by its full id, 'owner/name'"
+        raise EvalInputError(f"model path not found: {p}{hint}")
     try:
         return resolve_source(p).model_dir
     except (FileNotFoundError, ValueError) as err:

@@ -163,6 +163,15 @@ def test_a_mistyped_relative_path_is_not_reported_as_a_hub_problem(tmp_path, mon
         resolve_model_dir("runs/demoo")
 
 
+def test_a_short_hub_name_is_answered_with_the_full_id(tmp_path, monkeypatch):
+    """build-nanogpt's `-m gpt2` given as --model gpt2 was told only to check the name of a local folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EvalInputError, match=r"model path not found: gpt2 .*pass its full id: openai-community/gpt2$"):
+        resolve_model_dir("gpt2")
+    with pytest.raises(EvalInputError, match=r"model path not found: mymodel .*full id, 'owner/name'$"):
+        resolve_model_dir("mymodel")
+
+
 def test_cli_output_prints_our_warnings_as_one_line_and_hides_progress_bars():
     """A damaged checkpoint skipped by eval/export was reported as Python's `file:line: UserWarning: ...` plus the
     source line, and every model load drew a 'Loading weights' bar. Run as a command (pytest records warnings
