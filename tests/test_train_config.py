@@ -397,3 +397,20 @@ def test_resume_note_names_an_lr_schedule_change_only_when_the_lr_curve_changes(
     assert note({"lr_decay_steps": 8}, max_steps=10, lr_decay_steps=8, max_lr=2e-3) == [
         "note: resuming with another learning-rate schedule (max_lr 0.001 -> 0.002): from step 9 the LR follows "
         "the new one"]
+
+
+@pytest.mark.parametrize("setting,launcher,noted", [
+    ("bf16", "fp16", True),    # `accelerate launch --mixed_precision fp16` under the 124M preset's bf16
+    ("no", "bf16", True),
+    ("auto", "fp16", False),   # auto follows the launcher: nothing to say
+    ("bf16", "bf16", False),
+    ("bf16", "no", False),     # 'no' is also the launcher's default, not a request
+])
+def test_a_launcher_precision_the_run_config_overrides_is_said(monkeypatch, setting, launcher, noted):
+    from training.banner import _launcher_precision_note
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    note = _launcher_precision_note(RunConfig(mixed_precision=setting))
+    assert bool(note) == noted
+    if noted:
+        assert f"the launcher's {launcher} is not used" in note and f"--mixed_precision {launcher} to train.py" in note

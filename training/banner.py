@@ -1,6 +1,7 @@
 """The lines a run prints before its first step: the resolved run config, then what it runs on and how (devices,
 precision, compile, attention, batch arithmetic, schedule, parameters, validation, FLOPs, trackers, origin)."""
 
+import os
 from pathlib import Path
 
 from training import fsdp, trackers
@@ -25,7 +26,7 @@ def log_start_banner(session: Session, cfg: RunConfig, checked: Checked, prepare
     session.log(
         "\n".join([
             f"world size {world}{_strategy(accelerator)} | device {device} ({prepared.device_name})"
-            f" | precision {accelerator.mixed_precision}"
+            f" | precision {accelerator.mixed_precision}{_launcher_precision_note(cfg)}"
             f"{' + TF32' if device.type == 'cuda' and cfg.tf32 else ''} | compile {compile_desc(cfg)}"
             f" | attention {attn} | fused AdamW {use_fused(cfg.fused_adamw, device.type)}"
             f" | data prefetch {'on' if prepared.prefetcher is not None else 'off'}"
@@ -45,6 +46,17 @@ def log_start_banner(session: Session, cfg: RunConfig, checked: Checked, prepare
              f"starting from {describe_origin(cfg.init_from)}"),
         ])
     )
+
+
+def _launcher_precision_note(cfg: RunConfig) -> str:
+    """A launcher's --mixed_precision (accelerate launch, or its config file) is followed only when the run config
+    says 'auto'; a preset's explicit value wins. Said when they differ, as a user who set it on the launcher (e.g.
+    fp16 on a card without bf16) would otherwise not know it was not used."""
+    from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # 'no' is also the launcher's default
+    if cfg.mixed_precision == "auto" or from_launcher in ("no", cfg.mixed_precision):
+        return ""
+    return (f" (the launcher's {from_launcher} is not used: the run config's mixed_precision decides; pass "
+            f"--mixed_precision {from_launcher} to train.py)")
 
 
 def _strategy(accelerator) -> str:
