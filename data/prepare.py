@@ -428,9 +428,16 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
             if not (max_tokens is not None and p.tokens["train"] >= max_tokens):
                 next_doc = _run(src, ds, writer, p, max_documents, chunk_docs, num_proc, tokenizer, progress)
             if not p.val_done and val_tokens > 0:
+                have = p.tokens["val"]
+                # the next problem such a source meets, said now rather than on the next run: a .txt read whole
+                # is one document, which the (whole-document) validation split would take all of
+                one_doc = (" Also split it into documents with --txt-sample-by paragraph: a .txt file is one "
+                           "document by default, and the validation split takes whole documents, so it would take "
+                           "all of it." if src.facts.get("txt_sample_by") == "document" and next_doc <= 1 else "")
                 raise DataError(
-                    f"{source} has only {p.tokens['val']} tokens, and the validation split alone needs "
-                    f"{val_tokens}: lower --val-tokens (and re-run with --overwrite)."
+                    f"{source} has only {have} tokens, and the validation split alone needs "
+                    f"{val_tokens}: lower --val-tokens (e.g. --val-tokens {max(1, have // 10)}, a tenth of it) and "
+                    f"re-run with --overwrite.{one_doc}"
                 )
             writer.finish(next_doc)
             return _write_manifest(out, src, settings, writer.records, tokenizer)

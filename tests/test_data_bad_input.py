@@ -83,6 +83,19 @@ def test_hub_name_is_read_from_the_hub_with_the_default_config(tmp_path):
     assert run("builtin:pydocs", tmp_path / "out", shard_tokens=200_000, max_documents=30)["documents"] == 30
 
 
+def test_a_txt_file_smaller_than_the_val_split_hears_of_both_fixes_at_once(tmp_path):
+    """Tiny Shakespeare with the defaults: too small for the 10M-token val split, and one document, which the val
+    split would then take whole. Both were found one run apart (three runs to a prepared folder)."""
+    src = tmp_path / "book.txt"
+    src.write_text("\n\n".join(f"Paragraph {i} of a small book, with a few words in it." for i in range(60)))
+    with pytest.raises(DataError, match=r"has only \d+ tokens.*lower --val-tokens \(e.g. --val-tokens \d+, a tenth "
+                                        r"of it\).*Also split it into documents with --txt-sample-by paragraph"):
+        prepare(str(src), tmp_path / "out", val_tokens=100_000, progress=False)
+    with pytest.raises(DataError) as err:  # split into documents already: only the first fix applies
+        prepare(str(src), tmp_path / "out2", val_tokens=100_000, txt_sample_by="paragraph", progress=False)
+    assert "lower --val-tokens" in str(err.value) and "--txt-sample-by" not in str(err.value)
+
+
 def test_a_txt_file_taken_whole_by_the_val_split_suggests_splitting_it(tmp_path):
     """One .txt = one document by default; the val split takes whole documents: the message says how to split."""
     src = tmp_path / "book.txt"
