@@ -34,8 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder, checkpoint folder or model folder")
     parser.add_argument("--out", required=True, help="folder to write (must be new or empty unless --overwrite)")
     parser.add_argument("--format", choices=FORMATS, default="gpt2repro",
-                        help="gpt2repro: our classes + code (trust_remote_code); gpt2: stock GPT2LMHeadModel")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype of model.safetensors")
+                        help="gpt2repro: our classes + code (trust_remote_code); gpt2: stock GPT2LMHeadModel "
+                             "(default: %(default)s)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                        help="dtype of model.safetensors (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier export "
                         "(refused if it also holds files no export writes, e.g. eval_results/: they would be deleted)")
     card = parser.add_argument_group("model card")
@@ -79,6 +81,11 @@ def main(argv=None) -> int:
         args.name = args.push_to_hub.split("/")[-1]
     try:
         lm_eval = load_lm_eval_results(args.lm_eval_results) if args.lm_eval_results else None
+    except (OSError, ValueError) as err:  # a bare "[Errno 2] ..." did not say which argument it was about
+        why = (f"{args.lm_eval_results}: {err.strerror or err}" if isinstance(err, OSError) else err)  # ValueError:
+        print(f"error: --lm-eval-results {why}; nothing was exported", file=sys.stderr)  # names the file itself
+        return 2
+    try:
         result = export_model(
             args.source, args.out, format=args.format, dtype=args.dtype, model_name=args.name,
             repo_id=args.push_to_hub, revision=args.revision, datasets=args.dataset, license=args.license,

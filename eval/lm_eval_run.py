@@ -141,7 +141,7 @@ def _is_offline_error(err: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.lm_eval_run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder, run folder or Hub id")
-    parser.add_argument("--tasks", default="hellaswag", help="comma-separated lm-eval task names")
+    parser.add_argument("--tasks", default="hellaswag", help="comma-separated lm-eval task names (default: %(default)s)")
     parser.add_argument("--data", help="local HellaSwag jsonl: run hellaswag offline from this file (default: "
                         "$HELLASWAG_FILE or the copy eval.hellaswag / train.py downloaded, if there is one; else "
                         "lm-eval's own Hub download)")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     # >= 1: lm-eval fails on 0 ("did not find any docs") and on a negative limit (islice) with a traceback, after
     # the model has loaded
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples of each task")
-    parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto'")
+    parser.add_argument("--batch-size", type=positive_int_or_auto, default=16, help="an integer >= 1 or 'auto' (default: %(default)s)")
     parser.add_argument("--num-fewshot", type=non_negative_int, help="few-shot examples per prompt (default 0 for "
                         "hellaswag; with a local HellaSwag file only 0)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/lm_eval.json, or "

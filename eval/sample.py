@@ -40,7 +40,7 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
     if num_samples < 1 or max_new_tokens < 1:
         raise ValueError("num_samples and max_new_tokens must be >= 1")
     if temperature <= 0:
-        raise ValueError("temperature must be > 0 (use top_k=1 for greedy decoding)")
+        raise ValueError("temperature must be > 0 (for greedy decoding use top_k=1: --top-k 1 on the command line)")
     model = getattr(model, "_orig_mod", model)
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)  # (1, T)
@@ -70,12 +70,15 @@ def generate_samples(model, tokenizer, prompt: str = "Hello, I'm a language mode
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, help="repeat to compare models side by side")
-    parser.add_argument("--prompt", default="Hello, I'm a language model,")
-    parser.add_argument("--num-samples", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--top-k", type=int, default=50)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--prompt", default="Hello, I'm a language model,",
+                        help="text every sample continues ('' = unconditional, from <|endoftext|>) (default: %(default)r)")
+    parser.add_argument("--num-samples", type=int, default=4, help="samples per model (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per sample (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens; 1 = greedy "
+                                                              "(default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative "
+                                                                       "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="sampling seed (default: %(default)s)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "run folder: the data_dir it trained on)")
     parser.add_argument("--seq-len", type=positive_int, help="window length (default: the checkpoint's training "
                         "seq_len, else the model's context, at most 1024)")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward (default: %(default)s)")
     parser.add_argument("--max-tokens", type=positive_int, help="val tokens to read (default: the checkpoint's "
                         f"val_tokens, else {DEFAULT_VAL_TOKENS:,}, the speedrun's)")
     parser.add_argument("--output", help="JSON path (default <model dir>/eval_results/val_loss.json; for a checkpoint "

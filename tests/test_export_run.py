@@ -547,3 +547,12 @@ def test_exporting_an_export_warns_that_its_records_stay_behind(exports, tmp_pat
     ours, _ = exports
     with pytest.warns(UserWarning, match="is an export: its card's numbers, logs/ and plots/ are not carried"):
         export_model(ours.out_dir, tmp_path / "again", format="gpt2")
+
+
+def test_an_unreadable_lm_eval_results_file_is_named_by_its_flag(tmp_path, capsys):
+    """It printed a bare `error: [Errno 2] No such file or directory: '...'`, not saying which argument."""
+    assert export_cli.main([str(tmp_path), "--out", str(tmp_path / "out"),
+                            "--lm-eval-results", str(tmp_path / "nope.json")]) == 2
+    assert "error: --lm-eval-results " + str(tmp_path / "nope.json") + ": No such file or directory; nothing was " \
+        "exported" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
