@@ -399,7 +399,7 @@ def _write_plots(metrics, plots_dir: Path, step: int | None, datasets: list[str]
     plots = []
     if metrics.train_loss or metrics.val_loss:
         plot_runs([metrics], plots_dir / "loss.png", panels=("loss",), reference_loss=fineweb_edu, mark_step=step)
-        plots.append(("train and validation loss", "plots/loss.png"))
+        plots.append(("train and validation loss" if metrics.val_loss else "train loss", "plots/loss.png"))
     if metrics.hellaswag:
         plot_runs([metrics], plots_dir / "hellaswag.png", panels=("hellaswag",), mark_step=step)
         plots.append(("HellaSwag acc_norm", "plots/hellaswag.png"))

@@ -149,7 +149,7 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     if tokens is None and steps is not None and cfg.get("total_batch_size"):
         tokens = int(steps) * int(cfg["total_batch_size"])
     if tokens is not None:
-        rows.append(("tokens seen", f"{int(tokens):,} ({int(tokens) / 1e9:.2f}B)"))
+        rows.append(("tokens seen", f"{int(tokens):,}" + _short_count(int(tokens))))
     if cfg.get("total_batch_size"):
         batch = f"{int(cfg['total_batch_size']):,} tokens/step"
         if cfg.get("micro_batch_size") and cfg.get("seq_len"):
@@ -157,8 +157,10 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
         rows.append(("batch", batch))
     if cfg.get("max_lr") is not None:
         decay = cfg.get("lr_decay_steps") or cfg.get("max_steps")
-        schedule = (f"linear warmup {cfg.get('warmup_steps', '?')} steps to {cfg['max_lr']:g}, "
-                    f"cosine to {cfg.get('min_lr', '?'):g}, reached after step {decay}")
+        warmup = cfg.get("warmup_steps", "?")
+        schedule = ((f"no warmup: {cfg['max_lr']:g} from the first step, " if warmup == 0 else
+                     f"linear warmup {warmup} steps to {cfg['max_lr']:g}, ")
+                    + f"cosine to {cfg.get('min_lr', '?'):g}, reached after step {decay}")
         if elsewhere:
             schedule += f" (this checkpoint's settings; {elsewhere} and may have followed another schedule)"
         elif _schedule_changed(cfg, train):
@@ -203,6 +205,11 @@ def training_rows(run_config: dict, metrics: RunMetrics | None, step: int | None
     if mfu:
         rows.append(("MFU", f"{100 * float(mfu):.1f}% (6N + 12LHQT FLOPs/token vs measured bf16 peak)"))
     return rows
+
+
+def _short_count(n: int) -> str:
+    """' (10.49B)' / ' (24.6M)': the scale of a count in words; '' below a million, where the digits say it."""
+    return f" ({n / 1e9:.2f}B)" if n >= 1e9 else f" ({n / 1e6:.1f}M)" if n >= 1e6 else ""
 
 
 def _mean(values) -> float | None:
@@ -576,8 +583,9 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     return (
         "## Evaluation\n\n"
         + hellaswag
-        + "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
-        "number of GPUs).\n"
+        + ("- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
+           "number of GPUs).\n" if inputs.metrics is None or inputs.metrics.val_loss
+           else "- Validation loss: not measured in training.\n")
         + f"- {command}:\n\n"
         + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{revision}{remote},dtype=float32 "
         "--tasks hellaswag "

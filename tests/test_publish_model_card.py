@@ -427,3 +427,23 @@ def test_a_run_resumed_on_other_hardware_names_the_hardware_of_each_span_of_step
     sessions = [r for r in rows if r["type"] != "session"]  # a log from before session rows: the summary says it
     path.write_text("".join(json.dumps(r) + "\n" for r in sessions))
     assert dict(training_rows({}, load_metrics(path), None))["hardware"] == f"4 x {h100}"
+
+
+def test_small_runs_are_described_in_their_own_terms(tmp_path):
+    """A demo-sized run's card said 'tokens seen 24,576 (0.00B)', 'linear warmup 0 steps' and described a
+    validation loss it never measured (new-user review)."""
+    from publish.model_card import training_rows
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"type": "train", "step": s, "loss": 5.0, "lr": 3e-3, "tokens": 4096 * s}) + "\n"
+                            for s in range(1, 7)))
+    metrics = load_metrics(path)
+    cfg = dict(max_lr=3e-3, min_lr=3e-4, warmup_steps=0, max_steps=6, total_batch_size=4096)
+    table = dict(training_rows(cfg, metrics, 6))
+    assert table["tokens seen"] == "24,576"
+    assert table["learning rate"].startswith("no warmup: 0.003 from the first step, cosine to 0.0003")
+    assert dict(training_rows({**cfg, "warmup_steps": 2}, metrics, 6))["learning rate"].startswith("linear warmup 2")
+    text = str(build_model_card(CardInputs(model_name="m", step=6, metrics=metrics, run_config=cfg)))
+    assert "- Validation loss: not measured in training." in text and "Validation loss: mean cross-entropy" not in text
+    big = dict(training_rows({**cfg, "total_batch_size": 524288}, None, 19073))["tokens seen"]  # 19,073 x 524,288
+    assert big == "9,999,745,024 (10.00B)"
