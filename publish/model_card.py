@@ -23,6 +23,7 @@ from publish.metrics import RunMetrics
 from publish.references import (
     HELLASWAG_ACC,
     HELLASWAG_ACC_NORM,
+    HELLASWAG_EXAMPLES,
     SCORER_BUILD_NANOGPT,
     SCORER_DESCRIPTIONS,
     SCORER_LM_EVAL,
@@ -31,7 +32,6 @@ from publish.references import (
 )
 
 HELLASWAG_DATASET = "Rowan/hellaswag"
-HELLASWAG_EXAMPLES = 10042
 FORMATS = ("gpt2repro", "gpt2")
 # Metric names in the model-index: the scorer is part of the name, so nobody compares across scorers.
 METRIC_ACC = "acc (lm-eval scorer)"

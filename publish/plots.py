@@ -22,7 +22,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
 from publish.metrics import RunMetrics, load_metrics
-from publish.references import HELLASWAG_ACC_NORM, SCORERS, VAL_LOSS
+from publish.references import HELLASWAG_ACC_NORM, HELLASWAG_EXAMPLES, SCORERS, VAL_LOSS
 
 PANELS = ("loss", "hellaswag")
 _REFERENCE_STYLES = ("tab:red", "tab:green")  # GPT-2, GPT-3: build-nanogpt's colours
@@ -167,7 +167,8 @@ def _draw_hellaswag(ax, runs: Sequence[RunMetrics], scorer: str) -> None:
                               f"{sorted(run.hellaswag)}); left out of the HellaSwag panel")
             continue
         steps, values = zip(*series)
-        ax.plot(steps, values, color=_colour(i), linewidth=1.8, marker="o", markersize=3, label=run.name)
+        ax.plot(steps, values, color=_colour(i), linewidth=1.8, marker="o", markersize=3,
+                label=run.name + _subset_note(run, steps))
     for reference, colour in zip(HELLASWAG_ACC_NORM[scorer], _REFERENCE_STYLES):
         ax.axhline(reference.value, color=colour, linestyle="--", linewidth=1.2,
                    label=f"{reference.label} {reference.value:.4f}")
@@ -177,6 +178,17 @@ def _draw_hellaswag(ax, runs: Sequence[RunMetrics], scorer: str) -> None:
     ax.set_title(f"HellaSwag acc_norm ({scorer} scorer)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _subset_note(run: RunMetrics, steps) -> str:
+    """' (100 examples)' when the plotted numbers are on another count of examples than the 10,042 the reference
+    lines are on (--hellaswag_limit, another file); '' for the full set or when the log does not say
+    (build-nanogpt's log.txt)."""
+    counts = {int(n) for n in (run.hellaswag_records.get(s, {}).get("n") for s in steps) if n}
+    if not counts or counts == {HELLASWAG_EXAMPLES}:
+        return ""
+    shown = ", ".join(f"{n:,}" for n in sorted(counts))
+    return f" ({shown} examples)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,7 @@ HELLASWAG_ACC = {
 }
 # OpenAI GPT-2 124M on the FineWeb-Edu val shard as build-nanogpt splits it (its plot's horizontal line)
 VAL_LOSS = Reference("OpenAI GPT-2 124M (FineWeb-Edu val)", 3.2924)
+HELLASWAG_EXAMPLES = 10042  # the validation set every HellaSwag reference here is scored on
 
 
 def val_loss_reference_applies(datasets) -> bool:

@@ -136,6 +136,15 @@ def test_figure_draws_the_run_and_the_reference_lines_of_its_scorer(tmp_path):
     assert "lm-eval" in hella_ax.get_title()
 
 
+def test_a_hellaswag_curve_on_fewer_examples_says_how_many(tmp_path):
+    """--hellaswag_limit 100 drew its curve beside the full-set reference lines as if comparable."""
+    path = ours(tmp_path)
+    write_jsonl(path, [{**r, "n": 100} if r["type"] == "hellaswag" else r
+                       for r in map(json.loads, path.read_text().splitlines())])
+    hella = lines_by_label(make_figure([load_metrics(path)]).axes[1])
+    assert "ours (100 examples)" in hella and "OpenAI GPT-2 124M 0.3114" in hella
+
+
 def test_overlay_with_log_txt_switches_both_runs_to_build_nanogpt_scorer(tmp_path):
     runs = [load_metrics(ours(tmp_path)), load_metrics(build_nanogpt_log(tmp_path), name="karpathy")]
     assert pick_scorer(runs) == SCORER_BUILD_NANOGPT
