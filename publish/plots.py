@@ -6,7 +6,9 @@ notebook plot, as a command). Several runs overlay in one figure, each in its ow
 
 Inputs: a run folder, its metrics.jsonl, or a build-nanogpt log.txt. HellaSwag is drawn under one scorer per
 figure (publish.references): `--scorer` picks it; by default the one every input has, lm-eval first. A run that
-lacks the chosen scorer's numbers is left out of that panel with a warning, never mixed in.
+lacks the chosen scorer's numbers is left out of that panel with a warning, never mixed in. OpenAI GPT-2's
+FineWeb-Edu val loss is drawn only where it compares (`--reference-loss auto`: an input on FineWeb-Edu from the Hub,
+a build-nanogpt log, or data not known).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
 from publish.metrics import RunMetrics, load_metrics
-from publish.references import HELLASWAG_ACC_NORM, HELLASWAG_EXAMPLES, SCORERS, VAL_LOSS
+from publish.references import HELLASWAG_ACC_NORM, HELLASWAG_EXAMPLES, SCORERS, VAL_LOSS, val_loss_reference_applies
 
 PANELS = ("loss", "hellaswag")
 _REFERENCE_STYLES = ("tab:red", "tab:green")  # GPT-2, GPT-3: build-nanogpt's colours
@@ -191,6 +194,26 @@ def _subset_note(run: RunMetrics, steps) -> str:
     return f" ({shown} examples)"
 
 
+def _reference_loss_wanted(setting: str, runs: Sequence[RunMetrics]) -> bool:
+    """The FineWeb-Edu val-loss reference means something only next to a loss on that data: a run on other data
+    (the demo's built-in corpus, Tiny Shakespeare) was drawn against it by default."""
+    if setting != "auto":
+        return setting == "on"
+    from publish.export_model import guess_datasets  # here: export_model imports this module
+
+    for run in runs:
+        config = Path(run.path).parent / "run_config.yaml"
+        if run.path.name != "metrics.jsonl" or not config.is_file():
+            return True  # build-nanogpt's log.txt (FineWeb-Edu by construction), or data not known
+        try:
+            run_config = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return True
+        if not isinstance(run_config, dict) or val_loss_reference_applies(guess_datasets(run_config)):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m publish.plots", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="run folder, metrics.jsonl, or build-nanogpt log.txt")
@@ -199,8 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label", action="append", default=[], help="legend name per input, in order")
     parser.add_argument("--scorer", choices=SCORERS, help="HellaSwag scorer to draw (default: the common one)")
     parser.add_argument("--panel", choices=("both",) + PANELS, default="both")
-    parser.add_argument("--no-reference-loss", action="store_true",
-                        help="leave out the GPT-2 FineWeb-Edu val-loss line (for runs on other data)")
+    parser.add_argument("--reference-loss", choices=("auto", "on", "off"), default="auto",
+                        help="draw OpenAI GPT-2 124M's FineWeb-Edu val loss as a line: 'auto' = when an input "
+                             "trained on FineWeb-Edu from the Hub (its run_config.yaml's data says so), or is a "
+                             "build-nanogpt log.txt, or its data is not known (default: %(default)s)")
+    parser.add_argument("--no-reference-loss", dest="reference_loss", action="store_const", const="off",
+                        help="same as --reference-loss off")
     parser.add_argument("--title")
     args = parser.parse_args(argv)
     if args.label and len(args.label) != len(args.inputs):
@@ -218,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("always")
             warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
             out = plot_runs(runs, args.out, panels=panels, scorer=args.scorer,
-                            reference_loss=not args.no_reference_loss, title=args.title)
+                            reference_loss=_reference_loss_wanted(args.reference_loss, runs), title=args.title)
     except OSError as err:  # e.g. no permission, or a parent of --out is a file
         print(f"error: could not write {output_path(args.out)}: {err}", file=sys.stderr)
         return 2

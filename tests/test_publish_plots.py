@@ -225,3 +225,25 @@ def test_diverged_run_with_nan_and_infinity_is_plotted_from_its_finite_points(tm
     train = lines_by_label(ax)["diverged train"]
     assert len(train.get_ydata()) == 8 and all(map(math.isfinite, train.get_ydata()))
     assert all(map(math.isfinite, ax.get_ylim()))
+
+
+def test_the_fineweb_edu_val_loss_line_is_drawn_by_default_only_where_it_compares(tmp_path):
+    """`python -m publish.plots runs/demo` drew OpenAI GPT-2's FineWeb-Edu val loss beside a loss on Python's docs."""
+    from publish.plots import _reference_loss_wanted
+
+    def run_on(name, data_dir):
+        path = ours(tmp_path, name)
+        if data_dir is not None:
+            (path.parent / "run_config.yaml").write_text(f"data_dir: {data_dir}\n")
+        return load_metrics(path)
+
+    builtin = tmp_path / "pydocs"  # a prepared folder's manifest names its source
+    builtin.mkdir()
+    (builtin / "manifest.json").write_text(json.dumps({"settings": {"source": {"kind": "builtin",
+                                                                            "name": "builtin:pydocs"}}}))
+    demo = run_on("demo", builtin)
+    assert not _reference_loss_wanted("auto", [demo])
+    assert _reference_loss_wanted("on", [demo]) and not _reference_loss_wanted("off", [run_on("unknown", None)])
+    assert _reference_loss_wanted("auto", [demo, run_on("edu", "out/data/fineweb_edu_10B")])  # one compares
+    assert _reference_loss_wanted("auto", [run_on("unknown2", None)])  # data not known: as before
+    assert _reference_loss_wanted("auto", [load_metrics(build_nanogpt_log(tmp_path))])
