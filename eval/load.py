@@ -148,10 +148,10 @@ def load_model(path: str | Path, dtype=None):
     (`gpt2repro`), our offline `data.tokenizer.gpt2_tokenizer()` (a message says so); otherwise an error.
     """
     import torch
-    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from modeling_gpt2repro import register_auto_classes
+    from publish.model_weights import from_pretrained_checked
 
     register_auto_classes()
     model_dir = resolve_model_dir(path)
@@ -162,28 +162,10 @@ def load_model(path: str | Path, dtype=None):
         )
     try:
         config = AutoConfig.from_pretrained(model_dir)
-        model, info = AutoModelForCausalLM.from_pretrained(
-            model_dir, config=config, dtype=dtype or torch.float32, output_loading_info=True
-        )
-    except SafetensorError as err:  # a truncated or garbled weights file (a Hub id's download is checked)
-        files = sorted(p.name for p in Path(model_dir).glob("*.safetensors")) if isinstance(model_dir, Path) else []
-        raise EvalInputError(
-            f"{model_dir}: the weights file {', '.join(files) or '(*.safetensors)'} is damaged or incomplete "
-            f"({_first_line(err)}): copy or export the model again (a checkpoint: use an earlier one)"
-        ) from None
-    except (OSError, ValueError, RuntimeError) as err:
-        if "mismatched" in str(err).lower() or "size mismatch" in str(err).lower():
-            raise EvalInputError(
-                f"{model_dir}: the weight shapes do not match its config.json: is this a checkpoint of another "
-                "architecture, or a config edited after saving?"
-            ) from None
-        raise EvalInputError(f"could not load the model in {model_dir}: {_first_line(err)}") from None
-    missing = [k for k in info.get("missing_keys", []) if not k.endswith(("attn.bias", "attn.masked_bias"))]
-    if missing or info.get("mismatched_keys"):
-        raise EvalInputError(
-            f"{model_dir}: weights do not match the {model_type} config (missing {missing[:3]}, mismatched "
-            f"{list(info.get('mismatched_keys', []))[:3]}): is this a checkpoint of another architecture?"
-        )
+        model = from_pretrained_checked(AutoModelForCausalLM, model_dir, config=config, dtype=dtype or torch.float32)
+    except (OSError, ValueError, RuntimeError) as err:  # from_pretrained_checked: ValueError saying what is wrong
+        raise EvalInputError(str(err) if isinstance(err, ValueError) else
+                             f"could not load the model in {model_dir}: {_first_line(err)}") from None
     model.eval()
     tokenizer = _load_tokenizer(model_dir, model_type)
     rows = model.get_input_embeddings().num_embeddings

@@ -7,6 +7,8 @@
 Modules, one job each:
     model_source     where a model given by path is: a run folder's newest good checkpoint, a checkpoint, a model
                      folder; with its metrics and run config (docs/CONTRACTS.md layout)
+    model_weights    from_pretrained that refuses weights missing for, or of other shapes than, the folder's config
+                     (export, train.py --init_from and eval all load through it)
     metrics          read metrics.jsonl and build-nanogpt log.txt into one series type
     references       the published numbers the plots and the card compare against, per HellaSwag scorer
     plots            the curves (PNG), also a command

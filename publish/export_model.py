@@ -302,14 +302,16 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
 
 def _load_source_model(model_dir: Path):
     from modeling_gpt2repro import GPT2ReproForCausalLM
+    from publish.model_weights import from_pretrained_checked, read_config_json
 
-    config = json.loads((model_dir / "config.json").read_text())
+    config = read_config_json(model_dir)
+    if config.get("model_type") == "gpt2":
+        raise ValueError(f"{model_dir} holds a stock GPT-2 model, not gpt2repro: convert it first with "
+                         "`python convert_gpt2.py --from-gpt2 DIR --out OUT`")
     if config.get("model_type") != "gpt2repro":
-        raise ValueError(
-            f"{model_dir} holds a {config.get('model_type')!r} model, not gpt2repro: convert a stock GPT-2 first "
-            "with `python convert_gpt2.py --from-gpt2 DIR --out OUT`"
-        )
-    return GPT2ReproForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        raise ValueError(f"{model_dir} holds a {config.get('model_type')!r} model: export takes gpt2repro models "
+                         "(this project's, or a stock GPT-2 converted with convert_gpt2.py --from-gpt2)")
+    return from_pretrained_checked(GPT2ReproForCausalLM, model_dir, dtype=torch.float32).eval()
 
 
 def _write_weights(model, out: Path, format: str, dtype: torch.dtype):

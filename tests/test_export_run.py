@@ -3,6 +3,7 @@ GPT2LMHeadModel for `--format gpt2`) and generates; the model card parses and ca
 exported step; the plots exist; the dry run lists the folder; the real push fails cleanly here."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -556,3 +557,39 @@ def test_an_unreadable_lm_eval_results_file_is_named_by_its_flag(tmp_path, capsy
     assert "error: --lm-eval-results " + str(tmp_path / "nope.json") + ": No such file or directory; nothing was " \
         "exported" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case,message", [
+    # n_layer raised in config.json after saving: the new layers' weights are not in the file. export wrote them
+    # at random (exit 0, "reload check 0.00e+00"), and --init_from trained from them
+    ("more_layers", r"its weights do not match its config.json \(\d+ weights missing, e.g. \['transformer.h.\d"),
+    ("wider", r"the weight shapes do not match its config.json"),
+    ("truncated_weights", r"the weights file model.safetensors is damaged or incomplete"),
+    ("cut_config", r"config.json is not valid JSON .*copy or export the model again"),
+])
+def test_a_model_folder_whose_weights_do_not_fit_its_config_is_refused_by_export_and_init_from(
+        tiny_run, tmp_path, capsys, case, message):
+    import shutil
+
+    from training.model_init import load_pretrained
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_run / "checkpoints" / f"step_{LAST:08d}" / "model", folder)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if case == "more_layers":
+        config["n_layer"] += 1
+        config_path.write_text(json.dumps(config))
+    elif case == "wider":
+        config["n_embd"] *= 2
+        config_path.write_text(json.dumps(config))
+    elif case == "truncated_weights":
+        weights = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    else:
+        config_path.write_text(config_path.read_text()[:40])
+    assert export_cli.main([str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=message):
+        load_pretrained(str(folder))

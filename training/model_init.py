@@ -2,7 +2,6 @@
 folders or any stock GPT-2 folder, or from a checkpoint when resuming."""
 
 import functools
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -54,10 +53,11 @@ def load_pretrained(init_from: str):
                           "(and it is not in the Hub cache): go online once, or pass a local GPT-2 folder")
         return load_stock_gpt2("openai-community/gpt2")
     # a model folder, a checkpoint folder or a run folder (its newest intact checkpoint), as export and eval take
+    from publish.model_weights import from_pretrained_checked, read_config_json
+
     model_dir = init_model_dir(init_from)
-    config_file = model_dir / "config.json"
-    if json.loads(config_file.read_text()).get("model_type") == "gpt2repro":
-        return GPT2ReproForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if read_config_json(model_dir).get("model_type") == "gpt2repro":  # weights missing or of other shapes: refused
+        return from_pretrained_checked(GPT2ReproForCausalLM, model_dir, dtype=torch.float32)
     return load_stock_gpt2(str(model_dir))
 
 

@@ -1,0 +1,63 @@
+"""Load a model folder's weights and refuse what `from_pretrained` only reports.
+
+    model = from_pretrained_checked(GPT2ReproForCausalLM, "export/124M", dtype=torch.float32)
+
+transformers initialises the weights a folder lacks at random and logs a load report: a config.json edited
+after saving (n_layer 12 -> 24) or the weights of another architecture "load" as a partly random model. Export
+(publish/export_model.py), train.py's --init_from (training/model_init.py) and evaluation (eval/load.py) all
+load through here, so none of them exports, trains or scores such a model; each says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# buffers some GPT-2 checkpoints carry and ours never had (not weights: nothing is random without them)
+_NOT_WEIGHTS = ("attn.bias", "attn.masked_bias")
+
+
+def from_pretrained_checked(model_class, model_dir: str | Path, **kwargs):
+    """`model_class.from_pretrained(model_dir, **kwargs)`, or ValueError naming the folder when its weights file
+    is damaged, its shapes differ from its config, or weights the config asks for are missing from it."""
+    from safetensors import SafetensorError
+
+    try:
+        model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    except SafetensorError as err:  # a truncated or garbled weights file
+        files = sorted(p.name for p in Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
+        raise ValueError(
+            f"{model_dir}: the weights file {', '.join(files) or '(*.safetensors)'} is damaged or incomplete "
+            f"({first_line(err)}): copy or export the model again (a checkpoint: use an earlier one)") from None
+    except (OSError, ValueError, RuntimeError) as err:
+        text = str(err).lower()
+        if "mismatch" in text:  # "size mismatch", "ignore_mismatched_sizes"
+            raise ValueError(f"{model_dir}: the weight shapes do not match its config.json: is this a checkpoint of "
+                             "another architecture, or a config edited after saving?") from None
+        raise ValueError(f"could not load the model in {model_dir}: {first_line(err)}") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith(_NOT_WEIGHTS)]
+    mismatched = list(info.get("mismatched_keys", []))
+    if missing or mismatched:
+        raise ValueError(
+            f"{model_dir}: its weights do not match its config.json ({len(missing)} weights missing, e.g. "
+            f"{missing[:3]}; {len(mismatched)} of another shape): they would be initialised at random. Is this a "
+            "checkpoint of another architecture, or a config edited after saving?")
+    return model
+
+
+def read_config_json(model_dir: str | Path) -> dict:
+    """A model folder's config.json as a dict; ValueError naming the file when it is not a JSON object."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a copy cut short, or another file in its place
+        raise ValueError(f"{path} is not valid JSON ({err}): copy or export the model again") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not a model config")
+    return config
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (library errors append long reports), with its type if empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
