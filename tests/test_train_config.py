@@ -414,3 +414,15 @@ def test_a_launcher_precision_the_run_config_overrides_is_said(monkeypatch, sett
     assert bool(note) == noted
     if noted:
         assert f"the launcher's {launcher} is not used" in note and f"--mixed_precision {launcher} to train.py" in note
+
+
+def test_a_home_relative_path_in_a_preset_is_expanded(tmp_path, monkeypatch):
+    """`output_dir: ~/runs/x` in YAML reaches no shell: training made a folder literally named '~' in the current
+    directory (which `rm -rf ~` would then 'clean up'), and `data_dir: ~/data` was said not to exist."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = _fake_data_dir(tmp_path)
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"data_dir: ~/{data.relative_to(tmp_path)}\noutput_dir: ~/runs/x\nhellaswag_file: off\n")
+    cfg = load_run_config(["--config", "~/p.yaml"])
+    assert cfg.data_dir == str(data) and cfg.output_dir == str(tmp_path / "runs" / "x")
+    assert cfg.config == str(preset) and cfg.resume == "auto" and cfg.init_from == "scratch"

@@ -140,6 +140,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+PATH_FIELDS = ("config", "data_dir", "output_dir", "init_from", "resume", "hellaswag_file")  # files or folders
 FIELD_TYPES = typing.get_type_hints(RunConfig)  # read once: HfArgumentParser rewrites dataclass Field.type in place
 FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
 
@@ -290,7 +291,7 @@ def _preset_path(argv: list[str], errors: list[str]) -> Optional[str]:
     if len(presets) > 1:
         errors.append(f"config: one preset per run, got --config {' and --config '.join(presets)} (presets do not "
                       "stack: pass the other's values as flags, which override the preset, or merge the files)")
-    return presets[0] if presets else None
+    return os.path.expanduser(presets[0]) if presets else None
 
 
 def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
@@ -316,6 +317,9 @@ def load_run_config(argv: Optional[list[str]] = None) -> RunConfig:
         hints = "".join(_did_you_mean(arg[2:], prefix="--") for arg in remaining if arg.startswith("--"))
         errors.append(f"unknown command-line arguments {remaining}{hints} (see `python train.py --help`)")
     values = {k: v for k, v in vars(namespace).items() if k in FIELD_TYPES}
+    for name in PATH_FIELDS:  # a YAML value (or --flag=~/x) gets no shell: "~/runs/x" made a folder named "~" here
+        if isinstance(values.get(name), str) and values[name].startswith("~"):
+            values[name] = os.path.expanduser(values[name])
     cfg = RunConfig(**values)
     # Launched on several processes, the paths are checked once the process group exists (check_run_config in
     # training/startup.py), on every rank, and the main process says which rank found what: a rank of another
