@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eval.errors import cli_output, hyphenated
+from eval.errors import cli_output, hyphenated, permission_message
 from publish.export_model import DTYPES, EXPORT_FILE_PATTERNS, FORMATS, export_model
 from publish.hub import PublishError, plan_upload, push, push_blocker, token_available
 from publish.model_card import load_lm_eval_results
@@ -92,6 +92,9 @@ def main(argv=None) -> int:
             base_model=args.base_model,
             lm_eval_results=lm_eval, overwrite=args.overwrite,
         )
+    except PermissionError as err:  # the source's files, or --out's folder, not readable / writable by this user
+        print(f"error: {permission_message(err)}; nothing was exported", file=sys.stderr)
+        return 2
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

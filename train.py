@@ -13,10 +13,15 @@ from training.run_config import ConfigError, load_run_config
 
 
 def main(argv=None) -> int:
+    from eval.errors import permission_message
+
     try:
         cfg = load_run_config(argv)
     except ConfigError as err:
         print(err, file=sys.stderr)
+        return 2
+    except PermissionError as err:  # the preset, or a data/output folder this user may not read
+        print(f"invalid run config:\n  - {permission_message(err)}", file=sys.stderr)
         return 2
     from training.loop import train
 
@@ -25,6 +30,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed, or a second one (training/signals.py)
         print(interrupted_message(cfg.output_dir), file=sys.stderr, flush=True)
         return 130
+    except PermissionError as err:  # a file met later (a shard, a checkpoint file): one line, not a traceback;
+        # a checkpoint that cannot be written is reported by the loop itself (exit 5)
+        print(f"error: {permission_message(err)}", file=sys.stderr, flush=True)
+        return 2
 
 
 def interrupted_message(output_dir) -> str:

@@ -65,7 +65,7 @@ from data.shards import (
 )
 from data.sources import Source, resolve_source
 from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
-from eval.errors import hyphenated
+from eval.errors import hyphenated, permission_message
 from training.run_lock import LOCK_FILE, Holder, lock_run_folder
 
 log = logging.getLogger("data.prepare")
@@ -634,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:  # a source file or folder this user may not read (the output's are DataError)
+        print(f"error: {permission_message(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,8 @@ def _local_source(source: str, text_column: str, txt_sample_by: str) -> Source:
     path = Path(source).expanduser()
     # An existing file or folder is taken as it is, even when its name holds glob characters ("part[1].jsonl").
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):  # rglob would find nothing, and "holds no files" would mislead
+            raise PermissionError(13, "Permission denied", str(path))
         files = _without_prepared_folders(sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p)))
         if not files:
             raise DataError(f"folder {path} holds no {sorted(LOCAL_FORMATS)} files: point SOURCE at the data files.")
@@ -284,6 +287,8 @@ def _check_json(path: Path, text_column: str, full: bool = False) -> int | None:
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is malformed JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
                         "fix the file.") from err
+    except PermissionError:
+        raise  # not the file's content: said as a permission problem by the command line
     except (UnicodeDecodeError, OSError, EOFError) as err:
         raise DataError(f"{path} cannot be read as UTF-8 JSON ({err}): re-export it.") from err
 

@@ -105,11 +105,19 @@ def _from_this_project(filename: str) -> bool:
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
-    """Run `main(argv)` under `cli_output()`; an `EvalInputError` becomes `error: <message>` on stderr and exit
-    status 2."""
+    """Run `main(argv)` under `cli_output()`; an `EvalInputError` (or a file this user may not read or write)
+    becomes `error: <message>` on stderr and exit status 2."""
     try:
         with cli_output():
             main(argv)
-    except EvalInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (EvalInputError, PermissionError) as err:
+        print(f"error: {permission_message(err) if isinstance(err, PermissionError) else err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def permission_message(err: PermissionError) -> str:
+    """One line for a file or folder this user may not read or write (a traceback said no more), e.g. `permission
+    denied: data/val_000000.npy: check that this user can read it (ls -l shows its modes)`."""
+    where = err.filename or "a file"
+    return (f"permission denied: {where}: check that this user can read it (and write it, for an output): "
+            "ls -l shows its modes")

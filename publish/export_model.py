@@ -99,6 +99,8 @@ def unsafe_out_problem(out: Path, src) -> str | None:
                     "never replaces its own source; choose another --out (e.g. export/NAME)")
     if any((parent / COMPLETE_MARKER).is_file() or parent.name == "checkpoints" for parent in target.parents):
         return f"--out {out} is inside a checkpoint or a run's checkpoints/: choose a folder outside the run"
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file: pass a folder to write the export into (a new or empty one)"
     if out.is_dir() and any(out.iterdir()):
         held = [name for name in TRAINING_STATE if (out / name).exists()]
         if held or not (out / "config.json").is_file():
@@ -149,7 +151,10 @@ def export_model(
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except PermissionError:  # named after --out's folder, not the staging folder the user never asked for
+        raise PermissionError(13, "Permission denied", str(out.parent)) from None
     try:
         exported = _write_weights(model, tmp, format, DTYPES[dtype])
         diff = _check_roundtrip(model, tmp, format, DTYPES[dtype])

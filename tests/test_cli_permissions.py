@@ -1,0 +1,89 @@
+"""A file or folder the user may not read (or write) gets one line naming it from every command, not a
+traceback (bad-input audit: data.prepare, train.py, eval and export all printed PermissionError tracebacks).
+
+The commands run in subprocesses without root's override of file modes (as root, chmod 000 blocks nothing:
+`setpriv` drops the capabilities that let root ignore them)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MESSAGE = "permission denied: {}: check that this user can read it"
+
+
+def _unprivileged() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): file modes cannot be enforced here")
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(_unprivileged() + [sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """A readable tiny prepared data folder, and locked copies: a source file, a data folder, a preset."""
+    from data.prepare import prepare
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(f'{{"text": "document {i} says a few words about the weather"}}\n' for i in range(50)))
+    data = tmp_path / "data"
+    prepare(str(src), data, val_tokens=64, shard_tokens=512, num_proc=1, progress=False)
+    locked_data = tmp_path / "locked_data"
+    shutil.copytree(data, locked_data)
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("max_steps: 2\n")
+    src_folder = tmp_path / "sources"  # a folder of sources: was "holds no ... files", as listing it found none
+    src_folder.mkdir()
+    shutil.copy(src, src_folder)
+    locked_paths = (src, locked_data, preset, src_folder)
+    for path in locked_paths:
+        path.chmod(0)
+    yield {"src": src, "data": data, "locked_data": locked_data, "preset": preset, "src_folder": src_folder}
+    for path in locked_paths:
+        path.chmod(0o755)
+
+
+def test_unreadable_inputs_are_named_in_one_line(locked, tmp_path):
+    runs = {
+        "prepare source": (_run("-m", "data.prepare", str(locked["src"]), "--out", str(tmp_path / "out")),
+                           locked["src"]),
+        "prepare folder": (_run("-m", "data.prepare", str(locked["src_folder"]), "--out", str(tmp_path / "out")),
+                           locked["src_folder"]),
+        "train data_dir": (_run("train.py", "--config", "configs/demo.yaml", "--data_dir", str(locked["locked_data"]),
+                                "--output_dir", str(tmp_path / "run")), locked["locked_data"] / "manifest.json"),
+        "train preset": (_run("train.py", "--config", str(locked["preset"]), "--data_dir", str(locked["data"]),
+                              "--output_dir", str(tmp_path / "run")), locked["preset"]),
+    }
+    for what, (proc, path) in runs.items():
+        assert proc.returncode == 2, (what, proc.stderr[-2000:])
+        assert MESSAGE.format(path) in proc.stderr and "Traceback" not in proc.stderr, (what, proc.stderr[-2000:])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+
+
+def test_an_export_into_a_folder_it_may_not_write_names_that_folder(tmp_path):
+    from model_helpers import tiny_model
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        proc = _run("export.py", str(tmp_path / "model"), "--out", str(read_only / "export"))
+    finally:
+        read_only.chmod(0o755)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"permission denied: {read_only}: " in proc.stderr  # not the staging folder inside it
+    assert list(read_only.iterdir()) == []
