@@ -19,7 +19,11 @@ Details: publish/export_model.py, publish/model_card.py, publish/hub.py.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+from pathlib import Path
+
+from safetensors import SafetensorError
 
 from eval.errors import cli_output, hyphenated, permission_message
 from publish.export_model import DTYPES, EXPORT_FILE_PATTERNS, FORMATS, export_model
@@ -95,7 +99,13 @@ def main(argv=None) -> int:
     except PermissionError as err:  # the source's files, or --out's folder, not readable / writable by this user
         print(f"error: {permission_message(err)}; nothing was exported", file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        if isinstance(err, SafetensorError) or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            # safetensors reports a full disk as its own error ("IoError(Os { code: 28 ...")
+            print(f"error: could not write the export in {Path(args.out).parent} ({str(err).splitlines()[0]}); the "
+                  f"staged files were removed and an earlier export at {args.out} is unchanged: free some space "
+                  "or choose another --out", file=sys.stderr)
+            return 2
         print(f"error: {err}", file=sys.stderr)
         return 2
     step = f"step {result.step}" if result.step is not None else "model folder"

@@ -92,6 +92,10 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno is not None and err.filename in (None, str(tmp)):  # name the file asked for, not its staging copy
+            raise OSError(err.errno, err.strerror, str(path)) from err  # (OSError() picks the subclass by errno)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

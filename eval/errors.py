@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -113,6 +115,23 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     except (EvalInputError, PermissionError) as err:
         print(f"error: {permission_message(err) if isinstance(err, PermissionError) else err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        print(f"error: {storage_message(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def storage_message(err: OSError) -> str:
+    """One line for a write the file system refused as a whole (full, over quota, read-only), with the free space."""
+    where = Path(err.filename) if err.filename else None
+    free = ""
+    if where is not None:
+        folder = next((p for p in (where, *where.parents) if p.exists()), None)
+        if folder is not None:
+            free = f" ({shutil.disk_usage(folder).free / 1e9:.2f} GB free there)"
+    return (f"could not write {where or 'a file'}: {err.strerror}{free}: free some space or choose another "
+            "location; nothing partial was left in its place")
 
 
 def permission_message(err: PermissionError) -> str:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from data.shards import atomic_write
 from data.tokenizer import is_gpt2_tokenizer, tiktoken_gpt2
 from eval.errors import EvalInputError, hyphenated, positive_int, run_cli
 from eval.hellaswag_data import (
@@ -513,7 +514,8 @@ def save_results(model_path, result: dict, *, data, limit, output=None, data_fin
     }
     out = Path(output) if output else results_path(model_path, RESULTS_FILE)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    text = (json.dumps(record, indent=2) + "\n").encode()
+    atomic_write(out, lambda f: f.write(text))  # a full disk left a 0-byte file in place of an earlier result
     return out
 
 

@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
             if "hellaswag_local" in record[key]:
                 record[key]["hellaswag"] = record[key]["hellaswag_local"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    text = (json.dumps(record, indent=2, default=str) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))  # whole or not at all, as the other eval results
     print(f"saved {path}")
     return out["results"]
 

@@ -536,3 +536,31 @@ def test_a_hub_download_that_cannot_be_saved_is_a_message(tmp_path, monkeypatch)
     assert resolve_hellaswag("auto", log=lines.append) is None
     assert len(lines) == 1 and f"could not save Rowan/hellaswag to {target} (No space left on device)" in lines[0]
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_full_disk_keeps_the_earlier_result_whole_and_says_so(tmp_path, monkeypatch, capsys):
+    """eval.hellaswag wrote its JSON in place: a full disk left a 0-byte file where the earlier result was, after a
+    traceback (bad-input audit, on a small tmpfs). The write fails here as ENOSPC does, at the fsync."""
+    import errno
+
+    from data import shards
+    from eval.errors import run_cli
+    from eval.hellaswag import save_results
+
+    (tmp_path / "config.json").write_text("{}")  # a model folder, for the record's "model"
+    out = tmp_path / "hellaswag_scorer.json"
+    out.write_text('{"earlier": true}\n')
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", full_disk)
+    result = {"n": 1, "acc": 0.25, "acc_norm": 0.25}
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda argv: save_results(tmp_path, result, data="x.jsonl", limit=None, output=out,
+                                          data_fingerprint="f" * 64))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: could not write {out}: No space left on device (" in err and "GB free there)" in err
+    assert out.read_text() == '{"earlier": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", out.name]  # no staging file left

@@ -593,3 +593,26 @@ def test_a_model_folder_whose_weights_do_not_fit_its_config_is_refused_by_export
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match=message):
         load_pretrained(str(folder))
+
+
+def test_a_full_disk_during_export_keeps_the_earlier_export_and_says_so(tiny_run, tmp_path, capsys, monkeypatch):
+    """safetensors reports ENOSPC as its own SafetensorError, which export did not catch: a traceback (bad-input
+    audit, on a small tmpfs). The earlier export must stay as it was, and no staging folder be left behind."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    out = tmp_path / "export"
+    assert export_cli.main([str(tiny_run), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                              'space left on device" })')
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_disk)
+    assert export_cli.main([str(tiny_run), "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "error: could not write the export in" in err and "StorageFull" in err and "Traceback" not in err
+    assert f"an earlier export at {out} is unchanged" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no .export.tmp-* staging folder
