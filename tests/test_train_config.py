@@ -426,3 +426,25 @@ def test_a_home_relative_path_in_a_preset_is_expanded(tmp_path, monkeypatch):
     cfg = load_run_config(["--config", "~/p.yaml"])
     assert cfg.data_dir == str(data) and cfg.output_dir == str(tmp_path / "runs" / "x")
     assert cfg.config == str(preset) and cfg.resume == "auto" and cfg.init_from == "scratch"
+
+
+@pytest.mark.parametrize("held,message", [
+    ({"manifest.json": "{}"}, "holds prepared data (data.prepare's manifest.json)"),
+    ({"prepare_state.json": "{}"}, "holds prepared data"),
+    ({"metrics.jsonl": "x\n", "notes.txt": "precious\n"}, "holds a metrics.jsonl that train.py did not write"),
+])
+def test_an_output_dir_of_other_files_is_refused(tmp_path, held, message):
+    """train.py appended its rows to a user's own metrics.jsonl, and made checkpoints/ in another prepared data
+    folder, which data.prepare then refused (bad-input audit)."""
+    from training.run_config import validate
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in held.items():
+        (out / name).write_text(text)
+    cfg = RunConfig(data_dir=str(_fake_data_dir(tmp_path)), output_dir=str(out))
+    assert any(message in e for e in validate(cfg, 1)), validate(cfg, 1)
+    (out / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 9.0}\n')  # a run's: fine
+    for name in ("manifest.json", "prepare_state.json"):
+        (out / name).unlink(missing_ok=True)
+    assert not [e for e in validate(cfg, 1) if "output_dir" in e]

@@ -13,6 +13,7 @@ describe it are only the knobs needed to build one from scratch.
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -369,6 +370,18 @@ def _inside_a_checkpoint(out: Path) -> Optional[str]:
     return None
 
 
+def _our_metrics(path: Path) -> bool:
+    """Whether a metrics.jsonl is one a run wrote: empty, or its first line a JSON record with a "type"."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        return not first or isinstance(record := json.loads(first), dict) and "type" in record
+    except OSError:  # unreadable: said as such where the run opens it
+        return True
+    except (UnicodeDecodeError, ValueError):
+        return False
+
+
 def _output_dir_problems(out: Path) -> list[str]:
     """A run folder must be a folder we can create and write, and not a model folder (tools that take both
     would read the folder's model instead of its checkpoints)."""
@@ -377,6 +390,12 @@ def _output_dir_problems(out: Path) -> list[str]:
     if (out / "config.json").is_file():
         return [f"output_dir {str(out)!r} holds a model (config.json): a run folder holds checkpoints/, and export "
                 "and evaluation would take the model at its top; pick a new output_dir"]
+    if (out / "manifest.json").is_file() or (out / "prepare_state.json").is_file():
+        return [f"output_dir {str(out)!r} holds prepared data (data.prepare's manifest.json): a run writes "
+                "checkpoints/ and run_config.yaml there, which data.prepare then refuses; pick a new output_dir"]
+    if (out / "metrics.jsonl").is_file() and not _our_metrics(out / "metrics.jsonl"):
+        return [f"output_dir {str(out)!r} holds a metrics.jsonl that train.py did not write: the run would append "
+                "to it; pick a new output_dir (or move that file)"]
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not existing.is_dir():
         return [f"output_dir {str(out)!r} cannot be created: {existing} is a file"]
@@ -501,9 +520,10 @@ def _path_problems(cfg: RunConfig) -> list[str]:
     if not cfg.output_dir:
         e.append("output_dir must be set")
     else:
-        e += _output_dir_problems(Path(cfg.output_dir))
         if cfg.data_dir and Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve():
             e.append(f"output_dir is the data_dir ({cfg.data_dir!r}): the run folder needs a folder of its own")
+        else:
+            e += _output_dir_problems(Path(cfg.output_dir))
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
         e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
                  "run folder")
