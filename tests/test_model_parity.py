@@ -160,3 +160,19 @@ def test_convert_cli_takes_a_run_folder_and_says_errors_in_one_line(tmp_path, ca
         assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "again").exists() and not (tmp_path / "ours").exists()
     assert "auto_map" not in (tmp_path / "stock" / "config.json").read_text()  # the source was not overwritten
+
+    # a stock folder with a cut-off weights file was a SafetensorError traceback, one with 50,000 embedding rows
+    # said only "Invalid GPT2ReproConfig:" (its reason was on the next line) (bad-input audit)
+    import shutil
+
+    cut, small = tmp_path / "cut", tmp_path / "small"
+    shutil.copytree(tmp_path / "stock", cut)
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    GPT2LMHeadModel(GPT2Config(vocab_size=50000, n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(small)
+    for source, message in ((cut, "its weights file is damaged or incomplete"),
+                            (small, "Invalid GPT2ReproConfig: - ")):
+        with pytest.raises(SystemExit) as exit_info:
+            convert_gpt2.main(["--from-gpt2", str(source), "--out", str(tmp_path / "ours")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err, err
