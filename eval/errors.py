@@ -50,6 +50,14 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def seed_int(text: str) -> int:
+    """argparse `type=` for a seed: torch.manual_seed's range (a larger one was 'Overflow when unpacking long long')."""
+    value = _int_at_least(text, -2**63)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [-2**63, 2**63) (torch.manual_seed's range), got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse `type=` for counts that may be 0 (lm-eval's --num-fewshot)."""
     return _int_at_least(text, 0)

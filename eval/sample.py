@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from eval.errors import EvalInputError, hyphenated, run_cli
+from eval.errors import EvalInputError, hyphenated, positive_int, run_cli, seed_int
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", action="append", required=True, help="repeat to compare models side by side")
     parser.add_argument("--prompt", default="Hello, I'm a language model,",
                         help="text every sample continues ('' = unconditional, from <|endoftext|>) (default: %(default)r)")
-    parser.add_argument("--num-samples", type=int, default=4, help="samples per model (default: %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per sample (default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens; 1 = greedy "
+    parser.add_argument("--num-samples", type=positive_int, default=4, help="samples per model (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens generated per sample (default: %(default)s)")
+    parser.add_argument("--top-k", type=positive_int, default=50, help="sample from the k likeliest tokens; 1 = greedy "
                                                               "(default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative "
                                                                        "(default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=42, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=42, help="sampling seed (default: %(default)s)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
     from eval.load import load_model
