@@ -386,6 +386,12 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
 
     src = resolve_source(source, config=config, split=split, text_column=text_column, revision=revision,
                          txt_sample_by=txt_sample_by)
+    ignored = [flag for flag, value, default in (("--config", config, None), ("--split", split, "train"),
+                                                   ("--revision", revision, None)) if value != default]
+    if src.kind != "hub" and ignored:  # they choose among a Hub dataset's files; a local source is read whole
+        log.warning("%s: %s appl%s to Hub datasets only and %s ignored for %s", source, " and ".join(ignored),
+                    "ies" if len(ignored) == 1 else "y", "is" if len(ignored) == 1 else "are",
+                    "local files" if src.kind == "local" else "a built-in corpus")
     settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
     with _holding(out):  # a second data.prepare into the same folder is refused until this one ends
         manifest, records, replace = _claim_folder(out, settings, overwrite)

@@ -218,3 +218,15 @@ def test_json_files_with_different_fields_say_how_to_read_them(tmp_path):
     (tmp_path / "src" / "b.jsonl").write_text("".join(f'{{"text": "doc {i}", "url": "u{i}"}}\n' for i in range(20)))
     with pytest.raises(DataError, match=r"different fields.*keep only 'text'.*parquet"):
         run(tmp_path / "src", tmp_path / "out", val_tokens=10)
+
+
+def test_hub_only_flags_on_a_local_source_are_said_to_be_ignored(tmp_path, caplog):
+    """`--config sample-10BT --split validation` with a local file read the whole file without a word."""
+    (tmp_path / "t.jsonl").write_text('{"text": "one two three"}\n{"text": "four five six"}\n')
+    with caplog.at_level("WARNING", logger="data.prepare"):
+        run(tmp_path / "t.jsonl", tmp_path / "out", val_tokens=1, config="sample-10BT", split="validation")
+    assert "--config and --split apply to Hub datasets only and are ignored for local files" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="data.prepare"):
+        run(tmp_path / "t.jsonl", tmp_path / "out2", val_tokens=1)
+    assert "ignored" not in caplog.text
