@@ -164,6 +164,8 @@ BAD_CONFIGS = [
     # both stopped the run with a traceback once the model was built (numpy / torch refusing the seed)
     ("negative data_seed", None, ["--data_seed", "-1"], "data_seed must be >= 0"),
     ("seed beyond 64 bits", "seed: 99999999999999999999\n", [], "seed must be in [-2**63, 2**63)"),
+    # ran the full 124M recipe without a word (OOM-killed on a small machine)
+    ("empty preset", "# nothing yet\n", [], "holds no settings (empty, or comments only)"),
 ]
 
 

@@ -253,6 +253,10 @@ def _read_yaml(path: str, errors: list[str]) -> dict:
     if not isinstance(raw, dict):
         errors.append(f"config: {path} must be a mapping of run-config fields, got {type(raw).__name__}")
         return {}
+    if not raw:  # an empty file (or a copy cut short): the run would silently be the full 124M recipe
+        errors.append(f"config: {path} holds no settings (empty, or comments only): every value would be the "
+                      "124M recipe's default; fill it in (configs/demo.yaml is a small example), or leave out --config")
+        return {}
     values = {}
     for key, value in raw.items():
         if key == "config":  # a saved run_config.yaml names its own preset: informational, not followed
