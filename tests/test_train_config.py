@@ -450,3 +450,17 @@ def test_an_output_dir_of_other_files_is_refused(tmp_path, held, message):
     for name in ("manifest.json", "prepare_state.json"):
         (out / name).unlink(missing_ok=True)
     assert not [e for e in validate(cfg, 1) if "output_dir" in e]
+
+
+def test_resume_pointed_at_a_run_s_checkpoints_folder_names_what_to_pass(tmp_path):
+    from training.run_config import validate
+
+    run = tmp_path / "run"
+    for step in (2, 4):
+        (run / "checkpoints" / f"step_{step:08d}").mkdir(parents=True)
+        (run / "checkpoints" / f"step_{step:08d}" / "COMPLETE").write_text("done\n")
+    cfg = RunConfig(data_dir=str(_fake_data_dir(tmp_path)), output_dir=str(tmp_path / "new"),
+                    resume=str(run / "checkpoints"))
+    errors = [e for e in validate(cfg, 1) if e.startswith("resume")]
+    assert len(errors) == 1 and f"pass the run folder, --resume {run}, " in errors[0]
+    assert f"--resume {run / 'checkpoints' / 'step_00000004'})" in errors[0]

@@ -541,6 +541,9 @@ def _path_problems(cfg: RunConfig) -> list[str]:
                 hint = f" (a checkpoint's model folder: pass the checkpoint, --resume {p.parent})"
             elif (p / "config.json").is_file():
                 hint = " (a model folder: to start a new run from its weights use --init_from)"
+            elif p.name == "checkpoints" and any(p.glob("step_*")):
+                hint = (f" (a run's checkpoints/ folder: pass the run folder, --resume {p.parent}, for its newest "
+                        f"checkpoint, or one checkpoint, e.g. --resume {sorted(p.glob('step_*'))[-1]})")
             e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
                      f"folder (checkpoints/){hint}")
     elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
