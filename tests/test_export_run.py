@@ -616,3 +616,19 @@ def test_a_full_disk_during_export_keeps_the_earlier_export_and_says_so(tiny_run
     assert f"an earlier export at {out} is unchanged" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no .export.tmp-* staging folder
+
+
+def test_export_of_another_model_type_says_what_it_takes(tmp_path, capsys):
+    """A stock GPT-2 folder is pointed to convert_gpt2.py; a Llama folder was given the same advice, which does not
+    apply to it (bad-input audit)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(tmp_path / "stock")
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    for folder, message in (("stock", "holds a stock GPT-2 model, not gpt2repro: convert it first with "
+                                      "`python convert_gpt2.py --from-gpt2"),
+                            ("llama", "holds a 'llama' model: export takes gpt2repro models")):
+        assert export_cli.main([str(tmp_path / folder), "--out", str(tmp_path / "out")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
