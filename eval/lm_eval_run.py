@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from data.shards import atomic_write
 from eval.errors import EvalInputError, hyphenated, non_negative_int, positive_int, positive_int_or_auto, run_cli
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
