@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from eval.errors import EvalInputError
+from publish.model_weights import first_line
 
 SUPPORTED_MODEL_TYPES = ("gpt2repro", "gpt2")
 _GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -164,8 +165,9 @@ def load_model(path: str | Path, dtype=None):
         config = AutoConfig.from_pretrained(model_dir)
         model = from_pretrained_checked(AutoModelForCausalLM, model_dir, config=config, dtype=dtype or torch.float32)
     except (OSError, ValueError, RuntimeError) as err:  # from_pretrained_checked: ValueError saying what is wrong
-        raise EvalInputError(str(err) if isinstance(err, ValueError) else
-                             f"could not load the model in {model_dir}: {_first_line(err)}") from None
+        said = str(err).startswith((str(model_dir), "could not load the model in"))  # the checker's own messages
+        raise EvalInputError(str(err) if said else f"could not load the model in {model_dir}: {first_line(err)}") \
+            from None
     model.eval()
     tokenizer = _load_tokenizer(model_dir, model_type)
     rows = model.get_input_embeddings().num_embeddings
@@ -186,7 +188,7 @@ def _model_type(model_dir: Path | str) -> str:
             # `runs/demo` is a Hub id by its form too: a mistyped local path must not read as a network problem
             raise EvalInputError(
                 f"{model_dir} is not a local folder (no such path here: check it), and as a Hub model id it could "
-                f"not be loaded: {_first_line(err)}") from None
+                f"not be loaded: {first_line(err)}") from None
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except json.JSONDecodeError as err:
@@ -203,7 +205,7 @@ def _load_tokenizer(model_dir: Path | str, model_type: str):
             # our configs carry auto_map; without trust_remote_code=False AutoTokenizer may ask y/N interactively
             return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         except Exception as err:  # noqa: BLE001 - OSError, ValueError; the tokenizers library raises TypeError too
-            raise EvalInputError(f"could not load the tokenizer in {model_dir}: {_first_line(err)}") from None
+            raise EvalInputError(f"could not load the tokenizer in {model_dir}: {first_line(err)}") from None
     if model_type == "gpt2repro":
         from data.tokenizer import gpt2_tokenizer
 
@@ -230,7 +232,3 @@ def environment(device, data_file: str | Path | None = None) -> dict:
         record["data_sha256"] = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
     return record
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

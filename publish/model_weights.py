@@ -36,12 +36,18 @@ def from_pretrained_checked(model_class, model_dir: str | Path, **kwargs):
                              "another architecture, or a config edited after saving?") from None
         raise ValueError(f"could not load the model in {model_dir}: {first_line(err)}") from None
     missing = [k for k in info.get("missing_keys", []) if not k.endswith(_NOT_WEIGHTS)]
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.endswith(_NOT_WEIGHTS)]
     mismatched = list(info.get("mismatched_keys", []))
     if missing or mismatched:
         raise ValueError(
             f"{model_dir}: its weights do not match its config.json ({len(missing)} weights missing, e.g. "
             f"{missing[:3]}; {len(mismatched)} of another shape): they would be initialised at random. Is this a "
             "checkpoint of another architecture, or a config edited after saving?")
+    if unexpected:  # n_layer lowered after saving: the last blocks' weights would be dropped without a word
+        raise ValueError(
+            f"{model_dir}: it holds weights its config.json has no place for ({len(unexpected)}, e.g. "
+            f"{unexpected[:3]}): they would be dropped. Is this a checkpoint of another architecture, or a config "
+            "edited after saving?")
     return model
 
 
@@ -58,6 +64,9 @@ def read_config_json(model_dir: str | Path) -> dict:
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an error's message (library errors append long reports), with its type if empty."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The first line of an error's message (library errors append long reports), with its type if empty; a
+    first line that is a heading ("Invalid GPT2ReproConfig:") keeps the reasons listed under it."""
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    if not lines:
+        return type(err).__name__
+    return " ".join(lines[:4]) if lines[0].endswith(":") else lines[0]

@@ -563,7 +563,11 @@ def test_an_unreadable_lm_eval_results_file_is_named_by_its_flag(tmp_path, capsy
     # n_layer raised in config.json after saving: the new layers' weights are not in the file. export wrote them
     # at random (exit 0, "reload check 0.00e+00"), and --init_from trained from them
     ("more_layers", r"its weights do not match its config.json \(\d+ weights missing, e.g. \['transformer.h.\d"),
+    # lowered: the last block's weights were dropped without a word
+    ("fewer_layers", r"it holds weights its config.json has no place for \(\d+, e.g. \['transformer.h.1"),
     ("wider", r"the weight shapes do not match its config.json"),
+    # an invalid config: its reason was cut off after "Invalid GPT2ReproConfig:"
+    ("invalid_config", r"Invalid GPT2ReproConfig: - n_embd \(64\) must be divisible by n_head \(3\)"),
     ("truncated_weights", r"the weights file model.safetensors is damaged or incomplete"),
     ("cut_config", r"config.json is not valid JSON .*copy or export the model again"),
 ])
@@ -580,8 +584,14 @@ def test_a_model_folder_whose_weights_do_not_fit_its_config_is_refused_by_export
     if case == "more_layers":
         config["n_layer"] += 1
         config_path.write_text(json.dumps(config))
+    elif case == "fewer_layers":
+        config["n_layer"] -= 1
+        config_path.write_text(json.dumps(config))
     elif case == "wider":
         config["n_embd"] *= 2
+        config_path.write_text(json.dumps(config))
+    elif case == "invalid_config":
+        config["n_head"] = 3
         config_path.write_text(json.dumps(config))
     elif case == "truncated_weights":
         weights = (folder / "model.safetensors").read_bytes()
@@ -613,7 +623,7 @@ def test_a_full_disk_during_export_keeps_the_earlier_export_and_says_so(tiny_run
     assert export_cli.main([str(tiny_run), "--out", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "error: could not write the export in" in err and "StorageFull" in err and "Traceback" not in err
-    assert f"an earlier export at {out} is unchanged" in err
+    assert f"the earlier export at {out} is unchanged: free some space" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no .export.tmp-* staging folder
 
