@@ -432,7 +432,7 @@ def test_a_home_relative_path_in_a_preset_is_expanded(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("held,message", [
     ({"manifest.json": "{}"}, "holds prepared data (data.prepare's manifest.json)"),
-    ({"prepare_state.json": "{}"}, "holds prepared data"),
+    ({"prepare_state.json": "{}"}, "holds prepared data (data.prepare's prepare_state.json)"),
     ({"metrics.jsonl": "x\n", "notes.txt": "precious\n"}, "holds a metrics.jsonl that train.py did not write"),
 ])
 def test_an_output_dir_of_other_files_is_refused(tmp_path, held, message):
@@ -450,6 +450,10 @@ def test_an_output_dir_of_other_files_is_refused(tmp_path, held, message):
     for name in ("manifest.json", "prepare_state.json"):
         (out / name).unlink(missing_ok=True)
     assert not [e for e in validate(cfg, 1) if "output_dir" in e]
+    # a run's folder whose log starts with a line a crash cut short (the log repairs it on resume): not refused
+    (out / "metrics.jsonl").write_bytes(b"\0\0\0\0")
+    (out / "run_config.yaml").write_text("max_steps: 8\n")
+    assert not [e for e in validate(cfg, 1) if "output_dir" in e]
 
 
 def test_resume_pointed_at_a_run_s_checkpoints_folder_names_what_to_pass(tmp_path):
@@ -459,6 +463,7 @@ def test_resume_pointed_at_a_run_s_checkpoints_folder_names_what_to_pass(tmp_pat
     for step in (2, 4):
         (run / "checkpoints" / f"step_{step:08d}").mkdir(parents=True)
         (run / "checkpoints" / f"step_{step:08d}" / "COMPLETE").write_text("done\n")
+    (run / "checkpoints" / "step_00000006").mkdir()  # not committed: not suggested
     cfg = RunConfig(data_dir=str(_fake_data_dir(tmp_path)), output_dir=str(tmp_path / "new"),
                     resume=str(run / "checkpoints"))
     errors = [e for e in validate(cfg, 1) if e.startswith("resume")]

@@ -394,17 +394,20 @@ def _output_dir_problems(out: Path) -> list[str]:
     if (out / "config.json").is_file():
         return [f"output_dir {str(out)!r} holds a model (config.json): a run folder holds checkpoints/, and export "
                 "and evaluation would take the model at its top; pick a new output_dir"]
-    if (out / "manifest.json").is_file() or (out / "prepare_state.json").is_file():
-        return [f"output_dir {str(out)!r} holds prepared data (data.prepare's manifest.json): a run writes "
-                "checkpoints/ and run_config.yaml there, which data.prepare then refuses; pick a new output_dir"]
-    if (out / "metrics.jsonl").is_file() and not _our_metrics(out / "metrics.jsonl"):
+    if problem := _inside_a_checkpoint(out):  # before the data check: a checkpoint's MANIFEST.json is manifest.json
+        return [problem]  # on a case-insensitive file system (macOS)
+    found = next((name for name in ("manifest.json", "prepare_state.json") if (out / name).is_file()), None)
+    if found:
+        return [f"output_dir {str(out)!r} holds prepared data (data.prepare's {found}): a run writes checkpoints/ "
+                "and run_config.yaml there, which data.prepare then refuses; pick a new output_dir"]
+    ours = (out / "run_config.yaml").is_file() or (out / "checkpoints").is_dir()  # a run was here (its metrics
+    # may end, or even start, with a line a crash cut short: the log repairs that itself)
+    if (out / "metrics.jsonl").is_file() and not ours and not _our_metrics(out / "metrics.jsonl"):
         return [f"output_dir {str(out)!r} holds a metrics.jsonl that train.py did not write: the run would append "
                 "to it; pick a new output_dir (or move that file)"]
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not existing.is_dir():
         return [f"output_dir {str(out)!r} cannot be created: {existing} is a file"]
-    if problem := _inside_a_checkpoint(out):
-        return [problem]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"output_dir {str(out)!r} cannot be written: no write permission in {existing}"]
     return []
@@ -541,9 +544,9 @@ def _path_problems(cfg: RunConfig) -> list[str]:
                 hint = f" (a checkpoint's model folder: pass the checkpoint, --resume {p.parent})"
             elif (p / "config.json").is_file():
                 hint = " (a model folder: to start a new run from its weights use --init_from)"
-            elif p.name == "checkpoints" and any(p.glob("step_*")):
+            elif p.name == "checkpoints" and (committed := sorted(c.parent for c in p.glob("step_*/COMPLETE"))):
                 hint = (f" (a run's checkpoints/ folder: pass the run folder, --resume {p.parent}, for its newest "
-                        f"checkpoint, or one checkpoint, e.g. --resume {sorted(p.glob('step_*'))[-1]})")
+                        f"checkpoint, or one checkpoint, e.g. --resume {committed[-1]})")
             e.append(f"resume {cfg.resume!r} is neither a complete checkpoint (no COMPLETE marker in it) nor a run "
                      f"folder (checkpoints/){hint}")
     elif cfg.resume == "off" and cfg.output_dir and any((Path(cfg.output_dir) / "checkpoints").glob("step_*")):
