@@ -29,6 +29,8 @@ MANIFEST_NAME = "manifest.json"
 STATE_NAME = "prepare_state.json"  # data.prepare's resume record in an unfinished folder
 SHARD_DTYPE = np.dtype("<u2")  # uint16: every GPT-2 id (< 50257) fits, half the bytes of int32
 SHARD_RE = re.compile(r"^(train|val)_(\d{6})\.npy$")
+# token shards of other GPT-2 trainers: build-nanogpt's edufineweb_{train,val}_NNNNNN.npy, nanoGPT's {train,val}.bin
+OTHER_TOOLS_SHARD_RE = re.compile(r"^(\w+_(train|val)_\d+\.npy|(train|val)\.bin)$")
 TMP_MARK = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>"
 SPLITS = ("train", "val")
 
@@ -160,21 +162,38 @@ def open_shard(path: Path, tokens: int) -> np.ndarray:
 
 def missing_manifest_advice(folder) -> str:
     """What to do with a folder that was passed as prepared data but has no manifest, from what it holds: an
-    unfinished data.prepare run, token shards from another tool, source files, or nothing yet."""
+    unfinished data.prepare run, a run or model folder, token shards of another tool, source files, or nothing."""
     folder = Path(folder)
-    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    try:
+        names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    except OSError as err:  # e.g. a folder this user may not list: said, not raised (every rank reports it)
+        return f"it cannot be read ({err.strerror or err}): check its permissions"
     if STATE_NAME in names or any(SHARD_RE.match(n) for n in names):
         return ("a data.prepare run into it did not finish (it holds its shards or prepare_state.json, not its "
                 "manifest): run the same `python -m data.prepare ... --out` command again to complete it (it resumes), "
                 "after fixing what stopped it")
-    if any(n.endswith((".npy", ".bin")) for n in names):  # ours were matched above
-        return ("it holds .npy/.bin files, which look like token shards of another tool (build-nanogpt's "
-                "edufineweb_*.npy, nanoGPT's train.bin): those are not read here, as they carry no tokenizer or "
-                "checksum record; prepare the text itself, e.g. `python -m data.prepare HuggingFaceFW/fineweb-edu "
-                "--config sample-10BT --out out/data/fineweb_edu_10B`")
+    if "checkpoints" in names or "run_config.yaml" in names or "metrics.jsonl" in names:
+        return ("it is a training run's folder (train.py's output_dir), not prepared data: pass the folder "
+                "data.prepare wrote (the run's run_config.yaml names it as data_dir)")
+    if "config.json" in names:
+        return "it is a model folder, not prepared data: pass the folder data.prepare wrote"
+    if any(OTHER_TOOLS_SHARD_RE.match(n) for n in names):
+        return ("it holds token shards of another tool (build-nanogpt's edufineweb_*.npy, nanoGPT's train.bin / "
+                "val.bin): those are not read here, as they carry no tokenizer or checksum record; prepare the text "
+                "itself, e.g. `python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out "
+                "out/data/fineweb_edu_10B`")
     from data.sources import LOCAL_FORMATS
 
-    if any(n.endswith(tuple(LOCAL_FORMATS)) for n in names):
+    def is_source(p: Path) -> bool:
+        return p.name.endswith(tuple(LOCAL_FORMATS)) and p.is_file()
+
+    try:  # sources may sit in subfolders (data.prepare reads a folder recursively); one level down is looked at,
+        # not the whole tree (a mistyped --data_dir of a large folder would be walked whole)
+        has_sources = any(is_source(p) or p.is_dir() and any(is_source(q) for q in p.iterdir())
+                          for p in folder.iterdir())
+    except OSError:
+        has_sources = False
+    if has_sources:
         return (f"it holds source files, not tokens: tokenize them with `python -m data.prepare {folder} --out "
                 f"out/data/NAME`, then pass out/data/NAME")
     return f"prepare the data first: `python -m data.prepare SOURCE --out {folder}`"

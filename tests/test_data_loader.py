@@ -187,8 +187,12 @@ def test_missing_manifest_names_the_fix(tmp_path):
     (["prepare_state.json"], r"a data.prepare run into it did not finish .* run the same .* command again"),
     (["train_000001.npy"], r"a data.prepare run into it did not finish"),
     (["edufineweb_val_000000.npy", "edufineweb_train_000001.npy"],
-     r"it holds .npy/.bin files, which look like token shards of another tool \(build-nanogpt's edufineweb_\*.npy.*prepare the text itself"),
+     r"it holds token shards of another tool \(build-nanogpt's edufineweb_\*.npy.*prepare the text itself"),
     (["input.txt"], r"it holds source files, not tokens: tokenize them with `python -m data.prepare .* --out out/data/NAME`"),
+    (["parts/part-0.parquet"], r"it holds source files, not tokens"),  # one level down
+    (["run_config.yaml", "metrics.jsonl"], r"it is a training run's folder \(train.py's output_dir\), not prepared data"),
+    (["config.json", "pytorch_model.bin"], r"it is a model folder, not prepared data"),  # not "another tool's shards"
+    (["notes.md"], r"prepare the data first: `python -m data.prepare SOURCE --out "),
 ])
 def test_a_folder_without_manifest_gets_advice_from_what_it_holds(tmp_path, files, advice):
     """The same advice from the loader (eval.val_loss) and from train.py's config check; before, a half-prepared
@@ -196,6 +200,7 @@ def test_a_folder_without_manifest_gets_advice_from_what_it_holds(tmp_path, file
     from training.run_config import RunConfig, validate
 
     for name in files:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(DataError, match=r"manifest.json not found: " + advice):
         TokenDataset(tmp_path)
