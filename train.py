@@ -30,24 +30,27 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed, or a second one (training/signals.py)
         print(interrupted_message(cfg.output_dir), file=sys.stderr, flush=True)
         return 130
-    except PermissionError as err:  # a file met later (a shard, a checkpoint file): one line, not a traceback;
-        # a checkpoint that cannot be written is reported by the loop itself (exit 5)
-        print(f"error: {permission_message(err)}", file=sys.stderr, flush=True)
-        return 2
+    except PermissionError as err:  # a file met later (a shard, a HellaSwag copy): one line, not a traceback, and
+        # exit 1 as an unexpected error (a checkpoint that cannot be written is the loop's own exit 5)
+        print(f"error: {permission_message(err)}; {what_was_kept(cfg.output_dir)}", file=sys.stderr, flush=True)
+        return 1
 
 
 def interrupted_message(output_dir) -> str:
     """What an abort kept, read from disk: a second Ctrl-C may land in the middle of a checkpoint's commit, which
     then may or may not have finished (the line once said the step in progress was lost when its commit was done)."""
+    return f"interrupted (Ctrl-C): what was in progress is not saved; {what_was_kept(output_dir)}"
+
+
+def what_was_kept(output_dir) -> str:
     from training.checkpoint import committed_checkpoints
 
     try:
         newest = committed_checkpoints(output_dir)[-1:]
     except OSError:
         newest = []
-    kept = (f"the committed checkpoints are intact (newest: {newest[0].name}; continue with --resume auto)" if newest
+    return (f"the committed checkpoints are intact (newest: {newest[0].name}; continue with --resume auto)" if newest
             else "no checkpoint was committed")
-    return f"interrupted (Ctrl-C): what was in progress is not saved; {kept}"
 
 
 if __name__ == "__main__":
