@@ -100,11 +100,14 @@ def main(argv=None) -> int:
         print(f"error: {permission_message(err)}; nothing was exported", file=sys.stderr)
         return 2
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        if isinstance(err, SafetensorError) or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-            # safetensors reports a full disk as its own error ("IoError(Os { code: 28 ...")
-            print(f"error: could not write the export in {Path(args.out).parent} ({str(err).splitlines()[0]}); the "
-                  f"staged files were removed and an earlier export at {args.out} is unchanged: free some space "
-                  "or choose another --out", file=sys.stderr)
+        # safetensors reports a full disk as its own error: "IoError(Os { code: 28, kind: StorageFull, ... })"
+        full = (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+                or isinstance(err, SafetensorError) and ("code: 28" in str(err) or "StorageFull" in str(err)))
+        if full or isinstance(err, SafetensorError):
+            kept = f"; the earlier export at {args.out} is unchanged" if Path(args.out).is_dir() else ""
+            print(f"error: could not write the export in {Path(args.out).parent} ({str(err).splitlines()[0]}); its "
+                  f"staged files were removed{kept}"
+                  + (": free some space or choose another --out" if full else ""), file=sys.stderr)
             return 2
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -138,13 +138,15 @@ def storage_message(err: OSError) -> str:
         folder = next((p for p in (where, *where.parents) if p.exists()), None)
         if folder is not None:
             free = f" ({shutil.disk_usage(folder).free / 1e9:.2f} GB free there)"
-    return (f"could not write {where or 'a file'}: {err.strerror}{free}: free some space or choose another "
-            "location; nothing partial was left in its place")
+    if err.errno == errno.EROFS:
+        return f"could not write {where or 'a file'}: {err.strerror}: choose a location on a writable file system"
+    return f"could not write {where or 'a file'}: {err.strerror}{free}: free some space or choose another location"
 
 
 def permission_message(err: PermissionError) -> str:
     """One line for a file or folder this user may not read or write (a traceback said no more), e.g. `permission
-    denied: data/val_000000.npy: check that this user can read it (ls -l shows its modes)`."""
+    denied: data/val_000000.npy: check that this user can read it (and write it, for an output): ls -l shows its
+    modes`."""
     where = err.filename or "a file"
     return (f"permission denied: {where}: check that this user can read it (and write it, for an output): "
             "ls -l shows its modes")

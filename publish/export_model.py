@@ -153,8 +153,9 @@ def export_model(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-    except PermissionError:  # named after --out's folder, not the staging folder the user never asked for
-        raise PermissionError(13, "Permission denied", str(out.parent)) from None
+    except PermissionError:  # named after the folder that refused it, not the staging folder never asked for
+        refusing = next((p for p in out.absolute().parents if p.exists()), out.parent)
+        raise PermissionError(13, "Permission denied", str(refusing)) from None
     try:
         exported = _write_weights(model, tmp, format, DTYPES[dtype])
         diff = _check_roundtrip(model, tmp, format, DTYPES[dtype])

@@ -55,8 +55,9 @@ def _launcher_precision_note(cfg: RunConfig) -> str:
     from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # 'no' is also the launcher's default
     if cfg.mixed_precision == "auto" or from_launcher in ("no", cfg.mixed_precision):
         return ""
-    return (f" (the launcher's {from_launcher} is not used: the run config's mixed_precision decides; pass "
-            f"--mixed_precision {from_launcher} to train.py)")
+    passable = from_launcher in ("bf16", "fp16")  # the launcher also offers fp8, which train.py does not
+    return (f" (the launcher's {from_launcher} is not used: the run config's mixed_precision decides"
+            + (f"; pass --mixed_precision {from_launcher} to train.py)" if passable else ")"))
 
 
 def _strategy(accelerator) -> str:
