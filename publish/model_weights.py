@@ -11,6 +11,7 @@ load through here, so none of them exports, trains or scores such a model; each 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 # buffers some GPT-2 checkpoints carry and ours never had (not weights: nothing is random without them)
@@ -30,6 +31,10 @@ def from_pretrained_checked(model_class, model_dir: str | Path, **kwargs):
             f"{model_dir}: the weights file {', '.join(files) or '(*.safetensors)'} is damaged or incomplete "
             f"({first_line(err)}): copy or export the model again (a checkpoint: use an earlier one)") from None
     except (OSError, ValueError, RuntimeError) as err:
+        unreadable = [p for p in _weight_files(model_dir) if not os.access(p, os.R_OK)]
+        if unreadable:  # transformers says "No such file or directory" of a weights file it may not read
+            raise ValueError(f"{unreadable[0]}: permission denied: check that this user can read it (ls -l shows "
+                             "its modes)") from None
         text = str(err).lower()
         if "mismatch" in text:  # "size mismatch", "ignore_mismatched_sizes"
             raise ValueError(f"{model_dir}: the weight shapes do not match its config.json: is this a checkpoint of "
@@ -49,6 +54,11 @@ def from_pretrained_checked(model_class, model_dir: str | Path, **kwargs):
             f"{unexpected[:3]}): they would be dropped. Is this a checkpoint of another architecture, or a config "
             "edited after saving?")
     return model
+
+
+def _weight_files(model_dir: str | Path) -> list[Path]:
+    folder = Path(model_dir)
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]) if folder.is_dir() else []
 
 
 def read_config_json(model_dir: str | Path) -> dict:

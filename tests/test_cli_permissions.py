@@ -89,3 +89,19 @@ def test_an_export_into_a_folder_it_may_not_write_names_that_folder(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"permission denied: {read_only}: " in proc.stderr  # not the staging folder inside it
     assert list(read_only.iterdir()) == []
+
+
+def test_an_unreadable_weights_file_is_not_called_missing(tmp_path):
+    """transformers said 'No such file or directory' of a model.safetensors it may not read (bad-input audit)."""
+    from model_helpers import tiny_model
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.chmod(0)
+    try:
+        proc = _run("export.py", str(tmp_path / "model"), "--out", str(tmp_path / "out"))
+    finally:
+        weights.chmod(0o644)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{weights}: permission denied: check that this user can read it" in proc.stderr
+    assert "No such file" not in proc.stderr
