@@ -193,16 +193,19 @@ def test_compat_errors_name_every_difference():
     meta = {"model_config": saved_cfg.to_dict(), "data_manifest_hash": "aaa", "world_size": 2,
             "tokenizer_fingerprint": "gpt2-bpe:x",
             "run_config": {"total_batch_size": 256, "micro_batch_size": 4, "seq_len": 32, "data_seed": 1,
-                           "overfit_single_batch": False, "init_from": "scratch"}}
+                           "overfit_single_batch": False, "init_from": "scratch", "data_dir": "out/data/a"}}
     same = dict(model_config=GPT2ReproConfig(n_layer=2, n_head=2, n_embd=64, n_positions=128),
                 run_config=dict(meta["run_config"]), world_size=2, data_manifest_hash="aaa",
                 tokenizer_fingerprint="gpt2-bpe:x")
     assert ckpt.compat_errors(meta, **same) == []
     changed = dict(same, model_config=GPT2ReproConfig(n_layer=3, n_head=2, n_embd=64, n_positions=128),
-                   world_size=1, data_manifest_hash="bbb", run_config={**same["run_config"], "seq_len": 64})
+                   world_size=1, data_manifest_hash="bbb",
+                   run_config={**same["run_config"], "seq_len": 64, "data_dir": "out/data/b"})
     errors = ckpt.compat_errors(meta, **changed)
     assert "architecture: n_layer is 3 now, 2 in the checkpoint" in errors
-    assert any(e.startswith("data: manifest hash is bbb now, aaa") for e in errors)
+    # both folders named (only the hashes were, which said nothing of which data each was)
+    assert ("data: other tokens than the checkpoint trained on (now 'out/data/b', manifest hash bbb; the "
+            "checkpoint's 'out/data/a', aaa)") in " ".join(errors)
     assert any(e.startswith("run config: seq_len is 64 now, 32") for e in errors)
     assert len(errors) == 3  # the world size is not among them: each step reads the same windows on any
     # number of processes and micro-batch size (elastic resume) ...

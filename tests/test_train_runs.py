@@ -1334,7 +1334,7 @@ def test_resume_with_the_same_tokens_prepared_again_elsewhere(setup, tmp_path, i
     source.write_text("".join(source.read_text().splitlines(keepends=True)[1:]))  # one document fewer
     prepare(str(source), other, val_tokens=1024, shard_tokens=8192, num_proc=1, progress=False)
     assert train.main(_args(setup, out, "--data_dir", str(other), "--max_steps", "4", *NO_EVALS)) == 2
-    assert "data: manifest hash is" in capsys.readouterr().err
+    assert f"data: other tokens than the checkpoint trained on (now {str(other)!r}" in capsys.readouterr().err
 
 
 def test_resume_with_another_validation_set_says_the_curves_do_not_compare(reference, setup, tmp_path, in_process,

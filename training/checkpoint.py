@@ -431,8 +431,10 @@ def compat_errors(meta: dict, *, model_config, run_config: dict, world_size: int
     # saved before meta.json recorded the content hash go by the manifest's alone
     same_tokens = data_content_hash is not None and meta.get("data_content_hash") == data_content_hash
     if meta["data_manifest_hash"] != data_manifest_hash and not same_tokens:
-        errors.append(f"data: manifest hash is {data_manifest_hash} now, {meta['data_manifest_hash']} in the "
-                      "checkpoint (a different data_dir, or one prepared again with other tokens)")
+        then = (meta.get("run_config") or {}).get("data_dir")
+        errors.append(f"data: other tokens than the checkpoint trained on (now {run_config.get('data_dir')!r}, "
+                      f"manifest hash {data_manifest_hash}; the checkpoint's {then!r}, {meta['data_manifest_hash']}): "
+                      "a different data_dir, or one prepared again with other tokens")
     if tokenizer_fingerprint and meta.get("tokenizer_fingerprint") not in (None, tokenizer_fingerprint):
         errors.append(f"tokenizer: {tokenizer_fingerprint} now, {meta['tokenizer_fingerprint']} in the checkpoint")
     if run_config.get("overfit_single_batch") and batch_split_changed(meta, run_config, world_size):
