@@ -196,16 +196,15 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
                                  "stock GPT-2 format)")
         from safetensors import SafetensorError
 
+        from publish.model_weights import first_line
+
         try:
             model = load_stock_gpt2(from_gpt2)
         except SafetensorError as err:  # a truncated or garbled weights file
             raise EvalInputError(f"{from_gpt2}: its weights file is damaged or incomplete ({err}): copy or download "
                                  "the model again") from None
         except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: transformers' shape-mismatch report
-            lines = str(err).strip().splitlines()
-            # the first line, and what follows a heading such as "Invalid GPT2ReproConfig:" (its reasons)
-            raise EvalInputError(" ".join(line.strip() for line in lines[:4]) if lines[0].endswith(":")
-                                 else lines[0]) from None
+            raise EvalInputError(first_line(err)) from None  # with an "Invalid GPT2ReproConfig:" heading's reasons
         tokenizer = _stock_tokenizer(from_gpt2)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -163,11 +163,12 @@ def load_model(path: str | Path, dtype=None):
         )
     try:
         config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise EvalInputError(f"could not load the model in {model_dir}: {first_line(err)}") from None
+    try:
         model = from_pretrained_checked(AutoModelForCausalLM, model_dir, config=config, dtype=dtype or torch.float32)
-    except (OSError, ValueError, RuntimeError) as err:  # from_pretrained_checked: ValueError saying what is wrong
-        said = str(err).startswith((str(model_dir), "could not load the model in"))  # the checker's own messages
-        raise EvalInputError(str(err) if said else f"could not load the model in {model_dir}: {first_line(err)}") \
-            from None
+    except ValueError as err:  # it says what is wrong, naming the folder
+        raise EvalInputError(str(err)) from None
     model.eval()
     tokenizer = _load_tokenizer(model_dir, model_type)
     rows = model.get_input_embeddings().num_embeddings

@@ -332,11 +332,13 @@ def load_lm_eval_results(path: str | Path) -> dict:
 
 
 def _pretrained_arg(data: dict) -> str | None:
-    """`pretrained=` of the `--model_args` an lm_eval run recorded in its results' config (a "k=v,k=v" string, or
-    a dict in some versions); None when absent."""
+    """`pretrained=` of the `--model_args` an lm_eval run recorded in its results' config (a "k=v,k=v" string, read
+    with lm-eval's own parser, or a dict in some versions); None when absent."""
     args = (data.get("config") or {}).get("model_args")
     if isinstance(args, str):
-        args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(args)
     value = args.get("pretrained") if isinstance(args, dict) else None
     return value if isinstance(value, str) and value else None
 
