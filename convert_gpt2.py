@@ -9,6 +9,8 @@
     python convert_gpt2.py --from-gpt2 PATH_OR_REPO --out DIR     # writes our format (with code)
     python convert_gpt2.py --to-gpt2 OUR_MODEL_DIR --out DIR      # writes stock GPT-2 format (also a run or
                                                                   # checkpoint folder, as for export.py)
+    python convert_gpt2.py --from-build-nanogpt log/model_19072.pt --out DIR   # a build-nanogpt checkpoint ->
+                                                                  # our format (publish/nanogpt_checkpoint.py)
 
 The mapping is names-for-names plus one documented transpose: HF stores four matmuls per block as `Conv1D`
 with weight (in, out); we use `nn.Linear` with weight (out, in). Hub files for `openai-community/gpt2` have no
@@ -178,6 +180,15 @@ def _stock_tokenizer(path_or_repo: str):
     return (saved_tokenizer(folder) if folder.is_dir() else None) or gpt2_tokenizer()
 
 
+def _new_out(out: str | Path) -> Path:
+    from eval.errors import EvalInputError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EvalInputError(f"--out {out} exists and is not an empty folder: choose a new folder")
+    return out
+
+
 def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path:
     """What the command line does; bad input raises eval.errors.EvalInputError (one line, exit 2).
 
@@ -185,9 +196,7 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
     export.py and eval/; the model's own tokenizer goes with it (GPT-2's when the folder has none)."""
     from eval.errors import EvalInputError
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EvalInputError(f"--out {out} exists and is not an empty folder: choose a new folder")
+    out = _new_out(out)
     if from_gpt2:
         from eval.load import _model_type
 
@@ -219,6 +228,23 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
     return out
 
 
+def convert_build_nanogpt(checkpoint: str | Path, out: str | Path) -> dict:
+    """A build-nanogpt checkpoint (log/model_NNNNN.pt) -> our model folder with GPT-2's tokenizer; returns what the
+    file says of its step and validation loss. Bad input raises eval.errors.EvalInputError (one line, exit 2)."""
+    from data.tokenizer import gpt2_tokenizer
+    from eval.errors import EvalInputError
+    from publish.nanogpt_checkpoint import load_build_nanogpt
+
+    out = _new_out(out)
+    try:
+        model, meta = load_build_nanogpt(checkpoint)
+    except ValueError as err:
+        raise EvalInputError(str(err)) from None
+    model.save_pretrained(out)
+    gpt2_tokenizer().save_pretrained(out)
+    return meta
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     direction = parser.add_mutually_exclusive_group(required=True)
@@ -226,13 +252,21 @@ def main(argv=None) -> None:
     direction.add_argument("--to-gpt2", metavar="DIR",
                            help="our model folder, checkpoint folder or run folder (its newest verified checkpoint) "
                                 "-> stock GPT-2 format")
+    direction.add_argument("--from-build-nanogpt", metavar="FILE",
+                           help="build-nanogpt checkpoint (log/model_NNNNN.pt) -> our format")
     parser.add_argument("--out", required=True, help="output folder (new or empty)")
     args = parser.parse_args(argv)
 
     from eval.errors import run_cli
 
     def _main(_argv):
-        print(f"wrote {convert(args.from_gpt2, args.to_gpt2, args.out)}")
+        if args.from_build_nanogpt:
+            meta = convert_build_nanogpt(args.from_build_nanogpt, args.out)
+            said = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in meta.items())
+            print(f"wrote {args.out}" + (f" (build-nanogpt {said})" if said else ""))
+        else:
+            print(f"wrote {convert(args.from_gpt2, args.to_gpt2, args.out)}")
 
     run_cli(_main)
 

@@ -100,6 +100,11 @@ def resolve_source(path: str | Path) -> RunSource:
             f"{path} is a run folder without a complete checkpoint (no intact checkpoints/step_*/COMPLETE): "
             "train until the first save (save_every), or pass a model folder"
         )
+    if path.is_file() or any(path.glob("model_*.pt")):  # a .pt file, or build-nanogpt's log/ folder
+        raise FileNotFoundError(
+            f"{path} is not a model folder: a build-nanogpt checkpoint (log/model_NNNNN.pt) becomes one with "
+            "`python convert_gpt2.py --from-build-nanogpt FILE --out DIR`; otherwise pass a model, checkpoint or run "
+            "folder")
     raise FileNotFoundError(
         f"{path} has no config.json: expected a model folder (config.json), a checkpoint folder (model/ + "
         "COMPLETE) or a run folder (checkpoints/step_*/COMPLETE)"

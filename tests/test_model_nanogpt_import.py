@@ -1,0 +1,197 @@
+"""A build-nanogpt checkpoint (log/model_NNNNN.pt) converted to our model: same logits as an independent GPT-2,
+loaded without running code from the file, and bad files refused in one line.
+
+The checkpoints here are written the way build-nanogpt's train_gpt2.py writes them: `torch.save` of a dict with
+the model's state dict (names prefixed `_orig_mod.` by torch.compile), its `GPTConfig` dataclass pickled as
+`__main__.GPTConfig`, the step and the validation loss. The weights come from transformers' own GPT-2 (random),
+laid out as build-nanogpt's nn.Linear modules hold them, with the embedding padded to 50304 trained rows.
+"""
+
+import dataclasses
+import os
+import sys
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import convert_gpt2
+from model_helpers import assert_padded_ids_impossible, randomize_all_parameters
+from modeling_gpt2repro import GPT2ReproForCausalLM
+from publish.model_weights import from_pretrained_checked
+from publish.nanogpt_checkpoint import load_build_nanogpt
+
+pytestmark = pytest.mark.model
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+@dataclasses.dataclass
+class GPTConfig:  # the fields of build-nanogpt's config
+    block_size: int = 1024
+    vocab_size: int = 50257
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+
+
+@pytest.fixture
+def as_main_script(monkeypatch):
+    """GPTConfig pickles as `__main__.GPTConfig`, as it does when train_gpt2.py runs as a script."""
+    monkeypatch.setattr(GPTConfig, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "GPTConfig", GPTConfig, raising=False)
+
+
+@pytest.fixture
+def stock():
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=50257)
+    model = GPT2LMHeadModel(config)
+    randomize_all_parameters(model, seed=3)
+    model.tie_weights()
+    return model.eval()
+
+
+def build_nanogpt_state(stock, prefix="_orig_mod.") -> dict:
+    """transformers' GPT-2 weights as build-nanogpt's model holds them: Linear (out, in) layout, 50304 embedding
+    rows (the 47 extra rows are trained there, so random here), one tensor shared by wte and lm_head."""
+    state = {}
+    for name, tensor in stock.state_dict().items():
+        if name == "lm_head.weight" or name.endswith((".attn.bias", ".attn.masked_bias")) and tensor.dim() > 1:
+            continue
+        state[name] = tensor.t().contiguous() if name.endswith(CONV1D) else tensor.clone()
+    extra = torch.randn(50304 - 50257, stock.config.n_embd, generator=torch.Generator().manual_seed(5)) * 0.1
+    state["transformer.wte.weight"] = torch.cat([state["transformer.wte.weight"], extra])
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    return {prefix + k: v for k, v in state.items()}
+
+
+def save_checkpoint(path, stock, **entries):
+    c = stock.config
+    checkpoint = {"model": build_nanogpt_state(stock),
+                  "config": GPTConfig(block_size=c.n_positions, vocab_size=50304, n_layer=c.n_layer, n_head=c.n_head,
+                                      n_embd=c.n_embd),
+                  "step": 5000, "val_loss": 3.0712}
+    checkpoint.update(entries)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_converted_checkpoint_gives_gpt2s_logits_and_loads_as_a_model_folder(tmp_path, stock, as_main_script, capsys):
+    ckpt = save_checkpoint(tmp_path / "model_05000.pt", stock)
+    ours, meta = load_build_nanogpt(ckpt)
+    assert meta == {"step": 5000, "val_loss": 3.0712}
+    assert (ours.config.n_layer, ours.config.n_head, ours.config.n_embd, ours.config.n_positions) == (2, 2, 64, 128)
+    x = torch.randint(0, 50257, (2, 48))
+    with torch.no_grad():
+        ref = stock(x).logits
+        got = ours(x).logits
+    assert (got[..., :50257] - ref).abs().max().item() <= 1e-5
+    assert_padded_ids_impossible(got)
+
+    convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "ours")])
+    assert "build-nanogpt step 5000, val loss 3.0712" in capsys.readouterr().out
+    folder = from_pretrained_checked(GPT2ReproForCausalLM, tmp_path / "ours").eval()
+    assert (tmp_path / "ours" / "tokenizer.json").is_file()
+    with torch.no_grad():
+        assert torch.equal(folder(x).logits, got)
+        generated = folder.generate(x[:1, :8], max_new_tokens=4, do_sample=False)
+    assert generated.shape == (1, 12)
+
+
+def _make_marker(path):
+    os.makedirs(path)
+
+
+def test_nothing_the_checkpoint_pickles_is_run(tmp_path, stock, as_main_script, capsys):
+    """An entry whose unpickling calls a function of the script that wrote it (here one that makes a folder):
+    plain torch.load runs it, the converter does not, and still converts the weights. One that calls os.makedirs
+    itself is refused (torch blocks that module even when allowed)."""
+    marker = tmp_path / "was-run"
+
+    class Sneaky:
+        def __init__(self, function):
+            self.function = function
+
+        def __reduce__(self):
+            return self.function, (str(marker),)
+
+    ckpt = save_checkpoint(tmp_path / "model.pt", stock, extra=Sneaky(_make_marker))
+    torch.load(ckpt, weights_only=False)  # what unpickling the usual way does
+    assert marker.is_dir()
+    marker.rmdir()
+    model, _ = load_build_nanogpt(ckpt)
+    assert not marker.exists()
+    assert model.config.n_layer == 2
+
+    ckpt = save_checkpoint(tmp_path / "model.pt", stock, extra=Sneaky(os.makedirs))
+    with pytest.raises(SystemExit):
+        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "out")])
+    assert "names code that would run when it is loaded (Trying to load unsupported GLOBAL os.makedirs" in \
+        capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_checkpoints_of_ddp_or_without_compile_convert_too(tmp_path, stock, as_main_script):
+    for prefix in ("", "module._orig_mod."):
+        state = build_nanogpt_state(stock, prefix=prefix)
+        torch.save({"model": state, "config": GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=128)},
+                   tmp_path / "m.pt")
+        model, meta = load_build_nanogpt(tmp_path / "m.pt")
+        assert meta == {}
+        assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, stock.transformer.h[1].mlp.c_fc.weight.t())
+
+
+def _llm_c_file(path, _stock):
+    header = torch.zeros(256, dtype=torch.int32)
+    header[0], header[1] = 20240326, 3
+    path.write_bytes(header.numpy().tobytes() + b"\0" * 64)
+    return path
+
+
+def _truncated(path, stock):
+    data = save_checkpoint(path, stock).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _untied(path, stock):
+    state = build_nanogpt_state(stock)
+    state["_orig_mod.lm_head.weight"] = state["_orig_mod.lm_head.weight"].clone() + 1
+    return save_checkpoint(path, stock, model=state)
+
+
+def _one_layer_short(path, stock):
+    state = {k: v for k, v in build_nanogpt_state(stock).items() if ".h.1." not in k}
+    state["_orig_mod.transformer.h.0.attn.c_attn.weight"] = torch.zeros(5, 64)
+    return save_checkpoint(path, stock, model=state)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, s: p, "is not a file"),
+    (lambda p, s: (p.write_text("not a checkpoint\n"), p)[1], "is not a checkpoint torch.save wrote"),
+    (_truncated, "is not a checkpoint torch.save wrote, or a damaged or incomplete copy"),
+    (_llm_c_file, "is an llm.c model file"),
+    (lambda p, s: save_checkpoint(p, s, model_args={"n_layer": 2}), "nanoGPT checkpoint"),
+    (lambda p, s: (torch.save(build_nanogpt_state(s), p), p)[1], "is not a build-nanogpt checkpoint"),
+    (lambda p, s: save_checkpoint(p, s, config=None), "gives no n_head"),
+    (_untied, "not tied"),
+    (_one_layer_short, "its weights are not GPT-2's"),
+    (lambda p, s: save_checkpoint(p, s, config=GPTConfig(n_head=3)), "no valid gpt2repro config"),
+])
+def test_bad_checkpoints_are_refused_in_one_line(tmp_path, stock, as_main_script, capsys, make, message):
+    source = make(tmp_path / "model_00100.pt", stock)
+    with pytest.raises(SystemExit) as exit_info:
+        convert_gpt2.main(["--from-build-nanogpt", str(source), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_and_export_point_a_checkpoint_file_to_the_converter(tmp_path, stock, as_main_script):
+    from eval.errors import EvalInputError
+    from eval.load import resolve_model_dir
+
+    ckpt = save_checkpoint(tmp_path / "log" / "model_05000.pt", stock) if (tmp_path / "log").mkdir() is None else None
+    for path in (ckpt, tmp_path / "log"):
+        with pytest.raises(EvalInputError, match="convert_gpt2.py --from-build-nanogpt"):
+            resolve_model_dir(path)
