@@ -229,20 +229,16 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
 
 
 def convert_build_nanogpt(checkpoint: str | Path, out: str | Path) -> dict:
-    """A build-nanogpt checkpoint (log/model_NNNNN.pt) -> our model folder with GPT-2's tokenizer; returns what the
-    file says of its step and validation loss. Bad input raises eval.errors.EvalInputError (one line, exit 2)."""
-    from data.tokenizer import gpt2_tokenizer
+    """A build-nanogpt checkpoint (log/model_NNNNN.pt) -> our model folder (publish.nanogpt_checkpoint); returns
+    what it recorded of the origin. Bad input raises eval.errors.EvalInputError (one line, exit 2)."""
     from eval.errors import EvalInputError
-    from publish.nanogpt_checkpoint import load_build_nanogpt
+    from publish.nanogpt_checkpoint import write_model_folder
 
     out = _new_out(out)
     try:
-        model, meta = load_build_nanogpt(checkpoint)
-    except ValueError as err:
+        return write_model_folder(checkpoint, out)
+    except ValueError as err:  # raised while reading the checkpoint, before anything is written
         raise EvalInputError(str(err)) from None
-    model.save_pretrained(out)
-    gpt2_tokenizer().save_pretrained(out)
-    return meta
 
 
 def main(argv=None) -> None:
@@ -261,10 +257,11 @@ def main(argv=None) -> None:
 
     def _main(_argv):
         if args.from_build_nanogpt:
-            meta = convert_build_nanogpt(args.from_build_nanogpt, args.out)
-            said = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                             for k, v in meta.items())
-            print(f"wrote {args.out}" + (f" (build-nanogpt {said})" if said else ""))
+            origin = convert_build_nanogpt(args.from_build_nanogpt, args.out)
+            said = [f"{k.replace('_', ' ')} {origin[k]:.4f}" if isinstance(origin[k], float) else f"{k} {origin[k]}"
+                    for k in ("step", "val_loss") if k in origin]
+            said += [f"its log.txt in {origin['log']}"] if "log" in origin else []
+            print(f"wrote {args.out}" + (f" (build-nanogpt {', '.join(said)})" if said else ""))
         else:
             print(f"wrote {convert(args.from_gpt2, args.to_gpt2, args.out)}")
 

@@ -175,7 +175,10 @@ def export_model(
             if run_config:  # the config the card describes, not a later session's run_config.yaml
                 (tmp / "logs" / "run_config.yaml").write_text(
                     yaml.safe_dump(public_run_config(run_config), sort_keys=False))
-            _write_public_metrics(src.metrics_path, tmp / "logs" / "metrics.jsonl")
+            if src.run_dir is not None:
+                _write_public_metrics(src.metrics_path, tmp / "logs" / "metrics.jsonl")
+            else:  # a converted build-nanogpt checkpoint's log.txt: steps and numbers only, no paths to reduce
+                shutil.copyfile(src.metrics_path, tmp / "logs" / src.metrics_path.name)
             plots = _write_plots(metrics, tmp / "plots", src.step, datasets)
         card = build_model_card(CardInputs(
             model_name=model_name or out.name,
@@ -193,6 +196,7 @@ def export_model(
             license=license,
             base_model=base_model,
             plots=plots,
+            converted_from=src.converted_from,
         ))
         card.save(tmp / "README.md")
         default_file_modes(tmp)  # readable as the umask allows (transformers writes the weights 0600)
@@ -275,8 +279,9 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
     `<run>/eval_results/step_N/`) join the card: lm-eval's 0-shot HellaSwag results unless others were passed,
     the scorer's as the HellaSwag record of that step unless training measured one there. Optional extras: a
     file that cannot be used (unreadable, another task, few-shot) is skipped with a warning, never an error.
-    Returns the lm-eval results to use."""
-    if src.run_dir is None or src.checkpoint_dir is None:
+    Returns the lm-eval results to use. A converted build-nanogpt checkpoint's folder keeps them in its own
+    eval_results/."""
+    if src.step is None or (src.checkpoint_dir is None and src.converted_from is None):
         return lm_eval_results
     folder = src.eval_results_dir
     from eval import hellaswag, lm_eval_run
@@ -292,7 +297,9 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
         except (OSError, ValueError) as err:
             skip(lm_eval_file, err)
     scorer = folder / hellaswag.RESULTS_FILE
-    if metrics is not None and src.step is not None and src.step not in metrics.hellaswag_records and scorer.is_file():
+    logged = metrics.hellaswag_records.get(src.step, {}) if metrics is not None else {}
+    # a build-nanogpt log's record has its own acc_norm only (acc_tokennorm): the scorer's has lm-eval's too
+    if metrics is not None and logged.get("acc_norm") is None and scorer.is_file():
         try:
             saved = json.loads(scorer.read_text())
             result = saved["results"]

@@ -33,7 +33,7 @@ class RunMetrics:
     val_loss: list[tuple[int, float]] = field(default_factory=list)
     # scorer name (publish.references) -> acc_norm under that scorer
     hellaswag: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    # the full `hellaswag` records (acc, acc_norm, acc_tokennorm, n), by step; empty for log.txt
+    # the full `hellaswag` records (acc, acc_norm, acc_tokennorm, n), by step; acc_tokennorm alone for log.txt
     hellaswag_records: dict[int, dict] = field(default_factory=dict)
     train_records: dict[int, dict] = field(default_factory=dict)
     val_tokens: dict[int, int] = field(default_factory=dict)  # step -> tokens the validation loss averaged over
@@ -158,4 +158,6 @@ def _parse_log_txt(text: str, path: Path, name: str) -> RunMetrics:
         train_loss=sorted(series["train"].items()),
         val_loss=sorted(series["val"].items()),
         hellaswag={SCORER_BUILD_NANOGPT: hella} if hella else {},
+        # its `hella` value is build-nanogpt's token-normalised acc_norm: our `acc_tokennorm` (no acc, no count)
+        hellaswag_records={s: {"acc_tokennorm": v} for s, v in hella},
     )

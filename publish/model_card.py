@@ -61,6 +61,7 @@ class CardInputs:
     license: str = "mit"
     base_model: str | None = None  # default: from run_config init_from
     plots: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to the card)
+    converted_from: dict | None = None  # a converted build-nanogpt checkpoint's record (publish.nanogpt_checkpoint)
 
 
 def base_model_of(run_config: dict) -> str | None:
@@ -378,7 +379,16 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     data = (", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets)
             or inputs.data_description or "the run's data")
     parts = [f"# {inputs.model_name}\n"]
-    if cfg or base_model or inputs.datasets or inputs.data_description or inputs.metrics is not None:
+    converted = inputs.converted_from
+    if converted:
+        what = ("trained with Karpathy's [build-nanogpt](https://github.com/karpathy/build-nanogpt) "
+                f"(`train_gpt2.py`)" + (f" on {data}" if inputs.datasets or inputs.data_description else "")
+                + f" and converted from its checkpoint `{converted.get('checkpoint')}` to gpt2repro's architecture "
+                "(the same GPT-2, reimplemented natively on the Hugging Face stack; the logits of the 50,257 real "
+                "token ids are unchanged). "
+                + ("Its training is described only by what that run logged (below). " if inputs.metrics is not None
+                   else "No log of that run came with it: how it was trained is not stated here. "))
+    elif cfg or base_model or inputs.datasets or inputs.data_description or inputs.metrics is not None:
         what = (f"{origin} on {data} with gpt2repro: Karpathy's [build-nanogpt](https://github.com/karpathy/"
                 "build-nanogpt) GPT-2 (124M) recipe, reimplemented natively on the Hugging Face stack (transformers "
                 "model, Accelerate training loop). ")
@@ -575,7 +585,7 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     other_file = bool(shown) and not _published_set(shown)  # lm-eval's `hellaswag` cannot reproduce it
     command = ("Score the published HellaSwag validation set on this export with lm-eval (the number above is on "
                "another file, which this command does not read)" if other_file
-               else "Reproduce the lm-eval number on this export" if hella or lm_eval
+               else "Reproduce the lm-eval number on this export" if lm_eval or hella.get("acc_norm") is not None
                else "Score HellaSwag on this export with lm-eval")
     # the number above may be on the first n examples: the command that reproduces it scores those, not all 10,042
     n = None if other_file else shown.get("n")
@@ -585,8 +595,11 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     return (
         "## Evaluation\n\n"
         + hellaswag
-        + ("- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for any "
-           "number of GPUs).\n" if inputs.metrics is None or inputs.metrics.val_loss
+        + ("- Validation loss: as build-nanogpt's `train_gpt2.py` measured it and logged it (mean cross-entropy on "
+           "batches of its validation shard).\n" if inputs.converted_from and inputs.metrics and inputs.metrics.val_loss
+           else "- Validation loss: not recorded with this folder.\n" if inputs.converted_from
+           else "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for "
+           "any number of GPUs).\n" if inputs.metrics is None or inputs.metrics.val_loss
            else "- Validation loss: not measured in training.\n")
         + f"- {command}:\n\n"
         + f"```bash\nlm_eval --model hf --model_args pretrained={repo}{revision}{remote},dtype=float32 "

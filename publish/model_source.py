@@ -33,6 +33,8 @@ class RunSource:
     checkpoint_dir: Path | None = None  # checkpoints/step_XXXXXXXX, when the model came from one
     run_dir: Path | None = None  # the run folder (run_config.yaml, metrics.jsonl), when known
     step: int | None = None
+    # a model folder converted from another tool's checkpoint: its converted_from.json (publish.nanogpt_checkpoint)
+    converted_from: dict | None = None
 
     @property
     def eval_results_dir(self) -> Path:
@@ -44,7 +46,11 @@ class RunSource:
 
     @property
     def metrics_path(self) -> Path | None:
-        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        """The run's metrics.jsonl; for a converted build-nanogpt checkpoint, the copy of its run's log.txt."""
+        from publish.nanogpt_checkpoint import BUILD_NANOGPT_LOG
+
+        path = (self.run_dir / "metrics.jsonl" if self.run_dir
+                else self.model_dir / BUILD_NANOGPT_LOG if self.converted_from else None)
         return path if path and path.is_file() else None
 
     def meta(self) -> dict:
@@ -85,7 +91,9 @@ def resolve_source(path: str | Path) -> RunSource:
         checkpoint = path.parent if path.name == "model" and _STEP_DIR.match(path.parent.name) else None
         if checkpoint is not None:
             return _from_checkpoint(checkpoint)
-        return RunSource(model_dir=path)
+        converted = _converted_from(path)
+        return RunSource(model_dir=path, converted_from=converted,
+                         step=converted.get("step") if isinstance((converted or {}).get("step"), int) else None)
     if (path / "model" / "config.json").is_file() or _STEP_DIR.match(path.name):
         return _from_checkpoint(path)
     if (path / "checkpoints").is_dir() or (path / "run_config.yaml").is_file():  # the latter: stopped before a save
@@ -109,6 +117,22 @@ def resolve_source(path: str | Path) -> RunSource:
         f"{path} has no config.json: expected a model folder (config.json), a checkpoint folder (model/ + "
         "COMPLETE) or a run folder (checkpoints/step_*/COMPLETE)"
     )
+
+
+def _converted_from(model_dir: Path) -> dict | None:
+    """The folder's record of the checkpoint it was converted from (None when it has none, or one unreadable:
+    the card then says nothing of the origin rather than something wrong)."""
+    from publish.nanogpt_checkpoint import CONVERTED_FROM
+
+    path = model_dir / CONVERTED_FROM
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        warnings.warn(f"{path} is unreadable: the model's origin is not stated", stacklevel=3)
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:

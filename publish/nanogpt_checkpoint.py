@@ -14,14 +14,22 @@ sometimes with an "optimizer" entry too.
   have probability 0 and the tiny mass build-nanogpt gave them goes to the real ids. The logits of the real ids
   are the same.
 
+The model folder written (`write_model_folder`) also says where it came from, for the model card export.py writes
+from it: `converted_from.json` (the checkpoint's name, sha256, step and validation loss) and, when the run's
+`log.txt` sits beside the checkpoint (build-nanogpt writes both into log/), a copy of it as
+`logs/build-nanogpt-log.txt`: its train/val/HellaSwag curves, read by publish.metrics.
+
 nanoGPT's `ckpt.pt` (it has "model_args") is refused: its MLP uses exact GELU (`nn.GELU()`), ours GPT-2's tanh
 approximation, so the converted model would compute something else.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
 import pickle
+import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -29,6 +37,8 @@ import torch
 
 from publish.model_weights import first_line
 
+CONVERTED_FROM = "converted_from.json"  # in the model folder: where its weights came from
+BUILD_NANOGPT_LOG = "logs/build-nanogpt-log.txt"  # in the model folder: the run's log.txt, when it was found
 PREFIXES = ("_orig_mod.", "module.")  # torch.compile's wrapper, DDP's wrapper (in either order)
 GPT2_TOKENIZER_IDS = 50257
 
@@ -156,3 +166,30 @@ def load_build_nanogpt(path: str | Path):
     meta = {k: checkpoint[k] for k in ("step", "val_loss")
             if isinstance(checkpoint.get(k), numbers.Real) and not isinstance(checkpoint.get(k), bool)}
     return model.eval(), meta
+
+
+def write_model_folder(checkpoint: str | Path, out: str | Path) -> dict:
+    """Convert `checkpoint` into the model folder `out` (weights, config, code, GPT-2's tokenizer, provenance, the
+    run's log.txt when found beside it); returns the provenance record written to CONVERTED_FROM."""
+    from data.shards import sha256_file
+    from data.tokenizer import gpt2_tokenizer
+    from publish.metrics import load_metrics
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, meta = load_build_nanogpt(checkpoint)
+    model.save_pretrained(out)
+    gpt2_tokenizer().save_pretrained(out)
+    origin = {"format": "build-nanogpt", "checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint), **meta}
+    log = checkpoint.parent / "log.txt"
+    if log.is_file():
+        try:
+            load_metrics(log)  # only a log the card can read is carried
+        except (OSError, ValueError) as err:
+            warnings.warn(f"{log} is not carried into {out} (it is not a build-nanogpt log: {first_line(err)})",
+                          stacklevel=2)
+        else:
+            (out / BUILD_NANOGPT_LOG).parent.mkdir(exist_ok=True)
+            shutil.copyfile(log, out / BUILD_NANOGPT_LOG)
+            origin["log"] = BUILD_NANOGPT_LOG
+    (out / CONVERTED_FROM).write_text(json.dumps(origin, indent=2) + "\n", encoding="utf-8")
+    return origin

@@ -20,6 +20,7 @@ from publish.export_model import export_model, not_written_by_export
 from publish.metrics import load_metrics
 from publish.plots import make_figure
 from publish.model_card import METRIC_ACC, METRIC_ACC_NORM, METRIC_ACC_TOKENNORM, METRIC_VAL_LOSS
+from build_nanogpt_checkpoint import as_main_script, save_checkpoint, stock  # noqa: F401 (fixtures)
 from publish_run_fixture import SAVE_AT, UNCOMMITTED, hellaswag_fixture, make_tiny_run
 
 FIRST, LAST = SAVE_AT  # committed checkpoints: the run's newest is exported as ours, the first as gpt2
@@ -642,3 +643,49 @@ def test_export_of_another_model_type_says_what_it_takes(tmp_path, capsys):
         assert export_cli.main([str(tmp_path / folder), "--out", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged_curves(tmp_path, stock,
+                                                                                      as_main_script, capsys):
+    """convert_gpt2.py --from-build-nanogpt carries the run's log.txt (found beside the checkpoint) and a record
+    of the checkpoint; export then writes a card that says where the model came from, with the numbers that run
+    logged at the checkpoint's step (not at later steps) and its curves. Without log.txt the card says so."""
+    import hashlib
+
+    import convert_gpt2
+
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    ckpt = save_checkpoint(log_dir / "model_00200.pt", stock, step=200, val_loss=4.4321)
+    lines = []
+    for step in range(0, 301, 10):
+        lines.append(f"{step} train {10.0 - step / 50:.6f}")
+        if step % 100 == 0:  # build-nanogpt's eval cadence; the run went on past the checkpoint
+            lines += [f"{step} val {9.0 - step / 50:.4f}", f"{step} hella {0.25 + step / 10000:.4f}"]
+    (log_dir / "log.txt").write_text("\n".join(lines) + "\n")
+
+    convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "ours")])
+    assert "(build-nanogpt step 200, val loss 4.4321, its log.txt in logs/build-nanogpt-log.txt)" in \
+        capsys.readouterr().out
+    origin = json.loads((tmp_path / "ours" / "converted_from.json").read_text())
+    assert origin["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest() and origin["step"] == 200
+    result = export_model(tmp_path / "ours", tmp_path / "export", datasets=["HuggingFaceFW/fineweb-edu"])
+    assert result.step == 200
+    assert (tmp_path / "export" / "logs" / "build-nanogpt-log.txt").read_text() == (log_dir / "log.txt").read_text()
+    assert {"plots/loss.png", "plots/hellaswag.png"} <= set(result.files)
+    card = ModelCard.load(tmp_path / "export" / "README.md")
+    text = card.text
+    assert "trained with Karpathy's [build-nanogpt]" in text and "converted from its checkpoint `model_00200.pt`" in text
+    assert "This export is the checkpoint at step 200." in text
+    assert "| **this model** | 0.2700 |" in text  # build-nanogpt's own acc_norm at step 200, not 0.2800 at 300
+    assert "Validation loss at step 200: **5.0000**" in text
+    assert "as build-nanogpt's `train_gpt2.py` measured it" in text
+    assert "lm-evaluation-harness `hellaswag` task" not in text  # nothing was scored the lm-eval way
+    metrics = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert metrics[METRIC_ACC_TOKENNORM] == pytest.approx(0.27) and metrics[METRIC_VAL_LOSS] == pytest.approx(5.0)
+
+    (log_dir / "log.txt").unlink()
+    convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "bare")])
+    export_model(tmp_path / "bare", tmp_path / "bare-export")
+    text = (tmp_path / "bare-export" / "README.md").read_text()
+    assert "No log of that run came with it" in text and "No evaluation was recorded" in text

@@ -1,80 +1,20 @@
-"""A build-nanogpt checkpoint (log/model_NNNNN.pt) converted to our model: same logits as an independent GPT-2,
-loaded without running code from the file, and bad files refused in one line.
+"""A build-nanogpt checkpoint (log/model_NNNNN.pt) converted to our model: same logits as an independent GPT-2
+(transformers' own, random; tests/build_nanogpt_checkpoint.py writes it as build-nanogpt does), loaded without
+running code from the file, and bad files refused in one line. Its model card: tests/test_export_run.py."""
 
-The checkpoints here are written the way build-nanogpt's train_gpt2.py writes them: `torch.save` of a dict with
-the model's state dict (names prefixed `_orig_mod.` by torch.compile), its `GPTConfig` dataclass pickled as
-`__main__.GPTConfig`, the step and the validation loss. The weights come from transformers' own GPT-2 (random),
-laid out as build-nanogpt's nn.Linear modules hold them, with the embedding padded to 50304 trained rows.
-"""
-
-import dataclasses
 import os
-import sys
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 import convert_gpt2
-from model_helpers import assert_padded_ids_impossible, randomize_all_parameters
+from build_nanogpt_checkpoint import GPTConfig, as_main_script, build_nanogpt_state, save_checkpoint, stock  # noqa: F401
+from model_helpers import assert_padded_ids_impossible
 from modeling_gpt2repro import GPT2ReproForCausalLM
 from publish.model_weights import from_pretrained_checked
 from publish.nanogpt_checkpoint import load_build_nanogpt
 
 pytestmark = pytest.mark.model
-
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-@dataclasses.dataclass
-class GPTConfig:  # the fields of build-nanogpt's config
-    block_size: int = 1024
-    vocab_size: int = 50257
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-
-
-@pytest.fixture
-def as_main_script(monkeypatch):
-    """GPTConfig pickles as `__main__.GPTConfig`, as it does when train_gpt2.py runs as a script."""
-    monkeypatch.setattr(GPTConfig, "__module__", "__main__")
-    monkeypatch.setattr(sys.modules["__main__"], "GPTConfig", GPTConfig, raising=False)
-
-
-@pytest.fixture
-def stock():
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=50257)
-    model = GPT2LMHeadModel(config)
-    randomize_all_parameters(model, seed=3)
-    model.tie_weights()
-    return model.eval()
-
-
-def build_nanogpt_state(stock, prefix="_orig_mod.") -> dict:
-    """transformers' GPT-2 weights as build-nanogpt's model holds them: Linear (out, in) layout, 50304 embedding
-    rows (the 47 extra rows are trained there, so random here), one tensor shared by wte and lm_head."""
-    state = {}
-    for name, tensor in stock.state_dict().items():
-        if name == "lm_head.weight" or name.endswith((".attn.bias", ".attn.masked_bias")) and tensor.dim() > 1:
-            continue
-        state[name] = tensor.t().contiguous() if name.endswith(CONV1D) else tensor.clone()
-    extra = torch.randn(50304 - 50257, stock.config.n_embd, generator=torch.Generator().manual_seed(5)) * 0.1
-    state["transformer.wte.weight"] = torch.cat([state["transformer.wte.weight"], extra])
-    state["lm_head.weight"] = state["transformer.wte.weight"]
-    return {prefix + k: v for k, v in state.items()}
-
-
-def save_checkpoint(path, stock, **entries):
-    c = stock.config
-    checkpoint = {"model": build_nanogpt_state(stock),
-                  "config": GPTConfig(block_size=c.n_positions, vocab_size=50304, n_layer=c.n_layer, n_head=c.n_head,
-                                      n_embd=c.n_embd),
-                  "step": 5000, "val_loss": 3.0712}
-    checkpoint.update(entries)
-    torch.save(checkpoint, path)
-    return path
-
 
 def test_converted_checkpoint_gives_gpt2s_logits_and_loads_as_a_model_folder(tmp_path, stock, as_main_script, capsys):
     ckpt = save_checkpoint(tmp_path / "model_05000.pt", stock)
@@ -89,7 +29,7 @@ def test_converted_checkpoint_gives_gpt2s_logits_and_loads_as_a_model_folder(tmp
     assert_padded_ids_impossible(got)
 
     convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "ours")])
-    assert "build-nanogpt step 5000, val loss 3.0712" in capsys.readouterr().out
+    assert "build-nanogpt step 5000, val loss 3.0712)" in capsys.readouterr().out  # no log.txt beside it
     folder = from_pretrained_checked(GPT2ReproForCausalLM, tmp_path / "ours").eval()
     assert (tmp_path / "ours" / "tokenizer.json").is_file()
     with torch.no_grad():

@@ -61,6 +61,7 @@ def test_build_nanogpt_log_txt(tmp_path):
     # build-nanogpt's `hella` is its own token-normalised acc_norm: never filed under lm-eval
     assert list(run.hellaswag) == [SCORER_BUILD_NANOGPT]
     assert run.hellaswag[SCORER_BUILD_NANOGPT] == [(0, 0.25), (100, 0.275), (200, 0.3)]
+    assert run.hellaswag_records[100] == {"acc_tokennorm": 0.275}  # what a model card reports at step 100
 
 
 def test_resumed_run_later_line_wins_and_truncated_tail_is_skipped(tmp_path):
