@@ -615,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=True,
                     help="stream rows (Hub: no full download first); --no-streaming downloads/converts first")
     ap.add_argument("--txt-sample-by", default="document", choices=("document", "paragraph", "line"),
-                    help="what one document is in a .txt file")
+                    help="what one document is in a .txt file: the whole file, each paragraph (split at blank "
+                         "lines) or each line; blank ones are skipped (default: %(default)s)")
     ap.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file (uint16: 2 bytes each)")
     ap.add_argument("--val-tokens", type=int, default=DEFAULT_VAL_TOKENS,
                     help="validation split: the first whole documents until this many tokens (0: none)")

@@ -6,7 +6,8 @@ SOURCE is one of:
   `load_dataset("parquet" | "json" | "text", data_files=...)`. A folder means every supported file under it,
   recursively, sorted by path (the files data.prepare wrote into a prepared folder inside it, such as an --out
   there, are not documents and are left out); all files must share one format. A `.txt` file is ONE document by default
-  (`txt_sample_by="document"`; "paragraph" and "line" are the other `datasets` text modes);
+  (`txt_sample_by="document"`; "paragraph" and "line" are the other `datasets` text modes, whose blank
+  paragraphs / lines are skipped, not made empty documents);
 - a Hub dataset name, e.g. `HuggingFaceFW/fineweb-edu` (config `sample-10BT` unless another is given),
   read with `load_dataset(name, config, split=..., revision=..., streaming=...)`.
 
@@ -80,6 +81,10 @@ class Source:
                                   streaming=streaming, cache_dir=cache_dir, **kwargs)
             except Exception as err:
                 raise DataError(f"datasets could not read {paths}: {err}") from err
+            if self.facts.get("blank_documents") == "skipped":
+                # datasets' "line" mode makes every blank line a row, "paragraph" mode every run of extra blank
+                # lines: as documents they would be a lone EOT each
+                ds = ds.filter(lambda text: bool(text.strip()), input_columns="text")
         else:
             f = self.facts
             try:
@@ -201,6 +206,8 @@ def _local_source(source: str, text_column: str, txt_sample_by: str) -> Source:
     facts = {"kind": "local", "format": fmt, "files": entries, "text_column": text_column}
     if fmt == "text":
         facts["txt_sample_by"] = txt_sample_by
+        if txt_sample_by != "document":  # in the facts: an older prepare that kept them is not resumed by this one
+            facts["blank_documents"] = "skipped"
         text_column = "text"
     if rows is not None:
         facts["rows"] = rows

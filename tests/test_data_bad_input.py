@@ -230,3 +230,24 @@ def test_hub_only_flags_on_a_local_source_are_said_to_be_ignored(tmp_path, caplo
     with caplog.at_level("WARNING", logger="data.prepare"):
         run(tmp_path / "t.jsonl", tmp_path / "out2", val_tokens=1)
     assert "ignored" not in caplog.text
+
+
+@pytest.mark.parametrize("sample_by, documents", [
+    ("line", ["First line.", "Second line.", "  indented line", "Last line."]),
+    ("paragraph", ["First line.\nSecond line.", "  indented line\nLast line."]),
+])
+def test_blank_lines_and_paragraphs_of_a_txt_are_skipped_not_made_empty_documents(tmp_path, tiktoken_gpt2,
+                                                                                   sample_by, documents):
+    """datasets' text modes make every blank line (line mode) or extra blank-line run (paragraph mode) a row;
+    each used to become a document of one EOT token."""
+    import numpy as np
+
+    from data.tokenizer import EOT_ID
+
+    src = tmp_path / "book.txt"
+    src.write_text("First line.\nSecond line.\n\n\n\n  \n\n  indented line\nLast line.\n\n")
+    manifest = run(src, tmp_path / "out", val_tokens=0, txt_sample_by=sample_by)
+    tokens = np.concatenate([np.load(tmp_path / "out" / s["file"]) for s in manifest["shards"]])
+    expected = [t for doc in documents for t in [EOT_ID] + tiktoken_gpt2.encode_ordinary(doc)]
+    assert tokens.tolist() == expected and manifest["documents"] == len(documents)
+    assert manifest["source"]["blank_documents"] == "skipped"
