@@ -430,6 +430,26 @@ def test_a_home_relative_path_in_a_preset_is_expanded(tmp_path, monkeypatch):
     assert cfg.config == str(preset) and cfg.resume == "auto" and cfg.init_from == "scratch"
 
 
+def test_an_exported_run_config_reused_as_a_preset_asks_for_the_paths_it_cut(tmp_path, monkeypatch):
+    """An export's logs/run_config.yaml has its absolute paths cut to `<local>/NAME`: reused as a preset, its
+    output_dir made a folder named "<local>" in the current directory, and data_dir was said not to exist. Its
+    `config: <local>/...` line is only a record, and the preset loads once the paths are given."""
+    monkeypatch.chdir(tmp_path)
+    data = _fake_data_dir(tmp_path)
+    preset = tmp_path / "run_config.yaml"
+    preset.write_text("config: <local>/gpt2_124m.yaml\ndata_dir: <local>/fineweb_edu_10B\noutput_dir: <local>/124M\n"
+                      "hellaswag_file: off\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(["--config", str(preset)])
+    assert [line for line in str(err.value).splitlines() if "an export cut" in line] == [
+        f"  - {name} '<local>/{value}' is a path an export cut to its last name (exported run configs keep no local "
+        f"folders): pass --{name} with its path on this machine" for name, value in (("data_dir", "fineweb_edu_10B"),
+                                                                                     ("output_dir", "124M"))]
+    assert not (tmp_path / "<local>").exists()
+    cfg = load_run_config(["--config", str(preset), "--data_dir", str(data), "--output_dir", "runs/x"])
+    assert cfg.data_dir == str(data)
+
+
 @pytest.mark.parametrize("held,message", [
     ({"manifest.json": "{}"}, "holds prepared data (data.prepare's manifest.json)"),
     ({"prepare_state.json": "{}"}, "holds prepared data (data.prepare's prepare_state.json)"),

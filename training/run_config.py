@@ -507,6 +507,14 @@ def validate(cfg: RunConfig, world_size: Optional[int], paths: bool = True) -> l
 def _path_problems(cfg: RunConfig) -> list[str]:
     """What `validate` finds in the files and packages of this machine: data_dir, output_dir, init_from, resume,
     log_with's package, the HellaSwag file."""
+    from publish.local_paths import LOCAL
+
+    # an exported logs/run_config.yaml reused as a preset: its absolute paths were cut to `<local>/NAME` (an
+    # output_dir such as that would have made a folder named "<local>" here); `config` is only a record in it
+    cut = [name for name in PATH_FIELDS if name != "config" and str(getattr(cfg, name) or "").startswith(f"{LOCAL}/")]
+    if cut:
+        return [f"{name} {getattr(cfg, name)!r} is a path an export cut to its last name (exported run configs keep no "
+                f"local folders): pass --{name} with its path on this machine" for name in cut]
     e: list[str] = []
     if not cfg.data_dir:
         e.append("data_dir is required: a folder made by `python -m data.prepare` (e.g. --data_dir out/data/pydocs)")
