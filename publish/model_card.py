@@ -382,7 +382,7 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     converted = inputs.converted_from
     if converted:
         what = ("trained with Karpathy's [build-nanogpt](https://github.com/karpathy/build-nanogpt) "
-                f"(`train_gpt2.py`)" + (f" on {data}" if inputs.datasets or inputs.data_description else "")
+                "(`train_gpt2.py`)" + (f" on {data}" if inputs.datasets or inputs.data_description else "")
                 + f" and converted from its checkpoint `{converted.get('checkpoint')}` to gpt2repro's architecture "
                 "(the same GPT-2, reimplemented natively on the Hugging Face stack; the logits of the 50,257 real "
                 "token ids are unchanged). "

@@ -150,7 +150,8 @@ def load_build_nanogpt(path: str | Path):
         raise ValueError(f"{path}: its LM head is not tied to its token embedding; gpt2repro implements GPT-2's tied "
                          "head only")
     if rows < config.vocab_size:  # zero rows up to a multiple of 64; their logits are masked
-        weights["transformer.wte.weight"] = torch.cat([embedding, embedding.new_zeros(config.vocab_size - rows, n_embd)])
+        padding = embedding.new_zeros(config.vocab_size - rows, n_embd)
+        weights["transformer.wte.weight"] = torch.cat([embedding, padding])
 
     model = GPT2ReproForCausalLM(config)
     ours = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}

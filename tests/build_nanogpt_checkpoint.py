@@ -3,17 +3,13 @@ the model's state dict (names prefixed `_orig_mod.` by torch.compile), its `GPTC
 `__main__.GPTConfig`, the step and the validation loss. The weights come from transformers' own GPT-2 (random),
 laid out as build-nanogpt's nn.Linear modules hold them, with the embedding padded to 50304 trained rows.
 
-Fixtures `as_main_script` and `stock` are imported by the test files that use them.
+Its fixtures live in conftest.py: `build_nanogpt_main` (GPTConfig pickles as `__main__.GPTConfig`) and
+`random_gpt2` (the weights).
 """
 
 import dataclasses
-import sys
 
-import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
-
-from model_helpers import randomize_all_parameters
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -25,22 +21,6 @@ class GPTConfig:  # the fields of build-nanogpt's config
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-
-
-@pytest.fixture
-def as_main_script(monkeypatch):
-    """GPTConfig pickles as `__main__.GPTConfig`, as it does when train_gpt2.py runs as a script."""
-    monkeypatch.setattr(GPTConfig, "__module__", "__main__")
-    monkeypatch.setattr(sys.modules["__main__"], "GPTConfig", GPTConfig, raising=False)
-
-
-@pytest.fixture
-def stock():
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=50257)
-    model = GPT2LMHeadModel(config)
-    randomize_all_parameters(model, seed=3)
-    model.tie_weights()
-    return model.eval()
 
 
 def build_nanogpt_state(stock, prefix="_orig_mod.") -> dict:

@@ -96,3 +96,28 @@ def tiktoken_gpt2(tmp_path_factory):
             del os.environ["TIKTOKEN_CACHE_DIR"]
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def build_nanogpt_main(monkeypatch):
+    """build_nanogpt_checkpoint.GPTConfig pickles as `__main__.GPTConfig`, as it does in a checkpoint of
+    build-nanogpt's train_gpt2.py run as a script."""
+    import sys
+
+    from build_nanogpt_checkpoint import GPTConfig
+
+    monkeypatch.setattr(GPTConfig, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "GPTConfig", GPTConfig, raising=False)
+
+
+@pytest.fixture
+def random_gpt2():
+    """transformers' own GPT-2, tiny, every parameter random: the reference a converted checkpoint must match."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from model_helpers import randomize_all_parameters
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=50257))
+    randomize_all_parameters(model, seed=3)
+    model.tie_weights()
+    return model.eval()

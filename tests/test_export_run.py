@@ -20,7 +20,7 @@ from publish.export_model import export_model, not_written_by_export
 from publish.metrics import load_metrics
 from publish.plots import make_figure
 from publish.model_card import METRIC_ACC, METRIC_ACC_NORM, METRIC_ACC_TOKENNORM, METRIC_VAL_LOSS
-from build_nanogpt_checkpoint import as_main_script, save_checkpoint, stock  # noqa: F401 (fixtures)
+from build_nanogpt_checkpoint import save_checkpoint
 from publish_run_fixture import SAVE_AT, UNCOMMITTED, hellaswag_fixture, make_tiny_run
 
 FIRST, LAST = SAVE_AT  # committed checkpoints: the run's newest is exported as ours, the first as gpt2
@@ -645,8 +645,8 @@ def test_export_of_another_model_type_says_what_it_takes(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged_curves(tmp_path, stock,
-                                                                                      as_main_script, capsys):
+def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged_curves(tmp_path, random_gpt2,
+                                                                                      build_nanogpt_main, capsys):
     """convert_gpt2.py --from-build-nanogpt carries the run's log.txt (found beside the checkpoint) and a record
     of the checkpoint; export then writes a card that says where the model came from, with the numbers that run
     logged at the checkpoint's step (not at later steps) and its curves. Without log.txt the card says so."""
@@ -656,7 +656,7 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
 
     log_dir = tmp_path / "log"
     log_dir.mkdir()
-    ckpt = save_checkpoint(log_dir / "model_00200.pt", stock, step=200, val_loss=4.4321)
+    ckpt = save_checkpoint(log_dir / "model_00200.pt", random_gpt2, step=200, val_loss=4.4321)
     lines = []
     for step in range(0, 301, 10):
         lines.append(f"{step} train {10.0 - step / 50:.6f}")
@@ -675,7 +675,8 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
     assert {"plots/loss.png", "plots/hellaswag.png"} <= set(result.files)
     card = ModelCard.load(tmp_path / "export" / "README.md")
     text = card.text
-    assert "trained with Karpathy's [build-nanogpt]" in text and "converted from its checkpoint `model_00200.pt`" in text
+    assert "trained with Karpathy's [build-nanogpt]" in text
+    assert "converted from its checkpoint `model_00200.pt`" in text
     assert "This export is the checkpoint at step 200." in text
     assert "| **this model** | 0.2700 |" in text  # build-nanogpt's own acc_norm at step 200, not 0.2800 at 300
     assert "Validation loss at step 200: **5.0000**" in text
