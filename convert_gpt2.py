@@ -200,6 +200,9 @@ def convert(from_gpt2: str | None, to_gpt2: str | None, out: str | Path) -> Path
     if from_gpt2:
         from eval.load import _model_type
 
+        if Path(from_gpt2).is_file() or any(Path(from_gpt2).glob("model_*.pt")):  # a .pt, a build-nanogpt log/
+            raise EvalInputError(f"{from_gpt2} is not a GPT-2 model folder: a build-nanogpt checkpoint "
+                                 "(log/model_NNNNN.pt) converts with --from-build-nanogpt FILE")
         if (Path(from_gpt2) / "config.json").is_file() and _model_type(Path(from_gpt2)) == "gpt2repro":
             raise EvalInputError(f"{from_gpt2} is already a gpt2repro model: nothing to convert (--to-gpt2 writes the "
                                  "stock GPT-2 format)")
@@ -256,7 +259,12 @@ def main(argv=None) -> None:
     from eval.errors import run_cli
 
     def _main(_argv):
-        if args.from_build_nanogpt:
+        from eval.errors import EvalInputError
+
+        given = next(value for value in (args.from_gpt2, args.to_gpt2, args.from_build_nanogpt) if value is not None)
+        if not given.strip() or not args.out.strip():
+            raise EvalInputError("a path given to convert_gpt2.py is empty: pass the model (or checkpoint) and --out")
+        if args.from_build_nanogpt is not None:
             origin = convert_build_nanogpt(args.from_build_nanogpt, args.out)
             said = [f"{k.replace('_', ' ')} {origin[k]:.4f}" if isinstance(origin[k], float) else f"{k} {origin[k]}"
                     for k in ("step", "val_loss") if k in origin]

@@ -41,7 +41,7 @@ from publish.local_paths import public_metrics_record, public_run_config, scrub_
 from publish.metrics import load_metrics
 from publish.model_card import CardInputs, build_model_card, load_lm_eval_results
 from publish.plots import plot_runs
-from publish.references import val_loss_reference_applies
+from publish.references import HELLASWAG_EXAMPLES, val_loss_reference_applies
 from publish.model_source import COMPLETE_MARKER, resolve_source
 from training.checkpoint import default_file_modes
 
@@ -297,9 +297,10 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
         except (OSError, ValueError) as err:
             skip(lm_eval_file, err)
     scorer = folder / hellaswag.RESULTS_FILE
-    logged = metrics.hellaswag_records.get(src.step, {}) if metrics is not None else {}
-    # a build-nanogpt log's record has its own acc_norm only (acc_tokennorm): the scorer's has lm-eval's too
-    if metrics is not None and logged.get("acc_norm") is None and scorer.is_file():
+    logged = metrics.hellaswag_records.get(src.step) if metrics is not None else None
+    # a build-nanogpt log's record has its own acc_norm only (acc_tokennorm, on every example): the scorer's, on
+    # all of them too, adds lm-eval's; on fewer it would replace a full-set number with a subset's
+    if metrics is not None and (logged is None or logged.get("acc_norm") is None) and scorer.is_file():
         try:
             saved = json.loads(scorer.read_text())
             result = saved["results"]
@@ -307,6 +308,10 @@ def _results_after_training(src, metrics, lm_eval_results: dict | None) -> dict 
         except (OSError, ValueError, KeyError, TypeError) as err:
             skip(scorer, f"no usable results: {err}")
         else:
+            if logged is not None and int(result.get("n") or 0) < HELLASWAG_EXAMPLES:
+                skip(scorer, f"scored on {result.get('n')} examples, where the run's log has step {src.step:,}'s "
+                             "number on all of them")
+                return lm_eval_results
             metrics.hellaswag_records[src.step] = {
                 **result, "step": src.step, "data_fingerprint": saved.get("data_fingerprint"),
                 "measured": f"measured with eval.hellaswag on checkpoint step {src.step:,} after training"}

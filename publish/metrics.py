@@ -139,18 +139,25 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
 
 def _parse_log_txt(text: str, path: Path, name: str) -> RunMetrics:
     series: dict[str, dict[int, float]] = {kind: {} for kind in _LOG_TXT_KINDS}
-    for i, line in enumerate(text.splitlines()):
+    lines = text.splitlines()
+    last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
         parts = line.split()
-        if len(parts) != 3 or parts[1] not in series:
-            raise ValueError(
-                f"{path}:{i + 1}: expected a build-nanogpt log line '<step> train|val|hella <value>', got {line!r}"
-            )
         try:
-            series[parts[1]][int(parts[0])] = float(parts[2])
+            if len(parts) != 3 or parts[1] not in series:
+                raise ValueError(
+                    f"{path}:{i + 1}: expected a build-nanogpt log line '<step> train|val|hella <value>', got {line!r}")
+            try:
+                series[parts[1]][int(parts[0])] = float(parts[2])
+            except ValueError as err:
+                raise ValueError(f"{path}:{i + 1}: bad number in {line!r}") from err
         except ValueError as err:
-            raise ValueError(f"{path}:{i + 1}: bad number in {line!r}") from err
+            if i != last_nonblank or text.endswith("\n"):
+                raise
+            # the run was stopped while writing its last line (as for metrics.jsonl): the rest is good
+            warnings.warn(f"{path}: skipping a truncated last line ({line!r}): {err}", stacklevel=3)
     hella = sorted(series["hella"].items())
     return RunMetrics(
         name=name,

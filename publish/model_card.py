@@ -84,6 +84,17 @@ def results_at_step(metrics: RunMetrics | None, step: int | None) -> dict:
     return out
 
 
+def _results(inputs: "CardInputs") -> dict:
+    """`results_at_step` of the card's run; for a converted build-nanogpt checkpoint whose log did not come with it,
+    the validation loss its checkpoint recorded."""
+    at = results_at_step(inputs.metrics, inputs.step)
+    converted = inputs.converted_from or {}
+    if "val_loss" not in at and inputs.step is not None and isinstance(converted.get("val_loss"), float):
+        at["val_loss"] = {"step": inputs.step, "value": converted["val_loss"], "tokens": None,
+                          "measured": "recorded in the checkpoint"}
+    return at
+
+
 def _schedule_changed(cfg: dict, train: list[dict]) -> bool:
     """Whether any logged step's lr differs from what `cfg`'s schedule gives for it (a resume that extended the
     run or changed max_lr/warmup: the card's one-line schedule then describes only the last part)."""
@@ -220,7 +231,7 @@ def _mean(values) -> float | None:
 
 def eval_results(inputs: CardInputs) -> list[EvalResult]:
     """The model-index entries: HellaSwag acc / acc_norm (scorer in the metric name) and validation loss."""
-    at = results_at_step(inputs.metrics, inputs.step)
+    at = _results(inputs)
     hella, lm_eval = at.get("hellaswag"), inputs.lm_eval_results
     results = []
     subset = []  # the example count of the HellaSwag entry (the first metric's)
@@ -284,8 +295,7 @@ def build_model_card(inputs: CardInputs) -> ModelCard:
         model_name=inputs.model_name,
         eval_results=results or None,
     )
-    at = results_at_step(inputs.metrics, inputs.step)
-    text = _render(inputs, at, base_model)
+    text = _render(inputs, _results(inputs), base_model)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{text}")
 
 
@@ -383,9 +393,9 @@ def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     if converted:
         what = ("trained with Karpathy's [build-nanogpt](https://github.com/karpathy/build-nanogpt) "
                 "(`train_gpt2.py`)" + (f" on {data}" if inputs.datasets or inputs.data_description else "")
-                + f" and converted from its checkpoint `{converted.get('checkpoint')}` to gpt2repro's architecture "
-                "(the same GPT-2, reimplemented natively on the Hugging Face stack; the logits of the 50,257 real "
-                "token ids are unchanged). "
+                + f" and converted from its checkpoint `{converted.get('checkpoint')}`: the same GPT-2 architecture, "
+                "its weights copied as they are (the 47 padded vocabulary rows build-nanogpt trains are masked here, "
+                "so only the 50,257 real token ids are ever predicted). "
                 + ("Its training is described only by what that run logged (below). " if inputs.metrics is not None
                    else "No log of that run came with it: how it was trained is not stated here. "))
     elif cfg or base_model or inputs.datasets or inputs.data_description or inputs.metrics is not None:
@@ -486,6 +496,7 @@ def _results_section(inputs: CardInputs, at: dict) -> str:
         planned = inputs.run_config.get("val_tokens")  # an upper bound: a smaller val split gives fewer
         over = (f" over {int(val['tokens']):,} tokens" if val.get("tokens")
                 else f" over (at most) {int(planned):,} tokens (`val_tokens`)" if planned else "")
+        over += f" ({val['measured']})" if val.get("measured") else ""
         lines.append(f"Validation loss at step {val['step']:,}: **{val['value']:.4f}** nats/token{over}"
                      + (f" ({', '.join(inputs.datasets)} held-out tokens)" if inputs.datasets else "")
                      + (f". For scale: {VAL_LOSS.label} scores {VAL_LOSS.value:.4f} on build-nanogpt's FineWeb-Edu "
@@ -595,8 +606,8 @@ def _evaluation_section(inputs: CardInputs, repo: str) -> str:
     return (
         "## Evaluation\n\n"
         + hellaswag
-        + ("- Validation loss: as build-nanogpt's `train_gpt2.py` measured it and logged it (mean cross-entropy on "
-           "batches of its validation shard).\n" if inputs.converted_from and inputs.metrics and inputs.metrics.val_loss
+        + ("- Validation loss: as build-nanogpt's `train_gpt2.py` measured it (mean cross-entropy on "
+           "batches of its validation shard).\n" if inputs.converted_from and "val_loss" in _results(inputs)
            else "- Validation loss: not recorded with this folder.\n" if inputs.converted_from
            else "- Validation loss: mean cross-entropy over a fixed number of held-out tokens (the same windows for "
            "any number of GPUs).\n" if inputs.metrics is None or inputs.metrics.val_loss

@@ -7,8 +7,8 @@ sometimes with an "optimizer" entry too.
   torch.compile on (build-nanogpt's default) the names start with `_orig_mod.`; through DDP, with `module.`.
 - "config" is build-nanogpt's `GPTConfig` dataclass, pickled by name (`__main__.GPTConfig`): unpickling it the
   usual way would import and run the script that wrote it. We load with `torch.load(weights_only=True)` and let
-  a plain stand-in class take that name (and any other class the file names), so no code from the file runs;
-  only its tensors and the config's numbers are used.
+  a plain stand-in class take that name (and any other class the file names; numpy numbers are numpy's own), so
+  no code from the file runs; only its tensors and numbers are used. The config must agree with the weights.
 - The embedding has 50304 rows: the 50257 GPT-2 ids padded up to a multiple of 64. build-nanogpt trains the
   47 extra rows (they are never targets, so their logits are pushed down); ours masks them instead, so here they
   have probability 0 and the tiny mass build-nanogpt gave them goes to the real ids. The logits of the real ids
@@ -16,8 +16,10 @@ sometimes with an "optimizer" entry too.
 
 The model folder written (`write_model_folder`) also says where it came from, for the model card export.py writes
 from it: `converted_from.json` (the checkpoint's name, sha256, step and validation loss) and, when the run's
-`log.txt` sits beside the checkpoint (build-nanogpt writes both into log/), a copy of it as
-`logs/build-nanogpt-log.txt`: its train/val/HellaSwag curves, read by publish.metrics.
+`log.txt` sits beside the checkpoint (build-nanogpt writes both into log/) and logs the checkpoint's validation
+loss at its step, a copy of it as `logs/build-nanogpt-log.txt`: its train/val/HellaSwag curves, read by
+publish.metrics. build-nanogpt empties log.txt each time it starts, so a log that does not match is another
+run's, and is left out with a warning.
 
 nanoGPT's `ckpt.pt` (it has "model_args") is refused: its MLP uses exact GELU (`nn.GELU()`), ours GPT-2's tanh
 approximation, so the converted model would compute something else.
@@ -25,9 +27,13 @@ approximation, so the converted model would compute something else.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import numbers
+import os
 import pickle
+import re
 import shutil
 import warnings
 import zipfile
@@ -54,6 +60,21 @@ class _StandIn:
         self.state = state
 
 
+def _allowed(name: str):
+    """What takes `name` (module.qualname) when the checkpoint is loaded: numpy's own scalar and dtype classes
+    for numpy numbers (a `val_loss` saved as np.float32: building them runs no code of the file), else a
+    stand-in."""
+    module, _, attribute = name.rpartition(".")
+    if module.split(".")[0] == "numpy" and (attribute in ("scalar", "dtype") or module == "numpy.dtypes"):
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):  # another numpy's layout: its numbers are left out
+            pass
+    return (_StandIn, name)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint's dict, loaded without running code from it; ValueError saying what the file is not."""
     path = Path(path)
@@ -66,11 +87,17 @@ def read_checkpoint(path: str | Path) -> dict:
                          "with llm.c's dev/eval/export_hf.py, then `python convert_gpt2.py --from-gpt2 THAT_FOLDER`")
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except (ValueError, RuntimeError, zipfile.BadZipFile, OSError) as err:  # not a zip torch.save wrote
-        raise ValueError(f"{path} is not a checkpoint torch.save wrote, or a damaged or incomplete copy of one "
-                         f"({first_line(err)})") from None
+    except (ValueError, RuntimeError, zipfile.BadZipFile, OSError) as err:  # not the zip format torch.save writes
+        raise ValueError(f"{path} is not a checkpoint in the zip format torch.save writes (since torch 1.6), or it is "
+                         f"a damaged or incomplete copy of one ({first_line(err)})") from None
     try:
-        with torch.serialization.safe_globals([(_StandIn, name) for name in names]):
+        allowed = [_allowed(name) for name in names]
+        if any(name.startswith("numpy.") for name in names):  # a numpy dtype is rebuilt as its own class
+            import numpy as np
+
+            dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25
+            allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")] if dtypes else []
+        with torch.serialization.safe_globals(allowed):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         blocked = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
@@ -95,11 +122,38 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def _config_fields(config) -> dict:
-    """GPTConfig's fields from its stand-in (a dataclass pickles its fields as the state dict)."""
-    state = getattr(config, "state", None)
+    """GPTConfig's fields from its stand-in (a dataclass pickles its fields as the state dict), or a plain dict."""
+    state = config if isinstance(config, dict) else getattr(config, "state", None)
     if isinstance(state, tuple):  # (dict, slots) for a class with __slots__
         state = state[0]
     return dict(state) if isinstance(state, dict) else {}
+
+
+def _number(value) -> int | float | None:
+    """A Python number from a checkpoint entry: int, float, a numpy scalar or a one-element tensor; else None."""
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def checkpoint_meta(checkpoint: dict, path: Path) -> dict:
+    """{"step", "val_loss"} as far as the checkpoint says them sensibly (step a whole number >= 0, else the number
+    in a `model_NNNNN.pt` name; val_loss finite)."""
+    meta = {}
+    step = _number(checkpoint.get("step"))
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    named = re.fullmatch(r"model_(\d+)\.pt", path.name)
+    if isinstance(step, int) and step >= 0:
+        meta["step"] = step
+    elif named:
+        meta["step"] = int(named.group(1))
+    val_loss = _number(checkpoint.get("val_loss"))
+    if val_loss is not None and math.isfinite(val_loss) and val_loss >= 0:
+        meta["val_loss"] = float(val_loss)
+    return meta
 
 
 def _strip_prefixes(name: str) -> str:
@@ -113,6 +167,7 @@ def load_build_nanogpt(path: str | Path):
     from configuration_gpt2repro import GPT2ReproConfig
     from modeling_gpt2repro import GPT2ReproForCausalLM
 
+    path = Path(path)
     checkpoint = read_checkpoint(path)
     fields = _config_fields(checkpoint.get("config"))
     if fields.get("bias") is False:
@@ -126,25 +181,36 @@ def load_build_nanogpt(path: str | Path):
         if name.endswith(".attn.bias") and tensor.dim() == 4:
             continue  # the causal-mask buffer of early build-nanogpt code, (1, 1, T, T): not a weight
         weights[name] = tensor.detach().float()
+    diverged = [name for name, tensor in weights.items() if not torch.isfinite(tensor).all()]
+    if diverged:
+        raise ValueError(f"{path}: {len(diverged)} weights hold NaN or infinite values (e.g. {diverged[0]}): the run "
+                         "had diverged by this checkpoint; convert an earlier one")
 
     embedding = weights.get("transformer.wte.weight")
     if embedding is None or embedding.dim() != 2 or "transformer.wpe.weight" not in weights:
         raise ValueError(f"{path}: no GPT-2 embedding weights (transformer.wte.weight, transformer.wpe.weight) in its "
                          f"'model' entry; it holds e.g. {sorted(weights)[:3]}")
-    if "n_head" not in fields:
+    if not isinstance(fields.get("n_head"), int):
         raise ValueError(f"{path}: its 'config' entry gives no n_head, which the weights cannot tell; is this "
                          "build-nanogpt's checkpoint with its GPTConfig?")
     rows, n_embd = embedding.shape
     if rows < GPT2_TOKENIZER_IDS:
         raise ValueError(f"{path}: its embedding has {rows} rows, fewer than GPT-2's {GPT2_TOKENIZER_IDS} token ids: "
                          "it was not trained with the GPT-2 tokenizer")
-    n_layer = len({n.split(".")[2] for n in weights if n.startswith("transformer.h.")})
+    shapes = {"n_layer": len({n.split(".")[2] for n in weights if n.startswith("transformer.h.")}),
+              "n_embd": n_embd, "block_size": weights["transformer.wpe.weight"].shape[0]}
+    # the weights decide the shapes; a config that says otherwise means layers were lost or added on the way
+    disagree = [f"{k} {fields[k]} (the weights: {v})" for k, v in shapes.items()
+                if isinstance(fields.get(k), int) and fields[k] != v]
+    if disagree:
+        raise ValueError(f"{path}: its config and its weights disagree: {', '.join(disagree)}; is the file complete, "
+                         "and from an unmodified run?")
     try:
         config = GPT2ReproConfig(vocab_size=rows + (-rows) % 64, tokenizer_vocab_size=GPT2_TOKENIZER_IDS,
-                                 n_positions=weights["transformer.wpe.weight"].shape[0], n_embd=n_embd,
-                                 n_layer=n_layer, n_head=fields["n_head"])
+                                 n_positions=shapes["block_size"], n_embd=n_embd, n_layer=shapes["n_layer"],
+                                 n_head=fields["n_head"])
     except ValueError as err:
-        raise ValueError(f"{path}: its shapes make no valid gpt2repro config: {err}") from None
+        raise ValueError(f"{path}: its shapes make no valid gpt2repro config: {first_line(err)}") from None
     head = weights.pop("lm_head.weight", None)
     if head is not None and not torch.equal(head, embedding):
         raise ValueError(f"{path}: its LM head is not tied to its token embedding; gpt2repro implements GPT-2's tied "
@@ -159,38 +225,73 @@ def load_build_nanogpt(path: str | Path):
     unexpected = sorted(set(weights) - set(ours))
     reshaped = sorted(k for k in set(ours) & set(weights) if ours[k].shape != weights[k].shape)
     if missing or unexpected or reshaped:
-        raise ValueError(f"{path}: its weights are not GPT-2's ({len(missing)} missing, e.g. {missing[:3]}; "
-                         f"{len(unexpected)} unknown, e.g. {unexpected[:3]}; {len(reshaped)} of another shape, e.g. "
-                         f"{reshaped[:3]})")
+        found = [f"{len(names)} {what}, e.g. {names[:3]}" for what, names in
+                 (("missing", missing), ("unknown", unexpected), ("of another shape", reshaped)) if names]
+        raise ValueError(f"{path}: its weights are not GPT-2's ({'; '.join(found)})")
     model.load_state_dict(weights, strict=False)  # lm_head.weight is the tied embedding
     model.tie_weights()
-    meta = {k: checkpoint[k] for k in ("step", "val_loss")
-            if isinstance(checkpoint.get(k), numbers.Real) and not isinstance(checkpoint.get(k), bool)}
-    return model.eval(), meta
+    return model.eval(), checkpoint_meta(checkpoint, path)
+
+
+def log_problem(log: Path, origin: dict) -> str | None:
+    """Why the run's log.txt is not this checkpoint's (None when it is): build-nanogpt logs the validation loss
+    it saves with each checkpoint, at that step. It opens log.txt afresh ("w") each time it starts, so the log
+    beside an older checkpoint may be another run's."""
+    from publish.metrics import load_metrics
+
+    try:
+        metrics = load_metrics(log)
+    except (OSError, ValueError) as err:
+        return f"it is not a build-nanogpt log: {first_line(err)}"
+    step = origin.get("step")
+    if step is None:
+        return "the checkpoint does not say its step, so the log cannot be matched to it"
+    logged = dict(metrics.val_loss).get(step)
+    if logged is None:
+        return f"it logs no validation loss at step {step}, where the checkpoint was saved: it is another run's"
+    if "val_loss" in origin and not math.isclose(logged, origin["val_loss"], rel_tol=1e-6, abs_tol=1e-4):
+        return (f"its validation loss at step {step} is {logged}, the checkpoint's {origin['val_loss']:.4f}: it is "
+                "another run's")
+    return None
 
 
 def write_model_folder(checkpoint: str | Path, out: str | Path) -> dict:
     """Convert `checkpoint` into the model folder `out` (weights, config, code, GPT-2's tokenizer, provenance, the
-    run's log.txt when found beside it); returns the provenance record written to CONVERTED_FROM."""
+    run's log.txt when it is this checkpoint's); returns the provenance record written to CONVERTED_FROM. The
+    folder is written beside `out` and renamed into place when complete: a failed write (a full disk) leaves
+    nothing that looks like a model."""
+    from safetensors import SafetensorError
+
     from data.shards import sha256_file
     from data.tokenizer import gpt2_tokenizer
-    from publish.metrics import load_metrics
 
     checkpoint, out = Path(checkpoint), Path(out)
     model, meta = load_build_nanogpt(checkpoint)
-    model.save_pretrained(out)
-    gpt2_tokenizer().save_pretrained(out)
     origin = {"format": "build-nanogpt", "checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint), **meta}
     log = checkpoint.parent / "log.txt"
-    if log.is_file():
-        try:
-            load_metrics(log)  # only a log the card can read is carried
-        except (OSError, ValueError) as err:
-            warnings.warn(f"{log} is not carried into {out} (it is not a build-nanogpt log: {first_line(err)})",
-                          stacklevel=2)
-        else:
-            (out / BUILD_NANOGPT_LOG).parent.mkdir(exist_ok=True)
-            shutil.copyfile(log, out / BUILD_NANOGPT_LOG)
+    problem = log_problem(log, origin) if log.is_file() else None
+    if problem:
+        warnings.warn(f"{log} is not carried into {out}: {problem}", stacklevel=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging)
+        gpt2_tokenizer().save_pretrained(staging)
+        if log.is_file() and not problem:
+            (staging / BUILD_NANOGPT_LOG).parent.mkdir(exist_ok=True)
+            shutil.copyfile(log, staging / BUILD_NANOGPT_LOG)
             origin["log"] = BUILD_NANOGPT_LOG
-    (out / CONVERTED_FROM).write_text(json.dumps(origin, indent=2) + "\n", encoding="utf-8")
+        (staging / CONVERTED_FROM).write_text(json.dumps(origin, indent=2) + "\n", encoding="utf-8")
+        if out.is_dir():
+            out.rmdir()  # new or empty (convert_gpt2 checks): only an empty folder is replaced
+        os.replace(staging, out)
+    except SafetensorError as err:  # safetensors says a full disk its own way: "IoError(Os { code: 28, ... })"
+        shutil.rmtree(staging, ignore_errors=True)
+        if "code: 28" in str(err) or "StorageFull" in str(err):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from None
+        raise ValueError(f"could not write the weights into {out}: {first_line(err)}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return origin

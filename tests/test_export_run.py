@@ -656,7 +656,7 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
 
     log_dir = tmp_path / "log"
     log_dir.mkdir()
-    ckpt = save_checkpoint(log_dir / "model_00200.pt", random_gpt2, step=200, val_loss=4.4321)
+    ckpt = save_checkpoint(log_dir / "model_00200.pt", random_gpt2, step=200, val_loss=5.00002)
     lines = []
     for step in range(0, 301, 10):
         lines.append(f"{step} train {10.0 - step / 50:.6f}")
@@ -665,7 +665,7 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
     (log_dir / "log.txt").write_text("\n".join(lines) + "\n")
 
     convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "ours")])
-    assert "(build-nanogpt step 200, val loss 4.4321, its log.txt in logs/build-nanogpt-log.txt)" in \
+    assert "(build-nanogpt step 200, val loss 5.0000, its log.txt in logs/build-nanogpt-log.txt)" in \
         capsys.readouterr().out
     origin = json.loads((tmp_path / "ours" / "converted_from.json").read_text())
     assert origin["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest() and origin["step"] == 200
@@ -684,9 +684,22 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
     assert "lm-evaluation-harness `hellaswag` task" not in text  # nothing was scored the lm-eval way
     metrics = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert metrics[METRIC_ACC_TOKENNORM] == pytest.approx(0.27) and metrics[METRIC_VAL_LOSS] == pytest.approx(5.0)
+    # our scorer run on a few examples afterwards does not replace the number the run logged on all of them
+    (tmp_path / "ours" / "eval_results").mkdir()
+    (tmp_path / "ours" / "eval_results" / "hellaswag_scorer.json").write_text(json.dumps(
+        {"results": {"acc": 0.3, "acc_norm": 0.35, "acc_tokennorm": 0.4, "n": 40}}))
+    with pytest.warns(UserWarning, match="scored on 40 examples, where the run's log has step 200's number on all"):
+        export_model(tmp_path / "ours", tmp_path / "export2", datasets=["HuggingFaceFW/fineweb-edu"])
+    assert "| **this model** | 0.2700 |" in (tmp_path / "export2" / "README.md").read_text()
 
-    (log_dir / "log.txt").unlink()
-    convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "bare")])
+    # build-nanogpt empties log.txt when it starts again: a log that does not hold this checkpoint's validation
+    # loss at its step is another run's, and its numbers would have been published as this model's
+    (log_dir / "log.txt").write_text("0 val 9.1234\n0 hella 0.2400\n0 train 9.5\n")
+    with pytest.warns(UserWarning, match=r"log.txt is not carried into .*: it logs no validation loss at step 200"):
+        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "bare")])
+    assert not (tmp_path / "bare" / "logs").exists()
     export_model(tmp_path / "bare", tmp_path / "bare-export")
     text = (tmp_path / "bare-export" / "README.md").read_text()
-    assert "No log of that run came with it" in text and "No evaluation was recorded" in text
+    assert "No log of that run came with it" in text and "0.2400" not in text and "9.1234" not in text
+    # what the checkpoint itself recorded is still said
+    assert "Validation loss at step 200: **5.0000**" in text and "recorded in the checkpoint" in text

@@ -2,8 +2,11 @@
 (transformers' own, random; tests/build_nanogpt_checkpoint.py writes it as build-nanogpt does), loaded without
 running code from the file, and bad files refused in one line. Its model card: tests/test_export_run.py."""
 
+import errno
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,6 +85,43 @@ def test_checkpoints_of_ddp_or_without_compile_convert_too(tmp_path, random_gpt2
         assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, random_gpt2.transformer.h[1].mlp.c_fc.weight.t())
 
 
+@pytest.mark.parametrize("step, val_loss, meta", [
+    (np.int64(400), np.float32(3.25), {"step": 400, "val_loss": 3.25}),   # numpy numbers (forks log them so)
+    (400, torch.tensor(3.25), {"step": 400, "val_loss": 3.25}),            # a 0-dim tensor not .item()-ed
+    ("400", float("nan"), {"step": 300}),                                  # unusable: the file name's step
+    (-5, float("inf"), {"step": 300}),
+])
+def test_the_step_and_val_loss_are_read_as_numbers_or_left_out(tmp_path, random_gpt2, build_nanogpt_main, step,
+                                                               val_loss, meta):
+    """A numpy val_loss was taken for an unknown object and dropped, and the card then showed the log's last step
+    as this model's; a negative step or an infinite loss was written as it was (review of the converter)."""
+    ckpt = save_checkpoint(tmp_path / "model_00300.pt", random_gpt2, step=step, val_loss=val_loss)
+    assert load_build_nanogpt(ckpt)[1] == meta
+
+
+def test_a_diverged_checkpoint_is_refused_and_a_full_disk_leaves_nothing(tmp_path, random_gpt2, build_nanogpt_main,
+                                                                         capsys, monkeypatch):
+    state = build_nanogpt_state(random_gpt2)
+    state["_orig_mod.transformer.h.1.mlp.c_fc.weight"][0, 0] = float("nan")
+    ckpt = save_checkpoint(tmp_path / "model_00300.pt", random_gpt2, model=state)
+    with pytest.raises(SystemExit):
+        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "out")])
+    assert "1 weights hold NaN or infinite values (e.g. transformer.h.1.mlp.c_fc.weight)" in capsys.readouterr().err
+
+    def full_disk(self, folder, *args, **kwargs):
+        (Path(folder) / "config.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text("{}")  # written before the disk filled up
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(folder) / "model.safetensors"))
+
+    ckpt = save_checkpoint(tmp_path / "model_00300.pt", random_gpt2)
+    monkeypatch.setattr(GPT2ReproForCausalLM, "save_pretrained", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "No space left on device" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_00300.pt"]  # no half-written model folder
+
+
 def _llm_c_file(path, _stock):
     header = torch.zeros(256, dtype=torch.int32)
     header[0], header[1] = 20240326, 3
@@ -102,22 +142,28 @@ def _untied(path, gpt2):
 
 
 def _one_layer_short(path, gpt2):
-    state = {k: v for k, v in build_nanogpt_state(gpt2).items() if ".h.1." not in k}
+    return save_checkpoint(path, gpt2, model={k: v for k, v in build_nanogpt_state(gpt2).items() if ".h.1." not in k})
+
+
+def _one_weight_reshaped(path, gpt2):
+    state = build_nanogpt_state(gpt2)
     state["_orig_mod.transformer.h.0.attn.c_attn.weight"] = torch.zeros(5, 64)
     return save_checkpoint(path, gpt2, model=state)
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda p, s: p, "is not a file"),
-    (lambda p, s: (p.write_text("not a checkpoint\n"), p)[1], "is not a checkpoint torch.save wrote"),
-    (_truncated, "is not a checkpoint torch.save wrote, or a damaged or incomplete copy"),
+    (lambda p, s: (p.write_text("not a checkpoint\n"), p)[1], "is not a checkpoint in the zip format torch.save"),
+    (_truncated, "or it is a damaged or incomplete copy of one"),
     (_llm_c_file, "is an llm.c model file"),
     (lambda p, s: save_checkpoint(p, s, model_args={"n_layer": 2}), "nanoGPT checkpoint"),
     (lambda p, s: (torch.save(build_nanogpt_state(s), p), p)[1], "is not a build-nanogpt checkpoint"),
     (lambda p, s: save_checkpoint(p, s, config=None), "gives no n_head"),
     (_untied, "not tied"),
-    (_one_layer_short, "its weights are not GPT-2's"),
-    (lambda p, s: save_checkpoint(p, s, config=GPTConfig(n_head=3)), "no valid gpt2repro config"),
+    (_one_layer_short, "its config and its weights disagree: n_layer 2 (the weights: 1)"),
+    (_one_weight_reshaped, "its weights are not GPT-2's"),
+    (lambda p, s: save_checkpoint(p, s, config=GPTConfig(n_head=3, n_layer=2, n_embd=64, block_size=128)),
+     "no valid gpt2repro config"),
 ])
 def test_bad_checkpoints_are_refused_in_one_line(tmp_path, random_gpt2, build_nanogpt_main, capsys, make,
                                                  message):
@@ -138,3 +184,22 @@ def test_eval_and_export_point_a_checkpoint_file_to_the_converter(tmp_path, rand
     for path in (ckpt, tmp_path / "log"):
         with pytest.raises(EvalInputError, match="convert_gpt2.py --from-build-nanogpt"):
             resolve_model_dir(path)
+
+
+def test_other_commands_given_a_checkpoint_file_point_at_the_converter(tmp_path, random_gpt2, build_nanogpt_main,
+                                                                        capsys):
+    """train.py --init_from FILE and convert_gpt2.py --from-gpt2 FILE said only that it was no model folder (or
+    that a 'config file is not valid JSON'); an empty path was a TypeError traceback (review of the converter)."""
+    from training.run_config import RunConfig, validate
+
+    ckpt = save_checkpoint(tmp_path / "model_05000.pt", random_gpt2)
+    problems = validate(RunConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "run"), init_from=str(ckpt)),
+                        world_size=1)
+    assert any("init_from" in p and "--from-build-nanogpt FILE" in p for p in problems), problems
+    for argv, message in ((["--from-gpt2", str(ckpt)], "is not a GPT-2 model folder: a build-nanogpt checkpoint"),
+                          (["--from-build-nanogpt", ""], "a path given to convert_gpt2.py is empty"),
+                          (["--from-gpt2", ""], "a path given to convert_gpt2.py is empty")):
+        with pytest.raises(SystemExit) as exit_info:
+            convert_gpt2.main([*argv, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err, err

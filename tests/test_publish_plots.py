@@ -248,3 +248,15 @@ def test_the_fineweb_edu_val_loss_line_is_drawn_by_default_only_where_it_compare
     assert _reference_loss_wanted("auto", [demo, run_on("edu", "out/data/fineweb_edu_10B")])  # one compares
     assert _reference_loss_wanted("auto", [run_on("unknown2", None)])  # data not known: as before
     assert _reference_loss_wanted("auto", [load_metrics(build_nanogpt_log(tmp_path))])
+
+
+def test_a_log_txt_cut_off_mid_line_keeps_the_lines_before(tmp_path):
+    """A build-nanogpt run stopped while writing: its last line is cut short (no newline). The whole log was
+    refused; metrics.jsonl already kept what came before such a line."""
+    (tmp_path / "log.txt").write_text("0 val 10.9\n0 train 10.95\n1 train 10.5\n2 tra")
+    with pytest.warns(UserWarning, match=r"skipping a truncated last line \('2 tra'\)"):
+        run = load_metrics(tmp_path / "log.txt")
+    assert run.train_loss == [(0, 10.95), (1, 10.5)] and run.val_loss == [(0, 10.9)]
+    (tmp_path / "log.txt").write_text("0 val 10.9\n2 tra\n")  # a whole line that is wrong is still an error
+    with pytest.raises(ValueError, match=r"log.txt:2: expected a build-nanogpt log line"):
+        load_metrics(tmp_path / "log.txt")

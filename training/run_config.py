@@ -541,7 +541,8 @@ def _path_problems(cfg: RunConfig) -> list[str]:
             e += _output_dir_problems(Path(cfg.output_dir))
     if cfg.init_from not in ("scratch", "gpt2") and not Path(cfg.init_from).is_dir():
         e.append(f"init_from {cfg.init_from!r} is neither 'scratch', 'gpt2' nor an existing model, checkpoint or "
-                 "run folder")
+                 "run folder" + ("; a build-nanogpt checkpoint becomes a model folder with `python convert_gpt2.py "
+                                 "--from-build-nanogpt FILE --out DIR`" if Path(cfg.init_from).is_file() else ""))
     if cfg.resume not in ("auto", "off"):
         p = Path(cfg.resume)
         if not p.is_dir():
