@@ -703,3 +703,11 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
     assert "No log of that run came with it" in text and "0.2400" not in text and "9.1234" not in text
     # what the checkpoint itself recorded is still said
     assert "Validation loss at step 200: **5.0000**" in text and "recorded in the checkpoint" in text
+    # a log of another run that also evaluated at step 200, with another result
+    (log_dir / "log.txt").write_text("200 val 4.1000\n200 hella 0.3300\n200 train 4.2\n")
+    with pytest.warns(UserWarning, match=r"its validation loss at step 200 is 4.1, the checkpoint's 5.0000"):
+        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other" / "logs").exists()
+    export_model(tmp_path / "other", tmp_path / "other-export")
+    text = (tmp_path / "other-export" / "README.md").read_text()
+    assert "4.1000" not in text and "0.3300" not in text and "**5.0000**" in text
