@@ -52,8 +52,11 @@ def positive_int(text: str) -> int:
 
 def seed_int(text: str) -> int:
     """argparse `type=` for a seed: torch.manual_seed's range (a larger one was 'Overflow when unpacking long long')."""
-    value = _int_at_least(text, -2**63)
-    if value >= 2**63:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -2**63 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"must be in [-2**63, 2**63) (torch.manual_seed's range), got {value}")
     return value
 

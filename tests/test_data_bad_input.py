@@ -1,6 +1,7 @@
 """Bad input to data.prepare: each case gets a DataError naming the file and the fix, from the CLI too."""
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,8 +90,10 @@ def test_a_txt_file_smaller_than_the_val_split_hears_of_both_fixes_at_once(tmp_p
     src = tmp_path / "book.txt"
     src.write_text("\n\n".join(f"Paragraph {i} of a small book, with a few words in it." for i in range(60)))
     with pytest.raises(DataError, match=r"has only \d+ tokens.*lower --val-tokens \(e.g. --val-tokens \d+, a tenth "
-                                        r"of it\).*Also split it into documents with --txt-sample-by paragraph"):
+                                        r"of it\).*Also split it into documents with --txt-sample-by paragraph") as err:
         prepare(str(src), tmp_path / "out", val_tokens=100_000, progress=False)
+    have, suggested = map(int, re.search(r"has only (\d+) tokens.*--val-tokens (\d+), a tenth", str(err.value)).groups())
+    assert suggested == have // 10 and have > 0
     with pytest.raises(DataError) as err:  # split into documents already: only the first fix applies
         prepare(str(src), tmp_path / "out2", val_tokens=100_000, txt_sample_by="paragraph", progress=False)
     assert "lower --val-tokens" in str(err.value) and "--txt-sample-by" not in str(err.value)

@@ -193,6 +193,8 @@ def test_missing_manifest_names_the_fix(tmp_path):
     (["run_config.yaml", "metrics.jsonl"], r"it is a training run's folder \(train.py's output_dir\), not prepared data"),
     (["config.json", "pytorch_model.bin"], r"it is a model folder, not prepared data"),  # not "another tool's shards"
     (["notes.md"], r"prepare the data first: `python -m data.prepare SOURCE --out "),
+    # only other tools' shard names count as their shards, not any .npy / .bin (test audit by mutation)
+    (["embeddings.npy", "weights.bin"], r"prepare the data first: `python -m data.prepare SOURCE --out "),
 ])
 def test_a_folder_without_manifest_gets_advice_from_what_it_holds(tmp_path, files, advice):
     """The same advice from the loader (eval.val_loss) and from train.py's config check; before, a half-prepared

@@ -359,6 +359,8 @@ def test_a_hellaswag_file_that_is_not_utf8_is_a_message(export_dir, tmp_path, sh
     ("eval.sample", "--top-k", "0", "must be an integer >= 1, got 0"),  # accepted; train.py refuses sample_top_k 0
     ("eval.sample", "--num-samples", "0", "must be an integer >= 1, got 0"),
     ("eval.sample", "--seed", "99999999999999999999", "must be in [-2**63, 2**63)"),  # "Overflow when unpacking"
+    ("eval.sample", "--seed", "-99999999999999999999", "must be in [-2**63, 2**63)"),
+    ("eval.sample", "--max-new-tokens", "0", "must be an integer >= 1, got 0"),
 ])
 def test_sizes_below_one_are_refused_before_any_work(tmp_path, capsys, command, flag, value, expected):
     """`--batch-size 0` gave a ValueError traceback, `--batch-size abc` (lm_eval_run) an int() traceback, and

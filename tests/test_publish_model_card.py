@@ -447,3 +447,8 @@ def test_small_runs_are_described_in_their_own_terms(tmp_path):
     assert "- Validation loss: not measured in training." in text and "Validation loss: mean cross-entropy" not in text
     big = dict(training_rows({**cfg, "total_batch_size": 524288}, None, 19073))["tokens seen"]  # 19,073 x 524,288
     assert big == "9,999,745,024 (10.00B)"
+    assert dict(training_rows({**cfg, "total_batch_size": 4_100_000}, None, 6))["tokens seen"] == "24,600,000 (24.6M)"
+    # the curve of a run without validation is captioned as what it shows
+    from publish.export_model import _write_plots
+
+    assert _write_plots(metrics, tmp_path / "plots", 6, []) == [("train loss", "plots/loss.png")]

@@ -250,6 +250,23 @@ def test_the_fineweb_edu_val_loss_line_is_drawn_by_default_only_where_it_compare
     assert _reference_loss_wanted("auto", [load_metrics(build_nanogpt_log(tmp_path))])
 
 
+def test_the_plots_command_passes_its_reference_loss_choice_to_the_figure(tmp_path, monkeypatch):
+    """What the command line draws, not only what `_reference_loss_wanted` decides (test audit by mutation)."""
+    import publish.plots
+
+    builtin = tmp_path / "pydocs"
+    builtin.mkdir()
+    (builtin / "manifest.json").write_text(json.dumps({"settings": {"source": {"kind": "builtin",
+                                                                            "name": "builtin:pydocs"}}}))
+    run = ours(tmp_path, "demo").parent
+    (run / "run_config.yaml").write_text(f"data_dir: {builtin}\n")
+    drawn = []
+    monkeypatch.setattr(publish.plots, "plot_runs", lambda runs, out, **kw: drawn.append(kw["reference_loss"]) or out)
+    for choice in ([], ["--reference-loss", "on"], ["--no-reference-loss"]):
+        assert publish.plots.main([str(run), "--out", str(tmp_path / "curves.png"), *choice]) == 0
+    assert drawn == [False, True, False]
+
+
 def test_a_log_txt_cut_off_mid_line_keeps_the_lines_before(tmp_path):
     """A build-nanogpt run stopped while writing: its last line is cut short (no newline). The whole log was
     refused; metrics.jsonl already kept what came before such a line."""
