@@ -277,7 +277,9 @@ def write_model_folder(checkpoint: str | Path, out: str | Path) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         model.save_pretrained(staging)
-        gpt2_tokenizer().save_pretrained(staging)
+        tokenizer = gpt2_tokenizer()
+        tokenizer.model_max_length = model.config.n_positions  # the checkpoint's context, which may be < 1024
+        tokenizer.save_pretrained(staging)
         if log.is_file() and not problem:
             (staging / BUILD_NANOGPT_LOG).parent.mkdir(exist_ok=True)
             shutil.copyfile(log, staging / BUILD_NANOGPT_LOG)

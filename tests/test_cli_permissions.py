@@ -20,7 +20,10 @@ def _unprivileged() -> list[str]:
         return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("running as root without setpriv (util-linux): file modes cannot be enforced here")
+        from conftest import _in_ci
+
+        why = "running as root without setpriv (util-linux): file modes cannot be enforced here"
+        (pytest.fail if _in_ci() else pytest.skip)(why)  # CI never skips silently
     caps = "-dac_override,-dac_read_search,-fowner"
     return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
@@ -99,9 +102,28 @@ def test_an_unreadable_weights_file_is_not_called_missing(tmp_path):
     weights = tmp_path / "model" / "model.safetensors"
     weights.chmod(0)
     try:
-        proc = _run("export.py", str(tmp_path / "model"), "--out", str(tmp_path / "out"))
+        procs = {"export": _run("export.py", str(tmp_path / "model"), "--out", str(tmp_path / "out")),
+                 "eval": _run("-m", "eval.sample", "--model", str(tmp_path / "model"), "--num-samples", "1",
+                              "--max-new-tokens", "2")}
     finally:
         weights.chmod(0o644)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert f"{weights}: permission denied: check that this user can read it" in proc.stderr
-    assert "No such file" not in proc.stderr
+    for what, proc in procs.items():
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (what, proc.stderr[-2000:])
+        assert f"{weights}: permission denied: check that this user can read it" in proc.stderr, (what, proc.stderr)
+        assert "No such file" not in proc.stderr
+
+    # an evaluation's own input, read after the model loaded; a model folder that cannot even be listed
+    data = tmp_path / "hellaswag_val.jsonl"
+    data.write_text("{}\n")
+    data.chmod(0)
+    try:
+        procs = {"data": _run("-m", "eval.hellaswag", "--model", str(weights.parent), "--data", str(data))}
+        weights.parent.chmod(0)
+        procs["folder"] = _run("-m", "eval.sample", "--model", str(weights.parent))
+    finally:
+        data.chmod(0o644)
+        weights.parent.chmod(0o755)
+    for what, proc in procs.items():
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (what, proc.stderr[-2000:])
+        assert "ermission denied" in proc.stderr and str(data if what == "data" else weights.parent) in proc.stderr, \
+            (what, proc.stderr[-2000:])

@@ -552,8 +552,12 @@ def test_exporting_an_export_warns_that_its_records_stay_behind(exports, tmp_pat
 
 
 def test_an_unreadable_lm_eval_results_file_is_named_by_its_flag(tmp_path, capsys):
-    """It printed a bare `error: [Errno 2] No such file or directory: '...'`, not saying which argument."""
-    assert export_cli.main([str(tmp_path), "--out", str(tmp_path / "out"),
+    """It printed a bare `error: [Errno 2] No such file or directory: '...'`, not saying which argument. The model
+    is one export takes: only the missing file stops it."""
+    from model_helpers import tiny_model
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    assert export_cli.main([str(tmp_path / "model"), "--out", str(tmp_path / "out"),
                             "--lm-eval-results", str(tmp_path / "nope.json")]) == 2
     assert "error: --lm-eval-results " + str(tmp_path / "nope.json") + ": No such file or directory; nothing was " \
         "exported" in capsys.readouterr().err

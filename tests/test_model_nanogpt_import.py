@@ -2,6 +2,7 @@
 (transformers' own, random; tests/build_nanogpt_checkpoint.py writes it as build-nanogpt does), loaded without
 running code from the file, and bad files refused in one line. Its model card: tests/test_export_run.py."""
 
+import json
 import os
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_converted_checkpoint_gives_gpt2s_logits_and_loads_as_a_model_folder(tmp
     assert "build-nanogpt step 5000, val loss 3.0712)" in capsys.readouterr().out  # no log.txt beside it
     folder = from_pretrained_checked(GPT2ReproForCausalLM, tmp_path / "ours").eval()
     assert (tmp_path / "ours" / "tokenizer.json").is_file()
+    # the checkpoint's context (128 here), not GPT-2's 1024
+    assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())["model_max_length"] == 128
     with torch.no_grad():
         assert torch.equal(folder(x).logits, got)
         generated = folder.generate(x[:1, :8], max_new_tokens=4, do_sample=False)

@@ -171,7 +171,7 @@ def test_convert_cli_takes_a_run_folder_and_says_errors_in_one_line(tmp_path, ca
     (cut / "model.safetensors").write_bytes(weights[: len(weights) // 3])
     GPT2LMHeadModel(GPT2Config(vocab_size=50000, n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(small)
     for source, message in ((cut, "its weights file is damaged or incomplete"),
-                            (small, "Invalid GPT2ReproConfig: - ")):
+                            (small, "Invalid GPT2ReproConfig: - bos_token_id (50256) must be an id in [0, 50000)")):
         with pytest.raises(SystemExit) as exit_info:
             convert_gpt2.main(["--from-gpt2", str(source), "--out", str(tmp_path / "ours")])
         err = capsys.readouterr().err
