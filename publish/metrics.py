@@ -21,6 +21,9 @@ from publish.references import SCORER_BUILD_NANOGPT, SCORER_LM_EVAL
 # Which field of our `hellaswag` record holds the acc_norm of each scorer.
 _HELLASWAG_FIELDS = {SCORER_LM_EVAL: "acc_norm", SCORER_BUILD_NANOGPT: "acc_tokennorm"}
 _LOG_TXT_KINDS = ("train", "val", "hella")
+# where a build-nanogpt run's log.txt is kept in a model folder converted from its checkpoint, and in its export
+# (publish.nanogpt_checkpoint)
+BUILD_NANOGPT_LOG = "logs/build-nanogpt-log.txt"
 
 
 @dataclass
@@ -49,13 +52,18 @@ class RunMetrics:
 
 
 def load_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
-    """Read a `metrics.jsonl`, a build-nanogpt `log.txt`, or a run folder holding `metrics.jsonl`."""
+    """Read a `metrics.jsonl`, a build-nanogpt `log.txt`, or a folder holding one: a run folder, an export
+    (`logs/metrics.jsonl`), a converted build-nanogpt checkpoint or its export (`logs/build-nanogpt-log.txt`)."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "metrics.jsonl").is_file():
-            raise FileNotFoundError(f"{path} is a folder without metrics.jsonl: pass a run folder, a metrics.jsonl "
-                                    "or a build-nanogpt log.txt")
-        path = path / "metrics.jsonl"
+        inside = [path / name for name in ("metrics.jsonl", "logs/metrics.jsonl", BUILD_NANOGPT_LOG)]
+        found = next((p for p in inside if p.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path} is a folder without metrics.jsonl: pass a run folder, an export, a "
+                                    "metrics.jsonl or a build-nanogpt log.txt")
+        if name is None and found.parent.name == "logs":  # "export/124M/logs/metrics.jsonl" -> "124M"
+            name = path.name
+        path = found
     if not path.is_file():
         raise FileNotFoundError(f"no such metrics file: {path}")
     if name is None:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from publish.metrics import BUILD_NANOGPT_LOG
+
 COMPLETE_MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -47,8 +49,6 @@ class RunSource:
     @property
     def metrics_path(self) -> Path | None:
         """The run's metrics.jsonl; for a converted build-nanogpt checkpoint, the copy of its run's log.txt."""
-        from publish.nanogpt_checkpoint import BUILD_NANOGPT_LOG
-
         path = (self.run_dir / "metrics.jsonl" if self.run_dir
                 else self.model_dir / BUILD_NANOGPT_LOG if self.converted_from else None)
         return path if path and path.is_file() else None

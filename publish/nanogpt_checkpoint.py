@@ -41,10 +41,10 @@ from pathlib import Path
 
 import torch
 
+from publish.metrics import BUILD_NANOGPT_LOG
 from publish.model_weights import first_line
 
 CONVERTED_FROM = "converted_from.json"  # in the model folder: where its weights came from
-BUILD_NANOGPT_LOG = "logs/build-nanogpt-log.txt"  # in the model folder: the run's log.txt, when it was found
 PREFIXES = ("_orig_mod.", "module.")  # torch.compile's wrapper, DDP's wrapper (in either order)
 GPT2_TOKENIZER_IDS = 50257
 

@@ -4,7 +4,8 @@ notebook plot, as a command). Several runs overlay in one figure, each in its ow
     python -m publish.plots runs/124M/metrics.jsonl --out curves.png
     python -m publish.plots runs/124M ../build-nanogpt/log/log.txt --label ours --label build-nanogpt --out cmp.png
 
-Inputs: a run folder, its metrics.jsonl, or a build-nanogpt log.txt. HellaSwag is drawn under one scorer per
+Inputs: a run folder, its metrics.jsonl, an export (its logs/), a converted build-nanogpt folder, or a build-nanogpt
+log.txt. HellaSwag is drawn under one scorer per
 figure (publish.references): `--scorer` picks it; by default the one every input has, lm-eval first. A run that
 lacks the chosen scorer's numbers is left out of that panel with a warning, never mixed in. OpenAI GPT-2's
 FineWeb-Edu val loss is drawn only where it compares (`--reference-loss auto`: an input on FineWeb-Edu from the Hub,
@@ -216,7 +217,7 @@ def _reference_loss_wanted(setting: str, runs: Sequence[RunMetrics]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m publish.plots", description=__doc__.split("\n\n")[0])
-    parser.add_argument("inputs", nargs="+", help="run folder, metrics.jsonl, or build-nanogpt log.txt")
+    parser.add_argument("inputs", nargs="+", help="run folder, metrics.jsonl, export folder, or build-nanogpt log.txt")
     parser.add_argument("--out", required=True,
                         help="image file to write: PNG (.png is added to a name without extension), or .svg, .pdf")
     parser.add_argument("--label", action="append", default=[], help="legend name per input, in order")

@@ -277,3 +277,19 @@ def test_a_log_txt_cut_off_mid_line_keeps_the_lines_before(tmp_path):
     (tmp_path / "log.txt").write_text("0 val 10.9\n2 tra\n")  # a whole line that is wrong is still an error
     with pytest.raises(ValueError, match=r"log.txt:2: expected a build-nanogpt log line"):
         load_metrics(tmp_path / "log.txt")
+
+
+def test_an_export_or_a_converted_build_nanogpt_folder_is_read_by_its_logs(tmp_path):
+    """`python -m publish.plots runs/124M export/other` compares with a published model's curves."""
+    export = tmp_path / "export" / "gpt2repro-124M"
+    (export / "logs").mkdir(parents=True)
+    (export / "logs" / "metrics.jsonl").write_text(ours(tmp_path, "run").read_text())
+    run = load_metrics(export)
+    assert run.name == "gpt2repro-124M" and run.val_loss == [(0, 11.1), (50, 8.6), (100, 6.1)]
+    converted = tmp_path / "bnano"
+    (converted / "logs").mkdir(parents=True)
+    (converted / "logs" / "build-nanogpt-log.txt").write_text(build_nanogpt_log(tmp_path).read_text())
+    run = load_metrics(converted)
+    assert run.name == "bnano" and list(run.hellaswag) == [SCORER_BUILD_NANOGPT]
+    with pytest.raises(FileNotFoundError, match="without metrics.jsonl: pass a run folder, an export"):
+        load_metrics(tmp_path)
