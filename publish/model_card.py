@@ -378,14 +378,29 @@ def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
+def _local_origin(init_from: str) -> str:
+    """The card's words for a local `init_from` (its last name only: no local paths); a folder converted from a
+    build-nanogpt checkpoint, when it is still there to say so, is named as that."""
+    from publish.model_source import converted_from
+
+    try:  # the folder itself (--init_from names the converted folder); gone or unreadable: its name is all there is
+        converted = (converted_from(Path(init_from)) if Path(init_from).is_dir() else None) or {}
+    except OSError:
+        converted = {}
+    if converted.get("format") == "build-nanogpt" and converted.get("checkpoint"):
+        step = f", step {converted['step']:,}" if isinstance(converted.get("step"), int) else ""
+        return (f"whose pretraining continued from a [build-nanogpt](https://github.com/karpathy/build-nanogpt) "
+                f"checkpoint (`{converted['checkpoint']}`{step}, converted)")
+    return f"whose pretraining continued from a local model (`{Path(init_from).name}`)"
+
+
 def _render(inputs: CardInputs, at: dict, base_model: str | None) -> str:
     repo = inputs.repo_id or f"<namespace>/{inputs.model_name}"
     cfg = inputs.run_config
     params = f"{inputs.n_params / 1e6:.1f}M parameters" if inputs.n_params else "GPT-2 architecture"
     init_from = str(cfg.get("init_from") or "scratch")
     origin = (f"whose pretraining continued from [{base_model}](https://huggingface.co/{base_model})" if base_model
-              else "pretrained from scratch" if init_from == "scratch"
-              else f"whose pretraining continued from a local model (`{Path(init_from).name}`)")  # no local paths
+              else "pretrained from scratch" if init_from == "scratch" else _local_origin(init_from))
     data = (", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in inputs.datasets)
             or inputs.data_description or "the run's data")
     parts = [f"# {inputs.model_name}\n"]

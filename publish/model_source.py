@@ -91,7 +91,7 @@ def resolve_source(path: str | Path) -> RunSource:
         checkpoint = path.parent if path.name == "model" and _STEP_DIR.match(path.parent.name) else None
         if checkpoint is not None:
             return _from_checkpoint(checkpoint)
-        converted = _converted_from(path)
+        converted = converted_from(path)
         return RunSource(model_dir=path, converted_from=converted,
                          step=converted.get("step") if isinstance((converted or {}).get("step"), int) else None)
     if (path / "model" / "config.json").is_file() or _STEP_DIR.match(path.name):
@@ -119,7 +119,7 @@ def resolve_source(path: str | Path) -> RunSource:
     )
 
 
-def _converted_from(model_dir: Path) -> dict | None:
+def converted_from(model_dir: Path) -> dict | None:
     """The folder's record of the checkpoint it was converted from (None when it has none, or one unreadable:
     the card then says nothing of the origin rather than something wrong)."""
     from publish.nanogpt_checkpoint import CONVERTED_FROM

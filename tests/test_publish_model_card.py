@@ -69,9 +69,18 @@ def test_unusable_lm_eval_results_are_refused_with_a_reason(tmp_path, content, e
         load_lm_eval_results(path)
 
 
-def test_card_names_a_local_starting_point():
+def test_card_names_a_local_starting_point(tmp_path):
     card = build_model_card(CardInputs(model_name="m", run_config={"init_from": "runs/demo"}))
     assert "continued from a local model (`demo`)" in card.text and "from scratch" not in card.text  # no local path
+    # a folder convert_gpt2.py made from a build-nanogpt checkpoint is named as that
+    converted = tmp_path / "bnano"
+    converted.mkdir()
+    (converted / "config.json").write_text("{}")
+    (converted / "converted_from.json").write_text(json.dumps(
+        {"format": "build-nanogpt", "checkpoint": "model_19072.pt", "step": 19072}))
+    card = build_model_card(CardInputs(model_name="m", run_config={"init_from": str(converted)}))
+    assert "continued from a [build-nanogpt](https://github.com/karpathy/build-nanogpt) checkpoint " \
+        "(`model_19072.pt`, step 19,072, converted)" in card.text and str(tmp_path) not in card.text
 
 
 def test_card_without_metrics_still_builds_and_says_so():
