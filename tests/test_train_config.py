@@ -489,3 +489,24 @@ def test_resume_pointed_at_a_run_s_checkpoints_folder_names_what_to_pass(tmp_pat
     errors = [e for e in validate(cfg, 1) if e.startswith("resume")]
     assert len(errors) == 1 and f"pass the run folder, --resume {run}, " in errors[0]
     assert f"--resume {run / 'checkpoints' / 'step_00000004'})" in errors[0]
+
+
+def test_a_permission_error_met_after_start_up_is_one_line_with_exit_1(tmp_path, monkeypatch, capsys):
+    """A file train.py may not read, met once training has started (a shard, a HellaSwag copy): one line naming it
+    and what was kept, exit 1 (an unexpected error), not a traceback (test audit: this catch was untested)."""
+    import training.loop
+
+    data = _fake_data_dir(tmp_path)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000004"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "COMPLETE").write_text("done\n")
+    shard = data / "train_000000.npy"
+
+    def refused(cfg):
+        raise PermissionError(13, "Permission denied", str(shard))
+
+    monkeypatch.setattr(training.loop, "train", refused)
+    assert train.main(["--data_dir", str(data), "--output_dir", str(tmp_path / "run"), "--hellaswag_file", "off"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: permission denied: {shard}: check that this user can read it (and write it, for an output): ls -l "
+        "shows its modes; the committed checkpoints are intact (newest: step_00000004; continue with --resume auto)\n")
