@@ -510,3 +510,32 @@ def test_a_permission_error_met_after_start_up_is_one_line_with_exit_1(tmp_path,
     assert capsys.readouterr().err == (
         f"error: permission denied: {shard}: check that this user can read it (and write it, for an output): ls -l "
         "shows its modes; the committed checkpoints are intact (newest: step_00000004; continue with --resume auto)\n")
+
+
+def test_the_start_banner_carries_the_launcher_precision_note(monkeypatch, tmp_path):
+    """The note reaches the banner's device line (only its helper was tested: test audit by mutation)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from training.banner import log_start_banner
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    logged = []
+    from accelerate.utils import DistributedType
+
+    session = SimpleNamespace(accelerator=SimpleNamespace(mixed_precision="no", num_processes=1,
+                                                          device=torch.device("cpu"),
+                                                          distributed_type=DistributedType.NO),
+                              world=1, log=logged.append)
+    model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))
+    checked = SimpleNamespace(resume=None, raw_model=model)
+    prepared = SimpleNamespace(device=torch.device("cpu"), device_name="cpu", params=(10, 2), peak_flops=None,
+                               loader=SimpleNamespace(tokens_per_epoch=10_000), prefetcher=None, grad_accum=1,
+                               flops_per_token=1e6, start_step=0)
+    cfg = RunConfig(output_dir=str(tmp_path), mixed_precision="no", eval_every=0, eval_at_end=False, log_with="none",
+                    total_batch_size=256, micro_batch_size=8, seq_len=32, max_steps=2, warmup_steps=0)
+    log_start_banner(session, cfg, checked, prepared)
+    device_line = logged[1].splitlines()[0]
+    assert "precision no (the launcher's fp16 is not used: the run config's mixed_precision decides; pass " \
+           "--mixed_precision fp16 to train.py)" in device_line
