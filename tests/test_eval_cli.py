@@ -569,3 +569,13 @@ def test_a_full_disk_keeps_the_earlier_result_whole_and_says_so(tmp_path, monkey
     assert f"error: could not write {out}: No space left on device (" in err and "GB free there)" in err
     assert out.read_text() == '{"earlier": true}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", out.name]  # no staging file left
+
+    def read_only(fd):  # a file system mounted read-only: no space to free, another place to choose
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(shards.os, "fsync", read_only)
+    with pytest.raises(SystemExit):
+        run_cli(lambda argv: save_results(tmp_path, result, data="x.jsonl", limit=None, output=out,
+                                          data_fingerprint="f" * 64))
+    assert capsys.readouterr().err == (f"error: could not write {out}: Read-only file system: choose a location on a "
+                                       "writable file system\n")
