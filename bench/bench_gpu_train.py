@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -104,16 +105,21 @@ def matmul_peak(device: torch.device) -> dict:
     """Dense matmul FLOP/s actually reached on this device: bf16 8192^3 on CUDA, fp32 1024^3 on CPU."""
     n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
+    warm_until = time.perf_counter() + (1.0 if device.type == "cuda" else 0.0)  # clocks up before timing
+    while True:
+        for _ in range(3):
+            a @ b
+        sync(device)
+        if time.perf_counter() >= warm_until:
+            break
+    per_window = 50 if device.type == "cuda" else 10  # ~70 ms of work per window on an H100
     rates = []
     for _ in range(5):
         t0 = time.perf_counter()
-        for _ in range(10):
+        for _ in range(per_window):
             a @ b
         sync(device)
-        rates.append(10 * 2 * n ** 3 / (time.perf_counter() - t0))
+        rates.append(per_window * 2 * n ** 3 / (time.perf_counter() - t0))
     return {"what": f"{n}^3 {str(dtype).removeprefix('torch.')} matmul", "flops": statistics.median(rates)}
 
 
@@ -126,6 +132,9 @@ def windows(stamps: list[tuple[int, float]], tokens_per_step: int, warmup: int, 
             break
         rates.append(window * tokens_per_step / (times[start + window] - times[start]))
         start += window
+    if not rates:
+        raise ValueError(f"{len(stamps)} logged steps: too few for one {window}-step window after {warmup} warm-up "
+                         "steps (the run stopped early?)")
     return rates
 
 
@@ -156,10 +165,15 @@ def run_ours(args, overrides: dict, steps: int, out_dir: Path) -> dict:
     from training.loop import train
     from training.metrics import read_metrics
 
+    import training.loop
+
     cfg = ours_config(args, overrides, steps, out_dir)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
-    code = train(cfg)
+    # no checkpoint after the last step (one only if a signal stops the run): at 124M it is a 1.5 GB write with
+    # sha256 and fsync, 5-10 s of device time per run that no measurement here uses
+    with mock.patch.object(training.loop, "_checkpoint_due", lambda cfg, step, stop_now, done: stop_now):
+        code = train(cfg)
     if code != 0:
         raise SystemExit(f"train() exited with {code}")
     rows = read_metrics(out_dir / "metrics.jsonl", "train")
@@ -297,6 +311,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                     help="one more 'ours' run with these run-config overrides (repeatable)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["reference", "evals"], help="parts to leave out (ours always runs)")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no further variant after this many seconds (a device's time limit; a variant "
+                         "already running finishes)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.prepare_data:
@@ -342,10 +359,13 @@ def main(argv=None) -> dict:
         `elapsed_s` says when each stage ended (seconds after the matmul peak: compiles included), to plan the
         next run within a device's time limit."""
         result.setdefault("elapsed_s", {})[stage] = round(time.perf_counter() - started, 1)
-        if args.json:
+        if args.json:  # whole or not at all: a kill mid-write keeps the previous stage's file
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=1) + "\n")
+            partial = args.json.with_name(args.json.name + ".tmp")
+            partial.write_text(json.dumps(result, indent=1) + "\n")
+            os.replace(partial, args.json)
 
+    save("peak")  # the device, versions and peak, even if the first run fails
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     try:
         free_memory()
@@ -373,7 +393,7 @@ def main(argv=None) -> dict:
             runs[name] = {**extra, "peak_mem_gb": _peak_mem(device), "tok_per_s": round(tok_s),
                           "tok_per_s_windows": [round(r) for r in rates], "mfu": round(fpt * tok_s / peak["flops"], 4),
                           "ms_per_step": round(1000 * cfg.total_batch_size / tok_s, 1)}
-            if "reference" in runs:
+            if "tok_per_s" in runs.get("reference", {}):
                 for run_name, run in runs.items():
                     if run_name.startswith("ours") and "tok_per_s" in run:
                         run["over_reference"] = round(run["tok_per_s"] / runs["reference"]["tok_per_s"], 4)
@@ -382,27 +402,39 @@ def main(argv=None) -> dict:
             save(name)
 
         record("ours", ours["stamps"], final_loss=ours["final_loss"])
+        def failed(name: str, err: BaseException) -> None:  # one failing stage must not cost the others
+            runs[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+            print(f"{name} failed: {runs[name]['error']}", flush=True)
+            save(name)
+
         if "reference" not in args.skip:  # right after ours: the comparison that matters comes first
             free_memory()
-            ref = run_reference(args, cfg, grad_accum, steps, device, ours["precision"] == "bf16")
-            record("reference", ref["stamps"])
+            try:
+                ref = run_reference(args, cfg, grad_accum, steps, device, ours["precision"] == "bf16")
+                record("reference", ref["stamps"])
+            except Exception as err:  # noqa: BLE001
+                failed("reference", err)
         if "evals" not in args.skip and args.hellaswag:
             free_memory()
-            result["evals"] = run_evals(args, cfg, device)
-            save("evals")
+            try:
+                result["evals"] = run_evals(args, cfg, device)
+                save("evals")
+            except Exception as err:  # noqa: BLE001
+                failed("evals", err)
         for variant, (run_overrides, inductor) in variants.items():
-            free_memory()
             name = f"ours[{variant}]"
+            if args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:
+                runs[name] = {"skipped": f"not started: past --deadline-s {args.deadline_s:g}"}
+                save(name)
+                continue
+            free_memory()
             print(f"--- {name}", flush=True)
             try:
                 with inductor_patched(inductor):
                     run = run_ours(args, {**overrides, **run_overrides}, steps, tmp / f"ours_{len(runs)}")
-            except (Exception, SystemExit) as err:  # noqa: BLE001 - one failing variant must not cost the others
-                runs[name] = {"error": f"{type(err).__name__}: {err}"[:2000]}
-                print(f"{name} failed: {runs[name]['error']}", flush=True)
-                save(name)
-                continue
-            record(name, run["stamps"], final_loss=run["final_loss"])
+                record(name, run["stamps"], final_loss=run["final_loss"])
+            except (Exception, SystemExit) as err:  # noqa: BLE001
+                failed(name, err)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, indent=1))

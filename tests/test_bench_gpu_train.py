@@ -82,7 +82,8 @@ def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path)
     variant = "ours[loss_chunk_tokens=50]"
     assert list(result["runs"]) == ["ours", "reference", variant]
     stages = result["elapsed_s"]  # when each stage ended, in the order they ran
-    assert list(stages) == ["ours", "reference", "evals", variant] and list(stages.values()) == sorted(stages.values())
+    assert list(stages) == ["peak", "ours", "reference", "evals", variant]
+    assert list(stages.values()) == sorted(stages.values())
     for name in ("ours", variant, "reference"):
         run = result["runs"][name]
         assert run["tok_per_s"] > 0 and len(run["tok_per_s_windows"]) == 2 and run["mfu"] > 0
@@ -95,6 +96,32 @@ def test_tiny_cpu_run_reports_ours_reference_and_eval_costs(tiny_data, tmp_path)
     assert evals["val_tokens"] == 2048 and evals["hellaswag_examples"] == 8
     for name in ("val_loss_s", "hellaswag_s", "samples_s"):
         assert set(evals[name]) == {"first", "steady"}
+
+
+def test_variants_past_the_deadline_are_not_started_and_a_failing_stage_costs_no_other(tiny_data, tmp_path,
+                                                                                      monkeypatch):
+    """A device's time limit: no variant starts past --deadline-s (the JSON says so); a stage that fails (here the
+    reference) is recorded and the rest still run."""
+    data, _ = tiny_data
+    from accelerate.state import AcceleratorState, GradientState
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(bench_gpu_train, "run_reference", broken)
+    try:
+        result = bench_gpu_train.main(["--tiny", "--data", str(data), "--warmup", "1", "--window", "1",
+                                       "--windows", "1", "--deadline-s", "0", "--variant", "loss_chunk_tokens=50",
+                                       "--json", str(tmp_path / "result.json")])
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert result["runs"]["reference"] == {"error": "RuntimeError: CUDA error: an illegal memory access was "
+                                                    "encountered"}
+    assert result["runs"]["ours[loss_chunk_tokens=50]"] == {"skipped": "not started: past --deadline-s 0"}
+    assert result["runs"]["ours"]["tok_per_s"] > 0 and "ours_over_reference" not in result
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_profile_step_runs_every_variant_on_a_tiny_model(monkeypatch):
