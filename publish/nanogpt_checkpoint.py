@@ -50,8 +50,8 @@ GPT2_TOKENIZER_IDS = 50257
 
 
 class _StandIn:
-    """Takes the place of any class the checkpoint names (GPTConfig, numpy scalars, ...): it keeps what the
-    pickle gives it and runs nothing."""
+    """Takes the place of any class the checkpoint names (GPTConfig, an argparse Namespace, ...): it keeps what
+    the pickle gives it and runs nothing."""
 
     def __init__(self, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
