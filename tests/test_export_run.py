@@ -697,21 +697,18 @@ def test_a_converted_build_nanogpt_checkpoint_exports_with_its_origin_and_logged
     assert "| **this model** | 0.2700 |" in (tmp_path / "export2" / "README.md").read_text()
 
     # build-nanogpt empties log.txt when it starts again: a log that does not hold this checkpoint's validation
-    # loss at its step is another run's, and its numbers would have been published as this model's
-    (log_dir / "log.txt").write_text("0 val 9.1234\n0 hella 0.2400\n0 train 9.5\n")
-    with pytest.warns(UserWarning, match=r"log.txt is not carried into .*: it logs no validation loss at step 200"):
-        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "bare")])
-    assert not (tmp_path / "bare" / "logs").exists()
-    export_model(tmp_path / "bare", tmp_path / "bare-export")
-    text = (tmp_path / "bare-export" / "README.md").read_text()
-    assert "No log of that run came with it" in text and "0.2400" not in text and "9.1234" not in text
-    # what the checkpoint itself recorded is still said
-    assert "Validation loss at step 200: **5.0000**" in text and "recorded in the checkpoint" in text
-    # a log of another run that also evaluated at step 200, with another result
-    (log_dir / "log.txt").write_text("200 val 4.1000\n200 hella 0.3300\n200 train 4.2\n")
-    with pytest.warns(UserWarning, match=r"its validation loss at step 200 is 4.1, the checkpoint's 5.0000"):
-        convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / "other")])
-    assert not (tmp_path / "other" / "logs").exists()
-    export_model(tmp_path / "other", tmp_path / "other-export")
-    text = (tmp_path / "other-export" / "README.md").read_text()
-    assert "4.1000" not in text and "0.3300" not in text and "**5.0000**" in text
+    # loss at its step (none there, or another value) is another run's, whose numbers would have been published
+    # as this model's; the card says what the checkpoint itself recorded
+    for name, log, why, foreign in (
+            ("bare", "0 val 9.1234\n0 hella 0.2400\n0 train 9.5\n", "it logs no validation loss at step 200",
+             ("0.2400", "9.1234")),
+            ("other", "200 val 4.1000\n200 hella 0.3300\n200 train 4.2\n",
+             "its validation loss at step 200 is 4.1, the checkpoint's 5.0000", ("4.1000", "0.3300"))):
+        (log_dir / "log.txt").write_text(log)
+        with pytest.warns(UserWarning, match=rf"log.txt is not carried into .*: {re.escape(why)}"):
+            convert_gpt2.main(["--from-build-nanogpt", str(ckpt), "--out", str(tmp_path / name)])
+        assert not (tmp_path / name / "logs").exists()
+        export_model(tmp_path / name, tmp_path / f"{name}-export")
+        text = (tmp_path / f"{name}-export" / "README.md").read_text()
+        assert "No log of that run came with it" in text and not any(number in text for number in foreign)
+        assert "Validation loss at step 200: **5.0000**" in text and "recorded in the checkpoint" in text
