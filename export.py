@@ -19,13 +19,12 @@ Details: publish/export_model.py, publish/model_card.py, publish/hub.py.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 
 from safetensors import SafetensorError
 
-from eval.errors import cli_output, hyphenated, permission_message
+from eval.errors import cli_output, full_disk, hyphenated, permission_message
 from publish.export_model import DTYPES, EXPORT_FILE_PATTERNS, FORMATS, export_model
 from publish.hub import PublishError, plan_upload, push, push_blocker, token_available
 from publish.model_card import load_lm_eval_results
@@ -100,9 +99,7 @@ def main(argv=None) -> int:
         print(f"error: {permission_message(err)}; nothing was exported", file=sys.stderr)
         return 2
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        # safetensors reports a full disk as its own error: "IoError(Os { code: 28, kind: StorageFull, ... })"
-        full = (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-                or isinstance(err, SafetensorError) and ("code: 28" in str(err) or "StorageFull" in str(err)))
+        full = full_disk(err)
         if full or isinstance(err, SafetensorError):
             kept = f"; the earlier export at {args.out} is unchanged" if Path(args.out).is_dir() else ""
             print(f"error: could not write the export in {Path(args.out).parent} ({str(err).splitlines()[0]}); its "

@@ -84,7 +84,7 @@ class Source:
             if self.facts.get("blank_documents") == "skipped":
                 # datasets' "line" mode makes every blank line a row, "paragraph" mode every run of extra blank
                 # lines: as documents they would be a lone EOT each
-                ds = ds.filter(lambda text: bool(text.strip()), input_columns="text")
+                ds = ds.filter(lambda texts: [bool(t.strip()) for t in texts], input_columns="text", batched=True)
         else:
             f = self.facts
             try:

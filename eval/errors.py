@@ -133,6 +133,15 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         raise SystemExit(2) from None
 
 
+def full_disk(err: BaseException) -> bool:
+    """Whether a write failed for want of space: ENOSPC / EDQUOT, or safetensors' own error for it
+    ("IoError(Os { code: 28, kind: StorageFull, ... })")."""
+    from safetensors import SafetensorError
+
+    return (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or isinstance(err, SafetensorError) and ("code: 28" in str(err) or "StorageFull" in str(err)))
+
+
 def storage_message(err: OSError) -> str:
     """One line for a write the file system refused as a whole (full, over quota, read-only), with the free space."""
     where = Path(err.filename) if err.filename else None

@@ -145,6 +145,18 @@ def _parse_jsonl(text: str, path: Path, name: str) -> RunMetrics:
     )
 
 
+def _log_txt_line(line: str, path: Path, number: int) -> tuple[str, int, float]:
+    """'5000 val 3.0712' -> ('val', 5000, 3.0712); ValueError naming the file and line otherwise."""
+    parts = line.split()
+    if len(parts) != 3 or parts[1] not in _LOG_TXT_KINDS:
+        raise ValueError(f"{path}:{number}: expected a build-nanogpt log line '<step> train|val|hella <value>', got "
+                         f"{line!r}")
+    try:
+        return parts[1], int(parts[0]), float(parts[2])
+    except ValueError as err:
+        raise ValueError(f"{path}:{number}: bad number in {line!r}") from err
+
+
 def _parse_log_txt(text: str, path: Path, name: str) -> RunMetrics:
     series: dict[str, dict[int, float]] = {kind: {} for kind in _LOG_TXT_KINDS}
     lines = text.splitlines()
@@ -152,20 +164,15 @@ def _parse_log_txt(text: str, path: Path, name: str) -> RunMetrics:
     for i, line in enumerate(lines):
         if not line.strip():
             continue
-        parts = line.split()
         try:
-            if len(parts) != 3 or parts[1] not in series:
-                raise ValueError(
-                    f"{path}:{i + 1}: expected a build-nanogpt log line '<step> train|val|hella <value>', got {line!r}")
-            try:
-                series[parts[1]][int(parts[0])] = float(parts[2])
-            except ValueError as err:
-                raise ValueError(f"{path}:{i + 1}: bad number in {line!r}") from err
+            kind, step, value = _log_txt_line(line, path, i + 1)
         except ValueError as err:
             if i != last_nonblank or text.endswith("\n"):
                 raise
             # the run was stopped while writing its last line (as for metrics.jsonl): the rest is good
             warnings.warn(f"{path}: skipping a truncated last line ({line!r}): {err}", stacklevel=3)
+            continue
+        series[kind][step] = value
     hella = sorted(series["hella"].items())
     return RunMetrics(
         name=name,

@@ -220,15 +220,15 @@ def load_build_nanogpt(path: str | Path):
         weights["transformer.wte.weight"] = torch.cat([embedding, padding])
 
     model = GPT2ReproForCausalLM(config)
-    ours = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    missing = sorted(set(ours) - set(weights))
-    unexpected = sorted(set(weights) - set(ours))
-    reshaped = sorted(k for k in set(ours) & set(weights) if ours[k].shape != weights[k].shape)
-    if missing or unexpected or reshaped:
-        found = [f"{len(names)} {what}, e.g. {names[:3]}" for what, names in
-                 (("missing", missing), ("unknown", unexpected), ("of another shape", reshaped)) if names]
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # torch refuses a weight of another shape itself, naming it
+        raise ValueError(f"{path}: its weights are not GPT-2's ({first_line(err)})") from None
+    missing = [k for k in missing if k != "lm_head.weight"]  # the tied embedding
+    if missing or unexpected:
+        found = [f"{len(names)} {what}, e.g. {sorted(names)[:3]}" for what, names in
+                 (("missing", missing), ("unknown", unexpected)) if names]
         raise ValueError(f"{path}: its weights are not GPT-2's ({'; '.join(found)})")
-    model.load_state_dict(weights, strict=False)  # lm_head.weight is the tied embedding
     model.tie_weights()
     return model.eval(), checkpoint_meta(checkpoint, path)
 
@@ -263,7 +263,8 @@ def write_model_folder(checkpoint: str | Path, out: str | Path) -> dict:
     from safetensors import SafetensorError
 
     from data.shards import sha256_file
-    from data.tokenizer import gpt2_tokenizer
+    from data.tokenizer import tokenizer_for_context
+    from eval.errors import full_disk
 
     checkpoint, out = Path(checkpoint), Path(out)
     model, meta = load_build_nanogpt(checkpoint)
@@ -277,9 +278,7 @@ def write_model_folder(checkpoint: str | Path, out: str | Path) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         model.save_pretrained(staging)
-        tokenizer = gpt2_tokenizer()
-        tokenizer.model_max_length = model.config.n_positions  # the checkpoint's context, which may be < 1024
-        tokenizer.save_pretrained(staging)
+        tokenizer_for_context(model.config.n_positions).save_pretrained(staging)  # the checkpoint's context
         if log.is_file() and not problem:
             (staging / BUILD_NANOGPT_LOG).parent.mkdir(exist_ok=True)
             shutil.copyfile(log, staging / BUILD_NANOGPT_LOG)
@@ -288,9 +287,9 @@ def write_model_folder(checkpoint: str | Path, out: str | Path) -> dict:
         if out.is_dir():
             out.rmdir()  # new or empty (convert_gpt2 checks): only an empty folder is replaced
         os.replace(staging, out)
-    except SafetensorError as err:  # safetensors says a full disk its own way: "IoError(Os { code: 28, ... })"
+    except SafetensorError as err:
         shutil.rmtree(staging, ignore_errors=True)
-        if "code: 28" in str(err) or "StorageFull" in str(err):
+        if full_disk(err):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from None
         raise ValueError(f"could not write the weights into {out}: {first_line(err)}") from None
     except BaseException:
