@@ -34,8 +34,6 @@ refused with the first one's pid.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
 import sys
@@ -46,35 +44,30 @@ from pathlib import Path
 import numpy as np
 
 from data.encode import BACKENDS, TOKEN_FEATURES, tokenize_batch
+from data.out_folder import check_out, claim_folder, clear_folder, holding
 from data.shards import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
     NPY_HEADER_BYTES,
     SHARD_DTYPE,
-    SHARD_RE,
     STATE_NAME,
     DataError,
     check_shard_file,
-    read_manifest,
     remove_stale_temporaries,
     shard_name,
     write_json,
     write_shard,
-    written_by_prepare,
 )
 from data.sources import Source, resolve_source
 from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
 from eval.errors import hyphenated, permission_message
-from training.run_lock import LOCK_FILE, Holder, lock_run_folder
 
 log = logging.getLogger("data.prepare")
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # build-nanogpt's shard size: 200 MB of uint16 per file
 DEFAULT_VAL_TOKENS = 10_485_760  # 20 x 524,288: build-nanogpt evaluates 20 steps of its 0.5M-token batch
 DEFAULT_CHUNK_DOCS = 50_000  # documents per map() call: ~50M FineWeb-Edu tokens, keeps pool start-up < 5%
-PREPARING = Holder("another data.prepare", "wait for it to finish or stop it (a re-run resumes it)",
-                   "pick another --out")
 VAL_RULE = ("val = the first documents of the source, whole, until the val token count reaches val_tokens "
             "(the document crossing it included); train = every later document, in source order")
 
@@ -195,148 +188,6 @@ def _settings(source: Source, shard_tokens, val_tokens, max_tokens, max_document
             "tokenizer_fingerprint": TOKENIZER_FINGERPRINT, "format_version": FORMAT_VERSION}
 
 
-_ABSENT = object()  # a setting one side does not record
-# where a recorded setting comes from on the command line (the rest follow from the source's files or the version)
-_FLAGS = {"shard_tokens": "--shard-tokens", "val_tokens": "--val-tokens", "max_tokens": "--max-tokens",
-          "max_documents": "--max-documents", "source.txt_sample_by": "--txt-sample-by",
-          "source.text_column": "--text-column", "source.config": "--config", "source.split": "--split",
-          "source.revision": "--revision", "source.name": "SOURCE", "source.format": "SOURCE"}
-
-
-def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    """(path, old value, new value) for each recorded setting that differs, looking inside the source's facts
-    (nested dicts, and lists of the same length), so a changed --txt-sample-by is named, not just 'source'."""
-    found = []
-
-    def walk(path: str, a, b) -> None:
-        if a == b:
-            return
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b), key=str):
-                walk(f"{path}.{key}" if path else str(key), a.get(key, _ABSENT), b.get(key, _ABSENT))
-        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            for i, (x, y) in enumerate(zip(a, b)):
-                walk(f"{path}[{i}]", x, y)
-        else:
-            found.append((path, a, b))
-
-    walk("", old, new)
-    return found
-
-
-def _describe(diff: list[tuple[str, object, object]]) -> str:
-    """`differing: ['source.txt_sample_by'] (source.txt_sample_by (--txt-sample-by): 'paragraph' -> 'line')`"""
-
-    def show(value) -> str:
-        if value is _ABSENT:
-            return "(not recorded)"
-        if isinstance(value, (list, dict)):
-            return f"[{len(value)} entries]" if isinstance(value, list) else f"{{{len(value)} keys}}"
-        text = repr(value)
-        return text if len(text) <= 70 else text[:67] + "..."
-
-    details = "; ".join(f"{path}{f' ({_FLAGS[path]})' if path in _FLAGS else ''}: {show(a)} -> {show(b)}"
-                        for path, a, b in diff)
-    return f"differing: {[path for path, _, _ in diff]} ({details})"
-
-
-def _clear(out: Path) -> None:
-    """Remove what data.prepare wrote into `out` (and nothing else)."""
-    for p in out.iterdir():
-        if written_by_prepare(p.name):
-            p.unlink()
-
-
-def _check_out(out: Path) -> None:
-    """Refuse an --out that exists but is not a folder (a file is the user's, never replaced)."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is an existing file, not a folder: data.prepare writes a folder of shards "
-                        "there. Pass a new or empty folder path for --out; the file was left as it is.")
-    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
-    if blocking is not None:
-        raise DataError(f"--out {out} lies inside {blocking}, which is a file, not a folder: pass an --out "
-                        "whose parents are folders (or do not exist yet).")
-
-
-@contextlib.contextmanager
-def _holding(out: Path):
-    """Create `out` if needed, refuse it if it holds files that are not ours, and hold it (an OS lock on
-    out/.lock, released when this run ends however it ends) while the block runs. A folder this process cannot
-    write to (a read-only copy of a finished dataset, which is only verified) is not locked. `out` has passed
-    _check_out."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # a parent is a file, no permission, read-only file system, ...
-        raise DataError(f"cannot create the output folder {out} ({err.strerror or err}): pass a folder path "
-                        "that can be created for --out.") from err
-    foreign = sorted(p.name for p in out.iterdir() if not (written_by_prepare(p.name) or p.name == LOCK_FILE))
-    if foreign:  # refused before the lock file too: the folder is left exactly as it was
-        raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): "
-                        "use an empty or new --out.")
-    handle = None
-    if os.access(out, os.W_OK):
-        handle, busy = lock_run_folder(out, PREPARING)
-        if busy:
-            raise DataError(f"{busy}; nothing was changed.")
-    try:
-        yield
-    finally:
-        if handle is not None:
-            handle.close()
-
-
-def _claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | None, list[dict], bool]:
-    """Decide what to do with `out`: returns (complete manifest or None, shard records to resume from, whether
-    --overwrite is to replace what is there). Removes nothing: prepare() replaces only once the source opened."""
-    manifest_path, state_path = out / MANIFEST_NAME, out / STATE_NAME
-    has_shards = any(SHARD_RE.match(p.name) for p in out.iterdir())
-    previous = None
-    if manifest_path.exists():
-        try:
-            previous, _ = read_manifest(out)
-        except DataError:
-            if not overwrite:
-                raise
-            log.info("--overwrite: %s has an unreadable manifest; preparing it again from the source", out)
-            return None, [], True  # an unreadable manifest says nothing worth keeping: start again
-        previous_settings = previous.get("settings", {})
-    elif state_path.exists():
-        try:
-            state = json.loads(state_path.read_text())
-            if not (isinstance(state, dict) and isinstance(state.get("shards", []), list)):
-                raise ValueError(f"a JSON {type(state).__name__}, not prepare's record")
-        except (OSError, UnicodeDecodeError, ValueError) as err:  # written atomically: an edit or a disk fault
-            if not overwrite:
-                raise DataError(f"{state_path}, the record of an interrupted run, is unreadable ({err}), so its "
-                                "shards cannot be resumed; nothing was changed. Re-run with --overwrite to prepare "
-                                "the folder again from the source.") from err
-            log.info("--overwrite: %s has an unreadable %s; preparing it again from the source", out, STATE_NAME)
-            return None, [], True
-        if not state.get("shards") and not has_shards:  # a run that failed before its first shard binds nothing
-            return None, [], False
-        previous_settings = state.get("settings", {})
-    elif has_shards:
-        if not overwrite:
-            raise DataError(f"{out} holds shards but neither {MANIFEST_NAME} nor {STATE_NAME}, so the settings "
-                            "they were prepared with are unknown; nothing was changed. Use another --out, or pass "
-                            "--overwrite to replace them.")
-        previous_settings = {"unknown": "shards without manifest or prepare_state.json"}
-    else:
-        return None, [], False
-    diff = _differences(previous_settings, settings)
-    if diff and not overwrite:
-        raise DataError(
-            f"{out} already holds data prepared with other settings ({_describe(diff)}); nothing was changed. "
-            "Use another --out, or pass --overwrite to replace it."
-        )
-    if diff:
-        return None, [], True
-    if previous is not None:
-        state_path.unlink(missing_ok=True)  # killed between writing the manifest and removing the state
-        return previous, [], False
-    return None, state["shards"], False
-
-
 def _verified_prefix(out: Path, records: list[dict]) -> list[dict]:
     """The longest prefix of finished shards that are still intact (size + sha256); later ones are redone."""
     for i, r in enumerate(records):
@@ -382,7 +233,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
         raise DataError("; ".join(errors))
     num_proc = num_proc or os.cpu_count() or 1
     out = Path(out_dir)
-    _check_out(out)  # before resolving the source, which hashes every file of it
+    check_out(out)  # before resolving the source, which hashes every file of it
 
     src = resolve_source(source, config=config, split=split, text_column=text_column, revision=revision,
                          txt_sample_by=txt_sample_by)
@@ -393,8 +244,8 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
                     "ies" if len(ignored) == 1 else "y", "is" if len(ignored) == 1 else "are",
                     "local files" if src.kind == "local" else "a built-in corpus")
     settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
-    with _holding(out):  # a second data.prepare into the same folder is refused until this one ends
-        manifest, records, replace = _claim_folder(out, settings, overwrite)
+    with holding(out):  # a second data.prepare into the same folder is refused until this one ends
+        manifest, records, replace = claim_folder(out, settings, overwrite)
         if manifest is not None:
             try:
                 for r in manifest["shards"]:
@@ -413,7 +264,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
         # name, no network) leaves the previous dataset as it was.
         ds = src.open(streaming=streaming, cache_dir=cache_dir)
         if replace:
-            _clear(out)  # only what prepare writes
+            clear_folder(out)  # only what prepare writes
             log.info("--overwrite: removed the previous contents of %s", out)
         for stale in remove_stale_temporaries(out):
             log.info("removed %s, a partial file from an interrupted run", stale.name)

@@ -212,7 +212,7 @@ def test_an_unreadable_state_file_is_refused_with_the_fix(tmp_path, monkeypatch)
 def test_a_folder_another_prepare_is_writing_is_refused_untouched(tmp_path):
     """Two data.prepare runs into one --out (a second terminal, a re-submitted job) wrote the same shards and
     resume records over each other; the second is now refused while the first holds the folder."""
-    from data.prepare import PREPARING
+    from data.out_folder import PREPARING
     from training.run_lock import lock_run_folder
 
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 10}) + "\n" for i in range(20)))
@@ -220,7 +220,7 @@ def test_a_folder_another_prepare_is_writing_is_refused_untouched(tmp_path):
     out = tmp_path / "out"
     holder, busy = lock_run_folder(out, PREPARING)  # stands in for the other run (flock: per open file)
     assert busy is None
-    with pytest.raises(DataError, match=rf"{out} is in use by another data.prepare \(pid {os.getpid()}\): wait for "
+    with pytest.raises(DataError, match=rf"{out} is in use by another data.prepare or data.import_shards \(pid {os.getpid()}\): wait for "
                                         r"it to finish .*, or pick another --out; nothing was changed"):
         prepare(str(tmp_path / "docs.jsonl"), out, **args)
     assert [p.name for p in out.iterdir()] == [".lock"]
