@@ -46,21 +46,20 @@ import numpy as np
 from data.encode import BACKENDS, TOKEN_FEATURES, tokenize_batch
 from data.out_folder import check_out, claim_folder, clear_folder, holding
 from data.shards import (
-    FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
-    NPY_HEADER_BYTES,
     SHARD_DTYPE,
     STATE_NAME,
     DataError,
     check_shard_file,
     remove_stale_temporaries,
     shard_name,
+    make_manifest,
     write_json,
     write_shard,
 )
 from data.sources import Source, resolve_source
-from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
+from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, tiktoken_gpt2
 from eval.errors import hyphenated, permission_message
 
 log = logging.getLogger("data.prepare")
@@ -387,11 +386,10 @@ def _check_texts(texts: list, first_doc: int, src: Source) -> list[int]:
 def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict], backend: str) -> dict:
     import datasets
 
-    splits = {}
-    for name in ("val", "train"):
-        rs = [r for r in records if r["split"] == name]
-        splits[name] = {"shards": len(rs), "tokens": sum(r["tokens"] for r in rs),
-                        "documents": sum(r["documents"] for r in rs)}
+    created_with = {"tokenizer_backend": backend, "datasets": datasets.__version__, "numpy": np.__version__,
+                    "python": sys.version.split()[0]}
+    manifest = make_manifest(src.facts, settings, records, VAL_RULE, created_with)
+    splits = manifest["splits"]
     if splits["train"]["tokens"] == 0:
         if src.facts.get("txt_sample_by") == "document" and splits["val"]["documents"] <= 1:
             raise DataError(f"the train split of {out} is empty: each .txt file is one document by default "
@@ -416,25 +414,6 @@ def _write_manifest(out: Path, src: Source, settings: dict, records: list[dict],
             f"{val['tokens']:,} tokens in all, and the validation split takes whole documents until it holds "
             f"--val-tokens {val_tokens:,}, which only the last one reached, so it took them all. Lower "
             f"--val-tokens well below {val['tokens']:,}, or use more documents; then re-run with --overwrite.")
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "source": src.facts,
-        "settings": settings,
-        "tokenizer": {"name": "gpt2", "fingerprint": TOKENIZER_FINGERPRINT, "vocab_size": TOKENIZER_VOCAB_SIZE,
-                      "eot_id": EOT_ID, "eot_placement": "before every document",
-                      "special_tokens_in_text": "encoded as ordinary text"},
-        "dtype": "uint16",
-        "shard_format": "npy",
-        "npy_header_bytes": NPY_HEADER_BYTES,
-        "val_rule": VAL_RULE,
-        "splits": splits,
-        "tokens": splits["val"]["tokens"] + splits["train"]["tokens"],
-        "documents": splits["val"]["documents"] + splits["train"]["documents"],
-        "shards": [{k: r[k] for k in ("file", "split", "tokens", "documents", "sha256")} for r in records],
-        "created_with": {"tokenizer_backend": backend, "datasets": datasets.__version__, "numpy": np.__version__,
-                         "python": sys.version.split()[0]},
-    }
     write_json(out / MANIFEST_NAME, manifest)  # last: its presence means every shard above is complete
     (out / STATE_NAME).unlink(missing_ok=True)
     log.info("wrote %s: %d val tokens (%d docs), %d train tokens (%d docs) in %d shards", out / MANIFEST_NAME,

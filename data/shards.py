@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.tokenizer import EOT_ID, TOKENIZER_FINGERPRINT, TOKENIZER_VOCAB_SIZE
+
 FORMAT = "gpt2repro-tokens"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -115,6 +117,35 @@ def write_json(path: Path, obj: dict) -> None:
     """Atomically write `obj` as indented, key-sorted JSON (same object -> same bytes -> same hash)."""
     data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def make_manifest(source: dict, settings: dict, records: list[dict], val_rule: str, created_with: dict) -> dict:
+    """The manifest of a finished folder. `records`: one per shard in stream order (val first), each with file,
+    split, tokens, documents (documents that start in it) and sha256; `source`: what the tokens came from;
+    `settings`: what determines their bytes (a re-run with other settings is refused)."""
+    splits = {}
+    for name in ("val", "train"):
+        rs = [r for r in records if r["split"] == name]
+        splits[name] = {"shards": len(rs), "tokens": sum(r["tokens"] for r in rs),
+                        "documents": sum(r["documents"] for r in rs)}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "settings": settings,
+        "tokenizer": {"name": "gpt2", "fingerprint": TOKENIZER_FINGERPRINT, "vocab_size": TOKENIZER_VOCAB_SIZE,
+                      "eot_id": EOT_ID, "eot_placement": "before every document",
+                      "special_tokens_in_text": "encoded as ordinary text"},
+        "dtype": "uint16",
+        "shard_format": "npy",
+        "npy_header_bytes": NPY_HEADER_BYTES,
+        "val_rule": val_rule,
+        "splits": splits,
+        "tokens": splits["val"]["tokens"] + splits["train"]["tokens"],
+        "documents": splits["val"]["documents"] + splits["train"]["documents"],
+        "shards": [{k: r[k] for k in ("file", "split", "tokens", "documents", "sha256")} for r in records],
+        "created_with": created_with,
+    }
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
