@@ -7,6 +7,7 @@
     encode.py          the batched datasets.map tokenization function (tiktoken or HF backend, same ids)
     shards.py          on-disk format: uint16 .npy shards, manifest.json, atomic writes, checks
     prepare.py         `python -m data.prepare SOURCE --out DIR`: tokenize, shard, resume
+    import_shards.py   `python -m data.import_shards FOLDER --out DIR`: build-nanogpt's / llm.c's token shards
     out_folder.py      the output folder of prepare/import: lock, settings record, keep / resume / refuse / replace
     loader.py          TokenDataset (verify), TrainBatches (shuffled, rank-strided, resumable), val_batches
 """

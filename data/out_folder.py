@@ -27,7 +27,8 @@ _ABSENT = object()  # a setting one side does not record
 FLAGS = {"shard_tokens": "--shard-tokens", "val_tokens": "--val-tokens", "max_tokens": "--max-tokens",
          "max_documents": "--max-documents", "source.txt_sample_by": "--txt-sample-by",
          "source.text_column": "--text-column", "source.config": "--config", "source.split": "--split",
-         "source.revision": "--revision", "source.name": "SOURCE", "source.format": "SOURCE"}
+         "source.revision": "--revision", "source.name": "SOURCE", "source.format": "SOURCE",
+         "link": "--link"}  # data.import_shards
 
 
 def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:

@@ -31,8 +31,10 @@ MANIFEST_NAME = "manifest.json"
 STATE_NAME = "prepare_state.json"  # data.prepare's resume record in an unfinished folder
 SHARD_DTYPE = np.dtype("<u2")  # uint16: every GPT-2 id (< 50257) fits, half the bytes of int32
 SHARD_RE = re.compile(r"^(train|val)_(\d{6})\.npy$")
-# token shards of other GPT-2 trainers: build-nanogpt's edufineweb_{train,val}_NNNNNN.npy, nanoGPT's {train,val}.bin
-OTHER_TOOLS_SHARD_RE = re.compile(r"^(\w+_(train|val)_\d+\.npy|(train|val)\.bin)$")
+# token shards of other GPT-2 trainers: build-nanogpt's edufineweb_{val,train}_NNNNNN.npy and llm.c's
+# edu_fineweb_{val,train}_NNNNNN.bin (both read by data.import_shards), nanoGPT's {train,val}.bin (not read)
+IMPORTABLE_SHARD_RE = re.compile(r"^(?P<prefix>.+)_(?P<split>train|val)_(?P<index>\d{6})\.(?P<ext>npy|bin)$")
+NANOGPT_SHARDS = ("train.bin", "val.bin")
 TMP_MARK = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>"
 SPLITS = ("train", "val")
 
@@ -46,16 +48,17 @@ class DataError(ValueError):
     """A problem with input data, a prepared folder or a shard. The message names the file and the fix."""
 
 
-def _npy_header_bytes() -> int:
-    # np.save of a 1-D little-endian uint16 array writes a format-1.0 header padded to 128 bytes whatever the
-    # length; computed here rather than hard-coded so a numpy change cannot silently shift every offset.
+def npy_header(n_tokens: int) -> bytes:
+    """The .npy header np.save writes before `n_tokens` uint16 tokens (format 1.0: magic, dict, padding)."""
     buf = io.BytesIO()
-    header = {"descr": np.lib.format.dtype_to_descr(SHARD_DTYPE), "fortran_order": False, "shape": (10**12,)}
+    header = {"descr": np.lib.format.dtype_to_descr(SHARD_DTYPE), "fortran_order": False, "shape": (n_tokens,)}
     np.lib.format.write_array_header_1_0(buf, header)
-    return len(buf.getvalue())
+    return buf.getvalue()
 
 
-NPY_HEADER_BYTES = _npy_header_bytes()
+# 128 bytes whatever the length (the header is padded to a multiple of 64); computed rather than hard-coded so a
+# numpy change cannot silently shift every offset
+NPY_HEADER_BYTES = len(npy_header(10**12))
 
 
 def shard_name(split: str, index: int) -> str:
@@ -191,6 +194,19 @@ def open_shard(path: Path, tokens: int) -> np.ndarray:
     return arr
 
 
+def other_tools_shards_advice(folder, names) -> str | None:
+    """What to do with a folder (file `names`) of another trainer's token shards; None if it holds none."""
+    if any(IMPORTABLE_SHARD_RE.match(n) for n in names):
+        return ("it holds token shards of build-nanogpt or llm.c (their fineweb.py), not a prepared folder: import "
+                f"them, without tokenizing again, with `python -m data.import_shards {folder} --out "
+                "out/data/NAME`, then pass out/data/NAME")
+    if any(n in NANOGPT_SHARDS for n in names):
+        return ("it holds nanoGPT's train.bin / val.bin, which are not read here (no header, and the end-of-text "
+                "token after each document instead of before it): prepare the text itself, e.g. `python -m "
+                "data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out out/data/fineweb_edu_10B`")
+    return None
+
+
 def missing_manifest_advice(folder) -> str:
     """What to do with a folder that was passed as prepared data but has no manifest, from what it holds: an
     unfinished data.prepare run, a run or model folder, token shards of another tool, source files, or nothing."""
@@ -208,11 +224,9 @@ def missing_manifest_advice(folder) -> str:
                 "data.prepare wrote (the run's run_config.yaml names it as data_dir)")
     if "config.json" in names:
         return "it is a model folder, not prepared data: pass the folder data.prepare wrote"
-    if any(OTHER_TOOLS_SHARD_RE.match(n) for n in names):
-        return ("it holds token shards of another tool (build-nanogpt's edufineweb_*.npy, nanoGPT's train.bin / "
-                "val.bin): those are not read here, as they carry no tokenizer or checksum record; prepare the text "
-                "itself, e.g. `python -m data.prepare HuggingFaceFW/fineweb-edu --config sample-10BT --out "
-                "out/data/fineweb_edu_10B`")
+    advice = other_tools_shards_advice(folder, names)
+    if advice:
+        return advice
     from data.sources import LOCAL_FORMATS
 
     def is_source(p: Path) -> bool:

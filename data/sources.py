@@ -174,7 +174,11 @@ def _local_source(source: str, text_column: str, txt_sample_by: str) -> Source:
             raise PermissionError(13, "Permission denied", str(path))
         files = _without_prepared_folders(sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p)))
         if not files:
-            raise DataError(f"folder {path} holds no {sorted(LOCAL_FORMATS)} files: point SOURCE at the data files.")
+            from data.shards import other_tools_shards_advice
+
+            tokens = other_tools_shards_advice(path, {p.name for p in path.iterdir()})
+            raise DataError(f"folder {path} holds no {sorted(LOCAL_FORMATS)} files: "
+                            f"{tokens or 'point SOURCE at the data files'}.")
     elif path.is_file():
         files = [path]
     elif any(c in source for c in "*?["):

@@ -127,3 +127,23 @@ def test_an_unreadable_weights_file_is_not_called_missing(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (what, proc.stderr[-2000:])
         assert "ermission denied" in proc.stderr and str(data if what == "data" else weights.parent) in proc.stderr, \
             (what, proc.stderr[-2000:])
+
+
+def test_an_unreadable_shard_of_another_tool_is_named(tmp_path):
+    """data.import_shards: build-nanogpt's shards, one of them unreadable (.npy), or llm.c's (.bin)."""
+    import numpy as np
+
+    from other_tool_shards import write_shards
+
+    stream = np.tile(np.array([50256, 464, 3290, 13], dtype=np.uint16), 100)
+    procs = {}
+    for ext in ("npy", "bin"):
+        paths = write_shards(stream, tmp_path / ext, ext=ext, shard_size=150)
+        paths[1].chmod(0)
+        try:
+            procs[paths[1]] = _run("-m", "data.import_shards", str(tmp_path / ext), "--out", str(tmp_path / f"out_{ext}"))
+        finally:
+            paths[1].chmod(0o644)
+    for path, proc in procs.items():
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (path, proc.stderr[-2000:])
+        assert f"permission denied: {path}: check that this user can read it" in proc.stderr, (path, proc.stderr)

@@ -187,7 +187,9 @@ def test_missing_manifest_names_the_fix(tmp_path):
     (["prepare_state.json"], r"a data.prepare run into it did not finish .* run the same .* command again"),
     (["train_000001.npy"], r"a data.prepare run into it did not finish"),
     (["edufineweb_val_000000.npy", "edufineweb_train_000001.npy"],
-     r"it holds token shards of another tool \(build-nanogpt's edufineweb_\*.npy.*prepare the text itself"),
+     r"it holds token shards of build-nanogpt or llm.c .*`python -m data.import_shards .* --out out/data/NAME`"),
+    (["edu_fineweb_val_000000.bin"], r"it holds token shards of build-nanogpt or llm.c"),  # llm.c's
+    (["train.bin", "val.bin"], r"it holds nanoGPT's train.bin / val.bin, which are not read here .*prepare the text"),
     (["input.txt"], r"it holds source files, not tokens: tokenize them with `python -m data.prepare .* --out out/data/NAME`"),
     (["parts/part-0.parquet"], r"it holds source files, not tokens"),  # one level down
     (["run_config.yaml", "metrics.jsonl"], r"it is a training run's folder \(train.py's output_dir\), not prepared data"),

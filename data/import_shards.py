@@ -1,0 +1,342 @@
+"""Import the token shards of build-nanogpt or llm.c (FineWeb-Edu already tokenized) without tokenizing again.
+
+    python -m data.import_shards edu_fineweb10B --out out/data/fineweb_edu_10B          # copies the tokens
+    python -m data.import_shards edu_fineweb10B --out out/data/fineweb_edu_10B --link   # .npy: hard links, no copy
+
+build-nanogpt's `fineweb.py` and llm.c's `dev/data/fineweb.py` write the token stream data.prepare writes: each
+document as [50256] + its GPT-2 ids (tiktoken's encode_ordinary), in source order, cut into shards of exactly
+`shard_size` tokens (a document continues in the next shard; the last shard is shorter). Their shard 0 is the
+validation split, `<name>_val_000000`, the others train, `<name>_train_000001`, ...:
+
+    build-nanogpt  <name>_{val,train}_NNNNNN.npy   uint16 arrays written by np.save
+    llm.c          <name>_{val,train}_NNNNNN.bin   a header of 256 int32 (magic 20240520, version 1, token count),
+                                                   then the uint16 tokens
+
+The import keeps their split: val = their shard 0, whole (train.py evaluates its first `val_tokens`; the default
+10,485,760 are the windows build-nanogpt's validation reads on 8 GPUs), train = the other shards in order.
+Checked before anything is written, and refused with a message: a gap in the numbering (a shard missing from a
+copy), a file of another dtype or header, a truncated file, ids >= 50257, a stream that does not start with a
+document, and ids of another tokenizer (the first whole documents of every shard must re-encode to the same ids:
+decoding and encoding again gives the ids back only for ids that GPT-2's encoder wrote).
+
+The result is an ordinary prepared folder: `val_000000.npy`, `train_000000.npy`, ... and `manifest.json` with a
+sha256 per shard, written last. The folder rules are data.prepare's (data.out_folder): a finished import is verified
+and left alone, an interrupted one is done again, other settings are refused unless --overwrite, one writer at a
+time. With --link the shards are hard links to build-nanogpt's files (same bytes, no second copy; neither tool ever
+writes into a shard after creating it, and deleting either name leaves the other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.out_folder import check_out, claim_folder, clear_folder, holding
+from data.shards import (
+    FORMAT_VERSION,
+    IMPORTABLE_SHARD_RE,
+    MANIFEST_NAME,
+    NANOGPT_SHARDS,
+    NPY_HEADER_BYTES,
+    SHARD_DTYPE,
+    STATE_NAME,
+    DataError,
+    atomic_write,
+    check_shard_file,
+    make_manifest,
+    npy_header,
+    other_tools_shards_advice,
+    remove_stale_temporaries,
+    sha256_file,
+    shard_name,
+    write_json,
+)
+from data.tokenizer import EOT_ID, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
+from eval.errors import hyphenated, permission_message
+
+log = logging.getLogger("data.import_shards")
+
+TOOLS = {"npy": "build-nanogpt", "bin": "llm.c"}
+LLMC_HEADER_INTS = 256  # int32 values before the tokens
+LLMC_MAGIC, LLMC_VERSION = 20240520, 1  # GPT-2 tokens as uint16
+LLMC_OTHER_MAGICS = {20240801: "Llama 3 tokens (uint32)"}  # what llm.c's fineweb.py writes for `-m llama-3`
+CHUNK_TOKENS = 1 << 24  # 32 MB of uint16 read, checked and written at a time
+SAMPLE_TOKENS = 4_000_000  # the head of each shard in which whole documents are re-encoded
+SAMPLE_DOCUMENTS = 100  # whole documents re-encoded per shard
+
+
+@dataclass
+class ShardFile:
+    path: Path
+    split: str
+    index: int  # their numbering: 0 is val, 1.. train
+
+    @property
+    def ext(self) -> str:
+        return self.path.suffix[1:]
+
+
+def find_shards(folder: Path) -> tuple[str, str, list[ShardFile]]:
+    """(tool, name prefix, shards in stream order) of the one numbered shard set in `folder`; refuses anything else."""
+    expected = ("build-nanogpt's fineweb.py writes edufineweb_val_000000.npy, edufineweb_train_000001.npy, ...; "
+                "llm.c's dev/data/fineweb.py writes edu_fineweb_val_000000.bin, ...")
+    if not folder.exists():
+        raise DataError(f"{folder} does not exist: pass the folder of token shards ({expected}).")
+    if folder.is_file():
+        where = "pass the folder that holds it" if IMPORTABLE_SHARD_RE.match(folder.name) else f"pass a folder ({expected})"
+        raise DataError(f"{folder} is a file: {where}.")
+    names = sorted(p.name for p in folder.iterdir())
+    found = [(m, n) for n in names if (m := IMPORTABLE_SHARD_RE.match(n))]
+    if not found:
+        if MANIFEST_NAME in names:
+            raise DataError(f"{folder} is already a prepared folder (it has {MANIFEST_NAME}): pass it to train.py as "
+                            "--data_dir as it is.")
+        if any(n in NANOGPT_SHARDS for n in names):
+            raise DataError(f"{folder}: {other_tools_shards_advice(folder, names)}.")
+        raise DataError(f"{folder} holds no token shards to import ({expected}).")
+    sets = sorted({(m["prefix"], m["ext"]) for m, _ in found})
+    if len(sets) > 1:
+        listed = ", ".join(f"{prefix}_*.{ext}" for prefix, ext in sets)
+        raise DataError(f"{folder} holds more than one set of shards ({listed}): move each set into a folder of "
+                        "its own and import one.")
+    prefix, ext = sets[0]
+    shards = sorted((ShardFile(folder / n, m["split"], int(m["index"])) for m, n in found), key=lambda s: s.index)
+    indices = [s.index for s in shards]
+    if len(set(indices)) != len(indices):
+        raise DataError(f"{folder} numbers two shards alike ({[s.path.name for s in shards][:6]}): remove the "
+                        "duplicate.")
+    missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+    if missing:
+        raise DataError(f"{folder} lacks shard number{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(f'{i:06d}' for i in missing[:5])}{' ...' if len(missing) > 5 else ''} of "
+                        f"0..{indices[-1]:06d} ({prefix}_*.{ext}): a partial copy or download? Copy the missing "
+                        "files, or write the set again with the tool that made it.")
+    misplaced = [s.path.name for s in shards if (s.split == "val") != (s.index == 0)]
+    if misplaced:
+        raise DataError(f"{folder}: {misplaced[:3]} break the tools' layout (shard 0 is val, every later one "
+                        "train): these are not shards written by build-nanogpt or llm.c.")
+    if len(shards) < 2:
+        raise DataError(f"{folder} holds only the validation shard {shards[0].path.name}, no train shard: import "
+                        "the whole set.")
+    return TOOLS[ext], prefix, shards
+
+
+def read_tokens(shard: ShardFile) -> np.ndarray:
+    """The shard's tokens, memory-mapped read-only: shape (n,), uint16. Refuses another format or a damaged file."""
+    path = shard.path
+    if shard.ext == "npy":
+        try:
+            tokens = np.load(path, mmap_mode="r", allow_pickle=False)
+        except PermissionError:
+            raise  # said as such by main()
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{path} is not a readable .npy file ({err}): it is damaged or truncated; write it "
+                            "again with build-nanogpt's fineweb.py (or copy it again).") from err
+        if tokens.dtype != SHARD_DTYPE or tokens.ndim != 1:
+            raise DataError(f"{path} holds {tokens.dtype} of shape {tokens.shape}, not a 1-D uint16 array of GPT-2 "
+                            "token ids as build-nanogpt writes: not importable.")
+    else:
+        size = path.stat().st_size
+        header_bytes = 4 * LLMC_HEADER_INTS
+        header = np.fromfile(path, dtype="<i4", count=LLMC_HEADER_INTS) if size >= header_bytes else None
+        if header is None:
+            raise DataError(f"{path} is {size} bytes, shorter than llm.c's {header_bytes}-byte header: the file is "
+                            "truncated; write it again with llm.c's dev/data/fineweb.py (or copy it again).")
+        magic, version, count = (int(v) for v in header[:3])
+        if magic in LLMC_OTHER_MAGICS:
+            raise DataError(f"{path} holds {LLMC_OTHER_MAGICS[magic]}, not GPT-2 tokens: write GPT-2 shards with "
+                            "llm.c's `dev/data/fineweb.py -m gpt-2`, or prepare the text with data.prepare.")
+        if magic != LLMC_MAGIC or version != LLMC_VERSION:
+            raise DataError(f"{path} does not start with llm.c's GPT-2 token header (magic {LLMC_MAGIC}, version "
+                            f"{LLMC_VERSION}; found {magic}, {version}): not a shard of llm.c's fineweb.py.")
+        if size != header_bytes + 2 * count:
+            raise DataError(f"{path} is {size:,} bytes but its header says {count:,} tokens "
+                            f"({header_bytes + 2 * count:,} bytes): the file is truncated or damaged; write it "
+                            "again with llm.c's dev/data/fineweb.py (or copy it again).")
+        tokens = np.memmap(path, dtype=SHARD_DTYPE, mode="r", offset=header_bytes, shape=(count,))
+    if len(tokens) == 0:
+        raise DataError(f"{path} holds no tokens: write it again with the tool that made it.")
+    return tokens
+
+
+def check_gpt2_ids(tokens: np.ndarray, path: Path) -> int:
+    """Re-encode the first whole documents of a shard (between two end-of-text ids, within its head) with GPT-2's
+    tokenizer and refuse ids that do not come back; returns how many documents were checked."""
+    head = np.asarray(tokens[:SAMPLE_TOKENS])
+    if head.max() >= TOKENIZER_VOCAB_SIZE:  # decoding would fail on it; the full scan names the position later
+        _check_ids(head, path, 0)
+    starts = np.flatnonzero(head == EOT_ID)[:SAMPLE_DOCUMENTS + 1]
+    enc = tiktoken_gpt2()
+    for a, b in zip(starts[:-1], starts[1:]):
+        ids = head[a + 1:b].tolist()
+        try:
+            again = enc.encode_ordinary(enc.decode_bytes(ids).decode("utf-8"))
+        except UnicodeDecodeError:
+            again = None
+        if again != ids:
+            raise DataError(f"the document at token {a + 1:,} of {path} does not re-encode to the same ids with GPT-2's "
+                            "tokenizer: these tokens were made by another tokenizer (or the file is damaged), and a "
+                            "GPT-2 trained on them would learn the wrong text. Prepare the text itself with "
+                            "`python -m data.prepare SOURCE --out out/data/NAME`.")
+    return max(len(starts) - 1, 0)
+
+
+def _check_ids(chunk: np.ndarray, path: Path, offset: int) -> None:
+    if chunk.size and chunk.max() >= TOKENIZER_VOCAB_SIZE:
+        at = offset + int(np.argmax(chunk >= TOKENIZER_VOCAB_SIZE))
+        raise DataError(f"{path} holds id {int(chunk[at - offset])} at token {at:,}, beyond GPT-2's "
+                        f"{TOKENIZER_VOCAB_SIZE} ids: not GPT-2 tokens, or a damaged file; not importable.")
+
+
+def _chunks(tokens: np.ndarray, path: Path):
+    """The shard's tokens in checked chunks (every id < 50257)."""
+    for start in range(0, len(tokens), CHUNK_TOKENS):
+        chunk = tokens[start:start + CHUNK_TOKENS]  # a view of the memory map: contiguous, nothing copied
+        _check_ids(chunk, path, start)
+        yield chunk
+
+
+def _copy(tokens: np.ndarray, src: Path, dst: Path) -> tuple[str, int]:
+    """Write the tokens as our .npy shard (atomically); returns (sha256 of the file, documents starting in it)."""
+    digest, documents = hashlib.sha256(), 0
+
+    def write(f) -> None:
+        nonlocal documents
+        header = npy_header(len(tokens))
+        f.write(header)
+        digest.update(header)
+        for chunk in _chunks(tokens, src):
+            documents += int(np.count_nonzero(chunk == EOT_ID))
+            f.write(chunk)  # written and hashed through the buffer protocol: no copy of the bytes
+            digest.update(chunk)
+
+    atomic_write(dst, write)
+    return digest.hexdigest(), documents
+
+
+def _link(tokens: np.ndarray, src: Path, dst: Path) -> tuple[str, int]:
+    """Hard-link build-nanogpt's .npy (byte for byte our shard format) after checking its ids."""
+    if tokens.offset != NPY_HEADER_BYTES:
+        raise DataError(f"{src} has a {tokens.offset}-byte .npy header, not the {NPY_HEADER_BYTES} bytes np.save "
+                        "writes for a token array, so it cannot be linked as it is: leave out --link to copy it.")
+    documents = sum(int(np.count_nonzero(chunk == EOT_ID)) for chunk in _chunks(tokens, src))
+    try:
+        os.link(src, dst)
+    except OSError as err:
+        if err.errno == errno.EXDEV:
+            raise DataError(f"--link: {dst.parent} is on another file system than {src.parent}, and hard links cannot "
+                            "cross file systems: leave out --link to copy the shards, or put --out beside them."
+                            ) from err
+        raise
+    return sha256_file(dst), documents
+
+
+def _settings(tool: str, prefix: str, shards: list[ShardFile], link: bool) -> dict:
+    """What determines the imported shards (a re-run with other settings is refused); folder paths are left out,
+    as in data.prepare, so moving the source folder is harmless."""
+    files = [{"name": s.path.name, "bytes": s.path.stat().st_size} for s in shards]
+    return {"source": {"kind": "import", "tool": tool, "prefix": prefix, "files": files}, "link": link,
+            "format_version": FORMAT_VERSION}
+
+
+def import_shards(folder: str | os.PathLike, out_dir: str | os.PathLike, *, link: bool = False,
+                  overwrite: bool = False) -> dict:
+    """Import the shard set in `folder` into `out_dir` (see the module docstring); returns the manifest."""
+    folder, out = Path(folder), Path(out_dir)
+    tool, prefix, shards = find_shards(folder)
+    if link and tool != "build-nanogpt":
+        raise DataError(f"--link: {tool}'s .bin shards carry their own header, so they are copied into .npy shards; "
+                        "leave out --link.")
+    check_out(out)
+    if out.resolve() == folder.resolve():
+        raise DataError(f"--out {out} is the folder being imported: pass a new folder for --out.")
+    settings = _settings(tool, prefix, shards, link)
+    with holding(out):
+        manifest, _, replace = claim_folder(out, settings, overwrite)
+        if manifest is not None:
+            try:
+                for r in manifest["shards"]:
+                    check_shard_file(out / r["file"], r["tokens"], r["sha256"])
+            except DataError as err:
+                if not overwrite:
+                    raise DataError(f"{err} Or import again: the same command with --overwrite.") from err
+                replace = True
+            else:
+                log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
+                         len(manifest["shards"]))
+                return manifest
+        # every file is opened and sampled before anything in `out` is removed or written
+        token_arrays = [read_tokens(s) for s in shards]
+        if token_arrays[0][0] != EOT_ID:
+            raise DataError(f"{shards[0].path} does not start with the end-of-text id {EOT_ID}, as every document "
+                            f"of build-nanogpt's and llm.c's streams does: not a stream of their fineweb.py; prepare "
+                            "the text itself with data.prepare.")
+        checked = sum(check_gpt2_ids(tokens, s.path) for tokens, s in zip(token_arrays, shards))
+        if checked == 0:
+            raise DataError(f"no shard of {folder} holds a whole document in its first {SAMPLE_TOKENS:,} tokens, so "
+                            "its tokenizer cannot be checked: not a stream of documents from their fineweb.py.")
+        log.info("%s: %d %s shards (%s_*), GPT-2 ids checked on %d whole documents", folder, len(shards), tool,
+                 prefix, checked)
+        clear_folder(out)  # what an interrupted import, or with --overwrite another run, left
+        if replace:
+            log.info("--overwrite: removed the previous contents of %s", out)
+        remove_stale_temporaries(out)
+        write_json(out / STATE_NAME, {"settings": settings, "shards": []})
+        records = []
+        try:
+            for tokens, s in zip(token_arrays, shards):
+                name = shard_name(s.split, 0 if s.split == "val" else s.index - 1)
+                sha256, documents = (_link if link else _copy)(tokens, s.path, out / name)
+                records.append({"file": name, "split": s.split, "tokens": len(tokens), "documents": documents,
+                                "sha256": sha256})
+                log.info("%s %s -> %s (%d/%d)", "linked" if link else "copied", s.path.name, name, len(records),
+                         len(shards))
+        except OSError as err:
+            raise DataError(f"could not write to {out} ({err.strerror or err}) after {len(records)} of {len(shards)} "
+                            "shards: free some space (or make the folder writable), then run the same command "
+                            "again: it imports again from the start.") from err
+        source = dict(settings["source"], folder=str(folder.resolve()))
+        val_rule = (f"val = {shards[0].path.name} of {tool}, whole ({records[0]['tokens']:,} tokens: the start of "
+                    "the stream, cut at a shard boundary, so its last document continues in train); train = "
+                    "every later shard, in order")
+        created_with = {"importer": "data.import_shards", "numpy": np.__version__, "python": sys.version.split()[0]}
+        manifest = make_manifest(source, settings, records, val_rule, created_with)
+        write_json(out / MANIFEST_NAME, manifest)  # last: its presence means every shard above is complete
+        (out / STATE_NAME).unlink(missing_ok=True)
+    splits = manifest["splits"]
+    log.info("wrote %s: %d val tokens, %d train tokens (%d documents) in %d shards", out / MANIFEST_NAME,
+             splits["val"]["tokens"], splits["train"]["tokens"], manifest["documents"], len(records))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data.import_shards", description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", help="the folder of build-nanogpt's .npy or llm.c's .bin token shards "
+                                   "(e.g. edu_fineweb10B)")
+    ap.add_argument("--out", required=True, help="output folder: a prepared folder for train.py's --data_dir")
+    ap.add_argument("--link", action="store_true",
+                    help="hard-link build-nanogpt's .npy files instead of copying them (same file system)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a folder prepared or imported otherwise")
+    args = ap.parse_args(hyphenated(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        import_shards(args.folder, args.out, link=args.link, overwrite=args.overwrite)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:  # a shard this user may not read
+        print(f"error: {permission_message(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
