@@ -226,10 +226,14 @@ def _manifest_source(run_config: dict) -> dict:
 
 def guess_datasets(run_config: dict) -> list[str]:
     """Hub dataset ids of the training data: from the data folder's manifest.json (data.prepare writes
-    `settings.source = {"kind": "hub", "name": ...}` for Hub sources), else from the folder name, else none."""
+    `settings.source = {"kind": "hub", "name": ...}` for Hub sources; data.import_shards the name prefix of
+    build-nanogpt's or llm.c's shards), else from the folder name, else none."""
     source = _manifest_source(run_config)
     if source.get("kind") == "hub" and isinstance(source.get("name"), str):
         return [source["name"]]
+    if source.get("kind") == "import":  # build-nanogpt's / llm.c's shards: their fineweb.py's file names say which
+        prefix = str(source.get("prefix") or "").lower().replace("_", "").replace("-", "")
+        return {"edufineweb": ["HuggingFaceFW/fineweb-edu"], "fineweb": ["HuggingFaceFW/fineweb"]}.get(prefix, [])
     if source.get("kind"):
         return []  # local files or a built-in corpus: no Hub dataset to name
     lowered = str(run_config.get("data_dir") or "").lower().replace("_", "-")
@@ -251,6 +255,8 @@ def describe_local_data(run_config: dict) -> str | None:
         names = ", ".join(f"`{f.get('name')}`" for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
         size = sum(int(f.get("bytes") or 0) for f in files)
         return f"local {source.get('format', '')} files ({names}; {size / 1e6:,.1f} MB)"
+    if source.get("kind") == "import":
+        return f"token shards imported from {source.get('tool')} (`{source.get('prefix')}_*`)"
     return None
 
 

@@ -110,6 +110,14 @@ def test_datasets_from_the_data_manifest_or_folder_name(tmp_path):
     assert guess_datasets({"data_dir": str(local_data)}) == []  # local files: the name alone proves nothing
     assert guess_datasets({"data_dir": "data/fineweb_edu_10B"}) == ["HuggingFaceFW/fineweb-edu"]  # no manifest here
     assert guess_datasets({}) == []
+    for prefix, expected in (("edufineweb", ["HuggingFaceFW/fineweb-edu"]), ("edu_fineweb", ["HuggingFaceFW/fineweb-edu"]),
+                             ("fineweb", ["HuggingFaceFW/fineweb"]), ("shakespeare", [])):  # data.import_shards
+        imported = tmp_path / f"imported-{prefix}"
+        imported.mkdir()
+        source = {"kind": "import", "tool": "llm.c", "prefix": prefix}
+        (imported / "manifest.json").write_text(json.dumps({"settings": {"source": source}}))
+        assert guess_datasets({"data_dir": str(imported)}) == expected
+    assert describe_local_data({"data_dir": str(imported)}) == "token shards imported from llm.c (`shakespeare_*`)"
 
 
 def test_card_names_local_and_builtin_training_data(tmp_path):
