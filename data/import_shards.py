@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.out_folder import check_out, claim_folder, clear_folder, holding
+from data.out_folder import check_out, claim_folder, clear_folder, finished, holding
 from data.shards import (
     FORMAT_VERSION,
     IMPORTABLE_SHARD_RE,
@@ -50,7 +50,6 @@ from data.shards import (
     STATE_NAME,
     DataError,
     atomic_write,
-    check_shard_file,
     make_manifest,
     npy_header,
     other_tools_shards_advice,
@@ -261,18 +260,9 @@ def import_shards(folder: str | os.PathLike, out_dir: str | os.PathLike, *, link
     settings = _settings(tool, prefix, shards, link)
     with holding(out):
         manifest, _, replace = claim_folder(out, settings, overwrite)
-        if manifest is not None:
-            try:
-                for r in manifest["shards"]:
-                    check_shard_file(out / r["file"], r["tokens"], r["sha256"])
-            except DataError as err:
-                if not overwrite:
-                    raise DataError(f"{err} Or import again: the same command with --overwrite.") from err
-                replace = True
-            else:
-                log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
-                         len(manifest["shards"]))
-                return manifest
+        if finished(out, manifest, overwrite):
+            return manifest
+        replace = replace or manifest is not None  # a damaged finished folder, with --overwrite
         # every file is opened and sampled before anything in `out` is removed or written
         token_arrays = [read_tokens(s) for s in shards]
         if token_arrays[0][0] != EOT_ID:

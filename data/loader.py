@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.shards import SHARD_DTYPE, DataError, check_shard_file, open_shard, read_manifest
+from data.shards import SHARD_DTYPE, DataError, check_shard_file, open_shard, read_manifest, write_again_advice
 from data.tokenizer import TOKENIZER_FINGERPRINT
 
 STATE_VERSION = 1
@@ -96,14 +96,16 @@ class TokenDataset:
         if "train" in splits and not self.shard_entries("train"):
             raise DataError(f"{path} lists no train shards: re-run data.prepare.")
         for s in (s for s in self.manifest["shards"] if s["split"] in splits):
-            check_shard_file(self.data_dir / s["file"], s["tokens"], s["sha256"] if check_sha256 else None)
+            check_shard_file(self.data_dir / s["file"], s["tokens"], s["sha256"] if check_sha256 else None,
+                             fix=write_again_advice(self.manifest))
 
     def stream(self, split: str) -> "_TokenStream":
         entries = self.shard_entries(split)
         if not entries:
             raise DataError(f"{self.data_dir / 'manifest.json'} has no {split} shards: prepare the data with "
                             f"{'--val-tokens > 0' if split == 'val' else 'a larger source'}.")
-        return _TokenStream([open_shard(self.data_dir / s["file"], s["tokens"]) for s in entries])
+        fix = write_again_advice(self.manifest)
+        return _TokenStream([open_shard(self.data_dir / s["file"], s["tokens"], fix) for s in entries])
 
 
 class _TokenStream:

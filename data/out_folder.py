@@ -14,7 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from data.shards import MANIFEST_NAME, SHARD_RE, STATE_NAME, DataError, read_manifest, written_by_prepare
+from data.shards import (MANIFEST_NAME, SHARD_RE, STATE_NAME, DataError, check_shard_file, read_manifest,
+                         write_again_advice, written_by_prepare)
 from training.run_lock import LOCK_FILE, Holder, lock_run_folder
 
 log = logging.getLogger("data.out_folder")
@@ -163,3 +164,21 @@ def claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | Non
         state_path.unlink(missing_ok=True)  # killed between writing the manifest and removing the state
         return previous, [], False
     return None, state["shards"], False
+
+
+def finished(out: Path, manifest: dict | None, overwrite: bool) -> bool:
+    """Whether `out` holds a finished folder (`manifest`, from claim_folder) whose shards are all intact (size and
+    sha256): nothing to do. A damaged one is refused, or with `overwrite` written again (False): a finished folder
+    keeps no resume points, so it is written again from the start."""
+    if manifest is None:
+        return False
+    try:
+        for r in manifest["shards"]:
+            check_shard_file(out / r["file"], r["tokens"], r["sha256"], fix=write_again_advice(manifest))
+    except DataError as err:
+        if not overwrite:
+            raise
+        log.info("--overwrite: %s has a damaged shard (%s); writing it again from the start", out, err)
+        return False
+    log.info("%s is already complete (%d shards, checksums verified): nothing to do", out, len(manifest["shards"]))
+    return True

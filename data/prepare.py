@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from data.encode import BACKENDS, TOKEN_FEATURES, tokenize_batch
-from data.out_folder import check_out, claim_folder, clear_folder, holding
+from data.out_folder import check_out, claim_folder, clear_folder, finished, holding
 from data.shards import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -245,20 +245,9 @@ def prepare(source: str, out_dir: str | os.PathLike, *, config: str | None = Non
     settings = _settings(src, shard_tokens, val_tokens, max_tokens, max_documents)
     with holding(out):  # a second data.prepare into the same folder is refused until this one ends
         manifest, records, replace = claim_folder(out, settings, overwrite)
-        if manifest is not None:
-            try:
-                for r in manifest["shards"]:
-                    check_shard_file(out / r["file"], r["tokens"], r["sha256"])
-            except DataError as err:
-                if not overwrite:
-                    raise
-                # A finished folder keeps no resume points, so a damaged one is prepared again from the start.
-                log.info("--overwrite: %s has a damaged shard (%s); preparing it again from the source", out, err)
-                replace = True
-            else:
-                log.info("%s is already complete (%d shards, checksums verified): nothing to do", out,
-                         len(manifest["shards"]))
-                return manifest
+        if finished(out, manifest, overwrite):
+            return manifest
+        replace = replace or manifest is not None  # a damaged finished folder, with --overwrite
         # Opened before anything in `out` is removed: with --overwrite, a source that cannot be read (a mistyped Hub
         # name, no network) leaves the previous dataset as it was.
         ds = src.open(streaming=streaming, cache_dir=cache_dir)

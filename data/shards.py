@@ -159,10 +159,21 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
-def check_shard_file(path: Path, tokens: int, sha256: str | None) -> None:
-    """Raise DataError unless `path` exists with exactly `tokens` tokens and (if given) this sha256."""
-    fix = ("re-run the same `python -m data.prepare` command with --overwrite: it prepares the folder again from "
-           "the source (an unfinished folder is resumed, keeping its intact shards)")
+PREPARE_AGAIN = ("re-run the same `python -m data.prepare` command with --overwrite: it prepares the folder again from "
+                 "the source (an unfinished folder is resumed, keeping its intact shards)")
+IMPORT_AGAIN = ("re-run the same `python -m data.import_shards` command with --overwrite: it imports the shards again "
+                "(a folder imported with --link shares its files with the source folder: check those first)")
+
+
+def write_again_advice(manifest: dict) -> str:
+    """How to write a damaged folder again: with the tool that wrote it (its manifest's source kind says which)."""
+    source = manifest.get("source")
+    return IMPORT_AGAIN if isinstance(source, dict) and source.get("kind") == "import" else PREPARE_AGAIN
+
+
+def check_shard_file(path: Path, tokens: int, sha256: str | None, fix: str = PREPARE_AGAIN) -> None:
+    """Raise DataError unless `path` exists with exactly `tokens` tokens and (if given) this sha256; the message
+    ends with `fix`, what to do."""
     if not path.is_file():
         raise DataError(f"shard {path} listed in {MANIFEST_NAME} is missing: {fix}.")
     size, expected = path.stat().st_size, shard_bytes(tokens)
@@ -180,17 +191,15 @@ def check_shard_file(path: Path, tokens: int, sha256: str | None) -> None:
             )
 
 
-def open_shard(path: Path, tokens: int) -> np.ndarray:
+def open_shard(path: Path, tokens: int, fix: str = PREPARE_AGAIN) -> np.ndarray:
     """Memory-map a shard after checking its size and npy header; shape (tokens,), dtype uint16, read-only."""
-    check_shard_file(path, tokens, sha256=None)
+    check_shard_file(path, tokens, sha256=None, fix=fix)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        raise DataError(f"shard {path} is not a readable .npy file ({err}): re-run data.prepare.") from err
+        raise DataError(f"shard {path} is not a readable .npy file ({err}): {fix}.") from err
     if arr.dtype != SHARD_DTYPE or arr.shape != (tokens,):
-        raise DataError(
-            f"shard {path} holds {arr.dtype} {arr.shape}, expected uint16 ({tokens},): re-run data.prepare."
-        )
+        raise DataError(f"shard {path} holds {arr.dtype} {arr.shape}, expected uint16 ({tokens},): {fix}.")
     return arr
 
 

@@ -226,3 +226,18 @@ def test_prepare_and_train_given_their_shards_point_at_the_import(tmp_path):
         prepare(str(tmp_path), tmp_path / "out", num_proc=1, progress=False)
     errors = validate(RunConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "run")), 1)
     assert any("python -m data.import_shards" in e for e in errors), errors
+
+
+def test_a_damaged_imported_shard_says_to_import_again(tmp_path, edu_stream):
+    write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+    good = import_shards(tmp_path / "src", tmp_path / "out")
+    shard = tmp_path / "out" / "train_000000.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # a bit flip
+    shard.write_bytes(bytes(data))
+    again = r"altered or corrupted .*re-run the same `python -m data.import_shards` command with --overwrite"
+    with pytest.raises(DataError, match=again):
+        TokenDataset(tmp_path / "out").verify(vocab_size=50304, eot_id=EOT)
+    with pytest.raises(DataError, match=again):
+        import_shards(tmp_path / "src", tmp_path / "out")
+    assert import_shards(tmp_path / "src", tmp_path / "out", overwrite=True)["shards"] == good["shards"]

@@ -173,7 +173,7 @@ def test_out_inside_the_source_folder_resumes_and_reverifies(tmp_path, monkeypat
     restore()
     assert (src / "tok" / "prepare_state.json").exists()
     assert prepare(str(src), src / "tok", **args)["shards"] == ref["shards"]  # resumed
-    caplog.set_level("INFO", logger="data.prepare")
+    caplog.set_level("INFO", logger="data")  # data.prepare and data.out_folder
     assert prepare(str(src), src / "tok", **args)["shards"] == ref["shards"]  # verified
     assert "already complete" in caplog.text
     # another --out beside it (and a glob reaching into it) reads the same documents
