@@ -1,4 +1,4 @@
-"""Import the token shards of build-nanogpt or llm.c (FineWeb-Edu already tokenized) without tokenizing again.
+"""Import the token shards of build-nanogpt or llm.c (FineWeb-Edu or FineWeb, tokenized) without tokenizing again.
 
     python -m data.import_shards edu_fineweb10B --out out/data/fineweb_edu_10B          # copies the tokens
     python -m data.import_shards edu_fineweb10B --out out/data/fineweb_edu_10B --link   # .npy: hard links, no copy
@@ -13,11 +13,12 @@ validation split, `<name>_val_000000`, the others train, `<name>_train_000001`, 
                                                    then the uint16 tokens
 
 The import keeps their split: val = their shard 0, whole (train.py evaluates its first `val_tokens`; the default
-10,485,760 are the windows build-nanogpt's validation reads on 8 GPUs), train = the other shards in order.
-Checked before anything is written, and refused with a message: a gap in the numbering (a shard missing from a
-copy), a file of another dtype or header, a truncated file, ids >= 50257, a stream that does not start with a
-document, and ids of another tokenizer (the first whole documents of every shard must re-encode to the same ids:
-decoding and encoding again gives the ids back only for ids that GPT-2's encoder wrote).
+10,485,760 are, for T=1024, the windows build-nanogpt's validation reads on 8 GPUs), train = the other shards
+in order. Refused with a message (every check but the scan of all ids runs before anything is written): a gap in the
+numbering (a shard missing from a copy), a file of another dtype or header, a truncated file, ids >= 50257, a
+stream that does not start with a document, and ids of another tokenizer (the first whole documents of every
+shard must re-encode to the same ids: decoding and encoding again gives the ids back only for ids that GPT-2's
+encoder wrote).
 
 The result is an ordinary prepared folder: `val_000000.npy`, `train_000000.npy`, ... and `manifest.json` with a
 sha256 per shard, written last. The folder rules are data.prepare's (data.out_folder): a finished import is verified
@@ -86,11 +87,12 @@ class ShardFile:
 def find_shards(folder: Path) -> tuple[str, str, list[ShardFile]]:
     """(tool, name prefix, shards in stream order) of the one numbered shard set in `folder`; refuses anything else."""
     expected = ("build-nanogpt's fineweb.py writes edufineweb_val_000000.npy, edufineweb_train_000001.npy, ...; "
-                "llm.c's dev/data/fineweb.py writes edu_fineweb_val_000000.bin, ...")
+                "llm.c's dev/data/fineweb.py writes edu_fineweb_val_000000.bin or fineweb_val_000000.bin, ...")
     if not folder.exists():
         raise DataError(f"{folder} does not exist: pass the folder of token shards ({expected}).")
     if folder.is_file():
-        where = "pass the folder that holds it" if IMPORTABLE_SHARD_RE.match(folder.name) else f"pass a folder ({expected})"
+        shard = IMPORTABLE_SHARD_RE.match(folder.name)
+        where = "pass the folder that holds it" if shard else f"pass a folder ({expected})"
         raise DataError(f"{folder} is a file: {where}.")
     names = sorted(p.name for p in folder.iterdir())
     found = [(m, n) for n in names if (m := IMPORTABLE_SHARD_RE.match(n))]
@@ -181,9 +183,9 @@ def check_gpt2_ids(tokens: np.ndarray, path: Path) -> int:
         except UnicodeDecodeError:
             again = None
         if again != ids:
-            raise DataError(f"the document at token {a + 1:,} of {path} does not re-encode to the same ids with GPT-2's "
-                            "tokenizer: these tokens were made by another tokenizer (or the file is damaged), and a "
-                            "GPT-2 trained on them would learn the wrong text. Prepare the text itself with "
+            raise DataError(f"the document at token {a + 1:,} of {path} does not re-encode to the same ids with "
+                            "GPT-2's tokenizer: these tokens were made by another tokenizer (or the file is damaged), "
+                            "and a GPT-2 trained on them would learn the wrong text. Prepare the text itself with "
                             "`python -m data.prepare SOURCE --out out/data/NAME`.")
     return max(len(starts) - 1, 0)
 

@@ -20,7 +20,8 @@ from training.run_lock import LOCK_FILE, Holder, lock_run_folder
 
 log = logging.getLogger("data.out_folder")
 
-PREPARING = Holder("another data.prepare or data.import_shards", "wait for it to finish or stop it (a re-run resumes it)",
+PREPARING = Holder("another data.prepare or data.import_shards",
+                   "wait for it to finish or stop it (a re-run resumes it)",
                    "pick another --out")
 
 _ABSENT = object()  # a setting one side does not record

@@ -32,7 +32,7 @@ STATE_NAME = "prepare_state.json"  # data.prepare's resume record in an unfinish
 SHARD_DTYPE = np.dtype("<u2")  # uint16: every GPT-2 id (< 50257) fits, half the bytes of int32
 SHARD_RE = re.compile(r"^(train|val)_(\d{6})\.npy$")
 # token shards of other GPT-2 trainers: build-nanogpt's edufineweb_{val,train}_NNNNNN.npy and llm.c's
-# edu_fineweb_{val,train}_NNNNNN.bin (both read by data.import_shards), nanoGPT's {train,val}.bin (not read)
+# {edu_fineweb,fineweb}_{val,train}_NNNNNN.bin (read by data.import_shards), nanoGPT's {train,val}.bin (not read)
 IMPORTABLE_SHARD_RE = re.compile(r"^(?P<prefix>.+)_(?P<split>train|val)_(?P<index>\d{6})\.(?P<ext>npy|bin)$")
 NANOGPT_SHARDS = ("train.bin", "val.bin")
 TMP_MARK = ".tmp-"  # temporary files are ".<final name>.tmp-<pid>"

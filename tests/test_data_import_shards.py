@@ -50,7 +50,7 @@ def test_build_nanogpt_shards_are_the_stream_data_prepare_writes(tmp_path, edu_s
 
     prepare(str(shared_data(EDU_150)), tmp_path / "prepared", val_tokens=5_000, shard_tokens=30_000, num_proc=1,
             progress=False)
-    prepared = np.concatenate([_split_tokens(tmp_path / "prepared", "val"), _split_tokens(tmp_path / "prepared", "train")])
+    prepared = np.concatenate([_split_tokens(tmp_path / "prepared", split) for split in ("val", "train")])
     assert np.array_equal(prepared, edu_stream)  # data.prepare's own stream of the same documents
     x, y = next(TrainBatches(out, batch_size=2, seq_len=64))
     assert x.shape == (2, 64) and np.array_equal(x[:, 1:].numpy(), y[:, :-1].numpy())
@@ -128,8 +128,8 @@ def test_an_interrupted_import_is_done_again_by_the_same_command(tmp_path, edu_s
         return real_copy(tokens, src, dst)
 
     monkeypatch.setattr(importer, "_copy", full_disk_on_third)
-    with pytest.raises(DataError, match=r"could not write to .* \(No space left on device\) after 2 of \d+ shards: free "
-                                        r"some space .* run the same command again"):
+    with pytest.raises(DataError, match=r"could not write to .* \(No space left on device\) after 2 of \d+ shards: "
+                                        r"free some space .* run the same command again"):
         import_shards(tmp_path / "src", tmp_path / "out")
     assert not (tmp_path / "out" / "manifest.json").exists()
     monkeypatch.setattr(importer, "_copy", real_copy)
