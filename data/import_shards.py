@@ -23,8 +23,9 @@ encoder wrote).
 The result is an ordinary prepared folder: `val_000000.npy`, `train_000000.npy`, ... and `manifest.json` with a
 sha256 per shard, written last. The folder rules are data.prepare's (data.out_folder): a finished import is verified
 and left alone, an interrupted one is done again, other settings are refused unless --overwrite, one writer at a
-time. With --link the shards are hard links to build-nanogpt's files (same bytes, no second copy; neither tool ever
-writes into a shard after creating it, and deleting either name leaves the other).
+time. With --link the shards are hard links to build-nanogpt's files (same bytes, no second copy; deleting either
+name leaves the other). They are then the same files: running build-nanogpt's fineweb.py again rewrites them in
+place, and train.py's start-up check (sha256 of every shard) refuses the changed folder; import it again then.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,7 @@ from data.shards import (
 )
 from data.tokenizer import EOT_ID, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
 from eval.errors import hyphenated, permission_message
+from training.run_lock import LOCK_FILE
 
 log = logging.getLogger("data.import_shards")
 
@@ -94,8 +98,12 @@ def find_shards(folder: Path) -> tuple[str, str, list[ShardFile]]:
         shard = IMPORTABLE_SHARD_RE.match(folder.name)
         where = "pass the folder that holds it" if shard else f"pass a folder ({expected})"
         raise DataError(f"{folder} is a file: {where}.")
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))  # not macOS's ._ files
     found = [(m, n) for n in names if (m := IMPORTABLE_SHARD_RE.match(n))]
+    not_files = [n for _, n in found if not (folder / n).is_file()]
+    if not_files:
+        raise DataError(f"{folder / not_files[0]} is not a file (a folder, or a link to nothing): remove it, or copy "
+                        "the shard there again.")
     if not found:
         if MANIFEST_NAME in names:
             raise DataError(f"{folder} is already a prepared folder (it has {MANIFEST_NAME}): pass it to train.py as "
@@ -111,9 +119,10 @@ def find_shards(folder: Path) -> tuple[str, str, list[ShardFile]]:
     prefix, ext = sets[0]
     shards = sorted((ShardFile(folder / n, m["split"], int(m["index"])) for m, n in found), key=lambda s: s.index)
     indices = [s.index for s in shards]
-    if len(set(indices)) != len(indices):
-        raise DataError(f"{folder} numbers two shards alike ({[s.path.name for s in shards][:6]}): remove the "
-                        "duplicate.")
+    twins = [s.path.name for s in shards if indices.count(s.index) > 1]
+    if twins:
+        raise DataError(f"{folder} numbers two shards alike ({', '.join(twins[:2])}): remove the one that does not "
+                        "belong.")
     missing = sorted(set(range(indices[-1] + 1)) - set(indices))
     if missing:
         raise DataError(f"{folder} lacks shard number{'s' if len(missing) > 1 else ''} "
@@ -139,11 +148,17 @@ def read_tokens(shard: ShardFile) -> np.ndarray:
         except PermissionError:
             raise  # said as such by main()
         except (ValueError, OSError, EOFError) as err:
-            raise DataError(f"{path} is not a readable .npy file ({err}): it is damaged or truncated; write it "
-                            "again with build-nanogpt's fineweb.py (or copy it again).") from err
+            raise DataError(f"{path} is not a .npy token array that can be read ({err}): a damaged or truncated "
+                            "file, or not build-nanogpt's; write it again with its fineweb.py (or copy it again)."
+                            ) from err
         if tokens.dtype != SHARD_DTYPE or tokens.ndim != 1:
             raise DataError(f"{path} holds {tokens.dtype} of shape {tokens.shape}, not a 1-D uint16 array of GPT-2 "
                             "token ids as build-nanogpt writes: not importable.")
+        extra = path.stat().st_size - tokens.offset - tokens.nbytes
+        if extra:  # np.load maps only the array the header describes
+            raise DataError(f"{path} has {extra:,} bytes after its array of {len(tokens):,} tokens: a damaged file "
+                            "(or two writes into one); write it again with build-nanogpt's fineweb.py (or copy it "
+                            "again).")
     else:
         size = path.stat().st_size
         header_bytes = 4 * LLMC_HEADER_INTS
@@ -197,55 +212,93 @@ def _check_ids(chunk: np.ndarray, path: Path, offset: int) -> None:
                         f"{TOKENIZER_VOCAB_SIZE} ids: not GPT-2 tokens, or a damaged file; not importable.")
 
 
-def _chunks(tokens: np.ndarray, path: Path):
-    """The shard's tokens in checked chunks (every id < 50257)."""
+def _chunks(tokens: np.ndarray):
+    """The shard's tokens in chunks: views of the memory map, nothing copied."""
     for start in range(0, len(tokens), CHUNK_TOKENS):
-        chunk = tokens[start:start + CHUNK_TOKENS]  # a view of the memory map: contiguous, nothing copied
-        _check_ids(chunk, path, start)
-        yield chunk
+        yield start, tokens[start:start + CHUNK_TOKENS]
 
 
-def _copy(tokens: np.ndarray, src: Path, dst: Path) -> tuple[str, int]:
-    """Write the tokens as our .npy shard (atomically); returns (sha256 of the file, documents starting in it)."""
-    digest, documents = hashlib.sha256(), 0
+def _check_shard(shard: ShardFile, link: bool) -> tuple[int, int, int]:
+    """Check one shard whole, before anything is written: its format, the tokenizer on its first whole documents,
+    every id. Returns (tokens, documents that start in it, documents re-encoded). The file is open only here, so an
+    import holds one file open at a time (llm.c's 100B set has over 1,000 shards)."""
+    tokens = read_tokens(shard)
+    if link and tokens.offset != NPY_HEADER_BYTES:
+        raise DataError(f"{shard.path} has a {tokens.offset}-byte .npy header, not the {NPY_HEADER_BYTES} bytes "
+                        "np.save writes for a token array, so it cannot be linked as it is: leave out --link to "
+                        "copy it.")
+    checked = check_gpt2_ids(tokens, shard.path)
+    documents = 0
+    for start, chunk in _chunks(tokens):
+        _check_ids(chunk, shard.path, start)
+        documents += int(np.count_nonzero(chunk == EOT_ID))
+    return len(tokens), documents, checked
+
+
+def _copy(shard: ShardFile, dst: Path) -> str:
+    """Write the shard's tokens as our .npy shard (atomically); returns the new file's sha256."""
+    tokens = read_tokens(shard)
+    digest = hashlib.sha256()
 
     def write(f) -> None:
-        nonlocal documents
         header = npy_header(len(tokens))
         f.write(header)
         digest.update(header)
-        for chunk in _chunks(tokens, src):
-            documents += int(np.count_nonzero(chunk == EOT_ID))
+        for _, chunk in _chunks(tokens):
             f.write(chunk)  # written and hashed through the buffer protocol: no copy of the bytes
             digest.update(chunk)
 
     atomic_write(dst, write)
-    return digest.hexdigest(), documents
+    return digest.hexdigest()
 
 
-def _link(tokens: np.ndarray, src: Path, dst: Path) -> tuple[str, int]:
-    """Hard-link build-nanogpt's .npy (byte for byte our shard format) after checking its ids."""
-    if tokens.offset != NPY_HEADER_BYTES:
-        raise DataError(f"{src} has a {tokens.offset}-byte .npy header, not the {NPY_HEADER_BYTES} bytes np.save "
-                        "writes for a token array, so it cannot be linked as it is: leave out --link to copy it.")
-    documents = sum(int(np.count_nonzero(chunk == EOT_ID)) for chunk in _chunks(tokens, src))
+def _link(shard: ShardFile, dst: Path) -> str:
+    """Hard-link build-nanogpt's .npy (byte for byte our shard format); returns its sha256."""
     try:
-        os.link(src, dst)
+        os.link(shard.path, dst)
     except OSError as err:
         if err.errno == errno.EXDEV:
-            raise DataError(f"--link: {dst.parent} is on another file system than {src.parent}, and hard links cannot "
-                            "cross file systems: leave out --link to copy the shards, or put --out beside them."
-                            ) from err
+            raise DataError(f"--link: {dst.parent} is on another file system than {shard.path.parent}, and hard links "
+                            "cannot cross file systems: leave out --link to copy the shards, or put --out beside "
+                            "them.") from err
+        if err.errno == errno.EPERM:
+            raise DataError(f"--link: the system refuses a hard link to {shard.path} (on Linux, "
+                            "fs.protected_hardlinks forbids links to files of another user): leave out --link to "
+                            "copy the shards.") from err
         raise
-    return sha256_file(dst), documents
+    return sha256_file(dst)
+
+
+def _sample_sha256(path: Path, size: int = 1 << 16) -> str:
+    """sha256 of a file's first and last `size` bytes: tells one shard set from another of the same names and
+    sizes (another text, another run) without reading 20 GB on every re-run."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(size))
+        f.seek(max(path.stat().st_size - size, 0))
+        digest.update(f.read(size))
+    return digest.hexdigest()
 
 
 def _settings(tool: str, prefix: str, shards: list[ShardFile], link: bool) -> dict:
     """What determines the imported shards (a re-run with other settings is refused); folder paths are left out,
     as in data.prepare, so moving the source folder is harmless."""
-    files = [{"name": s.path.name, "bytes": s.path.stat().st_size} for s in shards]
+    files = [{"name": s.path.name, "bytes": s.path.stat().st_size, "sample_sha256": _sample_sha256(s.path)}
+             for s in shards]
     return {"source": {"kind": "import", "tool": tool, "prefix": prefix, "files": files}, "link": link,
             "format_version": FORMAT_VERSION}
+
+
+def _interrupted_import(out: Path) -> bool:
+    """Whether `out` holds an import that did not finish (its record, no manifest). An import is always done again
+    from the start, so nothing there is worth keeping, whatever settings it had."""
+    if (out / MANIFEST_NAME).exists() or not (out / STATE_NAME).is_file():
+        return False
+    try:
+        source = json.loads((out / STATE_NAME).read_text())["settings"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(source, dict) and source.get("kind") == "import"
 
 
 def import_shards(folder: str | os.PathLike, out_dir: str | os.PathLike, *, link: bool = False,
@@ -260,41 +313,49 @@ def import_shards(folder: str | os.PathLike, out_dir: str | os.PathLike, *, link
     if out.resolve() == folder.resolve():
         raise DataError(f"--out {out} is the folder being imported: pass a new folder for --out.")
     settings = _settings(tool, prefix, shards, link)
-    with holding(out):
-        manifest, _, replace = claim_folder(out, settings, overwrite)
-        if finished(out, manifest, overwrite):
-            return manifest
-        replace = replace or manifest is not None  # a damaged finished folder, with --overwrite
-        # every file is opened and sampled before anything in `out` is removed or written
-        token_arrays = [read_tokens(s) for s in shards]
-        if token_arrays[0][0] != EOT_ID:
-            raise DataError(f"{shards[0].path} does not start with the end-of-text id {EOT_ID}, as every document "
-                            f"of build-nanogpt's and llm.c's streams does: not a stream of their fineweb.py; prepare "
-                            "the text itself with data.prepare.")
-        checked = sum(check_gpt2_ids(tokens, s.path) for tokens, s in zip(token_arrays, shards))
-        if checked == 0:
-            raise DataError(f"no shard of {folder} holds a whole document in its first {SAMPLE_TOKENS:,} tokens, so "
-                            "its tokenizer cannot be checked: not a stream of documents from their fineweb.py.")
-        log.info("%s: %d %s shards (%s_*), GPT-2 ids checked on %d whole documents", folder, len(shards), tool,
-                 prefix, checked)
+    created = not out.exists()
+    try:
+        with holding(out):
+            return _import(folder, out, tool, prefix, shards, settings, link, overwrite)
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:  # refused before writing: leave no folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _import(folder: Path, out: Path, tool: str, prefix: str, shards: list[ShardFile], settings: dict, link: bool,
+            overwrite: bool) -> dict:
+    manifest, _, replace = claim_folder(out, settings, overwrite or _interrupted_import(out))
+    if finished(out, manifest, overwrite):
+        return manifest
+    replace = replace or manifest is not None  # a damaged finished folder, with --overwrite
+    # Every shard is checked whole before anything in `out` is removed or written: with --overwrite, a bad set
+    # leaves the previous folder as it was.
+    first = read_tokens(shards[0])[0]
+    if first != EOT_ID:
+        raise DataError(f"{shards[0].path} does not start with the end-of-text id {EOT_ID}, as every document "
+                        f"of build-nanogpt's and llm.c's streams does: not a stream of their fineweb.py; prepare "
+                        "the text itself with data.prepare.")
+    counts = [_check_shard(s, link) for s in shards]  # (tokens, documents, documents re-encoded) per shard
+    checked = sum(c[2] for c in counts)
+    if checked == 0:
+        raise DataError(f"no shard of {folder} holds a whole document in its first {SAMPLE_TOKENS:,} tokens, so "
+                        "its tokenizer cannot be checked: not a stream of documents from their fineweb.py.")
+    log.info("%s: %d %s shards (%s_*): every id checked, GPT-2's tokenizer checked on %d whole documents", folder,
+             len(shards), tool, prefix, checked)
+    records = []
+    try:
         clear_folder(out)  # what an interrupted import, or with --overwrite another run, left
         if replace:
             log.info("--overwrite: removed the previous contents of %s", out)
         remove_stale_temporaries(out)
         write_json(out / STATE_NAME, {"settings": settings, "shards": []})
-        records = []
-        try:
-            for tokens, s in zip(token_arrays, shards):
-                name = shard_name(s.split, 0 if s.split == "val" else s.index - 1)
-                sha256, documents = (_link if link else _copy)(tokens, s.path, out / name)
-                records.append({"file": name, "split": s.split, "tokens": len(tokens), "documents": documents,
-                                "sha256": sha256})
-                log.info("%s %s -> %s (%d/%d)", "linked" if link else "copied", s.path.name, name, len(records),
-                         len(shards))
-        except OSError as err:
-            raise DataError(f"could not write to {out} ({err.strerror or err}) after {len(records)} of {len(shards)} "
-                            "shards: free some space (or make the folder writable), then run the same command "
-                            "again: it imports again from the start.") from err
+        for s, (tokens, docs, _) in zip(shards, counts):
+            name = shard_name(s.split, 0 if s.split == "val" else s.index - 1)
+            sha256 = _link(s, out / name) if link else _copy(s, out / name)
+            records.append({"file": name, "split": s.split, "tokens": tokens, "documents": docs, "sha256": sha256})
+            log.info("%s %s -> %s (%d/%d)", "linked" if link else "copied", s.path.name, name, len(records),
+                     len(shards))
         source = dict(settings["source"], folder=str(folder.resolve()))
         val_rule = (f"val = {shards[0].path.name} of {tool}, whole ({records[0]['tokens']:,} tokens: the start of "
                     "the stream, cut at a shard boundary, so its last document continues in train); train = "
@@ -303,6 +364,10 @@ def import_shards(folder: str | os.PathLike, out_dir: str | os.PathLike, *, link
         manifest = make_manifest(source, settings, records, val_rule, created_with)
         write_json(out / MANIFEST_NAME, manifest)  # last: its presence means every shard above is complete
         (out / STATE_NAME).unlink(missing_ok=True)
+    except OSError as err:
+        raise DataError(f"could not write to {out} ({err.strerror or err}) after {len(records)} of {len(shards)} "
+                        "shards: free some space (or make the folder writable), then run the same command "
+                        "again: it imports again from the start.") from err
     splits = manifest["splits"]
     log.info("wrote %s: %d val tokens, %d train tokens (%d documents) in %d shards", out / MANIFEST_NAME,
              splits["val"]["tokens"], splits["train"]["tokens"], manifest["documents"], len(records))
@@ -326,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except PermissionError as err:  # a shard this user may not read
         print(f"error: {permission_message(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # reading the source: a file gone mid-run, too many open files, an I/O error
+        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

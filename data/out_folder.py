@@ -71,7 +71,7 @@ def describe(diff: list[tuple[str, object, object]]) -> str:
 
 
 def clear_folder(out: Path) -> None:
-    """Remove what data.prepare wrote into `out` (and nothing else)."""
+    """Remove what data.prepare or data.import_shards wrote into `out` (and nothing else)."""
     for p in out.iterdir():
         if written_by_prepare(p.name):
             p.unlink()
@@ -80,8 +80,8 @@ def clear_folder(out: Path) -> None:
 def check_out(out: Path) -> None:
     """Refuse an --out that exists but is not a folder (a file is the user's, never replaced)."""
     if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is an existing file, not a folder: data.prepare writes a folder of shards "
-                        "there. Pass a new or empty folder path for --out; the file was left as it is.")
+        raise DataError(f"--out {out} is an existing file, not a folder: a folder of shards is written there. "
+                        "Pass a new or empty folder path for --out; the file was left as it is.")
     blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise DataError(f"--out {out} lies inside {blocking}, which is a file, not a folder: pass an --out "
@@ -101,8 +101,8 @@ def holding(out: Path):
                         "that can be created for --out.") from err
     foreign = sorted(p.name for p in out.iterdir() if not (written_by_prepare(p.name) or p.name == LOCK_FILE))
     if foreign:  # refused before the lock file too: the folder is left exactly as it was
-        raise DataError(f"{out} holds files that data.prepare did not write ({foreign[:5]}): "
-                        "use an empty or new --out.")
+        raise DataError(f"{out} holds files that neither data.prepare nor data.import_shards wrote "
+                        f"({foreign[:5]}): use an empty or new --out.")
     handle = None
     if os.access(out, os.W_OK):
         handle, busy = lock_run_folder(out, PREPARING)
@@ -155,10 +155,12 @@ def claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | Non
         return None, [], False
     diff = differences(previous_settings, settings)
     if diff and not overwrite:
-        raise DataError(
-            f"{out} already holds data prepared with other settings ({describe(diff)}); nothing was changed. "
-            "Use another --out, or pass --overwrite to replace it."
-        )
+        kinds = [(s.get("source") or {}).get("kind") if isinstance(s.get("source"), dict) else None
+                 for s in (previous_settings, settings)]
+        what = (f"made from another kind of source ({kinds[0]} -> {kinds[1]})" if kinds[0] != kinds[1]
+                else f"prepared with other settings ({describe(diff)})")  # the list of every setting says little then
+        raise DataError(f"{out} already holds data {what}; nothing was changed. Use another --out, or pass "
+                        "--overwrite to replace it.")
     if diff:
         return None, [], True
     if previous is not None:

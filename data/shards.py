@@ -216,6 +216,14 @@ def other_tools_shards_advice(folder, names) -> str | None:
     return None
 
 
+def _state_kind(path: Path) -> str | None:
+    """The source kind in an unfinished folder's prepare_state.json ("import" for data.import_shards), if readable."""
+    try:
+        return json.loads(path.read_text())["settings"]["source"]["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def missing_manifest_advice(folder) -> str:
     """What to do with a folder that was passed as prepared data but has no manifest, from what it holds: an
     unfinished data.prepare run, a run or model folder, token shards of another tool, source files, or nothing."""
@@ -224,6 +232,10 @@ def missing_manifest_advice(folder) -> str:
         names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     except OSError as err:  # e.g. a folder this user may not list: said, not raised (every rank reports it)
         return f"it cannot be read ({err.strerror or err}): check its permissions"
+    if STATE_NAME in names and _state_kind(folder / STATE_NAME) == "import":
+        return ("a data.import_shards run into it did not finish (it holds prepare_state.json, not its manifest): "
+                "run the same `python -m data.import_shards ... --out` command again (it imports again from the "
+                "start), after fixing what stopped it")
     if STATE_NAME in names or any(SHARD_RE.match(n) for n in names):
         return ("a data.prepare run into it did not finish (it holds its shards or prepare_state.json, not its "
                 "manifest): run the same `python -m data.prepare ... --out` command again to complete it (it resumes), "

@@ -121,11 +121,11 @@ def test_an_interrupted_import_is_done_again_by_the_same_command(tmp_path, edu_s
     reference = import_shards(tmp_path / "src", tmp_path / "reference")
     real_copy, calls = importer._copy, []
 
-    def full_disk_on_third(tokens, src, dst):
+    def full_disk_on_third(shard, dst):
         calls.append(dst)
         if len(calls) == 3:
             raise OSError(28, "No space left on device", str(dst))
-        return real_copy(tokens, src, dst)
+        return real_copy(shard, dst)
 
     monkeypatch.setattr(importer, "_copy", full_disk_on_third)
     with pytest.raises(DataError, match=r"could not write to .* \(No space left on device\) after 2 of \d+ shards: "
@@ -161,8 +161,8 @@ def _shift_ids(path):  # another tokenizer's ids, in range: GPT-2's decode then 
                                                                          r"\.npy, fineweb_\*\.npy\)"),
     (lambda d, p: [q.unlink() for q in p[1:]], r"holds only the validation shard .*no train shard"),
     (lambda d, p: np.save(p[1], np.load(p[1]).astype(np.int32)), r"holds int32 of shape .*not a 1-D uint16 array"),
-    (lambda d, p: p[1].write_bytes(p[1].read_bytes()[:200]), r"edufineweb_train_000001.npy is not a readable \.npy "
-                                                             r"file .*damaged or truncated"),
+    (lambda d, p: p[1].write_bytes(p[1].read_bytes()[:200]), r"edufineweb_train_000001.npy is not a \.npy token "
+                                                             r"array that can be read .*damaged or truncated"),
     (lambda d, p: np.save(p[-1], np.append(np.load(p[-1]), np.uint16(50257))), r"holds id 50257 at token [\d,]+, "
                                                                                 r"beyond GPT-2's 50257 ids"),
     (lambda d, p: _shift_ids(p[1]), r"does not re-encode to the same ids with GPT-2's tokenizer: these tokens were "
@@ -174,7 +174,7 @@ def test_a_bad_shard_set_is_refused_and_nothing_is_written(tmp_path, edu_stream,
     damage(tmp_path / "src", paths)
     with pytest.raises(DataError, match=message):
         import_shards(tmp_path / "src", tmp_path / "out")
-    assert not [p.name for p in (tmp_path / "out").glob("*") if p.name != ".lock"]  # checked before writing
+    assert not (tmp_path / "out").exists()  # checked before anything is written: not even the folder is left
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -241,3 +241,73 @@ def test_a_damaged_imported_shard_says_to_import_again(tmp_path, edu_stream):
     with pytest.raises(DataError, match=again):
         import_shards(tmp_path / "src", tmp_path / "out")
     assert import_shards(tmp_path / "src", tmp_path / "out", overwrite=True)["shards"] == good["shards"]
+
+
+def test_overwrite_with_a_bad_set_keeps_the_folder_that_was_there(tmp_path, edu_stream, monkeypatch):
+    """Every id is checked before anything is removed: an id past the sampled head of a shard (most of a real
+    100M-token shard) used to be found while copying, after --overwrite had emptied the folder."""
+    import data.import_shards as importer
+
+    write_shards(edu_stream, tmp_path / "good", shard_size=25_000)
+    good = import_shards(tmp_path / "good", tmp_path / "out")
+    monkeypatch.setattr(importer, "SAMPLE_TOKENS", 5_000)
+    paths = write_shards(edu_stream, tmp_path / "bad", shard_size=20_000)
+    tokens = np.load(paths[2])
+    tokens[15_000] = 60000
+    np.save(paths[2], tokens)
+    for link in (False, True):
+        with pytest.raises(DataError, match=r"edufineweb_train_000002.npy holds id 60000 at token 15,000"):
+            import_shards(tmp_path / "bad", tmp_path / "out", overwrite=True, link=link)
+        assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == good
+        TokenDataset(tmp_path / "out").verify(vocab_size=50304, eot_id=EOT)
+
+
+def test_another_set_with_the_same_names_and_sizes_is_not_taken_for_the_imported_one(tmp_path, edu_stream,
+                                                                                     edu_texts, tiktoken_gpt2):
+    write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+    first = import_shards(tmp_path / "src", tmp_path / "out")
+    other = token_stream(tiktoken_gpt2, edu_texts[::-1])  # the same documents in another order: the same sizes
+    assert len(other) == len(edu_stream)
+    write_shards(other, tmp_path / "src", shard_size=25_000)  # rewritten in place, as a re-run of fineweb.py does
+    with pytest.raises(DataError, match=r"already holds data prepared with other settings .*sample_sha256"):
+        import_shards(tmp_path / "src", tmp_path / "out")
+    again = import_shards(tmp_path / "src", tmp_path / "out", overwrite=True)
+    assert again["shards"][0]["sha256"] != first["shards"][0]["sha256"]
+
+
+def test_a_file_with_bytes_after_its_array_is_refused(tmp_path, edu_stream):
+    paths = write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+    with open(paths[1], "ab") as f:
+        np.save(f, np.arange(5, dtype=np.uint16))  # a second save into the same file
+    with pytest.raises(DataError, match=r"edufineweb_train_000001.npy has 1[\d,]+ bytes after its array of 25,000 "
+                                        r"tokens: a damaged file"):
+        import_shards(tmp_path / "src", tmp_path / "out", link=True)
+
+
+def test_an_interrupted_import_does_not_bind_the_next_one_to_its_settings(tmp_path, edu_stream, monkeypatch):
+    """An import always starts again, so what a failed --link import left is replaced by a copy without
+    --overwrite (the failure's own advice was to leave out --link, and that was then refused)."""
+    import data.import_shards as importer
+
+    write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+
+    def refused(shard, dst):
+        raise OSError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(importer.os, "link", refused)
+    with pytest.raises(DataError, match=r"--link: the system refuses a hard link to .*edufineweb_val_000000.npy .*"
+                                        r"leave out --link to copy"):
+        import_shards(tmp_path / "src", tmp_path / "out", link=True)
+    assert (tmp_path / "out" / "prepare_state.json").exists()
+    assert import_shards(tmp_path / "src", tmp_path / "out")["settings"]["link"] is False
+
+
+def test_a_folder_or_dangling_link_named_like_a_shard_is_named_and_hidden_files_are_ignored(tmp_path, edu_stream):
+    paths = write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+    (tmp_path / "src" / "._edufineweb_train_000001.npy").write_bytes(b"\0" * 4096)  # macOS's AppleDouble file
+    assert import_shards(tmp_path / "src", tmp_path / "out")["documents"] == 150
+    paths[-1].unlink()
+    paths[-1].symlink_to(tmp_path / "nowhere.npy")
+    with pytest.raises(DataError, match=r"edufineweb_train_00000\d.npy is not a file \(a folder, or a link to "
+                                        r"nothing\)"):
+        import_shards(tmp_path / "src", tmp_path / "out2")

@@ -190,6 +190,8 @@ def test_missing_manifest_names_the_fix(tmp_path):
      r"it holds token shards of build-nanogpt or llm.c .*`python -m data.import_shards .* --out out/data/NAME`"),
     (["edu_fineweb_val_000000.bin"], r"it holds token shards of build-nanogpt or llm.c"),  # llm.c's
     (["train.bin", "val.bin"], r"it holds nanoGPT's train.bin / val.bin, which are not read here .*prepare the text"),
+    ({"prepare_state.json": '{"settings": {"source": {"kind": "import"}}}'},  # an import that stopped
+     r"a data.import_shards run into it did not finish .* run the same `python -m data.import_shards ... --out`"),
     (["input.txt"], r"it holds source files, not tokens: tokenize them with `python -m data.prepare .* --out out/data/NAME`"),
     (["parts/part-0.parquet"], r"it holds source files, not tokens"),  # one level down
     (["run_config.yaml", "metrics.jsonl"], r"it is a training run's folder \(train.py's output_dir\), not prepared data"),
@@ -205,7 +207,7 @@ def test_a_folder_without_manifest_gets_advice_from_what_it_holds(tmp_path, file
 
     for name in files:
         (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_bytes(b"")
+        (tmp_path / name).write_text(files[name] if isinstance(files, dict) else "")
     with pytest.raises(DataError, match=r"manifest.json not found: " + advice):
         TokenDataset(tmp_path)
     errors = validate(RunConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "run")), 1)
