@@ -14,11 +14,11 @@ validation split, `<name>_val_000000`, the others train, `<name>_train_000001`, 
 
 The import keeps their split: val = their shard 0, whole (train.py evaluates its first `val_tokens`; the default
 10,485,760 are, for T=1024, the windows build-nanogpt's validation reads on 8 GPUs), train = the other shards
-in order. Refused with a message (every check but the scan of all ids runs before anything is written): a gap in the
-numbering (a shard missing from a copy), a file of another dtype or header, a truncated file, ids >= 50257, a
-stream that does not start with a document, and ids of another tokenizer (the first whole documents of every
-shard must re-encode to the same ids: decoding and encoding again gives the ids back only for ids that GPT-2's
-encoder wrote).
+in order. Refused with a message, each found before anything is written (the shards are read once to check them,
+then again to copy): a gap in the numbering (a shard missing from a copy), a file of another dtype or header, a
+truncated file, ids >= 50257, a stream that does not start with a document, and ids of another tokenizer (the
+first whole documents of every shard must re-encode to the same ids: decoding and encoding again gives the ids
+back only for ids that GPT-2's encoder wrote).
 
 The result is an ordinary prepared folder: `val_000000.npy`, `train_000000.npy`, ... and `manifest.json` with a
 sha256 per shard, written last. The folder rules are data.prepare's (data.out_folder): a finished import is verified
