@@ -336,7 +336,10 @@ def _import(folder: Path, out: Path, tool: str, prefix: str, shards: list[ShardF
         raise DataError(f"{shards[0].path} does not start with the end-of-text id {EOT_ID}, as every document "
                         f"of build-nanogpt's and llm.c's streams does: not a stream of their fineweb.py; prepare "
                         "the text itself with data.prepare.")
-    counts = [_check_shard(s, link) for s in shards]  # (tokens, documents, documents re-encoded) per shard
+    counts = []  # (tokens, documents, documents re-encoded) per shard
+    for s in shards:
+        counts.append(_check_shard(s, link))
+        log.info("checked %s (%d/%d)", s.path.name, len(counts), len(shards))
     checked = sum(c[2] for c in counts)
     if checked == 0:
         raise DataError(f"no shard of {folder} holds a whole document in its first {SAMPLE_TOKENS:,} tokens, so "
