@@ -4,6 +4,7 @@ data.prepare writes from the same documents, without tokenizing again; bad sets 
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -291,14 +292,18 @@ def test_an_interrupted_import_does_not_bind_the_next_one_to_its_settings(tmp_pa
 
     write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
 
-    def refused(shard, dst):
-        raise OSError(1, "Operation not permitted", str(dst))
+    real_link = os.link
 
-    monkeypatch.setattr(importer.os, "link", refused)
-    with pytest.raises(DataError, match=r"--link: the system refuses a hard link to .*edufineweb_val_000000.npy .*"
+    def refused_after_the_first(src, dst):  # the val shard is linked, the next one refused
+        if Path(dst).name != "val_000000.npy":
+            raise OSError(1, "Operation not permitted", str(dst))
+        real_link(src, dst)
+
+    monkeypatch.setattr(importer.os, "link", refused_after_the_first)
+    with pytest.raises(DataError, match=r"--link: the system refuses a hard link to .*edufineweb_train_000001.npy .*"
                                         r"leave out --link to copy"):
         import_shards(tmp_path / "src", tmp_path / "out", link=True)
-    assert (tmp_path / "out" / "prepare_state.json").exists()
+    assert (tmp_path / "out" / "prepare_state.json").exists() and (tmp_path / "out" / "val_000000.npy").exists()
     assert import_shards(tmp_path / "src", tmp_path / "out")["settings"]["link"] is False
 
 
@@ -311,3 +316,18 @@ def test_a_folder_or_dangling_link_named_like_a_shard_is_named_and_hidden_files_
     with pytest.raises(DataError, match=r"edufineweb_train_00000\d.npy is not a file \(a folder, or a link to "
                                         r"nothing\)"):
         import_shards(tmp_path / "src", tmp_path / "out2")
+
+
+def test_an_npy_header_of_another_size_is_copied_not_linked(tmp_path, edu_stream):
+    """numpy before 1.14 aligned .npy headers to 16 bytes (80 here), not 64 (128): such a file is not byte for byte
+    our shard format, so --link refuses it and the copy rewrites it."""
+    paths = write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+    tokens = np.load(paths[1])
+    header = f"{{'descr': '<u2', 'fortran_order': False, 'shape': ({len(tokens)},), }}".ljust(69) + "\n"
+    paths[1].write_bytes(b"\x93NUMPY\x01\x00" + (70).to_bytes(2, "little") + header.encode() + tokens.tobytes())
+    assert np.array_equal(np.load(paths[1]), tokens)  # a valid .npy with an 80-byte header
+    with pytest.raises(DataError, match=r"edufineweb_train_000001.npy has a 80-byte .npy header, not the 128 bytes "
+                                        r".*leave out --link to copy it"):
+        import_shards(tmp_path / "src", tmp_path / "linked", link=True)
+    copied = import_shards(tmp_path / "src", tmp_path / "copied")
+    assert np.array_equal(np.load(tmp_path / "copied" / "train_000000.npy"), tokens) and copied["documents"] == 150
