@@ -187,7 +187,7 @@ def check_gpt2_ids(tokens: np.ndarray, path: Path) -> int:
     """Re-encode the first whole documents of a shard (between two end-of-text ids, within its head) with GPT-2's
     tokenizer and refuse ids that do not come back; returns how many documents were checked."""
     head = np.asarray(tokens[:SAMPLE_TOKENS])
-    if head.max() >= TOKENIZER_VOCAB_SIZE:  # decoding would fail on it; the full scan names the position later
+    if head.max() >= TOKENIZER_VOCAB_SIZE:  # decoding would fail on it: named here, with its position
         _check_ids(head, path, 0)
     starts = np.flatnonzero(head == EOT_ID)[:SAMPLE_DOCUMENTS + 1]
     enc = tiktoken_gpt2()
