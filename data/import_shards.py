@@ -25,7 +25,8 @@ sha256 per shard, written last. The folder rules are data.prepare's (data.out_fo
 and left alone, an interrupted one is done again, other settings are refused unless --overwrite, one writer at a
 time. With --link the shards are hard links to build-nanogpt's files (same bytes, no second copy; deleting either
 name leaves the other). They are then the same files: running build-nanogpt's fineweb.py again rewrites them in
-place, and train.py's start-up check (sha256 of every shard) refuses the changed folder; import it again then.
+place, and train.py's start-up check (sha256 of every shard) refuses the changed folder; import it again then,
+with --overwrite.
 """
 
 from __future__ import annotations
