@@ -53,6 +53,7 @@ from data.shards import (
     NPY_HEADER_BYTES,
     SHARD_DTYPE,
     STATE_NAME,
+    TMP_MARK,
     DataError,
     atomic_write,
     make_manifest,
@@ -253,21 +254,35 @@ def _copy(shard: ShardFile, dst: Path) -> str:
     return digest.hexdigest()
 
 
-def _link(shard: ShardFile, dst: Path) -> str:
-    """Hard-link build-nanogpt's .npy (byte for byte our shard format); returns its sha256."""
+def _hard_link(src: Path, dst: Path) -> None:
+    """os.link, with the two refusals users meet said as what to do."""
     try:
-        os.link(shard.path, dst)
+        os.link(src, dst)
     except OSError as err:
         if err.errno == errno.EXDEV:
-            raise DataError(f"--link: {dst.parent} is on another file system than {shard.path.parent}, and hard links "
+            raise DataError(f"--link: {dst.parent} is on another file system than {src.parent}, and hard links "
                             "cannot cross file systems: leave out --link to copy the shards, or put --out beside "
                             "them.") from err
         if err.errno == errno.EPERM:
-            raise DataError(f"--link: the system refuses a hard link to {shard.path} (on Linux, "
+            raise DataError(f"--link: the system refuses a hard link to {src} (on Linux, "
                             "fs.protected_hardlinks forbids links to files of another user): leave out --link to "
                             "copy the shards.") from err
         raise
+
+
+def _link(shard: ShardFile, dst: Path) -> str:
+    """Hard-link build-nanogpt's .npy (byte for byte our shard format); returns its sha256."""
+    _hard_link(shard.path, dst)
     return sha256_file(dst)
+
+
+def _probe_link(shard: ShardFile, out: Path) -> None:
+    """Make and remove one hard link into `out` first, so a file system that refuses them is said at once, not
+    after the check pass has read every shard."""
+    probe = out / f".link-probe{TMP_MARK}{os.getpid()}"  # a temporary name: a killed run's is cleaned up
+    probe.unlink(missing_ok=True)
+    _hard_link(shard.path, probe)
+    probe.unlink()
 
 
 def _sample_sha256(path: Path, size: int = 1 << 16) -> str:
@@ -330,6 +345,8 @@ def _import(folder: Path, out: Path, tool: str, prefix: str, shards: list[ShardF
     if finished(out, manifest, overwrite):
         return manifest
     replace = replace or manifest is not None  # a damaged finished folder, with --overwrite
+    if link:
+        _probe_link(shards[0], out)
     # Every shard is checked whole before anything in `out` is removed or written: with --overwrite, a bad set
     # leaves the previous folder as it was.
     first = read_tokens(shards[0])[0]

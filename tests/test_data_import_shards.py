@@ -294,8 +294,8 @@ def test_an_interrupted_import_does_not_bind_the_next_one_to_its_settings(tmp_pa
 
     real_link = os.link
 
-    def refused_after_the_first(src, dst):  # the val shard is linked, the next one refused
-        if Path(dst).name != "val_000000.npy":
+    def refused_after_the_first(src, dst):  # the probe and the val shard are linked, the next shard refused
+        if Path(dst).name.startswith("train_"):
             raise OSError(1, "Operation not permitted", str(dst))
         real_link(src, dst)
 
@@ -331,3 +331,19 @@ def test_an_npy_header_of_another_size_is_copied_not_linked(tmp_path, edu_stream
         import_shards(tmp_path / "src", tmp_path / "linked", link=True)
     copied = import_shards(tmp_path / "src", tmp_path / "copied")
     assert np.array_equal(np.load(tmp_path / "copied" / "train_000000.npy"), tokens) and copied["documents"] == 150
+
+
+def test_a_file_system_without_hard_links_is_said_before_the_check_pass(tmp_path, edu_stream, monkeypatch):
+    import data.import_shards as importer
+
+    write_shards(edu_stream, tmp_path / "src", shard_size=25_000)
+    checked = []
+    monkeypatch.setattr(importer, "_check_shard", lambda *args: checked.append(args))
+
+    def other_file_system(src, dst):
+        raise OSError(18, "Invalid cross-device link", str(dst))
+
+    monkeypatch.setattr(importer.os, "link", other_file_system)
+    with pytest.raises(DataError, match=r"--link: .* is on another file system than .*leave out --link to copy"):
+        import_shards(tmp_path / "src", tmp_path / "out", link=True)
+    assert checked == [] and not (tmp_path / "out").exists()  # said at once; nothing left behind
