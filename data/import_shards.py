@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -62,6 +61,7 @@ from data.shards import (
     remove_stale_temporaries,
     sha256_file,
     shard_name,
+    state_kind,
     write_json,
 )
 from data.tokenizer import EOT_ID, TOKENIZER_VOCAB_SIZE, tiktoken_gpt2
@@ -189,8 +189,7 @@ def check_gpt2_ids(tokens: np.ndarray, path: Path) -> int:
     """Re-encode the first whole documents of a shard (between two end-of-text ids, within its head) with GPT-2's
     tokenizer and refuse ids that do not come back; returns how many documents were checked."""
     head = np.asarray(tokens[:SAMPLE_TOKENS])
-    if head.max() >= TOKENIZER_VOCAB_SIZE:  # decoding would fail on it: named here, with its position
-        _check_ids(head, path, 0)
+    _check_ids(head, path, 0)  # decoding would fail on an id out of range: named here, with its position
     starts = np.flatnonzero(head == EOT_ID)[:SAMPLE_DOCUMENTS + 1]
     enc = tiktoken_gpt2()
     for a, b in zip(starts[:-1], starts[1:]):
@@ -238,7 +237,8 @@ def _check_shard(shard: ShardFile, link: bool) -> tuple[int, int, int]:
 
 
 def _copy(shard: ShardFile, dst: Path) -> str:
-    """Write the shard's tokens as our .npy shard (atomically); returns the new file's sha256."""
+    """Write the shard's tokens as our .npy shard (atomically); returns the new file's sha256. Not
+    data.shards.write_shard: that hashes the file by reading it back, a third read of every token here."""
     tokens = read_tokens(shard)
     digest = hashlib.sha256()
 
@@ -308,13 +308,7 @@ def _settings(tool: str, prefix: str, shards: list[ShardFile], link: bool) -> di
 def _interrupted_import(out: Path) -> bool:
     """Whether `out` holds an import that did not finish (its record, no manifest). An import is always done again
     from the start, so nothing there is worth keeping, whatever settings it had."""
-    if (out / MANIFEST_NAME).exists() or not (out / STATE_NAME).is_file():
-        return False
-    try:
-        source = json.loads((out / STATE_NAME).read_text())["settings"]["source"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return isinstance(source, dict) and source.get("kind") == "import"
+    return not (out / MANIFEST_NAME).exists() and state_kind(out / STATE_NAME) == "import"
 
 
 def import_shards(folder: str | os.PathLike, out_dir: str | os.PathLike, *, link: bool = False,

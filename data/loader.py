@@ -95,9 +95,9 @@ class TokenDataset:
             raise DataError(f"{path} does not match the model: " + "; ".join(problems) + f". Fix: {fix}.")
         if "train" in splits and not self.shard_entries("train"):
             raise DataError(f"{path} lists no train shards: re-run data.prepare.")
+        fix = write_again_advice(self.manifest)
         for s in (s for s in self.manifest["shards"] if s["split"] in splits):
-            check_shard_file(self.data_dir / s["file"], s["tokens"], s["sha256"] if check_sha256 else None,
-                             fix=write_again_advice(self.manifest))
+            check_shard_file(self.data_dir / s["file"], s["tokens"], s["sha256"] if check_sha256 else None, fix)
 
     def stream(self, split: str) -> "_TokenStream":
         entries = self.shard_entries(split)

@@ -155,7 +155,7 @@ def claim_folder(out: Path, settings: dict, overwrite: bool) -> tuple[dict | Non
         return None, [], False
     diff = differences(previous_settings, settings)
     if diff and not overwrite:
-        kinds = [(s.get("source") or {}).get("kind") if isinstance(s.get("source"), dict) else None
+        kinds = [s["source"].get("kind") if isinstance(s.get("source"), dict) else None
                  for s in (previous_settings, settings)]
         what = (f"made from another kind of source ({kinds[0]} -> {kinds[1]})" if kinds[0] != kinds[1]
                 else f"prepared with other settings ({describe(diff)})")  # the list of every setting says little then
@@ -175,9 +175,10 @@ def finished(out: Path, manifest: dict | None, overwrite: bool) -> bool:
     keeps no resume points, so it is written again from the start."""
     if manifest is None:
         return False
+    fix = write_again_advice(manifest)
     try:
         for r in manifest["shards"]:
-            check_shard_file(out / r["file"], r["tokens"], r["sha256"], fix=write_again_advice(manifest))
+            check_shard_file(out / r["file"], r["tokens"], r["sha256"], fix)
     except DataError as err:
         if not overwrite:
             raise

@@ -52,9 +52,9 @@ from data.shards import (
     STATE_NAME,
     DataError,
     check_shard_file,
+    make_manifest,
     remove_stale_temporaries,
     shard_name,
-    make_manifest,
     write_json,
     write_shard,
 )

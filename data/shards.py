@@ -216,7 +216,7 @@ def other_tools_shards_advice(folder, names) -> str | None:
     return None
 
 
-def _state_kind(path: Path) -> str | None:
+def state_kind(path: Path) -> str | None:
     """The source kind in an unfinished folder's prepare_state.json ("import" for data.import_shards), if readable."""
     try:
         return json.loads(path.read_text())["settings"]["source"]["kind"]
@@ -232,7 +232,7 @@ def missing_manifest_advice(folder) -> str:
         names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     except OSError as err:  # e.g. a folder this user may not list: said, not raised (every rank reports it)
         return f"it cannot be read ({err.strerror or err}): check its permissions"
-    if STATE_NAME in names and _state_kind(folder / STATE_NAME) == "import":
+    if STATE_NAME in names and state_kind(folder / STATE_NAME) == "import":
         return ("a data.import_shards run into it did not finish (it holds prepare_state.json, not its manifest): "
                 "run the same `python -m data.import_shards ... --out` command again (it imports again from the "
                 "start), after fixing what stopped it")
