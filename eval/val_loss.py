@@ -2,7 +2,8 @@
 
     python -m eval.val_loss --model PATH --data DIR [--seq-len 1024] [--batch-size 8] [--max-tokens 10485760]
 
-`DIR` is a folder written by `python -m data.prepare` (manifest.json + uint16 shards); its val split is read with
+`DIR` is a folder written by `python -m data.prepare` or `python -m data.import_shards` (manifest.json + uint16
+shards); its val split is read with
 `data.loader.val_batches` (the same fixed windows for any world size). For a checkpoint or run folder the
 defaults are the settings it was trained with (data_dir, seq_len, val_tokens), so the number equals the
 training log's validation loss at that step (for fp32 runs; this runs fp32, a bf16 run logged it under autocast). Prints the mean per-token loss and saves
@@ -64,8 +65,8 @@ def evaluate_val_loss(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m eval.val_loss", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="export folder, checkpoint folder or run folder")
-    parser.add_argument("--data", help="folder written by `python -m data.prepare` (default for a checkpoint or "
-                        "run folder: the data_dir it trained on)")
+    parser.add_argument("--data", help="folder written by `python -m data.prepare` or `python -m data.import_shards` "
+                        "(default for a checkpoint or run folder: the data_dir it trained on)")
     parser.add_argument("--seq-len", type=positive_int, help="window length (default: the checkpoint's training "
                         "seq_len, else the model's context, at most 1024)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward (default: %(default)s)")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = args.data or trained.get("data_dir")
     if not data:
         raise EvalInputError(f"{args.model} is not a checkpoint of a training run, so its data is not known: "
-                             "pass --data DIR (a folder written by `python -m data.prepare`)")
+                             "pass --data DIR (a folder written by `python -m data.prepare` or `data.import_shards`)")
     out = output_path(model_dir, args.output, "val_loss.json", keep=(data,))  # before the work, not after
     model, _ = load_model(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
               "from the one training read: prepared again?): this loss may not repeat the training log's")
     print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s"
           + (f" ({', '.join(settings)} as in training)" if settings else ""))
+    if n_tokens + seq_len <= max_tokens:  # another whole window was asked for but the split ended first
+        print(f"note: the val split of {data} holds fewer than the {max_tokens:,} tokens asked (max_tokens): "
+              "compare this loss only with losses over the same tokens")
     record = {"model": str(model_dir), "data": str(data), "seq_len": seq_len,
               "max_tokens": max_tokens, "val_loss": loss, "val_tokens": n_tokens, "seconds": round(seconds, 3),
               "data_as_in_training": as_logged, "data_manifest_hash": dataset.manifest_hash,

@@ -69,7 +69,7 @@ def test_val_loss_equals_token_weighted_mean_of_model_losses(model):
     assert not model.training
 
 
-def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, monkeypatch):
+def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, monkeypatch, capsys):
     import data.shards
     from data.prepare import prepare
     from eval.val_loss import main
@@ -94,6 +94,11 @@ def test_val_loss_cli_on_prepared_folder(tmp_path, shared_data, gpt2_tokenizer, 
     assert saved["val_loss"] == record["val_loss"] and saved["dtype"] == "float32" and saved["batch_size"] == 8
     assert saved["data_manifest_hash"] == TokenDataset(tmp_path / "data").manifest_hash
     assert saved["environment"]["torch"] == torch.__version__ and saved["environment"]["device"] == "cpu"
+    assert "holds fewer than" not in capsys.readouterr().out
+    # more tokens asked than the ~5,000-token val split holds: the loss is over what there is, and that is said
+    record = main(["--model", str(tmp_path / "m"), "--data", str(tmp_path / "data"), "--max-tokens", "100000"])
+    assert 2048 < record["val_tokens"] < 100_000
+    assert "holds fewer than the 100,000 tokens asked" in capsys.readouterr().out
 
 
 def test_val_loss_on_other_data_keeps_the_result_on_the_first(tmp_path, shared_data, gpt2_tokenizer, capsys):
