@@ -132,8 +132,9 @@ class GPT2ReproMLP(nn.Module):
 
 class GPT2ReproBlock(GradientCheckpointingLayer):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (hidden states, attention
-    weights or None). A GradientCheckpointingLayer: `model.gradient_checkpointing_enable()` recomputes it in backward
-    (hidden states go in positionally, as that requires)."""
+    weights or None). A GradientCheckpointingLayer: `model.activation_checkpointing_enable()` (transformers >= 5.23,
+    which also takes `every_n_layers`; `gradient_checkpointing_enable()` before) recomputes it in backward (hidden
+    states go in positionally, as that requires)."""
 
     def __init__(self, config: GPT2ReproConfig, layer_idx: int):
         super().__init__()
@@ -215,7 +216,7 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([GPT2ReproBlock(config, i) for i in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.gradient_checkpointing = False  # set by gradient_checkpointing_enable(), as on the blocks
+        self.gradient_checkpointing = False  # set by activation/gradient_checkpointing_enable(), as on the blocks
         self.post_init()
 
     def get_input_embeddings(self):
@@ -259,7 +260,8 @@ class GPT2ReproModel(GPT2ReproPreTrainedModel):
             if cache is not None and cache.get_seq_length() > 0:
                 raise ValueError(f"a KV cache holding {cache.get_seq_length()} tokens cannot be used with gradient "
                                  "checkpointing in training (the recomputed blocks would write into it again): call "
-                                 "model.gradient_checkpointing_disable(), or model.eval(), or pass the tokens as input")
+                                 "model.activation_checkpointing_disable() (gradient_checkpointing_disable() before "
+                                 "transformers 5.23), or model.eval(), or pass the tokens as input")
             logger.warning_once("`use_cache=True` is incompatible with gradient checkpointing. "
                                 "Setting `use_cache=False`.")
             use_cache, cache = False, None

@@ -60,14 +60,29 @@ def test_return_dict_false_gives_tuples():
     assert isinstance(hidden, torch.Tensor) and hidden.shape == (1, 5, model.config.n_embd)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def _enable_checkpointing(model, **kwargs) -> None:
+    """transformers 5.23 renamed gradient_checkpointing_enable (the old name now warns and goes in v6); 5.17 has only
+    the old one."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable(**kwargs)
+
+
+@pytest.mark.parametrize("every_n_layers", [1, 2])
+def test_gradient_checkpointing_gives_the_same_gradients(every_n_layers):
+    """Every block recomputed in backward, or (transformers >= 5.23's every_n_layers) only every other one."""
+    from transformers import PreTrainedModel
+
+    if every_n_layers > 1 and not hasattr(PreTrainedModel, "activation_checkpointing_enable"):
+        pytest.skip("every_n_layers is new in transformers 5.23")  # the 5.17 run of the model tests
     x = torch.randint(0, REAL, (2, 12))
     grads = []
     for checkpointing in (False, True):
-        model = tiny_model(dropout=0.0).train()
+        model = tiny_model(dropout=0.0, n_layer=4).train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
-            assert model.is_gradient_checkpointing
+            _enable_checkpointing(model, **({"every_n_layers": every_n_layers} if every_n_layers > 1 else {}))
+            # the blocks that recompute (GradientCheckpointingLayer reads this flag in each call)
+            assert [block.gradient_checkpointing for block in model.transformer.h] == \
+                [i % every_n_layers == 0 for i in range(4)]
         model(x, labels=x).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     for name, grad in grads[0].items():
@@ -85,7 +100,7 @@ def test_gradient_checkpointing_with_a_cache_uses_none_as_stock_gpt2_does():
     reference = tiny_model().train()
     reference(x, labels=x).loss.backward()
     model = tiny_model().train()
-    model.gradient_checkpointing_enable()
+    _enable_checkpointing(model)
     out = model(x, labels=x, use_cache=True)
     out.loss.backward()
     assert getattr(out, CACHE_NAME) is None
