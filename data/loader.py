@@ -257,6 +257,12 @@ def val_window_count(data_dir: str | Path, seq_len: int, max_tokens: int | None)
     return max(n, 0)
 
 
+def val_split_ran_short(tokens_read: int, seq_len: int, max_tokens: int) -> bool:
+    """Whether the val split ended before `max_tokens` were read: another whole window of `seq_len` was asked for
+    (`tokens_read` = windows x seq_len, as val_window_count gives)."""
+    return tokens_read + seq_len <= max_tokens
+
+
 def val_batches(data_dir: str | Path, batch_size: int, seq_len: int, max_tokens: int | None, rank: int = 0,
                 world_size: int = 1, pin_memory: bool = False):
     """Yield (x, y) int64 (b, T), b <= batch_size, for this rank's share of the fixed validation windows."""

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "in <run>/eval_results/)")
     args = parser.parse_args(hyphenated(argv))  # underscore spellings too (--batch_size)
 
-    from data.loader import TokenDataset, val_batches
+    from data.loader import TokenDataset, val_batches, val_split_ran_short
     from data.shards import DataError
     from data.tokenizer import EOT_ID
     from eval.load import environment, load_model, model_dir_of, output_path, trained_with
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
               "from the one training read: prepared again?): this loss may not repeat the training log's")
     print(f"val loss {loss:.4f} over {n_tokens:,} tokens (seq_len {seq_len}) in {seconds:.1f} s"
           + (f" ({', '.join(settings)} as in training)" if settings else ""))
-    if n_tokens + seq_len <= max_tokens:  # another whole window was asked for but the split ended first
+    if val_split_ran_short(n_tokens, seq_len, max_tokens):
         print(f"note: the val split of {data} holds fewer than the {max_tokens:,} tokens asked (max_tokens): "
               "compare this loss only with losses over the same tokens")
     record = {"model": str(model_dir), "data": str(data), "seq_len": seq_len,

@@ -73,11 +73,11 @@ def _strategy(accelerator) -> str:
 
 def _validation_line(cfg: RunConfig) -> str:
     """What validation averages over; a val split smaller than val_tokens is said, not silently used."""
-    from data.loader import val_window_count
+    from data.loader import val_split_ran_short, val_window_count
 
     tokens = val_window_count(cfg.data_dir, cfg.seq_len, cfg.val_tokens) * cfg.seq_len
     short = (f" (val_tokens {cfg.val_tokens:,}: the data's val split holds fewer)"
-             if tokens + cfg.seq_len <= cfg.val_tokens else "")
+             if val_split_ran_short(tokens, cfg.seq_len, cfg.val_tokens) else "")
     when = f"every {cfg.eval_every} steps" if cfg.eval_every > 0 else "at the end"
     return f"validation {tokens:,} tokens{short}, {when}"
 
