@@ -18,7 +18,8 @@ in order. Refused with a message, each found before anything is written (the sha
 then again to copy): a gap in the numbering (a shard missing from a copy), a file of another dtype or header, a
 truncated file, ids >= 50257, a stream that does not start with a document, and ids of another tokenizer (the
 first whole documents of every shard must re-encode to the same ids: decoding and encoding again gives the ids
-back only for ids that GPT-2's encoder wrote).
+back only for ids that GPT-2's encoder wrote). Missing last shards leave no gap to find: a last shard as full as
+the others, their one sign, is warned about (a stream can also end at a shard boundary).
 
 The result is an ordinary prepared folder: `val_000000.npy`, `train_000000.npy`, ... and `manifest.json` with a
 sha256 per shard, written last. The folder rules are data.prepare's (data.out_folder): a finished import is verified
@@ -305,6 +306,17 @@ def _settings(tool: str, prefix: str, shards: list[ShardFile], link: bool) -> di
             "format_version": FORMAT_VERSION}
 
 
+def _warn_if_the_last_shard_may_be_missing(shards: list[ShardFile], tokens: list[int], tool: str) -> None:
+    """Their fineweb.py fills every shard to `shard_size` tokens and writes what remains as a last, shorter one.
+    A gap in the numbering is refused (find_shards), but a set missing its last shards looks whole; a last shard
+    as full as the others is the one sign of it (or a stream that ended exactly at a shard boundary)."""
+    if len(set(tokens)) == 1:
+        log.warning("%s, the last shard, holds as many tokens as every other (%s): the stream ended exactly at a "
+                    "shard boundary, or the set lacks its last shards (a partial copy or download?). If %s wrote "
+                    "more, copy them beside the others and import again with --overwrite.", shards[-1].path.name,
+                    f"{tokens[-1]:,}", tool)
+
+
 def _interrupted_import(out: Path) -> bool:
     """Whether `out` holds an import that did not finish (its record, no manifest). An import is always done again
     from the start, so nothing there is worth keeping, whatever settings it had."""
@@ -358,6 +370,7 @@ def _import(folder: Path, out: Path, tool: str, prefix: str, shards: list[ShardF
                         "its tokenizer cannot be checked: not a stream of documents from their fineweb.py.")
     log.info("%s: %d %s shards (%s_*): every id checked, GPT-2's tokenizer checked on %d whole documents", folder,
              len(shards), tool, prefix, checked)
+    _warn_if_the_last_shard_may_be_missing(shards, [c[0] for c in counts], tool)
     records = []
     try:
         clear_folder(out)  # what an interrupted import, or with --overwrite another run, left

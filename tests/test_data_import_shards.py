@@ -115,6 +115,22 @@ def test_a_second_run_verifies_and_other_settings_are_refused(tmp_path, edu_stre
     assert import_shards(tmp_path / "src", tmp_path / "out", link=True, overwrite=True)["settings"]["link"] is True
 
 
+def test_a_set_whose_last_shard_is_as_full_as_the_others_is_warned_about(tmp_path, edu_stream, caplog):
+    """A gap in the numbering is refused; a set missing its last (shorter) shard looks whole, and a last shard as
+    full as the others is the one sign of it: said, not refused (a stream can end at a shard boundary)."""
+    paths = write_shards(edu_stream, tmp_path / "whole", shard_size=25_000)
+    assert len(np.load(paths[-1])) < 25_000  # the tools' last shard: what remained
+    with caplog.at_level("WARNING"):
+        import_shards(tmp_path / "whole", tmp_path / "out_whole")
+    assert "lacks its last shards" not in caplog.text
+    paths[-1].unlink()  # a copy that stopped one file short
+    with caplog.at_level("WARNING"):
+        import_shards(tmp_path / "whole", tmp_path / "out_short")
+    last = paths[-2].name
+    assert re.search(rf"{last}, the last shard, holds as many tokens as every other \(25,000\).*lacks its last "
+                     r"shards.*import again with --overwrite", caplog.text)
+
+
 def test_an_interrupted_import_is_done_again_by_the_same_command(tmp_path, edu_stream, monkeypatch):
     import data.import_shards as importer
 
